@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Builds the local environment's binaries from the Go module proxy, once per machine.
+#
+# Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
+# when its build finished, so an interrupted build resumes and a warm run does nothing.
+# Usage: env/build.sh [part...]   (default: all of k8s kwok ferretdb mongotools helm gatewayapi)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${CHATOPS_ENV_CACHE:-$HOME/.cache/chatops-env}
+export GOPATH=${GOPATH:-$HOME/go}
+export GOFLAGS="-buildvcs=false -trimpath"
+export CGO_ENABLED=0
+mkdir -p "$cache"
+
+log() { printf '[build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# done_or_build PART VERSION FUNCTION: runs FUNCTION in a fresh work dir unless done.
+done_or_build() {
+  local part=$1 version=$2 fn=$3 dir="$cache/$1-$2"
+  if [ -f "$dir/.done" ]; then log "$part $version: cached in $dir"; return; fi
+  log "$part $version: building (first run on this machine)"
+  local start=$SECONDS
+  rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/src"
+  (cd "$dir/src" && "$fn" "$dir/bin")
+  touch "$dir/.done"
+  log "$part $version: built in $((SECONDS - start)) s"
+}
+
+k8s_staging="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
+cloud-provider cluster-bootstrap code-generator component-base component-helpers
+controller-manager cri-api cri-client csi-translation-lib dynamic-resource-allocation
+endpointslice externaljwt kms kube-aggregator kube-controller-manager kube-proxy
+kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission sample-apiserver
+sample-cli-plugin sample-controller"
+
+build_k8s() {
+  local bin=$1 staging=v0${K8S_VERSION#v1} minor
+  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  go mod init chatops-env/k8s >/dev/null 2>&1
+  for m in $k8s_staging; do
+    local v=$staging o
+    for o in $K8S_STAGING_OVERRIDES; do [ "${o%%=*}" = "$m" ] && v=${o#*=}; done
+    go mod edit -replace "k8s.io/$m=k8s.io/$m@$v"
+  done
+  go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION"
+  local ld="" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  done
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    log "k8s: go build $cmd"
+    go build -ldflags "-s -w $ld" -o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  done
+}
+
+build_kwok() {
+  GOBIN=$1 go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+}
+
+build_ferretdb() {
+  # `go install` of FerretDB panics at start (its version.txt is missing): a wrapper
+  # module builds the same main package with the file in place.
+  go mod init chatops-env/ferretdb >/dev/null 2>&1
+  go get -tool "github.com/FerretDB/FerretDB/cmd/ferretdb@$FERRETDB_VERSION"
+  local mod
+  mod=$(go list -m -f '{{.Dir}}' github.com/FerretDB/FerretDB)
+  if [ ! -s "$mod/build/version/version.txt" ]; then
+    chmod -R u+w "$mod/build/version" && echo "$FERRETDB_VERSION" >"$mod/build/version/version.txt"
+  fi
+  go build -tags ferretdb_no_postgresql -o "$1/ferretdb" github.com/FerretDB/FerretDB/cmd/ferretdb \
+    || go build -o "$1/ferretdb" github.com/FerretDB/FerretDB/cmd/ferretdb
+}
+
+build_mongotools() {
+  # mongo-tools tags (100.x) are not Go semver: the proxy serves pseudo-versions only,
+  # and the checksum database does not know them, hence GONOSUMDB for this one module.
+  export GONOSUMDB=github.com/mongodb/mongo-tools
+  go mod init chatops-env/mongotools >/dev/null 2>&1
+  go get -tool "github.com/mongodb/mongo-tools/mongodump/main@$MONGO_TOOLS_VERSION" \
+    "github.com/mongodb/mongo-tools/mongorestore/main@$MONGO_TOOLS_VERSION"
+  local tool
+  for tool in mongodump mongorestore; do
+    go build -ldflags "-X main.VersionStr=$MONGO_TOOLS_RELEASE" -o "$1/$tool" \
+      "github.com/mongodb/mongo-tools/$tool/main"
+  done
+}
+
+build_helm() {
+  GOBIN=$1 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+build_gatewayapi() {
+  # The module zip carries the CRDs; nothing is compiled.
+  go mod init chatops-env/gatewayapi >/dev/null 2>&1
+  go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" >/dev/null
+  local mod="$GOPATH/pkg/mod/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
+  cat "$mod"/config/crd/standard/*.yaml >"$1/gateway-api-standard.yaml"
+}
+
+main() {
+  local part
+  for part in ${*:-k8s kwok ferretdb mongotools helm gatewayapi}; do
+    case $part in
+      k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
+      kwok) done_or_build kwok "$KWOK_VERSION" build_kwok ;;
+      ferretdb) done_or_build ferretdb "$FERRETDB_VERSION" build_ferretdb ;;
+      mongotools) done_or_build mongotools "$MONGO_TOOLS_VERSION" build_mongotools ;;
+      helm) done_or_build helm "$HELM_VERSION" build_helm ;;
+      gatewayapi) done_or_build gatewayapi "$GATEWAY_API_VERSION" build_gatewayapi ;;
+      *) echo "unknown part: $part" >&2; exit 2 ;;
+    esac
+  done
+}
+
+main "$@"; exit

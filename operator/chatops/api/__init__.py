@@ -1,0 +1,1 @@
+"""The API of chatops: pydantic models of the three resources, and their CRDs."""

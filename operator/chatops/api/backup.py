@@ -1,0 +1,186 @@
+"""ChatBackup: scheduled MongoDB backups streamed to S3 in the mongodump layout.
+
+The shapes shared with ChatRecovery (where MongoDB is, where S3 is) live here too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from chatops.api import cron
+from chatops.api.common import Condition, Duration, Model, Name, SecretKeyRef
+
+ReadPreference = Literal[
+    "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"
+]
+
+
+class MongoURISecretRef(SecretKeyRef):
+    """The Secret key holding the MongoDB connection string (it may carry a password)."""
+
+    key: str = Field(default="uri", min_length=1)
+    """Key inside the Secret's data."""
+
+
+class MongoSource(Model):
+    """The MongoDB to back up."""
+
+    uri_secret_ref: MongoURISecretRef
+    """Secret holding the connection string; it is never copied into status or logs."""
+    database: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[^/\\. \"$]+$")
+    """One database to back up; none backs up every database but admin, local, config."""
+    read_preference: ReadPreference = "secondaryPreferred"
+    """Which members to read from, so a backup does not load the primary."""
+
+
+class S3CredentialsSecretRef(Model):
+    """A Secret with an access key pair; none uses the default AWS chain (e.g. IRSA)."""
+
+    name: Name
+    """Name of the Secret."""
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    """Key of the access key id."""
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    """Key of the secret access key."""
+
+
+S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+class S3Endpoint(Model):
+    """How to reach an S3-compatible store."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && "
+                    "self.serverSideEncryption == 'aws:kms')",
+                    "message": "kmsKeyId needs serverSideEncryption: aws:kms",
+                }
+            ]
+        }
+    )
+
+    bucket: str = Field(pattern=S3_BUCKET)
+    """Bucket name."""
+    region: str = "us-east-1"
+    """Bucket region."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    """Endpoint URL of an S3-compatible store (MinIO, Ceph, …); none means AWS."""
+    force_path_style: bool = False
+    """Address the bucket in the path rather than the host name (most non-AWS stores)."""
+    credentials_secret_ref: S3CredentialsSecretRef | None = None
+    """Access keys from a Secret; none uses the default AWS credential chain."""
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    """Server-side encryption of the objects written."""
+    kms_key_id: str | None = None
+    """KMS key for aws:kms encryption."""
+
+
+class S3Storage(S3Endpoint):
+    """Where backups are written: `<prefix>mongodb_YYYYmmdd_HHMMSS.tar.gz` and its
+    `.manifest.json`."""
+
+    prefix: str = Field(default="", pattern=r"^([^/].*/)?$")
+    """Key prefix, empty or ending in `/`."""
+
+
+class Storage(Model):
+    """Backup destination."""
+
+    s3: S3Storage
+    """An S3 bucket."""
+
+
+class Retention(Model):
+    """Which backups to keep. Only complete, verified backups of this ChatBackup count,
+    and the newest good backup is never deleted."""
+
+    keep_last: int = Field(default=30, ge=1, le=10000)
+    """Newest good backups kept (the runbook keeps 30)."""
+    max_age: Duration | None = None
+    """Also delete good backups older than this (never the newest)."""
+
+
+class ChatBackupSpec(Model):
+    """A scheduled backup of the chat app's MongoDB into S3."""
+
+    schedule: str | None = Field(
+        default=None,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches({cron.CEL_PATTERN_LITERAL})",
+                    "message": "schedule must be a cron expression of five fields "
+                    "(minute hour day-of-month month day-of-week) or a macro like @daily",
+                }
+            ]
+        },
+    )
+    """Cron schedule; none runs one backup now."""
+    time_zone: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
+    """IANA time zone of the schedule (default UTC)."""
+    suspend: bool = False
+    """Stop scheduling new runs; a run in progress finishes."""
+    concurrency_policy: Literal["Forbid"] = "Forbid"
+    """Never start a run while one is going."""
+    starting_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Skip a run that could not start within this time of its schedule."""
+    timeout_seconds: int = Field(default=3600, ge=1)
+    """Longest a run may take before it is failed and cleaned up."""
+    mongodb: MongoSource
+    """The database to back up."""
+    storage: Storage
+    """Where backups go."""
+    retention: Retention = Field(default_factory=Retention)
+    """What to keep."""
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """On deleting the ChatBackup: keep its S3 objects, or delete them."""
+
+
+BackupResult = Literal["Running", "Succeeded", "Failed"]
+
+
+class BackupRecord(Model):
+    """One backup run."""
+
+    id: str
+    """Backup id, the timestamp in its name (YYYYmmdd_HHMMSS)."""
+    key: str | None = None
+    """S3 key of the tarball."""
+    size: int | None = None
+    """Tarball bytes."""
+    documents: int | None = None
+    """Documents dumped."""
+    sha256: str | None = None
+    """SHA-256 of the tarball."""
+    duration_seconds: float | None = None
+    """Wall time of the run."""
+    result: BackupResult
+    """Running, Succeeded or Failed."""
+    started_at: str | None = None
+    """When the run started (RFC 3339)."""
+    message: str = ""
+    """Why it failed, if it did."""
+
+
+class ChatBackupStatus(Model):
+    """What the backups did and will do."""
+
+    observed_generation: int | None = None
+    """The .metadata.generation this status was computed from."""
+    last_schedule_time: str | None = None
+    """When a run was last started by the schedule (RFC 3339)."""
+    next_schedule_time: str | None = None
+    """When the next run is due (RFC 3339)."""
+    last_successful_time: str | None = None
+    """When the last good backup finished (RFC 3339)."""
+    last_backup: BackupRecord | None = None
+    """The latest run."""
+    backups: list[BackupRecord] = Field(default_factory=list)
+    """Recent runs, newest last."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Accepted, Ready, … in the Kubernetes shape."""

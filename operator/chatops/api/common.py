@@ -1,0 +1,117 @@
+"""Building blocks shared by the three resources: the model base, durations, references,
+and conditions in the Kubernetes shape.
+
+Models are frozen: a "change" is `model_copy(update=...)`, so a decision can never edit
+the observation it was given. Field names are snake_case in Python and camelCase on the
+wire, as every Kubernetes API is.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "chatops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class Model(BaseModel):
+    """Base of every spec and status model: camelCase on the wire, immutable in Python."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase keys, unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h))+$"
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        json_schema_extra={"example": "30s"},
+    ),
+]
+"""A Go-style duration such as `30s`, `5m`, `1h30m` (units ms, s, m, h)."""
+
+
+def seconds(duration: str) -> float:
+    """Seconds in a `Duration` string; the schema has already checked its shape."""
+    if not re.fullmatch(DURATION_PATTERN, duration):
+        raise ValueError(f"not a duration: {duration!r} (expected e.g. 30s, 5m, 1h30m)")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(duration))
+
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+"""A Kubernetes object name that is also a DNS label."""
+
+
+class SecretKeyRef(Model):
+    """A key of a Secret in the resource's own namespace."""
+
+    name: Name
+    """Name of the Secret."""
+    key: str = Field(min_length=1)
+    """Key inside the Secret's data."""
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(Model):
+    """A condition in the shape `kubectl wait --for=condition=…` and Argo CD understand."""
+
+    type: str
+    """Kind of condition, e.g. Ready, Accepted, Progressing."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: str
+    """One CamelCase word a machine can match on."""
+    message: str = ""
+    """What a human needs to know, including what to do."""
+    last_transition_time: str
+    """When status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """The .metadata.generation the condition was computed from."""
+
+
+def now_rfc3339(now: datetime.datetime) -> str:
+    """RFC 3339 with a `Z`, the form the API server and kubectl print."""
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: tuple[Condition, ...] | list[Condition],
+    new: Condition,
+) -> list[Condition]:
+    """Conditions with `new` in place of its type, keeping the transition time when the
+    status did not change (so `lastTransitionTime` means what it says)."""
+    out: list[Condition] = []
+    replaced = False
+    for old in conditions:
+        if old.type != new.type:
+            out.append(old)
+            continue
+        replaced = True
+        if old.status == new.status:
+            new = new.model_copy(update={"last_transition_time": old.last_transition_time})
+        out.append(new)
+    if not replaced:
+        out.append(new)
+    return out

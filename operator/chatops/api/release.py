@@ -1,0 +1,508 @@
+"""ChatRelease: progressive delivery of all the chat app's components together.
+
+The spec is what a platform team writes; the status is what the operator observed and
+decided. Cross-field rules the API server enforces live next to the fields they guard,
+as CEL in `x-kubernetes-validations`, so a bad object is refused before it is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from chatops.api.common import Condition, Duration, Model, Name, SecretKeyRef
+
+# -- spec: components ----------------------------------------------------------------
+
+
+class Container(Model):
+    """A container of the component's pod. Only name and image are checked here; every
+    other field of a Kubernetes container is accepted as is."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    name: Name
+    """Container name."""
+    image: str = Field(min_length=1)
+    """Image reference; the images of all components together are the release's version."""
+
+
+class PodSpec(Model):
+    """A Kubernetes PodSpec; containers are required, all other fields pass through."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    containers: list[Container] = Field(min_length=1, max_length=20)
+    """The pod's containers (at least one)."""
+
+
+class PodMetadata(Model):
+    """Labels and annotations for the component's pods."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Pod labels (the operator adds its own selector labels)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Pod annotations."""
+
+
+class PodTemplate(Model):
+    """A PodTemplateSpec: its images are the version being released."""
+
+    metadata: PodMetadata = Field(default_factory=PodMetadata)
+    """Pod labels and annotations."""
+    spec: PodSpec
+    """Pod spec."""
+
+
+class ServicePort(Model):
+    """The port the component's Services expose."""
+
+    port: int = Field(ge=1, le=65535)
+    """Service port."""
+    target_port: int | None = Field(default=None, ge=1, le=65535)
+    """Container port traffic goes to (defaults to `port`)."""
+
+
+class HealthCheck(Model):
+    """How to ask a new version whether it is healthy before traffic moves to it."""
+
+    path: str = Field(default="/healthz", pattern=r"^/")
+    """HTTP path on the color's Service."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port to probe (defaults to the component's service port)."""
+    url: str | None = None
+    """A full URL template instead of path/port, e.g. `http://{{service}}.{{namespace}}:8080/ready`."""
+    timeout_seconds: int = Field(default=5, ge=1, le=300)
+    """How long one probe may take."""
+
+
+class Component(Model):
+    """One deployable part of the chat app (e.g. `api`, `frontend`). The operator owns
+    the Deployments `<release>-<name>-blue|green`, one Service per color and the stable
+    Service `<release>-<name>`."""
+
+    name: Name
+    """Component name, used in the names of the objects the operator owns."""
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Pods of the stable version; a new version starts with as many."""
+    template: PodTemplate
+    """Pod template of the component."""
+    service: ServicePort
+    """Port of the component's Services."""
+    health_check: HealthCheck | None = None
+    """HTTP health check gating traffic; none means Deployment availability alone."""
+
+
+# -- spec: strategies ----------------------------------------------------------------
+
+
+class BlueGreen(Model):
+    """Start the new color next to the old, check it, switch traffic at once, watch it."""
+
+    auto_promote: bool = True
+    """False waits in phase Paused until `chatops.dev/promote` is set."""
+    pre_promotion_analysis: bool = False
+    """Run the analysis against the new color before switching traffic to it."""
+    post_promotion_window: Duration = "10m"
+    """How long the analysis watches the new color after the switch (the runbook's
+    "monitor 10 minutes"); a failure in this window switches back."""
+    scale_down_delay_seconds: int = Field(default=30, ge=0)
+    """How long the old color keeps running after the switch, so established WebSocket
+    connections drain."""
+    abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
+    """After a rollback, how long the failed color keeps running before scale-down."""
+
+
+class Pause(Model):
+    """Wait at the current weight while the analysis runs."""
+
+    duration: Duration | None = None
+    """How long to wait; none waits for `chatops.dev/promote`."""
+
+
+class CanaryStep(Model):
+    """One step: either set the canary's weight or pause."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.setWeight) != has(self.pause)",
+                    "message": "each step sets exactly one of setWeight or pause",
+                }
+            ]
+        }
+    )
+
+    set_weight: int | None = Field(default=None, ge=1, le=100)
+    """Percent of new connections sent to the canary (1..100)."""
+    pause: Pause | None = None
+    """Wait here, analysing, for a duration or until promoted."""
+
+
+DEFAULT_CANARY_STEPS: tuple[CanaryStep, ...] = tuple(
+    step
+    for weight in (10, 25, 50)
+    for step in (CanaryStep(set_weight=weight), CanaryStep(pause=Pause(duration="5m")))
+) + (CanaryStep(set_weight=100),)
+
+_STEPS_INCREASING = (
+    "self.map(s, has(s.setWeight), s.setWeight).isSorted() && "
+    "self.map(s, has(s.setWeight), s.setWeight).all(w, "
+    "self.map(s, has(s.setWeight), s.setWeight).indexOf(w) == "
+    "self.map(s, has(s.setWeight), s.setWeight).lastIndexOf(w))"
+)
+
+
+class Canary(Model):
+    """Shift a growing share of traffic to the new version, analysing at every pause."""
+
+    steps: Annotated[
+        list[CanaryStep],
+        Field(
+            min_length=1,
+            max_length=40,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {
+                        "rule": _STEPS_INCREASING,
+                        "message": "setWeight values must increase strictly from step to step",
+                    }
+                ]
+            },
+        ),
+    ] = Field(default_factory=lambda: list(DEFAULT_CANARY_STEPS))
+    """Steps in order; the default is 10 → 25 → 50 → 100 with 5-minute pauses."""
+    scale_down_delay_seconds: int = Field(default=30, ge=0)
+    """After promotion, how long the old version keeps running so connections drain."""
+    abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
+    """After a rollback, how long the canary keeps running before scale-down."""
+
+
+class Rolling(Model):
+    """Update the Deployments in place, gated by the same analysis."""
+
+    max_surge: int | str = Field(default="25%", json_schema_extra={"x-kubernetes-int-or-string": True})
+    """Extra pods during the update (count or percent)."""
+    max_unavailable: int | str = Field(
+        default=0, json_schema_extra={"x-kubernetes-int-or-string": True}
+    )
+    """Pods that may be unavailable during the update (count or percent)."""
+
+
+class Strategy(Model):
+    """How a new version replaces the old: exactly one of blueGreen, canary, rolling."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.blueGreen), has(self.canary), has(self.rolling)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "set exactly one of strategy.blueGreen, strategy.canary, "
+                    "strategy.rolling",
+                }
+            ]
+        }
+    )
+
+    blue_green: BlueGreen | None = None
+    """Blue-green: new color beside the old, one switch of traffic."""
+    canary: Canary | None = None
+    """Canary: weights in steps, analysed at every pause."""
+    rolling: Rolling | None = None
+    """Rolling update in place."""
+
+
+# -- spec: traffic --------------------------------------------------------------------
+
+
+class GatewayAPIRouting(Model):
+    """Weights on the backendRefs of a Gateway API HTTPRoute."""
+
+    http_route: Name
+    """HTTPRoute (same namespace) whose backendRefs name the components' Services."""
+
+
+class NginxRouting(Model):
+    """A generated `<ingress>-canary` Ingress with NGINX canary annotations."""
+
+    ingress: Name
+    """The stable Ingress (same namespace) to mirror as a canary Ingress."""
+
+
+class ServiceRouting(Model):
+    """Switch the stable Service's selector from one color to the other."""
+
+
+class TrafficRouting(Model):
+    """How traffic moves between versions: exactly one of gatewayAPI, nginx, service."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.gatewayAPI), has(self.nginx), has(self.service)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "set exactly one of trafficRouting.gatewayAPI, "
+                    "trafficRouting.nginx, trafficRouting.service",
+                }
+            ]
+        }
+    )
+
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
+    """Gateway API HTTPRoute weights (recommended)."""
+    nginx: NginxRouting | None = None
+    """NGINX Ingress canary annotations (legacy)."""
+    service: ServiceRouting | None = None
+    """Service selector switch (blue-green only)."""
+
+
+# -- spec: analysis -------------------------------------------------------------------
+
+OnNoData = Literal["Inconclusive", "Fail", "Pass"]
+
+
+class Metric(Model):
+    """One Prometheus query and the range its value must stay in."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.min) || has(self.max)", "message": "set min, max or both"},
+                {
+                    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "message": "min must not be greater than max",
+                },
+            ]
+        }
+    )
+
+    name: Name
+    """Metric name, shown in status and events."""
+    query: str = Field(min_length=1)
+    """PromQL returning one number; `{{service}}`, `{{namespace}}`, `{{component}}`,
+    `{{color}}` and `{{revision}}` are replaced before it runs."""
+    min: float | None = None
+    """Lowest passing value."""
+    max: float | None = None
+    """Highest passing value."""
+    on_no_data: OnNoData = "Inconclusive"
+    """Verdict when the query returns no series or NaN."""
+
+
+_SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'
+DEFAULT_METRICS: tuple[Metric, ...] = (
+    Metric(
+        name="error-rate",
+        query=(
+            f'sum(rate(http_requests_total{{{_SELECTOR},code=~"5.."}}[1m])) / '
+            f"sum(rate(http_requests_total{{{_SELECTOR}}}[1m]))"
+        ),
+        max=0.01,
+    ),
+    Metric(
+        name="latency-p95",
+        query=(
+            "histogram_quantile(0.95, sum by (le) "
+            f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}[1m])))"
+        ),
+        max=0.5,
+    ),
+    Metric(
+        name="websocket-success",
+        query=(
+            f'sum(rate(websocket_connections_total{{{_SELECTOR},result="success"}}[1m])) / '
+            f"sum(rate(websocket_connections_total{{{_SELECTOR}}}[1m]))"
+        ),
+        min=0.99,
+    ),
+)
+
+
+class PrometheusSource(Model):
+    """Where the analysis reads metrics."""
+
+    address: str | None = Field(default=None, pattern=r"^https?://")
+    """Prometheus base URL; defaults to the operator's configured address."""
+    auth_secret_ref: SecretKeyRef | None = None
+    """A bearer token for Prometheus, from a Secret."""
+
+
+class MinimumTraffic(Model):
+    """Measurements taken with too little traffic are inconclusive, not passes."""
+
+    query: str = Field(
+        default=f"sum(increase(http_requests_total{{{_SELECTOR}}}[1m]))",
+        min_length=1,
+    )
+    """PromQL for the requests the version served in the last interval."""
+    min: float = Field(default=10, ge=0)
+    """Fewest requests for a measurement to count."""
+
+
+class Analysis(Model):
+    """Prometheus checks that gate every step and can roll a release back by themselves."""
+
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    """Prometheus to query."""
+    interval: Duration = "30s"
+    """Time between measurements."""
+    initial_delay: Duration = "0s"
+    """Wait after traffic moves before the first measurement."""
+    failure_limit: int = Field(default=0, ge=0)
+    """Failed measurements tolerated; one more aborts the release."""
+    inconclusive_limit: int = Field(default=0, ge=0)
+    """Inconclusive measurements tolerated; one more pauses the release for a human."""
+    consecutive_error_limit: int = Field(default=4, ge=0)
+    """Query errors in a row tolerated (Prometheus unreachable pauses, never promotes);
+    one more aborts."""
+    minimum_traffic: MinimumTraffic | None = None
+    """Guard against judging a version on too few requests."""
+    metrics: list[Metric] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=20
+    )
+    """The checks; defaults follow the runbook: error rate < 1 %, p95 < 500 ms, WebSocket
+    connection success > 99 %."""
+
+
+class SmokeTest(Model):
+    """A Job that must succeed against the new version before traffic moves to it."""
+
+    template: PodTemplate
+    """Pod template of the Job; `{{service}}` etc. are available as env CHATOPS_*."""
+    timeout_seconds: int = Field(default=300, ge=1)
+    """Longest the Job may run."""
+
+
+class ChatReleaseSpec(Model):
+    """A release of the chat app: its components, how the new version replaces the old,
+    how traffic moves and what must stay true while it does."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.trafficRouting) || !has(self.trafficRouting.service) "
+                    "|| has(self.strategy.blueGreen)",
+                    "message": "trafficRouting.service works only with strategy.blueGreen",
+                },
+                {
+                    "rule": "!has(self.strategy.canary) || (has(self.trafficRouting) && "
+                    "(has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.nginx)))",
+                    "message": "strategy.canary needs trafficRouting.gatewayAPI or "
+                    "trafficRouting.nginx to split traffic by weight",
+                },
+            ]
+        }
+    )
+
+    components: Annotated[
+        list[Component],
+        Field(
+            min_length=1,
+            max_length=10,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ]
+    """The components released together; one fails, all revert."""
+    strategy: Strategy
+    """Exactly one of blueGreen, canary, rolling."""
+    traffic_routing: TrafficRouting | None = None
+    """How traffic moves; blue-green without it switches the stable Service's selector."""
+    analysis: Analysis | None = None
+    """Prometheus checks gating each step; none means availability and health checks only."""
+    smoke_test: SmokeTest | None = None
+    """A Job that must succeed before traffic moves."""
+    paused: bool = False
+    """Hold the release where it is."""
+    progress_deadline_seconds: int = Field(default=600, ge=1)
+    """A new version not Available within this time is rolled back."""
+    history_limit: int = Field(default=10, ge=1, le=100)
+    """How many past releases status.history keeps."""
+
+
+# -- status ---------------------------------------------------------------------------
+
+ReleasePhase = Literal[
+    "Progressing", "Paused", "Promoting", "Succeeded", "Degraded", "RolledBack", "Failed"
+]
+Verdict = Literal["Pass", "Fail", "Inconclusive", "Error"]
+
+
+class Measurement(Model):
+    """One analysis measurement, kept so a human sees why a release stopped."""
+
+    metric: str
+    """Metric name."""
+    component: str
+    """Component measured."""
+    query: str
+    """The query after templating."""
+    value: str | None = None
+    """The value Prometheus returned (as text: NaN and empty are answers too)."""
+    verdict: Verdict
+    """Pass, Fail, Inconclusive or Error."""
+    time: str
+    """When it was taken (RFC 3339)."""
+    message: str = ""
+    """Why the verdict, e.g. the threshold or the error."""
+
+
+class HistoryEntry(Model):
+    """A finished release."""
+
+    revision: str
+    """Revision hash of the components' templates."""
+    images: dict[str, str] = Field(default_factory=dict)
+    """Image per component (`component/container` → image)."""
+    result: Literal["Succeeded", "RolledBack", "Failed"]
+    """How it ended."""
+    started_at: str | None = None
+    """When it started (RFC 3339)."""
+    finished_at: str | None = None
+    """When it ended (RFC 3339)."""
+    message: str = ""
+    """Why it ended so."""
+
+
+class ChatReleaseStatus(Model):
+    """What the operator observed and decided."""
+
+    observed_generation: int | None = None
+    """The .metadata.generation this status was computed from."""
+    phase: ReleasePhase | None = None
+    """Progressing, Paused, Promoting, Succeeded, Degraded, RolledBack or Failed."""
+    message: str | None = None
+    """What is happening, in a sentence."""
+    active_color: Literal["blue", "green"] | None = None
+    """The color serving stable traffic."""
+    stable_revision: str | None = None
+    """Revision of the version serving stable traffic."""
+    canary_revision: str | None = None
+    """Revision being released, if any."""
+    stable_version: str | None = None
+    """Images of the stable version, short form."""
+    canary_version: str | None = None
+    """Images of the version being released, short form."""
+    current_step: int | None = None
+    """Index of the canary step in progress."""
+    canary_weight: int | None = None
+    """Percent of traffic on the new version."""
+    step_started_at: str | None = None
+    """When the current step started (RFC 3339)."""
+    release_started_at: str | None = None
+    """When the release in progress started (RFC 3339)."""
+    analysis: list[Measurement] = Field(default_factory=list, max_length=200)
+    """Recent measurements, newest last."""
+    history: list[HistoryEntry] = Field(default_factory=list)
+    """Past releases, newest last."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Accepted, Progressing, Ready, … in the Kubernetes shape."""
+

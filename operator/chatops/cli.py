@@ -1,0 +1,76 @@
+"""The `chatops` command.
+
+    chatops run [--namespace NS ...]   run the operator against the current kube context
+    chatops crds [--out DIR]           print the CRDs (or write them as crds/ holds them)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+
+from chatops.api import crd
+
+
+def _crds(args: argparse.Namespace) -> int:
+    if args.out is None:
+        for _, definition in crd.definitions():
+            sys.stdout.write(crd.render(definition))
+        return 0
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, definition in crd.definitions():
+        (out / name).write_text(crd.render(definition))
+        print(f"wrote {out / name}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf  # imported here: `chatops crds` needs no cluster libraries
+
+    import chatops.handlers  # noqa: F401 - registers the handlers
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="chatops", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator against the current kube context")
+    run.add_argument(
+        "--namespace", "-n", action="append", default=[],
+        help="watch only this namespace (repeatable); default: the whole cluster",
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--liveness", default=None, metavar="URL",
+        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.set_defaults(func=_run)
+
+    crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")
+    crds.add_argument("--out", default=None, help="write one file per CRD into this folder")
+    crds.set_defaults(func=_crds)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
