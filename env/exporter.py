@@ -37,10 +37,10 @@ class Behaviour:
     """What one version of a Service does, as a test sets it."""
 
     rps: float = 20.0
-    errorRate: float = 0.0  # noqa: N815 - the wire name
+    errorRate: float = 0.0
     latency: float = 0.05  # seconds, every request
-    wsRate: float = 5.0  # noqa: N815 - WebSocket connection attempts per second
-    wsSuccess: float = 1.0  # noqa: N815 - fraction of attempts that succeed
+    wsRate: float = 5.0
+    wsSuccess: float = 1.0
     labels: dict[str, str] = field(default_factory=dict)  # extra labels, e.g. color
 
 
@@ -104,7 +104,8 @@ class App(Collector):
             "http_request_duration_seconds", "HTTP request latency.", labels=[*names, *extra]
         )
         websockets = CounterMetricFamily(
-            "websocket_connections", "WebSocket connection attempts.",
+            "websocket_connections",
+            "WebSocket connection attempts.",
             labels=[*names, *extra, "result"],
         )
         for (namespace, service), behaviour, t in rows:
@@ -112,7 +113,9 @@ class App(Collector):
             base = [namespace, service, *(own.get(name, "") for name in extra)]
             requests.add_metric([*base, "200"], t.requests - t.errors)
             requests.add_metric([*base, "500"], t.errors)
-            cumulative = [(str(bound), count) for bound, count in zip(BUCKETS, t.buckets)]
+            cumulative = [
+                (str(bound), count) for bound, count in zip(BUCKETS, t.buckets, strict=True)
+            ]
             latency.add_metric(base, [*cumulative, ("+Inf", t.requests)], t.latency_sum)
             websockets.add_metric([*base, "success"], t.ws_successes)
             websockets.add_metric([*base, "failure"], t.ws_attempts - t.ws_successes)
@@ -170,7 +173,7 @@ def serve(port: int) -> None:
             app.remove(*target)
             self._reply(200, b"{}")
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

@@ -1,7 +1,7 @@
 """The `chatops` command.
 
-    chatops run [--namespace NS ...]   run the operator against the current kube context
-    chatops crds [--out DIR]           print the CRDs (or write them as crds/ holds them)
+chatops run [--namespace NS ...]   run the operator against the current kube context
+chatops crds [--out DIR]           print the CRDs (or write them as crds/ holds them)
 """
 
 from __future__ import annotations
@@ -51,12 +51,17 @@ def parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the operator against the current kube context")
     run.add_argument(
-        "--namespace", "-n", action="append", default=[],
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
         help="watch only this namespace (repeatable); default: the whole cluster",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
-        "--liveness", default=None, metavar="URL",
+        "--liveness",
+        default=None,
+        metavar="URL",
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
     run.set_defaults(func=_run)

@@ -29,7 +29,9 @@ class MongoSource(Model):
 
     uri_secret_ref: MongoURISecretRef
     """Secret holding the connection string; it is never copied into status or logs."""
-    database: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[^/\\. \"$]+$")
+    database: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[^/\\. \"$]+$"
+    )
     """One database to back up; none backs up every database but admin, local, config."""
     read_preference: ReadPreference = "secondaryPreferred"
     """Which members to read from, so a backup does not load the primary."""

@@ -135,9 +135,7 @@ def _wire(value: Any) -> Any:
 
 def structural(model: type[BaseModel]) -> Schema:
     """The structural OpenAPI v3 schema of `model`, as the API server accepts it."""
-    raw = model.model_json_schema(
-        by_alias=True, mode="validation", schema_generator=_WireDefaults
-    )
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_WireDefaults)
     defs: dict[str, Schema] = raw.get("$defs", {})
     return _convert(raw, defs)
 

@@ -53,7 +53,9 @@ class MongoTarget(Model):
 
     uri_secret_ref: MongoURISecretRef
     """Secret holding the connection string."""
-    database: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[^/\\. \"$]+$")
+    database: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=r"^[^/\\. \"$]+$"
+    )
     """Restore only this database of the backup (default: every database in it)."""
 
 

@@ -145,11 +145,14 @@ class CanaryStep(Model):
     """Wait here, analysing, for a duration or until promoted."""
 
 
-DEFAULT_CANARY_STEPS: tuple[CanaryStep, ...] = tuple(
-    step
-    for weight in (10, 25, 50)
-    for step in (CanaryStep(set_weight=weight), CanaryStep(pause=Pause(duration="5m")))
-) + (CanaryStep(set_weight=100),)
+DEFAULT_CANARY_STEPS: tuple[CanaryStep, ...] = (
+    *(
+        step
+        for weight in (10, 25, 50)
+        for step in (CanaryStep(set_weight=weight), CanaryStep(pause=Pause(duration="5m")))
+    ),
+    CanaryStep(set_weight=100),
+)
 
 _STEPS_INCREASING = (
     "self.map(s, has(s.setWeight), s.setWeight).isSorted() && "
@@ -187,7 +190,9 @@ class Canary(Model):
 class Rolling(Model):
     """Update the Deployments in place, gated by the same analysis."""
 
-    max_surge: int | str = Field(default="25%", json_schema_extra={"x-kubernetes-int-or-string": True})
+    max_surge: int | str = Field(
+        default="25%", json_schema_extra={"x-kubernetes-int-or-string": True}
+    )
     """Extra pods during the update (count or percent)."""
     max_unavailable: int | str = Field(
         default=0, json_schema_extra={"x-kubernetes-int-or-string": True}
@@ -408,7 +413,10 @@ class ChatReleaseSpec(Model):
         Field(
             min_length=1,
             max_length=10,
-            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
         ),
     ]
     """The components released together; one fails, all revert."""
@@ -505,4 +513,3 @@ class ChatReleaseStatus(Model):
     """Past releases, newest last."""
     conditions: list[Condition] = Field(default_factory=list)
     """Accepted, Progressing, Ready, … in the Kubernetes shape."""
-

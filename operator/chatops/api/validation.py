@@ -31,9 +31,7 @@ def problems(kind: str, spec: dict[str, Any]) -> list[str]:
     try:
         parsed = SPECS[kind].model_validate(spec)
     except pydantic.ValidationError as err:
-        return [
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        ]
+        return [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
     if isinstance(parsed, ChatBackupSpec):
         return _backup_problems(parsed)
     return []
@@ -45,8 +43,10 @@ def _backup_problems(spec: ChatBackupSpec) -> list[str]:
         try:
             zoneinfo.ZoneInfo(spec.time_zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            found.append(f"spec.timeZone: unknown time zone {spec.time_zone!r} (use an IANA "
-                         "name such as Europe/Paris)")
+            found.append(
+                f"spec.timeZone: unknown time zone {spec.time_zone!r} (use an IANA "
+                "name such as Europe/Paris)"
+            )
     if spec.schedule is not None and not croniter.is_valid(spec.schedule):
         found.append(f"spec.schedule: {spec.schedule!r} is not a valid cron expression")
     elif spec.schedule is not None:

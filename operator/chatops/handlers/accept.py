@@ -4,15 +4,16 @@ verdict is written as the `Accepted` condition with the generation it was made f
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from chatops.api import crd, validation
-from chatops.api.common import VERSION, Condition, GROUP
+from chatops.api.common import GROUP, VERSION, Condition
 
 
-def _accept(kind: str):  # type: ignore[no-untyped-def]
+def _accept(kind: str) -> Callable[..., None]:
     def handler(
         spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any
     ) -> None:

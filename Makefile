@@ -1,0 +1,52 @@
+# chatops: the two commands of the README are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+ENVPY := $(PY) env/localenv.py
+
+.PHONY: help venv build env-up env-down env-status test unit e2e lint crds demo operator
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with chatops and its dev tools
+
+build: ## build the local environment's binaries from the Go module proxy (cached)
+	env/build.sh
+
+env-up: venv ## start the local environment (builds what is missing); writes .chatops-env/env
+	$(ENVPY) up
+
+env-down: venv ## stop everything env-up started
+	$(ENVPY) down
+
+env-status: venv
+	$(ENVPY) status
+
+crds: venv ## regenerate crds/ from the models
+	$(PY) -m chatops.cli crds --out crds
+
+lint: venv ## ruff and mypy --strict
+	$(VENV)/bin/ruff check operator tests env
+	$(VENV)/bin/mypy
+
+unit: venv ## unit tests: no network, no cluster
+	$(PY) -m pytest tests/unit -q
+
+e2e: venv build ## e2e tests against the local environment (started and stopped if not up)
+	$(PY) -m pytest tests/e2e -q
+
+test: venv build lint ## the whole suite: lint, unit and e2e
+	$(PY) -m pytest tests -q
+
+operator: env-up ## run the operator in the foreground against the local cluster
+	source .chatops-env/env && $(VENV)/bin/chatops run
+
+demo: env-up ## bring up the environment, install the CRDs, run the operator, apply the examples
+	$(PY) env/demo.py

@@ -1,0 +1,95 @@
+"""The e2e tier's fixtures: the real local environment, started once per session (or
+reused when `make env-up` already started it), the CRDs installed, and a namespace and
+an operator process per test that needs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "env"))
+
+from support import GROUP, kubectl, wait_for  # noqa: E402
+
+import localenv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def environment() -> Iterator[dict[str, str]]:
+    """The env file's values, also exported to this process and its children."""
+    started = not localenv.running()
+    env = localenv.up()
+    saved = dict(os.environ)
+    os.environ.update(env)
+    os.environ["PATH"] = f"{env['CHATOPS_TOOLS_PATH']}{os.pathsep}{os.environ['PATH']}"
+    try:
+        yield env
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if started:
+            localenv.down()
+
+
+@pytest.fixture(scope="session")
+def api(environment: dict[str, str]) -> client.ApiClient:
+    return config.new_client_from_config(config_file=environment["KUBECONFIG"])
+
+
+@pytest.fixture(scope="session")
+def crds(environment: dict[str, str]) -> None:
+    """The chatops CRDs, applied as a user would and established."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    for name in ("chatreleases", "chatbackups", "chatrecoveries"):
+        kubectl("wait", "--for=condition=Established", f"crd/{name}.{GROUP}", "--timeout=60s")
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_for(lambda: _has_default_sa(core, name), timeout=30, what="default ServiceAccount")
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def _has_default_sa(core: client.CoreV1Api, namespace: str) -> bool:
+    return any(
+        sa.metadata.name == "default"
+        for sa in core.list_namespaced_service_account(namespace).items
+    )
+
+
+@pytest.fixture
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def operator(crds: None, tmp_path: Path) -> Iterator[Path]:
+    """`chatops run`, a real kopf process, logging to a file the test may read."""
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatops.cli", "run", "--log-level", "debug"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
