@@ -1,0 +1,197 @@
+"""MongoDB, as the backup and restore engines see it: the only module that calls pymongo.
+
+Documents never pass through Python objects: reads are `find_raw_batches` (the
+server's batch bytes, exactly the `.bson` file format), writes are `RawBSONDocument`s
+that pymongo sends as they are. Every driver error leaves this module as a
+`DatabaseError` whose text has been scrubbed of the connection string's credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import pymongo
+import pymongo.errors
+from bson.raw_bson import RawBSONDocument
+from pymongo import read_preferences
+
+from chatops.adapters.redact import redact, uri_secrets
+from chatops.errors import DatabaseError
+
+SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
+DUPLICATE_KEY = 11000
+_READ_PREFERENCES: dict[str, read_preferences._ServerMode] = {
+    "primary": read_preferences.Primary(),
+    "primaryPreferred": read_preferences.PrimaryPreferred(),
+    "secondary": read_preferences.Secondary(),
+    "secondaryPreferred": read_preferences.SecondaryPreferred(),
+    "nearest": read_preferences.Nearest(),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionInfo:
+    """One entry of listCollections."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any]
+    info: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class InsertResult:
+    inserted: int
+    duplicates: int
+
+
+class Mongo:
+    """A MongoDB deployment reached through one connection string."""
+
+    def __init__(self, uri: str, *, timeout_ms: int = 10_000, app_name: str = "chatops") -> None:
+        self._secrets = uri_secrets(uri)
+        with self.errors("connect"):
+            self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+                uri,
+                appname=app_name,
+                serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=timeout_ms,
+            )
+
+    @contextlib.contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Turn driver errors into DatabaseError, credentials scrubbed from the text."""
+        try:
+            yield
+        except pymongo.errors.PyMongoError as err:
+            text = redact(str(err), self._secrets)
+            raise DatabaseError(f"MongoDB {doing}: {type(err).__name__}: {text}") from None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Mongo:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def server_version(self) -> str:
+        with self.errors("buildInfo"):
+            return str(self._client.admin.command("buildInfo").get("version", "unknown"))
+
+    def database_names(self) -> list[str]:
+        """User databases, without admin, local and config."""
+        with self.errors("listDatabases"):
+            names = self._client.list_database_names()
+        return sorted(n for n in names if n not in SYSTEM_DATABASES)
+
+    def collections(self, database: str) -> list[CollectionInfo]:
+        """Collections and views, sorted by name, without `system.*`."""
+        with self.errors(f"listCollections on {database}"):
+            entries = list(self._client[database].list_collections())
+        return sorted(
+            (
+                CollectionInfo(
+                    name=str(e["name"]),
+                    type=str(e.get("type") or "collection"),
+                    options=dict(e.get("options") or {}),
+                    info=dict(e.get("info") or {}),
+                )
+                for e in entries
+                if not str(e["name"]).startswith("system.")
+            ),
+            key=lambda c: c.name,
+        )
+
+    def indexes(self, database: str, collection: str) -> list[dict[str, Any]]:
+        """Index specs as listIndexes returns them, in its order."""
+        with self.errors(f"listIndexes on {database}.{collection}"):
+            return [dict(i) for i in self._client[database][collection].list_indexes()]
+
+    def data_size(self, database: str) -> int:
+        """Uncompressed bytes of the database's documents (dbStats.dataSize), 0 if unknown."""
+        with self.errors(f"dbStats on {database}"):
+            stats = self._client[database].command("dbStats")
+        try:
+            return max(0, int(stats.get("dataSize", 0)))
+        except (TypeError, ValueError):
+            return 0
+
+    def raw_batches(
+        self, database: str, collection: str, read_preference: str = "primary"
+    ) -> Iterator[bytes]:
+        """Every document of a collection, as the server's batches of raw BSON."""
+        db = self._client.get_database(database, read_preference=_READ_PREFERENCES[read_preference])
+        with self.errors(f"find on {database}.{collection}"):
+            cursor = db[collection].find_raw_batches({})
+            try:
+                for batch in cursor:
+                    yield cast(bytes, batch)
+            finally:
+                cursor.close()
+
+    def count(self, database: str, collection: str) -> int:
+        with self.errors(f"count on {database}.{collection}"):
+            return int(self._client[database][collection].count_documents({}))
+
+    # -- writing ----------------------------------------------------------------------
+
+    def drop_database(self, database: str) -> None:
+        with self.errors(f"dropDatabase {database}"):
+            self._client.drop_database(database)
+
+    def drop_collection(self, database: str, collection: str) -> None:
+        with self.errors(f"drop {database}.{collection}"):
+            self._client[database].drop_collection(collection)
+
+    def create_collection(
+        self, database: str, collection: str, options: Mapping[str, Any]
+    ) -> None:
+        """Create a collection (or a view: options `viewOn` and `pipeline`) unless it exists."""
+        with self.errors(f"create {database}.{collection}"):
+            db = self._client[database]
+            if collection in db.list_collection_names(filter={"name": collection}):
+                return
+            db.command({"create": collection, **options})
+
+    def insert_raw(
+        self, database: str, collection: str, documents: Sequence[bytes | memoryview]
+    ) -> InsertResult:
+        """Insert raw documents unordered; duplicates of an existing `_id` (or unique key)
+        are counted, any other write error raises."""
+        coll = self._client[database].get_collection(collection)
+        raw = [RawBSONDocument(bytes(d)) for d in documents]
+        with self.errors(f"insert into {database}.{collection}"):
+            try:
+                result = coll.insert_many(raw, ordered=False)
+                return InsertResult(inserted=len(result.inserted_ids), duplicates=0)
+            except pymongo.errors.BulkWriteError as err:
+                details = err.details
+                write_errors = details.get("writeErrors", [])
+                others = [e for e in write_errors if e.get("code") != DUPLICATE_KEY]
+                if others or details.get("writeConcernErrors"):
+                    first = others[0] if others else details["writeConcernErrors"][0]
+                    raise DatabaseError(
+                        f"MongoDB insert into {database}.{collection}: "
+                        f"{len(others)} document(s) refused, first: code {first.get('code')}: "
+                        f"{redact(str(first.get('errmsg', '')), self._secrets)}"
+                    ) from None
+                return InsertResult(
+                    inserted=int(details.get("nInserted", 0)), duplicates=len(write_errors)
+                )
+
+    def create_indexes(
+        self, database: str, collection: str, specs: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if not specs:
+            return
+        with self.errors(f"createIndexes on {database}.{collection}"):
+            self._client[database].command(
+                {"createIndexes": collection, "indexes": [dict(s) for s in specs]}
+            )

@@ -1,0 +1,210 @@
+"""Names of things in a backup: ids, S3 keys, and the mongodump directory layout.
+
+A backup is the runbook's own artifact, so a human can still restore it by hand:
+
+    <prefix>mongodb_YYYYmmdd_HHMMSS.tar.gz          gzip tar of a mongodump directory
+    <prefix>mongodb_YYYYmmdd_HHMMSS.manifest.json   written last; without it, no backup
+
+Inside the tar, as `mongodump --out DIR` writes it:
+
+    <db>/<coll>.bson             the documents, raw BSON, one after the other
+    <db>/<coll>.metadata.json    canonical Extended JSON v2: options, indexes, uuid,
+                                 collectionName, type (a view has no .bson)
+
+Collection names are escaped as mongo-tools does (Go's `url.QueryEscape`). Tarballs made
+by hand (`tar czf … -C DIR .`) name entries `./<db>/…`, and some put a folder on top
+(`dump/<db>/…`): `parse_entry` reads all of these. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+import urllib.parse
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from bson import json_util
+from bson.binary import Binary
+
+ID_FORMAT = "%Y%m%d_%H%M%S"
+ID_PATTERN = r"[0-9]{8}_[0-9]{6}"
+TARBALL_SUFFIX = ".tar.gz"
+MANIFEST_SUFFIX = ".manifest.json"
+_KEY = re.compile(rf"^mongodb_(?P<id>{ID_PATTERN})(?P<suffix>\.tar\.gz|\.manifest\.json)$")
+
+CollectionType = Literal["collection", "view", "timeseries"]
+
+
+def backup_id(at: datetime.datetime) -> str:
+    """The id of a backup started at `at`: its UTC time to the second, `20261126_031500`."""
+    return at.astimezone(datetime.UTC).strftime(ID_FORMAT)
+
+
+def id_time(backup: str) -> datetime.datetime:
+    """When the backup with this id started (UTC); ValueError if it is not an id."""
+    if not re.fullmatch(ID_PATTERN, backup):
+        raise ValueError(f"not a backup id: {backup!r} (expected YYYYmmdd_HHMMSS)")
+    return datetime.datetime.strptime(backup, ID_FORMAT).replace(tzinfo=datetime.UTC)
+
+
+def tarball_key(prefix: str, backup: str) -> str:
+    """S3 key of the backup's tarball."""
+    return f"{prefix}mongodb_{backup}{TARBALL_SUFFIX}"
+
+
+def manifest_key(prefix: str, backup: str) -> str:
+    """S3 key of the backup's manifest."""
+    return f"{prefix}mongodb_{backup}{MANIFEST_SUFFIX}"
+
+
+def manifest_key_for(tarball: str) -> str:
+    """The manifest's key beside any tarball key (also one not named by us)."""
+    return tarball.removesuffix(TARBALL_SUFFIX) + MANIFEST_SUFFIX
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectName:
+    """What an S3 key under a backup prefix is."""
+
+    backup: str
+    kind: Literal["tarball", "manifest"]
+
+
+def parse_key(prefix: str, key: str) -> ObjectName | None:
+    """The backup id and kind of a key directly under `prefix`; None for any other key
+    (a sub-folder, a file a human left there)."""
+    if not key.startswith(prefix):
+        return None
+    match = _KEY.match(key[len(prefix) :])
+    if match is None:
+        return None
+    kind: Literal["tarball", "manifest"] = (
+        "tarball" if match["suffix"] == TARBALL_SUFFIX else "manifest"
+    )
+    return ObjectName(match["id"], kind)
+
+
+# -- inside the tar ---------------------------------------------------------------------
+
+
+def escape_collection(name: str) -> str:
+    """A collection name as a file name, escaped exactly like mongo-tools' url.QueryEscape."""
+    return urllib.parse.quote_plus(name, safe="")
+
+
+def bson_entry(database: str, collection: str) -> str:
+    """Tar entry of a collection's documents."""
+    return f"{database}/{escape_collection(collection)}.bson"
+
+
+def metadata_entry(database: str, collection: str) -> str:
+    """Tar entry of a collection's metadata."""
+    return f"{database}/{escape_collection(collection)}.metadata.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A tar entry that belongs to a collection."""
+
+    database: str
+    collection: str
+    kind: Literal["bson", "metadata"]
+
+
+def parse_entry(name: str) -> Entry | None:
+    """The collection a tar entry holds, whatever sits above `<db>/` (`./`, `dump/`).
+    None for anything else: directories, the oplog, gzipped files, system collections
+    and mongodump's `$admin.system.users` (users and roles are not the chat app's)."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if len(parts) < 2:
+        return None
+    database, file = parts[-2], parts[-1]
+    kind: Literal["bson", "metadata"]
+    if file.endswith(".metadata.json"):
+        kind, stem = "metadata", file.removesuffix(".metadata.json")
+    elif file.endswith(".bson"):
+        kind, stem = "bson", file.removesuffix(".bson")
+    else:
+        return None
+    collection = urllib.parse.unquote_plus(stem)
+    if not stem or collection.startswith(("system.", "$")) or database in ("local", "config"):
+        return None
+    return Entry(database, collection, kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionMetadata:
+    """What `<coll>.metadata.json` says: enough to recreate the collection and its indexes."""
+
+    collection_name: str
+    type: str = "collection"
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    indexes: Sequence[Mapping[str, Any]] = ()
+    uuid: str | None = None
+
+    @property
+    def is_view(self) -> bool:
+        return self.type == "view"
+
+    def secondary_indexes(self) -> list[dict[str, Any]]:
+        """Index specs to create after the documents: all but `_id_`, without the
+        legacy `ns` field that servers since 4.4 refuse."""
+        return [
+            {k: v for k, v in index.items() if k != "ns"}
+            for index in self.indexes
+            if index.get("name") != "_id_"
+        ]
+
+
+def metadata_json(meta: CollectionMetadata) -> bytes:
+    """The metadata file, byte for byte as mongodump writes it: canonical Extended JSON
+    v2, no spaces, keys in mongo-tools' order (options if any, indexes, uuid if known,
+    collectionName, type)."""
+    doc: dict[str, Any] = {}
+    if meta.options:
+        doc["options"] = dict(meta.options)
+    doc["indexes"] = [dict(index) for index in meta.indexes]
+    if meta.uuid:
+        doc["uuid"] = meta.uuid
+    doc["collectionName"] = meta.collection_name
+    if meta.type:
+        doc["type"] = meta.type
+    text = json_util.dumps(
+        doc,
+        json_options=json_util.CANONICAL_JSON_OPTIONS,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return text.encode()
+
+
+def parse_metadata(data: bytes, collection: str) -> CollectionMetadata:
+    """A metadata file read back (ours or mongodump's); ValueError if it is not one.
+    Older mongodumps write no `type` and no `collectionName`: the file name gives it."""
+    try:
+        doc = json_util.loads(data.decode(), json_options=json_util.CANONICAL_JSON_OPTIONS)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"metadata of {collection!r} is not Extended JSON: {err}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("indexes", []), list):
+        raise ValueError(f"metadata of {collection!r} is not a mongodump metadata document")
+    return CollectionMetadata(
+        collection_name=str(doc.get("collectionName") or collection),
+        type=str(doc.get("type") or "collection"),
+        options=dict(doc.get("options") or {}),
+        indexes=tuple(dict(i) for i in doc.get("indexes", [])),
+        uuid=str(doc["uuid"]) if doc.get("uuid") else None,
+    )
+
+
+def uuid_hex(info: Mapping[str, Any]) -> str | None:
+    """The collection UUID from listCollections' `info`, as mongodump writes it (hex of a
+    subtype-4 binary); None when the server gives none (FerretDB)."""
+    value = info.get("uuid")
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, Binary) and value.subtype == 4:
+        return bytes(value).hex()
+    return None
