@@ -1,0 +1,126 @@
+"""Prometheus through prometheus-api-client, with short timeouts and a secret kept secret.
+
+Timeouts are short and retries few because the release loop, not this client, is the
+place to retry: one slow Prometheus must not hold a reconcile for a minute, and an
+Error measurement already pauses the release until the next interval.
+
+The bearer token (from `analysis.prometheus.authSecretRef`, read by the caller) goes
+into one request header and nowhere else: not into `repr`, not into logs, not into an
+exception message, which is also scrubbed of it in case a server echoes it back.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from chatops.errors import MetricsUnavailable
+
+DEFAULT_TIMEOUT = 5
+"""Seconds for one query, connecting included; Prometheus gets the same as its own
+evaluation timeout."""
+_HTTP_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+
+
+def public_address(address: str) -> str:
+    """The address without user:password, fit for messages and status."""
+    parts = urlsplit(address)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}".rstrip("/")
+
+
+def one_number(result: Any, address: str) -> float | None:
+    """The value of a `/api/v1/query` result: None for an empty vector, the sample of a
+    one-series vector or a scalar; anything else is a query that cannot gate a release."""
+    if not result:
+        return None
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        sample = result[1]  # a scalar (or string) result: [time, "value"]
+    elif isinstance(result, list) and all(isinstance(series, dict) for series in result):
+        if len(result) > 1:
+            raise MetricsUnavailable(
+                address,
+                f"the query returned {len(result)} series; it must return one number "
+                "(aggregate it, e.g. with sum(...))",
+            )
+        if "value" not in result[0]:
+            raise MetricsUnavailable(
+                address, "the query returned a range vector; it must return one number"
+            )
+        sample = result[0]["value"][1]
+    else:
+        raise MetricsUnavailable(address, "the answer is not a Prometheus query result")
+    try:
+        return float(sample)
+    except (TypeError, ValueError):
+        raise MetricsUnavailable(address, f"the query returned {sample!r}, not a number") from None
+
+
+def _http_problem(err: PrometheusApiClientException) -> str:
+    """`HTTP 400: parse error …` from the client's exception, whose text is the status
+    code and the raw body; Prometheus puts its reason in the body's `error` field."""
+    match = _HTTP_ERROR.match(str(err))
+    if match is None:
+        return "answered an error"
+    code, body = match.groups()
+    reason = ""
+    with contextlib.suppress(ValueError, SyntaxError, TypeError, AttributeError):
+        reason = str(json.loads(ast.literal_eval(body)).get("error", ""))
+    return f"answered HTTP {code}" + (f": {reason[:300]}" if reason else "")
+
+
+def _connection_problem(err: requests.RequestException, timeout: int) -> str:
+    if isinstance(err, requests.Timeout):
+        return f"unreachable: no answer within {timeout} s"
+    found = _ERRNO.search(str(err))
+    return f"unreachable: {found.group(0).strip() if found else type(err).__name__}"
+
+
+class PrometheusProvider:
+    """A `MetricProvider` on one Prometheus server."""
+
+    def __init__(
+        self, address: str, token: str | None = None, timeout: int = DEFAULT_TIMEOUT
+    ) -> None:
+        self.address = public_address(address)
+        self._token = token
+        self._timeout = timeout
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # One quick retry of a refused or reset connection; none on HTTP statuses.
+        retry = Retry(total=1, connect=1, read=0, status=0, other=0, backoff_factor=0)
+        self._prometheus = PrometheusConnect(
+            url=address.rstrip("/"), headers=headers, retry=retry, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"PrometheusProvider({self.address!r})"
+
+    def query(self, promql: str) -> float | None:
+        try:
+            result = self._prometheus.custom_query(promql, params={"timeout": f"{self._timeout}s"})
+        except PrometheusApiClientException as err:
+            raise self._unavailable(_http_problem(err)) from None
+        except (requests.JSONDecodeError, KeyError, TypeError):  # 200, but not the API's body
+            raise self._unavailable("answered something that is not the query API") from None
+        except requests.RequestException as err:
+            raise self._unavailable(_connection_problem(err, self._timeout)) from None
+        return one_number(result, self.address)
+
+    def close(self) -> None:
+        self._prometheus.close()
+
+    def _unavailable(self, problem: str) -> MetricsUnavailable:
+        if self._token:
+            problem = problem.replace(self._token, "*****")
+        return MetricsUnavailable(self.address, problem)
