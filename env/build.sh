@@ -101,7 +101,8 @@ build_gatewayapi() {
   go mod init chatops-env/gatewayapi >/dev/null 2>&1
   go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" >/dev/null
   local mod="$GOPATH/pkg/mod/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
-  cat "$mod"/config/crd/standard/*.yaml >"$1/gateway-api-standard.yaml"
+  local f
+  for f in "$mod"/config/crd/standard/*.yaml; do echo "---"; cat "$f"; done >"$1/gateway-api-standard.yaml"
 }
 
 main() {

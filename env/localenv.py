@@ -212,30 +212,18 @@ def kwokctl(*args: str) -> None:
 def start_cluster() -> str:
     k8s, kwok = bin_dir("k8s"), bin_dir("kwok")
     log("starting Kubernetes (kwokctl, binary runtime, local binaries)")
-    kwokctl(
-        "create",
-        "cluster",
-        "--runtime",
-        "binary",
-        "--kube-apiserver-port",
-        str(free_port()),
-        "--kube-apiserver-binary",
-        str(k8s / "kube-apiserver"),
-        "--kube-controller-manager-binary",
-        str(k8s / "kube-controller-manager"),
-        "--kube-scheduler-binary",
-        str(k8s / "kube-scheduler"),
-        "--kwok-controller-binary",
-        str(kwok / "kwok"),
-        "--kubectl-binary",
-        str(k8s / "kubectl"),
-        "--etcd-binary",
-        shutil.which("etcd") or "etcd",
-        "--kubeconfig",
-        str(STATE / "kubeconfig"),
-        "--wait",
-        "2m",
-    )
+    flags = {
+        "--runtime": "binary",
+        "--kube-apiserver-port": str(free_port()),
+        "--kube-apiserver-binary": str(k8s / "kube-apiserver"),
+        "--kube-controller-manager-binary": str(k8s / "kube-controller-manager"),
+        "--kube-scheduler-binary": str(k8s / "kube-scheduler"),
+        "--kwok-controller-binary": str(kwok / "kwok"),
+        "--etcd-binary": shutil.which("etcd") or "etcd",
+        "--kubeconfig": str(STATE / "kubeconfig"),
+        "--timeout": "3m",
+    }
+    kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
     kwokctl("scale", "node", "--replicas", str(NODES))
     log(f"{NODES} fake nodes; installing the Gateway API CRDs")
     kubectl(

@@ -150,9 +150,7 @@ class Mongo:
         with self.errors(f"drop {database}.{collection}"):
             self._client[database].drop_collection(collection)
 
-    def create_collection(
-        self, database: str, collection: str, options: Mapping[str, Any]
-    ) -> None:
+    def create_collection(self, database: str, collection: str, options: Mapping[str, Any]) -> None:
         """Create a collection (or a view: options `viewOn` and `pipeline`) unless it exists."""
         with self.errors(f"create {database}.{collection}"):
             db = self._client[database]
@@ -169,8 +167,8 @@ class Mongo:
         raw = [RawBSONDocument(bytes(d)) for d in documents]
         with self.errors(f"insert into {database}.{collection}"):
             try:
-                result = coll.insert_many(raw, ordered=False)
-                return InsertResult(inserted=len(result.inserted_ids), duplicates=0)
+                coll.insert_many(raw, ordered=False)
+                return InsertResult(inserted=len(raw), duplicates=0)
             except pymongo.errors.BulkWriteError as err:
                 details = err.details
                 write_errors = details.get("writeErrors", [])

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import datetime
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -128,10 +128,20 @@ class Store:
 
     # -- objects ----------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/json",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         with self.errors("PutObject", key):
             self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                Metadata=dict(metadata or {}),
                 **self.encryption,
             )
 
@@ -146,8 +156,8 @@ class Store:
                 raise
             return bytes(response["Body"].read())
 
-    def size(self, key: str) -> int | None:
-        """The object's size; None if there is no such key."""
+    def head(self, key: str) -> tuple[int, dict[str, str]] | None:
+        """The object's size and user metadata; None if there is no such key."""
         with self.errors("HeadObject", key):
             try:
                 response = self.client.head_object(Bucket=self.bucket, Key=key)
@@ -155,7 +165,12 @@ class Store:
                 if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                     return None
                 raise
-            return int(response["ContentLength"])
+            return int(response["ContentLength"]), dict(response.get("Metadata") or {})
+
+    def size(self, key: str) -> int | None:
+        """The object's size; None if there is no such key."""
+        found = self.head(key)
+        return None if found is None else found[0]
 
     def stream(self, key: str, chunk: int = MiB) -> Iterator[bytes]:
         """An object's bytes in chunks, without holding it whole."""
@@ -175,9 +190,7 @@ class Store:
             )
             for page in pages:
                 for item in page.get("Contents", []):
-                    found.append(
-                        StoredObject(item["Key"], int(item["Size"]), item["LastModified"])
-                    )
+                    found.append(StoredObject(item["Key"], int(item["Size"]), item["LastModified"]))
         return found
 
     def delete(self, keys: Iterable[str]) -> None:
@@ -201,8 +214,11 @@ class Store:
 
     # -- multipart uploads ------------------------------------------------------------
 
-    def upload(self, key: str, planned_part_size: int) -> MultipartUpload:
-        return MultipartUpload(self, key, planned_part_size)
+    def upload(
+        self, key: str, planned_part_size: int, metadata: Mapping[str, str] | None = None
+    ) -> MultipartUpload:
+        """An upload of bytes to come; `metadata` becomes the object's user metadata."""
+        return MultipartUpload(self, key, planned_part_size, metadata or {})
 
     def pending_uploads(self, prefix: str) -> list[PendingUpload]:
         found: list[PendingUpload] = []
@@ -218,9 +234,7 @@ class Store:
     def abort_upload(self, key: str, upload_id: str) -> None:
         with self.errors("AbortMultipartUpload", key):
             try:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
             except botocore.exceptions.ClientError as err:
                 if err.response.get("Error", {}).get("Code") != "NoSuchUpload":
                     raise
@@ -230,8 +244,11 @@ class MultipartUpload:
     """Bytes written in order become one object: a single PUT if they fit in one part,
     else a multipart upload. Holds at most one part in memory."""
 
-    def __init__(self, store: Store, key: str, planned_part_size: int) -> None:
+    def __init__(
+        self, store: Store, key: str, planned_part_size: int, metadata: Mapping[str, str]
+    ) -> None:
         self._store = store
+        self._metadata = dict(metadata)
         self.key = key
         self._planned = planned_part_size
         self._buffer = bytearray()
@@ -257,14 +274,20 @@ class MultipartUpload:
             with store.errors("CreateMultipartUpload", self.key):
                 self.upload_id = str(
                     store.client.create_multipart_upload(
-                        Bucket=store.bucket, Key=self.key, ContentType=CONTENT_TYPE,
+                        Bucket=store.bucket,
+                        Key=self.key,
+                        ContentType=CONTENT_TYPE,
+                        Metadata=self._metadata,
                         **store.encryption,
                     )["UploadId"]
                 )
         with store.errors(f"UploadPart {number}", self.key):
             response = store.client.upload_part(
-                Bucket=store.bucket, Key=self.key, UploadId=self.upload_id,
-                PartNumber=number, Body=part,
+                Bucket=store.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=part,
             )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
         self.size += len(part)
@@ -273,14 +296,16 @@ class MultipartUpload:
         """Finish the object; its size in bytes."""
         store = self._store
         if self.upload_id is None:
-            store.put(self.key, bytes(self._buffer), content_type=CONTENT_TYPE)
+            store.put(self.key, bytes(self._buffer), CONTENT_TYPE, self._metadata)
             self.size += len(self._buffer)
         else:
             if self._buffer:
                 self._send(bytes(self._buffer))
             with store.errors("CompleteMultipartUpload", self.key):
                 store.client.complete_multipart_upload(
-                    Bucket=store.bucket, Key=self.key, UploadId=self.upload_id,
+                    Bucket=store.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
                     MultipartUpload={"Parts": self._parts},
                 )
         self._buffer.clear()

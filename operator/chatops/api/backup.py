@@ -112,6 +112,7 @@ class ChatBackupSpec(Model):
 
     schedule: str | None = Field(
         default=None,
+        max_length=100,
         json_schema_extra={
             "x-kubernetes-validations": [
                 {

@@ -77,9 +77,7 @@ class DocumentDigest:
         self._sum = 0
 
     def add(self, document: bytes | memoryview) -> None:
-        self._sum = (
-            self._sum + int.from_bytes(hashlib.sha256(document).digest(), "big")
-        ) % _MOD
+        self._sum = (self._sum + int.from_bytes(hashlib.sha256(document).digest(), "big")) % _MOD
 
     def hexdigest(self) -> str:
         return self._sum.to_bytes(32, "big").hex()

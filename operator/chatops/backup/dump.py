@@ -92,7 +92,8 @@ def dump(
         server_version = mongo.server_version()
         databases = _databases(mongo, request.database)
         expected = sum(mongo.data_size(db) for db in databases)
-        upload = store.upload(key, s3.choose_part_size(expected))
+        owner = {layout.OWNER_METADATA: request.source.ref} if request.source else {}
+        upload = store.upload(key, s3.choose_part_size(expected), owner)
         writer = tarstream.TarGzWriter(upload)
         run = _Run(mongo, writer, upload, request, interrupt, progress)
         for db in databases:

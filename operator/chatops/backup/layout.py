@@ -35,7 +35,9 @@ TARBALL_SUFFIX = ".tar.gz"
 MANIFEST_SUFFIX = ".manifest.json"
 _KEY = re.compile(rf"^mongodb_(?P<id>{ID_PATTERN})(?P<suffix>\.tar\.gz|\.manifest\.json)$")
 
-CollectionType = Literal["collection", "view", "timeseries"]
+OWNER_METADATA = "chatops-backup"
+"""S3 user metadata on a tarball: the ChatBackup (`namespace/name`) that wrote it. A
+tarball without it (say the runbook's own backups) is never deleted by retention."""
 
 
 def backup_id(at: datetime.datetime) -> str:
@@ -150,10 +152,10 @@ class CollectionMetadata:
         return self.type == "view"
 
     def secondary_indexes(self) -> list[dict[str, Any]]:
-        """Index specs to create after the documents: all but `_id_`, without the
-        legacy `ns` field that servers since 4.4 refuse."""
+        """Index specs to create after the documents: all but `_id_`, without `ns`
+        (refused since MongoDB 4.4) and `v` (the server's default; FerretDB refuses it)."""
         return [
-            {k: v for k, v in index.items() if k != "ns"}
+            {k: v for k, v in index.items() if k not in ("ns", "v")}
             for index in self.indexes
             if index.get("name") != "_id_"
         ]

@@ -60,6 +60,12 @@ class ManifestSource(Model):
     name: str
     uid: str | None = None
 
+    @property
+    def ref(self) -> str:
+        """`namespace/name`, also written on the tarball as S3 user metadata, so an
+        upload that never got its manifest can still be told apart from a human's file."""
+        return f"{self.namespace}/{self.name}"
+
 
 class Manifest(Model):
     """A complete, verified backup."""

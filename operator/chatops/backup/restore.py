@@ -36,7 +36,11 @@ READ_CHUNK = 1024 * 1024
 INSERT_BYTES = 8 * 1024 * 1024
 INSERT_DOCUMENTS = 10_000
 _CORRUPT: tuple[type[Exception], ...] = (
-    tarfile.TarError, OSError, EOFError, FramingError, *tarstream.DECOMPRESSION_ERRORS
+    tarfile.TarError,
+    OSError,
+    EOFError,
+    FramingError,
+    *tarstream.DECOMPRESSION_ERRORS,
 )
 _UNREADABLE: tuple[type[Exception], ...] = (*_CORRUPT, ValueError)
 
@@ -191,7 +195,9 @@ def _check_against(
         if got is None:
             problems.append(f"{want.database}.{want.name} is missing")
         elif (got.tally.documents, got.tally.bytes, got.tally.sha256) != (
-            want.documents, want.bson_bytes, want.sha256
+            want.documents,
+            want.bson_bytes,
+            want.sha256,
         ):
             problems.append(
                 f"{want.database}.{want.name} has {got.tally.documents} documents and "
@@ -201,7 +207,8 @@ def _check_against(
     problems += [f"{db}.{name} is not in the manifest" for db, name in found]
     if problems:
         raise VerificationFailed(
-            "the tarball does not match its manifest: " + "; ".join(problems[:5])
+            "the tarball does not match its manifest: "
+            + "; ".join(problems[:5])
             + "; nothing was restored"
         )
 
@@ -215,7 +222,8 @@ def load(
         return request.rename.get(db, db)
 
     selected = [
-        c for c in contents.collections
+        c
+        for c in contents.collections
         if request.databases is None or c.database in request.databases
     ]
     try:
