@@ -99,8 +99,9 @@ build_helm() {
 build_gatewayapi() {
   # The module zip carries the CRDs; nothing is compiled.
   go mod init chatops-env/gatewayapi >/dev/null 2>&1
-  go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" >/dev/null
-  local mod="$GOPATH/pkg/mod/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
+  go mod download "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
+  local mod
+  mod="$(go env GOMODCACHE)/sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
   local f
   for f in "$mod"/config/crd/standard/*.yaml; do echo "---"; cat "$f"; done >"$1/gateway-api-standard.yaml"
 }

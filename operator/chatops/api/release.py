@@ -198,6 +198,9 @@ class Rolling(Model):
         default=0, json_schema_extra={"x-kubernetes-int-or-string": True}
     )
     """Pods that may be unavailable during the update (count or percent)."""
+    analysis_window: Duration = "5m"
+    """How long the analysis watches the updated version after the rollout before the
+    release counts as Succeeded; a failure in this window rolls back."""
 
 
 class Strategy(Model):
@@ -480,6 +483,15 @@ class HistoryEntry(Model):
     """Why it ended so."""
 
 
+class ScaleDown(Model):
+    """A color to scale to zero once its drain window has passed."""
+
+    color: Literal["blue", "green"]
+    """The color to scale down."""
+    at: str
+    """Not before this time (RFC 3339): until then it keeps serving open connections."""
+
+
 class ChatReleaseStatus(Model):
     """What the operator observed and decided."""
 
@@ -507,6 +519,20 @@ class ChatReleaseStatus(Model):
     """When the current step started (RFC 3339)."""
     release_started_at: str | None = None
     """When the release in progress started (RFC 3339)."""
+    analysis_started_at: str | None = None
+    """When the current analysis run started (RFC 3339): the step's pause, the
+    pre-promotion check or the post-promotion window."""
+    gates_passed: bool | None = None
+    """Whether the new version passed its health checks and smoke test."""
+    smoke_test_job: str | None = None
+    """The smoke-test Job of the release in progress."""
+    promoted_at: str | None = None
+    """When traffic switched to the new color (blue-green; RFC 3339)."""
+    aborted_revision: str | None = None
+    """A revision rolled back: not released again until the spec changes or
+    `chatops.dev/retry` is set."""
+    scale_down: ScaleDown | None = None
+    """A color waiting for its drain window to pass before it is scaled to zero."""
     analysis: list[Measurement] = Field(default_factory=list, max_length=200)
     """Recent measurements, newest last."""
     history: list[HistoryEntry] = Field(default_factory=list)

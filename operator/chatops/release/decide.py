@@ -1,0 +1,176 @@
+"""The release decision core: one pure function from an observation to a decision.
+
+The status is the release's memory and the single record of intent: a decision writes
+the new status, and its actions only converge the cluster towards what that status says
+(which color serves, at what weight, which color drains). The operator can be killed at
+any line: the next look recomputes the same actions from the status and the cluster.
+
+Two safety rules hold in every branch:
+- traffic reaches a color only when all its Deployments are Available, and leaves it
+  before anything there is scaled down (a scale-down waits for the router to show 0 %);
+- the stable color is never scaled below its replicas while a release is in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from chatops.api.common import now_rfc3339
+from chatops.api.release import HistoryEntry
+from chatops.release import revision as rev
+from chatops.release import status as st
+from chatops.release.model import (
+    Action,
+    ApplyDeployment,
+    ApplyServices,
+    ClearAnnotation,
+    Decision,
+    Event,
+    Observation,
+    ScaleDeployment,
+    SetTraffic,
+    other,
+)
+from chatops.release.plan import BUSY, STEADY, Plan
+from chatops.release.strategies import progress
+from chatops.release.transitions import abort, keep_stable, not_ready, past, start
+
+ABORT, RETRY = "chatops.dev/abort", "chatops.dev/retry"
+
+
+def decide(obs: Observation) -> Decision:
+    """The next status and actions of a release, given what was observed."""
+    status, desired = obs.status, rev.revision(obs.spec)
+    if status.active_color is None or status.stable_revision is None:
+        plan = _first_release(obs, desired)
+    elif status.canary_revision is None:
+        plan = _between_releases(obs, desired)
+    elif obs.manual.abort:
+        plan = abort(obs, "Aborted", "aborted by chatops.dev/abort")
+    elif desired == status.stable_revision:
+        plan = abort(obs, "Reverted", "the spec went back to the stable version")
+        plan.update(
+            phase="Succeeded",
+            aborted_revision=None,
+            message=f"reverted: {status.stable_version} stays stable",
+        )
+    elif desired != status.canary_revision:
+        # A newer version replaces the one in flight; it starts over from no traffic.
+        plan = start(obs, Plan(status), desired)
+    else:
+        plan = progress(obs)
+    return _finish(obs, plan)
+
+
+def _first_release(obs: Observation, desired: str) -> Plan:
+    """Nothing to compare with yet: run the version on blue and give it all traffic."""
+    spec, status, now = obs.spec, obs.status, obs.now
+    started = status.release_started_at or now_rfc3339(now)
+    plan = Plan(status)
+    plan.update(
+        active_color="blue",
+        canary_revision=desired,
+        release_started_at=started,
+        canary_version=rev.summary(spec),
+    )
+    plan.act(ApplyServices("blue"))
+    for c in spec.components:
+        plan.act(ApplyDeployment(c.name, "blue", desired, c.replicas))
+    pending = not_ready(obs, "blue", desired)
+    if not pending:
+        entry = HistoryEntry(
+            revision=desired,
+            images=rev.images(spec),
+            result="Succeeded",
+            started_at=started,
+            finished_at=now_rfc3339(now),
+            message="first release",
+        )
+        plan.update(
+            phase="Succeeded",
+            stable_revision=desired,
+            canary_revision=None,
+            stable_version=rev.summary(spec),
+            canary_version=None,
+            release_started_at=None,
+            message=f"{rev.summary(spec)} is live",
+            history=st.append_history(status.history, entry, spec.history_limit),
+        )
+        plan.act(SetTraffic("green", 0))
+    elif past(started, spec.progress_deadline_seconds, now):
+        plan.update(
+            phase="Failed",
+            message=f"not Available within progressDeadlineSeconds "
+            f"({spec.progress_deadline_seconds} s): {pending}",
+        )
+    else:
+        plan.update(phase="Progressing", message=f"first release: waiting for {pending}")
+        plan.requeue(BUSY)
+    return plan
+
+
+def _between_releases(obs: Observation, desired: str) -> Plan:
+    """No release in flight: keep the stable version whole, drain what is left, and start
+    a release when the spec asks for a revision that is neither stable nor rolled back."""
+    plan = Plan(obs.status)
+    if obs.manual.retry:
+        plan.act(ClearAnnotation(RETRY))
+        plan.update(aborted_revision=None)
+    if obs.manual.abort:
+        plan.act(ClearAnnotation(ABORT))
+    status = plan.status
+    if desired not in (status.stable_revision, status.aborted_revision):
+        return start(replace(obs, status=status), plan, desired)
+    if desired == status.stable_revision:
+        plan.update(aborted_revision=None)
+    keep_stable(obs, plan)
+    if plan.status.phase in ("RolledBack", "Failed", "Promoting"):
+        return plan
+    active = plan.status.active_color
+    assert active is not None
+    pending = not_ready(obs, active, status.stable_revision)
+    if pending:
+        plan.update(phase="Degraded", message=f"the stable version is not Available: {pending}")
+        plan.requeue(BUSY)
+    else:
+        plan.update(phase="Succeeded", message=f"{status.stable_version} is live")
+    return plan
+
+
+def _finish(obs: Observation, plan: Plan) -> Decision:
+    """Drop actions the cluster already satisfies, add conditions and a phase Event."""
+    old = obs.status
+    analysis = [*plan.status.analysis, *obs.measurements][-st.KEEP_MEASUREMENTS :]
+    new = plan.status.model_copy(
+        update={"analysis": analysis, "observed_generation": obs.generation}
+    )
+    new = st.with_conditions(new, obs.now, obs.generation)
+    events = list(plan.events)
+    if new.phase != old.phase and new.phase is not None and not events:
+        bad = new.phase in ("Degraded", "RolledBack", "Failed")
+        events.append(Event("Warning" if bad else "Normal", new.phase, new.message or new.phase))
+    actions = tuple(a for a in plan.actions if not _satisfied(obs, a))
+    return Decision(
+        status=new,
+        actions=actions,
+        events=tuple(events),
+        needs=plan.needs,
+        requeue_after=min(plan.requeue_after, STEADY),
+    )
+
+
+def _satisfied(obs: Observation, action: Action) -> bool:
+    """Whether the cluster already shows what `action` asks for (so it is not sent)."""
+    if isinstance(action, SetTraffic):
+        stable = other(action.canary)
+        return all(
+            obs.weights.get(c.name) == {action.canary: action.weight, stable: 100 - action.weight}
+            for c in obs.spec.components
+        )
+    if isinstance(action, ScaleDeployment):
+        d = obs.deployments.get((action.component, action.color))
+        return d is not None and d.replicas == action.replicas
+    if isinstance(action, ApplyDeployment):
+        d = obs.deployments.get((action.component, action.color))
+        return d is not None and d.revision == action.revision and d.replicas == action.replicas
+    return False

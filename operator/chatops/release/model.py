@@ -1,0 +1,202 @@
+"""The vocabulary of the release decision core: what it observes, what it may ask to
+look at, and what it decides.
+
+`decide(Observation) -> Decision` is pure. When it needs something only I/O can tell
+(a health check, a metric), it says so in `Decision.needs`; the handler finds out and
+calls it again with the answer in the observation. Actions are idempotent and say *what*
+should be true, never *how* to get there, so a crash between two of them is repaired by
+the next look.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus, Measurement
+
+Color = Literal["blue", "green"]
+COLORS: tuple[Color, Color] = ("blue", "green")
+
+
+def other(color: Color) -> Color:
+    return "green" if color == "blue" else "blue"
+
+
+# -- what the handler observed -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """One Deployment `<release>-<component>-<color>` as the cluster shows it."""
+
+    component: str
+    color: Color
+    revision: str | None
+    """The `chatops.dev/revision` of its pod template."""
+    replicas: int
+    """Desired replicas (spec)."""
+    available: int
+    """Available replicas."""
+    updated: int
+    """Replicas of the newest ReplicaSet."""
+    current: bool = True
+    """Whether the Deployment controller has seen the newest spec."""
+
+    @property
+    def ready(self) -> bool:
+        """Rolled out: every replica of the newest template is available."""
+        return self.current and self.updated >= self.replicas and self.available >= self.replicas
+
+
+SmokeResult = Literal["Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class Manual:
+    """What a human asked for through annotations (the CLI sets them)."""
+
+    promote: Literal["step", "full"] | None = None
+    abort: bool = False
+    retry: bool = False
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one decision may depend on."""
+
+    name: str
+    namespace: str
+    generation: int
+    spec: ChatReleaseSpec
+    status: ChatReleaseStatus
+    now: datetime.datetime
+    deployments: Mapping[tuple[str, Color], DeploymentState] = field(default_factory=dict)
+    weights: Mapping[str, Mapping[Color, int]] = field(default_factory=dict)
+    """Percent of new connections per component and color, as the router reads it."""
+    manual: Manual = Manual()
+    health: Mapping[str, str | None] | None = None
+    """Component → None when healthy, else why not; None when not probed."""
+    smoke: SmokeResult | None = None
+    """The smoke-test Job's state; None when not looked at."""
+    measurements: tuple[Measurement, ...] = ()
+    """Measurements taken for this decision."""
+
+
+# -- what the decision asks to look at ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Needs:
+    """I/O the decision cannot do without."""
+
+    health: Color | None = None
+    """Probe every component's health check on this color."""
+    measure: Color | None = None
+    """Take one round of measurements of every component on this color."""
+
+    def __bool__(self) -> bool:
+        return self.health is not None or self.measure is not None
+
+
+# -- what the decision asks to be true ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyServices:
+    """Every component's color Services and its stable Service selecting `active`."""
+
+    active: Color
+
+
+@dataclass(frozen=True)
+class ApplyDeployment:
+    """`<release>-<component>-<color>` runs the spec's template at `revision`."""
+
+    component: str
+    color: Color
+    revision: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaleDeployment:
+    """`<release>-<component>-<color>` has `replicas` replicas, whatever its template."""
+
+    component: str
+    color: Color
+    replicas: int
+
+
+@dataclass(frozen=True)
+class RestoreRevision:
+    """Put `<release>-<component>-<color>` back on the template it had at `revision`
+    (rolling rollback: the Deployment's own ReplicaSet history keeps it)."""
+
+    component: str
+    color: Color
+    revision: str
+
+
+@dataclass(frozen=True)
+class SetTraffic:
+    """Percent of new connections to `canary` per component; the rest to the other color."""
+
+    canary: Color
+    weight: int
+
+
+@dataclass(frozen=True)
+class FinalizeTraffic:
+    """All traffic is on `active`: remove what the router generated for the release."""
+
+    active: Color
+
+
+@dataclass(frozen=True)
+class StartSmokeTest:
+    """Create the smoke-test Job `job` against `color` (nothing if it exists)."""
+
+    job: str
+    color: Color
+
+
+@dataclass(frozen=True)
+class ClearAnnotation:
+    """Remove a manual-control annotation once it has been acted on."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event on the ChatRelease."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = (
+    ApplyServices
+    | ApplyDeployment
+    | ScaleDeployment
+    | RestoreRevision
+    | SetTraffic
+    | FinalizeTraffic
+    | StartSmokeTest
+    | ClearAnnotation
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The new status, what should be made true, and when to look again."""
+
+    status: ChatReleaseStatus
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+    needs: Needs = Needs()
+    requeue_after: float = 30.0

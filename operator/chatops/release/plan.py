@@ -1,0 +1,42 @@
+"""A decision under construction: the status so far, the actions, the events, what must
+be looked at, and when to look again. Only the decision core uses it, inside one call of
+`decide`, so its mutability never leaks."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from chatops.api.release import ChatReleaseStatus
+from chatops.release.model import Action, Color, Event, Needs
+
+BUSY = 2.0
+"""Seconds between looks while something is moving."""
+STEADY = 30.0
+"""Seconds between looks when nothing is expected to change."""
+
+
+class Plan:
+    def __init__(self, status: ChatReleaseStatus) -> None:
+        self.status = status
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+        self.needs = Needs()
+        self.requeue_after = STEADY
+
+    def update(self, **fields: Any) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def act(self, action: Action) -> None:
+        if action not in self.actions:
+            self.actions.append(action)
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def need(self, *, health: Color | None = None, measure: Color | None = None) -> None:
+        self.needs = Needs(
+            health=health or self.needs.health, measure=measure or self.needs.measure
+        )
+
+    def requeue(self, seconds: float) -> None:
+        self.requeue_after = min(self.requeue_after, max(seconds, 0.5))

@@ -1,0 +1,61 @@
+"""Status bookkeeping shared by the decision core: history, conditions, delays."""
+
+from __future__ import annotations
+
+import datetime
+
+from chatops.api.common import Condition, now_rfc3339, set_condition
+from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus, HistoryEntry
+
+KEEP_MEASUREMENTS = 60
+"""Measurements kept in status.analysis: enough to explain the last steps."""
+
+
+def append_history(
+    history: list[HistoryEntry], entry: HistoryEntry, limit: int
+) -> list[HistoryEntry]:
+    return [*history, entry][-limit:]
+
+
+def scale_down_delay(spec: ChatReleaseSpec) -> int:
+    """Seconds the old version keeps serving open connections after a promotion."""
+    strategy = spec.strategy.canary or spec.strategy.blue_green
+    return strategy.scale_down_delay_seconds if strategy else 0
+
+
+def abort_scale_down_delay(spec: ChatReleaseSpec) -> int:
+    """Seconds a rolled-back version keeps running (for a look at it) before scale-down."""
+    strategy = spec.strategy.canary or spec.strategy.blue_green
+    return strategy.abort_scale_down_delay_seconds if strategy else 0
+
+
+_PROGRESSING = {"Progressing", "Paused", "Promoting"}
+_SERVING_DESIRED = {"Succeeded", "Promoting"}
+
+
+def with_conditions(
+    status: ChatReleaseStatus, now: datetime.datetime, generation: int
+) -> ChatReleaseStatus:
+    """`Progressing` while a release is in flight; `Ready` once the spec's version serves
+    all traffic (`kubectl wait --for=condition=Ready` waits for a release to finish)."""
+    phase = status.phase or "Progressing"
+    at = now_rfc3339(now)
+    message = status.message or phase
+    progressing = Condition(
+        type="Progressing",
+        status="True" if phase in _PROGRESSING else "False",
+        reason=phase,
+        message=message,
+        last_transition_time=at,
+        observed_generation=generation,
+    )
+    ready = Condition(
+        type="Ready",
+        status="True" if phase in _SERVING_DESIRED else "False",
+        reason=phase,
+        message=message,
+        last_transition_time=at,
+        observed_generation=generation,
+    )
+    conditions = set_condition(set_condition(status.conditions, progressing), ready)
+    return status.model_copy(update={"conditions": conditions})

@@ -1,0 +1,266 @@
+"""A release in flight, step by step: the new version Available, its gates passed, then
+the strategy's own walk — canary weights and pauses, a blue-green switch and its
+watch window, or a rolling update's watch window — every step gated by the analysis."""
+
+from __future__ import annotations
+
+import datetime
+
+from chatops.api.common import now_rfc3339, seconds
+from chatops.api.release import Measurement
+from chatops.metrics.analysis import Outcome, next_measurement_at, outcome
+from chatops.release.model import (
+    ApplyDeployment,
+    ClearAnnotation,
+    Color,
+    Observation,
+    ScaleDeployment,
+    SetTraffic,
+    StartSmokeTest,
+)
+from chatops.release.plan import BUSY, Plan
+from chatops.release.transitions import abort, new_color, not_ready, past, promote
+
+PROMOTE = "chatops.dev/promote"
+
+
+def progress(obs: Observation) -> Plan:
+    """One look at a release in flight."""
+    status, spec = obs.status, obs.spec
+    active, revision = status.active_color, status.canary_revision
+    assert active is not None and revision is not None
+    canary = new_color(obs, active)
+    plan = Plan(status)
+    for c in spec.components:
+        plan.act(ApplyDeployment(c.name, canary, revision, c.replicas))
+        if canary != active:
+            plan.act(ScaleDeployment(c.name, active, c.replicas))
+    if canary != active:
+        plan.act(SetTraffic(canary, status.canary_weight or 0))
+
+    pending = not_ready(obs, canary, revision)
+    if pending:
+        if (status.canary_weight or 0) > 0:
+            return abort(obs, "CanaryUnavailable", f"lost availability under traffic: {pending}")
+        if past(status.release_started_at, spec.progress_deadline_seconds, obs.now):
+            return abort(
+                obs,
+                "ProgressDeadlineExceeded",
+                f"not Available within progressDeadlineSeconds "
+                f"({spec.progress_deadline_seconds} s): {pending}",
+            )
+        plan.update(phase="Progressing", message=f"waiting for {pending}")
+        plan.requeue(BUSY)
+        return plan
+    if not status.gates_passed:
+        return _gates(obs, plan, canary)
+    if spec.paused:
+        plan.update(phase="Paused", message="paused by spec.paused")
+        return plan
+    if spec.strategy.canary is not None:
+        return _canary(obs, plan, canary)
+    if spec.strategy.blue_green is not None:
+        return _blue_green(obs, plan, canary)
+    return _rolling(obs, plan, canary)
+
+
+def _gates(obs: Observation, plan: Plan, color: Color) -> Plan:
+    """Health checks, then the smoke test, before any traffic reaches the new version."""
+    spec, status, now = obs.spec, plan.status, obs.now
+    if any(c.health_check for c in spec.components):
+        if obs.health is None:
+            plan.need(health=color)
+            return plan
+        sick = "; ".join(f"{name}: {why}" for name, why in obs.health.items() if why)
+        if sick:
+            if past(status.release_started_at, spec.progress_deadline_seconds, now):
+                return abort(obs, "HealthCheckFailed", f"health checks failing: {sick}")
+            plan.update(phase="Progressing", message=f"waiting for health checks: {sick}")
+            plan.requeue(BUSY)
+            return plan
+    if spec.smoke_test is not None:
+        job = status.smoke_test_job or _job_name(obs.name, status.canary_revision or "")
+        plan.act(StartSmokeTest(job, color))
+        if status.smoke_test_job is None or obs.smoke in (None, "Running"):
+            plan.update(
+                phase="Progressing", smoke_test_job=job, message=f"smoke test Job {job} running"
+            )
+            plan.requeue(BUSY)
+            return plan
+        if obs.smoke == "Failed":
+            return abort(obs, "SmokeTestFailed", f"smoke test Job {job} failed")
+    plan.update(
+        gates_passed=True,
+        step_started_at=now_rfc3339(now),
+        analysis_started_at=now_rfc3339(now),
+        message="health and smoke gates passed",
+    )
+    plan.event("Normal", "GatesPassed", f"{status.canary_version} passed its gates")
+    plan.requeue(0.5)
+    return plan
+
+
+def _job_name(release: str, revision: str) -> str:
+    return f"{release[:40]}-smoke-{revision}"
+
+
+def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
+    spec, now = obs.spec, obs.now
+    assert spec.strategy.canary is not None
+    steps = spec.strategy.canary.steps
+    if obs.manual.promote == "full":
+        plan.act(ClearAnnotation(PROMOTE))
+        return promote(obs, plan)
+    k = plan.status.current_step or 0
+    while k < len(steps) and steps[k].set_weight is not None:
+        weight = steps[k].set_weight
+        k += 1
+        plan.update(
+            canary_weight=weight,
+            current_step=k,
+            step_started_at=now_rfc3339(now),
+            analysis_started_at=now_rfc3339(now),
+        )
+        plan.act(SetTraffic(canary, weight or 0))
+        plan.event(
+            "Normal",
+            "WeightSet",
+            f"{weight}% of new connections to {plan.status.canary_version} (step {k}/{len(steps)})",
+        )
+    if k >= len(steps):
+        return promote(obs, plan)
+
+    pause = steps[k].pause
+    assert pause is not None
+    verdict, why = _analysis(obs, plan, canary)
+    if verdict == "Failed":
+        return abort(obs, "AnalysisFailed", why)
+    where = f"step {k + 1}/{len(steps)} at {plan.status.canary_weight}%"
+    if obs.manual.promote == "step":
+        plan.act(ClearAnnotation(PROMOTE))
+        return _next_step(obs, plan, k + 1)
+    if verdict == "Inconclusive":
+        plan.update(
+            phase="Paused", message=f"{where}: analysis inconclusive ({why}); promote or abort"
+        )
+        return plan
+    if pause.duration is None:
+        plan.update(phase="Paused", message=f"{where}: paused until chatops.dev/promote")
+        return plan
+    started = datetime.datetime.fromisoformat(plan.status.step_started_at or now_rfc3339(now))
+    end = started + datetime.timedelta(seconds=seconds(pause.duration))
+    if now < end:
+        left = (end - now).total_seconds()
+        plan.update(phase="Progressing", message=f"{where}, {left:.0f} s left; {why}")
+        plan.requeue(left)
+        return plan
+    if verdict != "Successful":
+        plan.update(
+            phase="Progressing", message=f"{where}: pause over, waiting for the analysis: {why}"
+        )
+        return plan
+    return _next_step(obs, plan, k + 1)
+
+
+def _next_step(obs: Observation, plan: Plan, k: int) -> Plan:
+    now = now_rfc3339(obs.now)
+    plan.update(phase="Progressing", current_step=k, step_started_at=now, analysis_started_at=now)
+    plan.requeue(0.5)
+    return plan
+
+
+def _blue_green(obs: Observation, plan: Plan, new: Color) -> Plan:
+    spec, status, now = obs.spec, plan.status, obs.now
+    bg = spec.strategy.blue_green
+    assert bg is not None
+    if (status.canary_weight or 0) < 100:
+        if bg.pre_promotion_analysis and obs.manual.promote is None:
+            verdict, why = _analysis(obs, plan, new)
+            if verdict == "Failed":
+                return abort(obs, "AnalysisFailed", f"pre-promotion analysis: {why}")
+            if verdict != "Successful":
+                paused = verdict == "Inconclusive"
+                plan.update(
+                    phase="Paused" if paused else "Progressing",
+                    message=f"pre-promotion analysis: {why}",
+                )
+                return plan
+        if not bg.auto_promote and obs.manual.promote is None:
+            plan.update(
+                phase="Paused",
+                message=f"{status.canary_version} is ready on {new}; "
+                "waiting for chatops.dev/promote",
+            )
+            return plan
+        if obs.manual.promote is not None:
+            plan.act(ClearAnnotation(PROMOTE))
+        plan.update(
+            phase="Progressing",
+            canary_weight=100,
+            promoted_at=now_rfc3339(now),
+            analysis_started_at=now_rfc3339(now),
+            message=f"traffic switched to {new}; watching for {bg.post_promotion_window}",
+        )
+        plan.act(SetTraffic(new, 100))
+        plan.event(
+            "Normal", "TrafficSwitched", f"new connections go to {status.canary_version} on {new}"
+        )
+        plan.requeue(0.5)
+        return plan
+    if obs.manual.promote == "full":
+        plan.act(ClearAnnotation(PROMOTE))
+        return promote(obs, plan)
+    return _watch(obs, plan, new, status.promoted_at, bg.post_promotion_window)
+
+
+def _rolling(obs: Observation, plan: Plan, color: Color) -> Plan:
+    rolling = obs.spec.strategy.rolling
+    assert rolling is not None
+    if obs.manual.promote == "full":
+        plan.act(ClearAnnotation(PROMOTE))
+        return promote(obs, plan)
+    return _watch(obs, plan, color, plan.status.analysis_started_at, rolling.analysis_window)
+
+
+def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window: str) -> Plan:
+    """The new version serves; keep it if the analysis holds for `window`."""
+    verdict, why = _analysis(obs, plan, color)
+    if verdict == "Failed":
+        return abort(obs, "AnalysisFailed", why)
+    if verdict == "Inconclusive":
+        plan.update(phase="Paused", message=f"analysis inconclusive ({why}); promote or abort")
+        return plan
+    start = datetime.datetime.fromisoformat(since or now_rfc3339(obs.now))
+    end = start + datetime.timedelta(seconds=seconds(window))
+    if obs.now < end:
+        left = (end - obs.now).total_seconds()
+        plan.update(phase="Progressing", message=f"watching {color}, {left:.0f} s left; {why}")
+        plan.requeue(left)
+        return plan
+    if verdict != "Successful":
+        plan.update(phase="Progressing", message=f"window over, waiting for the analysis: {why}")
+        return plan
+    return promote(obs, plan)
+
+
+def _analysis(obs: Observation, plan: Plan, color: Color) -> tuple[Outcome, str]:
+    """The current analysis run: its measurements so far (those taken strictly after it
+    started), whether one is due now, and what they say."""
+    analysis = obs.spec.analysis
+    if analysis is None:
+        return "Successful", "no analysis configured"
+    started = datetime.datetime.fromisoformat(
+        plan.status.analysis_started_at or now_rfc3339(obs.now)
+    )
+    run: list[Measurement] = [
+        m
+        for m in (*plan.status.analysis, *obs.measurements)
+        if datetime.datetime.fromisoformat(m.time) > started
+    ]
+    last = max((datetime.datetime.fromisoformat(m.time) for m in run), default=None)
+    due_at = next_measurement_at(analysis, started, last)
+    if not obs.measurements and obs.now >= due_at:
+        plan.need(measure=color)
+    else:
+        plan.requeue((due_at - obs.now).total_seconds())
+    return outcome(analysis, run, [c.name for c in obs.spec.components])

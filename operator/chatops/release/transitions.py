@@ -1,0 +1,208 @@
+"""The transitions every strategy shares: start a release, promote it, abort it, and
+keep the stable version whole between releases."""
+
+from __future__ import annotations
+
+import datetime
+
+from chatops.api.common import now_rfc3339
+from chatops.api.release import HistoryEntry, ScaleDown
+from chatops.release import revision as rev
+from chatops.release import status as st
+from chatops.release.model import (
+    ApplyDeployment,
+    ApplyServices,
+    Color,
+    FinalizeTraffic,
+    Observation,
+    RestoreRevision,
+    ScaleDeployment,
+    SetTraffic,
+    other,
+)
+from chatops.release.plan import BUSY, Plan
+
+
+def new_color(obs: Observation, active: Color) -> Color:
+    """Where the new version runs: the idle color, or in place for a rolling update."""
+    return active if obs.spec.strategy.rolling is not None else other(active)
+
+
+def start(obs: Observation, plan: Plan, desired: str) -> Plan:
+    """A new revision: bring it up on the idle color (in place when rolling), no traffic."""
+    spec, now = obs.spec, obs.now
+    active = plan.status.active_color
+    assert active is not None
+    canary = new_color(obs, active)
+    draining = plan.status.scale_down
+    plan.update(
+        phase="Progressing",
+        canary_revision=desired,
+        canary_version=rev.summary(spec),
+        current_step=0 if spec.strategy.canary else None,
+        canary_weight=0,
+        release_started_at=now_rfc3339(now),
+        step_started_at=now_rfc3339(now),
+        analysis_started_at=None,
+        gates_passed=None,
+        smoke_test_job=None,
+        promoted_at=None,
+        aborted_revision=None,
+        analysis=[],
+        # a color still draining becomes the new canary: its drain ends now
+        scale_down=None if draining is None or draining.color == canary else draining,
+        message=f"releasing {rev.summary(spec)} (revision {desired}) on {canary}",
+    )
+    plan.act(ApplyServices(active))
+    for c in spec.components:
+        plan.act(ApplyDeployment(c.name, canary, desired, c.replicas))
+    plan.event("Normal", "ReleaseStarted", plan.status.message or "")
+    plan.requeue(BUSY)
+    return plan
+
+
+def abort(obs: Observation, reason: str, why: str) -> Plan:
+    """Traffic back to the stable color first; the new version scales down after
+    `abortScaleDownDelaySeconds` (a rolling update is put back on its old template)."""
+    status, spec, now = obs.status, obs.spec, obs.now
+    active = status.active_color
+    assert active is not None and status.canary_revision is not None
+    canary = new_color(obs, active)
+    rolling = canary == active
+    entry = HistoryEntry(
+        revision=status.canary_revision,
+        images=rev.images(spec),
+        result="RolledBack",
+        started_at=status.release_started_at,
+        finished_at=now_rfc3339(now),
+        message=why,
+    )
+    at = now + datetime.timedelta(seconds=st.abort_scale_down_delay(spec))
+    plan = Plan(status)
+    plan.update(
+        phase="RolledBack",
+        message=f"rolled back {status.canary_version}: {why}",
+        canary_weight=0,
+        aborted_revision=status.canary_revision,
+        canary_revision=None,
+        canary_version=None,
+        current_step=None,
+        promoted_at=None,
+        release_started_at=None,
+        history=st.append_history(status.history, entry, spec.history_limit),
+        scale_down=None if rolling else ScaleDown(color=canary, at=now_rfc3339(at)),
+    )
+    if rolling:
+        assert status.stable_revision is not None
+        for c in spec.components:
+            plan.act(RestoreRevision(c.name, active, status.stable_revision))
+    else:
+        plan.act(SetTraffic(canary, 0))
+    plan.event("Warning", reason, plan.status.message or "")
+    plan.requeue(BUSY)
+    return plan
+
+
+def promote(obs: Observation, plan: Plan) -> Plan:
+    """The new version becomes the stable one and takes all traffic; the old color keeps
+    serving open connections for `scaleDownDelaySeconds`, then scales down."""
+    status, spec, now = plan.status, obs.spec, obs.now
+    active = status.active_color
+    assert active is not None and status.canary_revision is not None
+    new = new_color(obs, active)
+    entry = HistoryEntry(
+        revision=status.canary_revision,
+        images=rev.images(spec),
+        result="Succeeded",
+        started_at=status.release_started_at,
+        finished_at=now_rfc3339(now),
+        message="promoted",
+    )
+    switched = datetime.datetime.fromisoformat(status.promoted_at) if status.promoted_at else now
+    at = max(now, switched + datetime.timedelta(seconds=st.scale_down_delay(spec)))
+    plan.update(
+        phase="Succeeded" if new == active else "Promoting",
+        message=f"{status.canary_version} promoted",
+        active_color=new,
+        stable_revision=status.canary_revision,
+        stable_version=status.canary_version,
+        canary_revision=None,
+        canary_version=None,
+        canary_weight=None,
+        current_step=None,
+        release_started_at=None,
+        promoted_at=None,
+        analysis_started_at=None,
+        step_started_at=None,
+        scale_down=None if new == active else ScaleDown(color=active, at=now_rfc3339(at)),
+        history=st.append_history(status.history, entry, spec.history_limit),
+    )
+    if new != active:
+        plan.act(ApplyServices(new))
+        plan.act(SetTraffic(active, 0))
+    plan.event(
+        "Normal",
+        "Promoted",
+        f"{status.canary_version} (revision {status.canary_revision}) is now stable",
+    )
+    plan.requeue(BUSY)
+    return plan
+
+
+def keep_stable(obs: Observation, plan: Plan) -> None:
+    """Between releases: the stable version whole and serving everything; a draining
+    color scaled down once its delay passed and the router shows no traffic on it."""
+    status, spec, now = plan.status, obs.spec, obs.now
+    active, stable = status.active_color, status.stable_revision
+    assert active is not None and stable is not None
+    for c in spec.components:
+        d = obs.deployments.get((c.name, active))
+        if spec.strategy.rolling is not None and d is not None and d.revision != stable:
+            plan.act(RestoreRevision(c.name, active, stable))
+        else:
+            plan.act(ScaleDeployment(c.name, active, c.replicas))
+    plan.act(SetTraffic(other(active), 0))
+    drain = status.scale_down
+    if drain is None:
+        return
+    plan.act(FinalizeTraffic(active))
+    due = datetime.datetime.fromisoformat(drain.at)
+    if now < due:
+        plan.requeue((due - now).total_seconds())
+        return
+    if any(obs.weights.get(c.name, {}).get(drain.color, 0) for c in spec.components):
+        plan.requeue(BUSY)  # traffic has not left it yet: never scale down under it
+        return
+    for c in spec.components:
+        plan.act(ScaleDeployment(c.name, drain.color, 0))
+    if all(scaled_to_zero(obs, c.name, drain.color) for c in spec.components):
+        plan.update(scale_down=None)
+        if status.phase == "Promoting":
+            plan.update(phase="Succeeded", message=f"{status.stable_version} is live")
+    else:
+        plan.requeue(BUSY)
+
+
+def not_ready(obs: Observation, color: Color, revision: str | None) -> str:
+    """Components of `color` not Available at `revision`, e.g. `api-green 1/3 available`;
+    empty when all are."""
+    missing = []
+    for c in obs.spec.components:
+        d = obs.deployments.get((c.name, color))
+        if d is None or d.revision != revision or not d.ready:
+            have = d.available if d is not None and d.revision == revision else 0
+            missing.append(f"{c.name}-{color} {have}/{c.replicas} available")
+    return ", ".join(missing)
+
+
+def scaled_to_zero(obs: Observation, component: str, color: Color) -> bool:
+    d = obs.deployments.get((component, color))
+    return d is None or (d.replicas == 0 and d.available == 0)
+
+
+def past(since: str | None, limit_seconds: float, now: datetime.datetime) -> bool:
+    """Whether `limit_seconds` have passed since `since` (RFC 3339)."""
+    if since is None:
+        return False
+    start = datetime.datetime.fromisoformat(since)
+    return now >= start + datetime.timedelta(seconds=limit_seconds)
