@@ -191,6 +191,9 @@ def test_nginx_router_generates_updates_and_removes_the_canary_ingress(
         "api": {"chat-api-blue": 75, "chat-api-green": 25},
         "frontend": {"chat-frontend-blue": 75, "chat-frontend-green": 25},
     }
+    router.set_weights(namespace, RELEASE, splits(25))  # a repeat writes nothing
+    again = networking.read_namespaced_ingress("chat-canary", namespace)
+    assert again.metadata.resource_version == canary.metadata.resource_version
 
     router.finalize(namespace, RELEASE, splits(0))
     names = [i.metadata.name for i in networking.list_namespaced_ingress(namespace).items]

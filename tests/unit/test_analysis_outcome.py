@@ -7,7 +7,14 @@ import datetime
 import pytest
 
 from chatops.api.release import Analysis, Measurement, Verdict
-from chatops.metrics.analysis import Outcome, due, next_measurement_at, outcome
+from chatops.metrics.analysis import (
+    Outcome,
+    due,
+    last_measured_at,
+    measurements_since,
+    next_measurement_at,
+    outcome,
+)
 
 T0 = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -196,3 +203,17 @@ def test_with_default_limits_one_failure_rolls_back_and_four_errors_are_tolerate
     assert outcome(analysis, runs(**four_errors))[0] == "Running"
     five_errors = {f"api_{n}": "P" for n in names} | {"api_error_rate": "PEEEEE"}
     assert outcome(analysis, runs(**five_errors))[0] == "Failed"
+
+
+def test_a_run_is_the_measurements_since_its_start() -> None:
+    history = runs(api_error_rate="FFPP")  # taken at 12:00:00 .. 12:00:03
+    step_started = T0 + datetime.timedelta(seconds=2, microseconds=400_000)
+    this_run = measurements_since(history, step_started)
+    assert [m.message for m in this_run] == ["Pass #2", "Pass #3"]
+    assert last_measured_at(history) == at(3)
+    assert last_measured_at([]) is None
+    # The failures of an earlier step do not count against this one.
+    assert outcome(ANALYSIS, history)[0] == "Failed"
+    assert outcome(ANALYSIS, this_run, components=["api"])[1] == "latency on api has not passed yet"
+    # A measurement in the step's first second belongs to the step.
+    assert due(Analysis(interval="30s"), step_started, at(2), at(31)) is False

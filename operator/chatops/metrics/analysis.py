@@ -140,7 +140,9 @@ def next_measurement_at(
     """When the next measurement is due: `initialDelay` after traffic moved, then every
     `interval`. A measurement older than `started_at` belongs to an earlier step."""
     first = started_at + datetime.timedelta(seconds=seconds(analysis.initial_delay))
-    if last_measured_at is None or last_measured_at < started_at:
+    # Status times are whole seconds: compare at that precision, or a measurement taken in
+    # the step's first second would look older than the step.
+    if last_measured_at is None or last_measured_at < started_at.replace(microsecond=0):
         return first
     return max(first, last_measured_at + datetime.timedelta(seconds=seconds(analysis.interval)))
 
@@ -154,6 +156,25 @@ def due(
     """Whether a measurement should be taken now (else look again at
     `next_measurement_at`)."""
     return now >= next_measurement_at(analysis, started_at, last_measured_at)
+
+
+def measured_at(measurement: Measurement) -> datetime.datetime:
+    """When a recorded measurement was taken (its RFC 3339 `time`)."""
+    return datetime.datetime.fromisoformat(measurement.time.replace("Z", "+00:00"))
+
+
+def measurements_since(
+    measurements: Sequence[Measurement], started_at: datetime.datetime
+) -> list[Measurement]:
+    """The measurements of the run that began at `started_at` (a step's pause, the
+    post-promotion window), out of everything `status.analysis` keeps."""
+    start = started_at.replace(microsecond=0)
+    return [m for m in measurements if measured_at(m) >= start]
+
+
+def last_measured_at(measurements: Sequence[Measurement]) -> datetime.datetime | None:
+    """When the newest of `measurements` was taken, for `due`."""
+    return max((measured_at(m) for m in measurements), default=None)
 
 
 @dataclass(frozen=True)
