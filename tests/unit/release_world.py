@@ -1,0 +1,243 @@
+"""A small world for the release decision core: a cluster that does what the actions
+ask (Deployments become Available at once unless their revision is broken, routers take
+their weights), a Prometheus whose answers a test sets per color, and a clock. Each
+`tick()` is what the handler does: decide, look at what the decision needs, decide
+again, apply the actions, advance the clock."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.errors import MetricsUnavailable
+from chatops.metrics.analysis import QueryContext
+from chatops.metrics.measure import measure
+from chatops.release.decide import decide
+from chatops.release.model import (
+    ApplyDeployment,
+    ClearAnnotation,
+    Color,
+    Decision,
+    DeploymentState,
+    Manual,
+    Observation,
+    RestoreRevision,
+    ScaleDeployment,
+    SetTraffic,
+    other,
+)
+
+T0 = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+
+
+def component(name: str, image: str, replicas: int = 2, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "replicas": replicas,
+        "template": {"spec": {"containers": [{"name": name, "image": image}]}},
+        "service": {"port": 8080},
+        **extra,
+    }
+
+
+CANARY = {
+    "canary": {
+        "steps": [
+            {"setWeight": 10},
+            {"pause": {"duration": "60s"}},
+            {"setWeight": 50},
+            {"pause": {"duration": "60s"}},
+            {"setWeight": 100},
+        ]
+    }
+}
+
+
+def spec(
+    version: str = "1.0", strategy: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "components": [
+            component("api", f"chat-api:{version}"),
+            component("web", f"chat-web:{version}"),
+        ],
+        "strategy": strategy or CANARY,
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+        "analysis": {
+            "interval": "20s",
+            "metrics": [
+                {"name": "error-rate", "query": 'errors{service="{{service}}"}', "max": 0.01},
+            ],
+        },
+        **extra,
+    }
+
+
+@dataclass
+class Prometheus:
+    """Answers per color; a callable can stand for an outage (raise) or no data (None)."""
+
+    values: dict[str, float | None | Exception] = field(default_factory=dict)
+    queries: int = 0
+
+    def query(self, promql: str) -> float | None:
+        self.queries += 1
+        color = "green" if "-green" in promql else "blue"
+        value = self.values.get(color, 0.0)
+        if isinstance(value, Exception):
+            raise MetricsUnavailable("http://prometheus", str(value))
+        return value
+
+
+@dataclass
+class World:
+    spec: dict[str, Any]
+    status: ChatReleaseStatus = field(default_factory=ChatReleaseStatus)
+    now: datetime.datetime = T0
+    deployments: dict[tuple[str, Color], DeploymentState] = field(default_factory=dict)
+    weights: dict[str, dict[Color, int]] = field(default_factory=dict)
+    prometheus: Prometheus = field(default_factory=Prometheus)
+    broken: set[str] = field(default_factory=set)
+    """Revisions whose pods never become Available."""
+    sick: set[Color] = field(default_factory=set)
+    """Colors whose health checks fail."""
+    smoke: str | None = "Succeeded"
+    annotations: dict[str, str] = field(default_factory=dict)
+    templates: dict[tuple[str, Color], list[str]] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    actions: list[Any] = field(default_factory=list)
+    generation: int = 1
+
+    @property
+    def parsed(self) -> ChatReleaseSpec:
+        return ChatReleaseSpec.model_validate(self.spec)
+
+    def change(self, **spec: Any) -> None:
+        self.spec = {**self.spec, **spec}
+        self.generation += 1
+
+    def release(self, version: str) -> None:
+        self.spec = copy.deepcopy(self.spec)
+        for c in self.spec["components"]:
+            image = c["template"]["spec"]["containers"][0]["image"]
+            c["template"]["spec"]["containers"][0]["image"] = image.split(":")[0] + ":" + version
+        self.generation += 1
+
+    def observation(self) -> Observation:
+        manual = Manual(
+            promote=self.annotations.get("chatops.dev/promote"),  # type: ignore[arg-type]
+            abort="chatops.dev/abort" in self.annotations,
+            retry="chatops.dev/retry" in self.annotations,
+        )
+        return Observation(
+            name="chat",
+            namespace="ns",
+            generation=self.generation,
+            spec=self.parsed,
+            status=self.status,
+            now=self.now,
+            deployments=dict(self.deployments),
+            weights=copy.deepcopy(self.weights),
+            manual=manual,
+            smoke=self.smoke if self.status.smoke_test_job else None,
+        )
+
+    def tick(self, advance: bool = True) -> Decision:
+        obs = self.observation()
+        decision = decide(obs)
+        if decision.needs:
+            health = None
+            if decision.needs.health:
+                color = decision.needs.health
+                health = {
+                    c.name: ("HTTP 503" if color in self.sick else None)
+                    for c in obs.spec.components
+                }
+            measurements: tuple[Any, ...] = ()
+            if decision.needs.measure and obs.spec.analysis:
+                color = decision.needs.measure
+                for c in obs.spec.components:
+                    context = QueryContext(
+                        service=f"chat-{c.name}-{color}",
+                        namespace="ns",
+                        component=c.name,
+                        color=color,
+                        revision=obs.status.canary_revision or "",
+                    )
+                    measurements += tuple(
+                        measure(self.prometheus, obs.spec.analysis, context, self.now)
+                    )
+            decision = decide(replace(obs, health=health, measurements=measurements))
+        self.apply(decision)
+        if advance:
+            self.now += datetime.timedelta(seconds=decision.requeue_after)
+        return decision
+
+    def apply(self, decision: Decision) -> None:
+        self.status = decision.status
+        self.events += [(e.reason, e.message) for e in decision.events]
+        self.actions += list(decision.actions)
+        spec = self.parsed
+        for action in decision.actions:
+            if isinstance(action, ApplyDeployment):
+                self._run(action.component, action.color, action.revision, action.replicas)
+            elif isinstance(action, ScaleDeployment):
+                d = self.deployments.get((action.component, action.color))
+                if d is not None:
+                    self._run(action.component, action.color, d.revision, action.replicas)
+            elif isinstance(action, RestoreRevision):
+                d = self.deployments[(action.component, action.color)]
+                self._run(action.component, action.color, action.revision, d.replicas)
+            elif isinstance(action, SetTraffic):
+                for c in spec.components:
+                    self.weights[c.name] = {
+                        action.canary: action.weight,
+                        other(action.canary): 100 - action.weight,
+                    }
+            elif isinstance(action, ClearAnnotation):
+                self.annotations.pop(action.key, None)
+
+    def _run(self, name: str, color: Color, revision: str | None, replicas: int) -> None:
+        ok = revision not in self.broken
+        self.deployments[(name, color)] = DeploymentState(
+            component=name,
+            color=color,
+            revision=revision,
+            replicas=replicas,
+            available=replicas if ok else 0,
+            updated=replicas,
+        )
+
+    def run_until(self, done: Callable[[World], bool], ticks: int = 200) -> None:
+        for _ in range(ticks):
+            if done(self):
+                return
+            self.tick()
+        raise AssertionError(
+            f"not reached in {ticks} ticks; status: {self.status.phase} {self.status.message}"
+        )
+
+    def serving(self) -> dict[str, dict[Color, int]]:
+        return {k: {c: w for c, w in v.items() if w} for k, v in self.weights.items()}
+
+    def replicas(self, color: Color) -> dict[str, int]:
+        return {name: d.replicas for (name, c), d in self.deployments.items() if c == color}
+
+    def traffic_only_on_available(self) -> bool:
+        return all(
+            self.deployments.get((name, color)) is not None
+            and self.deployments[(name, color)].ready
+            for name, weights in self.weights.items()
+            for color, w in weights.items()
+            if w
+        )
+
+
+def released(world: World) -> World:
+    """`world` after its first release reached Succeeded."""
+    world.run_until(lambda w: w.status.phase == "Succeeded")
+    return world
