@@ -81,7 +81,7 @@ def spec(
 class Prometheus:
     """Answers per color; a callable can stand for an outage (raise) or no data (None)."""
 
-    values: dict[str, float | None | Exception] = field(default_factory=dict)
+    values: dict[str, float | Exception | None] = field(default_factory=dict)
     queries: int = 0
 
     def query(self, promql: str) -> float | None:
