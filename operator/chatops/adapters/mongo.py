@@ -186,10 +186,13 @@ class Mongo:
 
     def create_indexes(
         self, database: str, collection: str, specs: Sequence[Mapping[str, Any]]
-    ) -> None:
-        if not specs:
-            return
+    ) -> int:
+        """Create the indexes not there yet (by name); how many were created. An index of
+        the same name is left as it is (Merge into a live database keeps its indexes)."""
+        existing = {str(i.get("name")) for i in self.indexes(database, collection)}
+        missing = [dict(s) for s in specs if str(s.get("name")) not in existing]
+        if not missing:
+            return 0
         with self.errors(f"createIndexes on {database}.{collection}"):
-            self._client[database].command(
-                {"createIndexes": collection, "indexes": [dict(s) for s in specs]}
-            )
+            self._client[database].command({"createIndexes": collection, "indexes": missing})
+        return len(missing)
