@@ -21,7 +21,7 @@ def test_first_release_goes_straight_to_blue_with_all_traffic() -> None:
     assert world.status.stable_version == "chat-api:1.0,chat-web:1.0"
     assert [h.result for h in world.status.history] == ["Succeeded"]
     ready = {c.type: c.status for c in world.status.conditions}
-    assert ready == {"Progressing": "False", "Ready": "True"}
+    assert ready == {"Accepted": "True", "Progressing": "False", "Ready": "True"}
 
 
 def test_first_release_never_available_fails_at_the_deadline() -> None:

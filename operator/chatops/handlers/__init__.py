@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf.
 """
 
-from chatops.handlers import accept, settings
+from chatops.handlers import accept, release, settings
 
-__all__ = ["accept", "settings"]
+__all__ = ["accept", "release", "settings"]

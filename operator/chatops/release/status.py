@@ -57,5 +57,15 @@ def with_conditions(
         last_transition_time=at,
         observed_generation=generation,
     )
-    conditions = set_condition(set_condition(status.conditions, progressing), ready)
+    accepted = Condition(
+        type="Accepted",
+        status="True",
+        reason="SpecValid",
+        message="the spec is valid",
+        last_transition_time=at,
+        observed_generation=generation,
+    )
+    conditions = status.conditions
+    for condition in (accepted, progressing, ready):
+        conditions = set_condition(conditions, condition)
     return status.model_copy(update={"conditions": conditions})
