@@ -3,7 +3,7 @@
 #
 # Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
-# Usage: env/build.sh [part...]   (default: all of k8s kwok ferretdb mongotools helm gatewayapi)
+# Usage: env/build.sh [part...]   (default: all of k8s etcd kwok ferretdb mongotools helm gatewayapi)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -92,6 +92,18 @@ build_mongotools() {
   done
 }
 
+build_etcd() {
+  # Debian's etcd 3.4.23 lacks what kube-apiserver needs for RequestWatchProgress, and
+  # kwok's client-go then loses its watches for minutes: pods stay Pending. etcd 3.5 has
+  # no main package in a tagged module, so a two-line wrapper calls etcdmain.
+  go mod init chatops-env/etcd >/dev/null 2>&1
+  printf '%s\n' 'package main' '' 'import (' '	"os"' '' '	"go.etcd.io/etcd/server/v3/etcdmain"' ')' '' \
+    'func main() { etcdmain.Main(os.Args) }' >main.go
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go mod tidy
+  go build -ldflags "-s -w" -o "$1/etcd" .
+}
+
 build_helm() {
   GOBIN=$1 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
@@ -108,9 +120,10 @@ build_gatewayapi() {
 
 main() {
   local part
-  for part in ${*:-k8s kwok ferretdb mongotools helm gatewayapi}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools helm gatewayapi}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
+      etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
       kwok) done_or_build kwok "$KWOK_VERSION" build_kwok ;;
       ferretdb) done_or_build ferretdb "$FERRETDB_VERSION" build_ferretdb ;;
       mongotools) done_or_build mongotools "$MONGO_TOOLS_VERSION" build_mongotools ;;

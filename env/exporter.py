@@ -10,6 +10,8 @@ version doing that would show.
     PUT    /targets/<namespace>/<service>   {"rps": 50, "errorRate": 0.05, ...}
     DELETE /targets/<namespace>/<service>
     GET    /targets                         the behaviours now set
+    GET    /health/<namespace>/<service>    200 when the version is healthy, 503 when not,
+                                            404 for a version no test has set
     GET    /metrics                         Prometheus exposition
 
 Run: python env/exporter.py --port N
@@ -42,6 +44,7 @@ class Behaviour:
     wsRate: float = 5.0
     wsSuccess: float = 1.0
     labels: dict[str, str] = field(default_factory=dict)  # extra labels, e.g. color
+    healthy: bool = True  # what GET /health/<namespace>/<service> answers: 200 or 503
 
 
 @dataclass
@@ -137,13 +140,18 @@ def serve(port: int) -> None:
             self.end_headers()
             self.wfile.write(body)
 
-        def _target(self) -> tuple[str, str] | None:
+        def _target(self, prefix: str = "targets") -> tuple[str, str] | None:
             parts = self.path.strip("/").split("/")
-            return (parts[1], parts[2]) if len(parts) == 3 and parts[0] == "targets" else None
+            return (parts[1], parts[2]) if len(parts) == 3 and parts[0] == prefix else None
 
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._reply(200, generate_latest(registry), "text/plain; version=0.0.4")
+            elif (target := self._target("health")) is not None:
+                with app.lock:
+                    behaviour = app.behaviours.get(target)
+                code = 404 if behaviour is None else 200 if behaviour.healthy else 503
+                self._reply(code, json.dumps({"healthy": code == 200}).encode())
             elif self.path == "/targets":
                 with app.lock:
                     body = {f"{ns}/{svc}": asdict(b) for (ns, svc), b in app.behaviours.items()}

@@ -61,6 +61,7 @@ def bin_dir(part: str) -> Path:
     v = versions()
     version = {
         "k8s": v["K8S_VERSION"],
+        "etcd": v["ETCD_VERSION"],
         "kwok": v["KWOK_VERSION"],
         "ferretdb": v["FERRETDB_VERSION"],
         "mongotools": v["MONGO_TOOLS_VERSION"],
@@ -219,7 +220,7 @@ def start_cluster() -> str:
         "--kube-controller-manager-binary": str(k8s / "kube-controller-manager"),
         "--kube-scheduler-binary": str(k8s / "kube-scheduler"),
         "--kwok-controller-binary": str(kwok / "kwok"),
-        "--etcd-binary": shutil.which("etcd") or "etcd",
+        "--etcd-binary": str(bin_dir("etcd") / "etcd"),
         "--kubeconfig": str(STATE / "kubeconfig"),
         "--timeout": "3m",
     }
@@ -374,9 +375,8 @@ def up() -> dict[str, str]:
         "exporter": "EXPORTER_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    debian({"etcd": "etcd-server"} if need["kubernetes"] else {})
     debian({"prometheus": "prometheus"} if need["prometheus"] else {})
-    build(["k8s", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"])
+    build(["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"])
 
     env = dict(have)
     if need["kubernetes"]:
