@@ -303,8 +303,8 @@ def verify(
     for c in collections:
         db = request.rename.get(c.database, c.database)
         try:
-            count = mongo.count(db, c.name)
             if request.mode == "Merge":
+                count = mongo.count(db, c.name)
                 if count < c.tally.documents:
                     problems.append(
                         f"{db}.{c.name} has {count} documents, fewer than the backup's "
@@ -319,8 +319,8 @@ def verify(
                         seen += 1
                 if seen != c.tally.documents or digest.hexdigest() != c.tally.content_digest:
                     problems.append(
-                        f"{db}.{c.name} holds {seen} documents (count {count}) that differ "
-                        f"from the backup's {c.tally.documents}"
+                        f"{db}.{c.name} holds {seen} documents that differ from the "
+                        f"backup's {c.tally.documents}"
                     )
             if c.metadata is not None:
                 have = {str(i.get("name")) for i in mongo.indexes(db, c.name)}

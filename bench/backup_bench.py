@@ -1,0 +1,145 @@
+"""Backup and restore, side by side with the stock tools, on the same seeded database.
+
+    source .chatops-env/env && PATH=$CHATOPS_TOOLS_PATH:$PATH \
+        .venv/bin/python bench/backup_bench.py --sizes 50000,200000
+
+For each size (messages; plus 200 users and 20 rooms) it measures, each in a child
+process of its own so that peak RSS is that tool's alone:
+
+- read:        pymongo reading every document as raw batches (the floor)
+- dump:        chatops' dump (raw BSON → tar → isal gzip → S3 multipart + manifest)
+- mongodump:   `mongodump --gzip --out DIR` of the same database
+- restore:     chatops' restore from S3 (download, verify, insert, indexes, verify)
+- mongorestore: `mongorestore --gzip --dir DIR` of mongodump's output (one worker,
+                as FerretDB needs; `--noIndexRestore` on FerretDB, which refuses the
+                `ns` index option mongorestore adds)
+
+Wall times are single runs on a shared machine: read them as ratios, not as absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Wall time and peak RSS of a child process (GNU time, so the RSS is the child's
+    own and not this Python's at fork); its JSON output if it printed any."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as measured:
+        start = time.monotonic()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", measured.name, *argv],
+            capture_output=True, text=True,
+        )
+        wall = time.monotonic() - start
+        peak_kib = int(measured.read().split()[-1])
+    if proc.returncode != 0 and "document(s) restored" not in proc.stderr:
+        raise SystemExit(f"{argv[:3]} failed:\n{proc.stderr[-2000:]}")
+    result: dict[str, Any] = {"seconds": round(wall, 2), "peak_rss_mib": peak_kib // 1024}
+    if proc.stdout.strip().startswith("{"):
+        result.update(json.loads(proc.stdout))
+    return result
+
+
+def child(mode: str, args: list[str]) -> None:
+    from chatops.adapters.mongo import Mongo
+    from chatops.adapters.s3 import Store
+    from chatops.api.backup import S3Endpoint
+    from chatops.backup import bsonstream, dump, restore
+
+    uri = os.environ["MONGODB_URI"]
+    with Mongo(uri) as mongo:
+        if mode == "read":
+            docs = 0
+            for coll in mongo.collections(args[0]):
+                for batch in mongo.raw_batches(args[0], coll.name, "primary"):
+                    docs += sum(1 for _ in bsonstream.documents(batch))
+            print(json.dumps({"documents": docs}))
+            return
+        endpoint = os.environ["S3_ENDPOINT_URL"]
+        store = Store(S3Endpoint(bucket=args[1], endpoint=endpoint, force_path_style=True))
+        if mode == "dump":
+            m = dump.dump(mongo, store, dump.DumpRequest(prefix="bench/", database=args[0]))
+            summary = {"documents": m.documents, "bytes": m.tarball.size, "key": m.tarball.key}
+            print(json.dumps(summary))
+        elif mode == "restore":
+            with tempfile.TemporaryDirectory() as work:
+                r = restore.restore(
+                    store, mongo, args[2],
+                    restore.RestoreRequest(mode="DropDatabase", rename={args[0]: args[3]}), work,
+                )
+            print(json.dumps({"documents": r.documents, "verified": r.verified}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="50000,200000")
+    ns = parser.parse_args()
+    import boto3
+    from pymongo import MongoClient
+    from test_backup_engine import seed
+
+    uri, endpoint = os.environ["MONGODB_URI"], os.environ["S3_ENDPOINT_URL"]
+    client: MongoClient[dict[str, Any]] = MongoClient(uri)
+    ferretdb = "ferretdbVersion" in client.admin.command("buildInfo")
+    bucket = f"chatops-bench-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    py = [sys.executable, __file__, "child"]
+    rows = []
+    for size in (int(s) for s in ns.sizes.split(",")):
+        db, target = f"bench_chat_{size}", f"bench_restored_{size}"
+        client.drop_database(db)
+        seed(client, db, size)
+        out = Path(tempfile.mkdtemp(prefix="bench-"))
+        try:
+            row: dict[str, Any] = {"messages": size}
+            row["read"] = run([*py, "read", db])
+            row["dump"] = run([*py, "dump", db, bucket])
+            row["mongodump"] = run(
+                ["mongodump", "--uri", uri, "--db", db, "--gzip", "--out", str(out)]
+            )
+            row["mongodump"]["bytes"] = sum(p.stat().st_size for p in (out / db).iterdir())
+            row["restore"] = run([*py, "restore", db, bucket, row["dump"]["key"], target])
+            client.drop_database(target)
+            restore_args = [
+                "mongorestore", "--uri", uri, "--gzip", "--dir", str(out),
+                "--nsFrom", f"{db}.*", "--nsTo", f"{target}.*",
+                "--numParallelCollections=1", "--numInsertionWorkersPerCollection=1",
+            ]
+            row["mongorestore"] = run(restore_args + (["--noIndexRestore"] if ferretdb else []))
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+            client.drop_database(db)
+            client.drop_database(target)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d}, server "
+          f"{'FerretDB' if ferretdb else 'MongoDB'}, S3 at {endpoint}")
+    print("| messages | tool | seconds | peak RSS MiB | bytes |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        for tool in ("read", "dump", "mongodump", "restore", "mongorestore"):
+            r = row[tool]
+            print(f"| {row['messages']} | {tool} | {r['seconds']} | {r['peak_rss_mib']} "
+                  f"| {r.get('bytes', '')} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        child(sys.argv[2], sys.argv[3:])
+    else:
+        main()
