@@ -160,8 +160,11 @@ def _weights(
 ) -> dict[str, dict[Color, int]]:
     """Percent per component and color, as the router shows it; empty where it cannot
     tell (the routing object is missing: the decision then sets it)."""
+    # The stable side of a split is the active color: an NGINX stable Ingress routes to the
+    # stable Service, which selects it, so that is where its share of traffic goes.
+    canary = other(status.active_color or "blue")
     try:
-        seen = router.get_weights(namespace, name, _splits(name, spec, "green", 0))
+        seen = router.get_weights(namespace, name, _splits(name, spec, canary, 0))
     except ChatopsError as err:
         log.info("%s/%s: cannot read traffic weights: %s", namespace, name, err)
         return {}

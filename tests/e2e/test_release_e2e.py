@@ -1,0 +1,207 @@
+"""ChatRelease against the real cluster: a real kopf process, real Deployments rolled out
+on kwok's nodes, real routing objects, real Prometheus scraping the exporter that plays
+each version. Intervals and pauses are seconds so the suite stays fast."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+import releases as rel
+from support import wait_for
+
+pytestmark = pytest.mark.e2e
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "env"))
+import localenv  # noqa: E402
+
+
+def _events(api: client.ApiClient, namespace: str) -> list[tuple[str, str]]:
+    items = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector="involvedObject.kind=ChatRelease")
+        .items
+    )
+    return [
+        (e.reason, e.message) for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)
+    ]
+
+
+def _first_release(custom: client.CustomObjectsApi, namespace: str, spec: dict[str, Any]) -> None:
+    rel.play(namespace, "chat", "blue")
+    rel.play(namespace, "chat", "green")
+    rel.create(custom, namespace, "chat", spec)
+    done = rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
+    assert done["stableVersion"] == "chat-api:1.0,chat-web:1.0" and done["activeColor"] == "blue"
+
+
+def test_blue_green_on_the_service_router(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    smoke = {
+        "template": {"spec": {"containers": [{"name": "smoke", "image": "curl:8"}]}},
+        "timeoutSeconds": 60,
+    }
+    strategy = {"blueGreen": {"postPromotionWindow": "4s", "scaleDownDelaySeconds": 3}}
+    _first_release(custom, namespace, rel.release_spec("1.0", strategy, smokeTest=smoke))
+    assert {c: rel.selector_color(api, namespace, c) for c in rel.COMPONENTS} == {
+        "api": "blue",
+        "web": "blue",
+    }
+
+    for version, old, new in (("1.1", "blue", "green"), ("1.2", "green", "blue")):
+        rel.set_version(custom, namespace, "chat", version)
+
+        def switched() -> bool:
+            colors = {rel.selector_color(api, namespace, c) for c in rel.COMPONENTS}
+            if new in colors:  # traffic may reach the new color only once it is Available
+                assert all(rel.available(api, namespace, f"chat-{c}-{new}") for c in rel.COMPONENTS)
+            return colors == {new}
+
+        wait_for(switched, timeout=60, interval=0.2, what=f"the stable Services on {new}")
+        assert rel.replicas(api, namespace, old) == {"api": 2, "web": 2}  # draining
+        done = rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=60)
+        assert done["activeColor"] == new
+        assert done["stableVersion"] == f"chat-api:{version},chat-web:{version}"
+        wait_for(
+            lambda: rel.replicas(api, namespace, old) == {"api": 0, "web": 0},
+            timeout=30,
+            what=f"{old} scaled down after scaleDownDelaySeconds",
+        )
+        job = done["history"][-1]
+        assert job["result"] == "Succeeded"
+
+    jobs = client.BatchV1Api(api).list_namespaced_job(namespace).items
+    assert len(jobs) == 2 and all(j.status.succeeded == 1 for j in jobs)
+    reasons = [r for r, _ in _events(api, namespace)]
+    for reason in ("ReleaseStarted", "GatesPassed", "TrafficSwitched", "Promoted"):
+        assert reason in reasons
+
+
+@pytest.mark.parametrize("router", ["gatewayAPI", "nginx"])
+def test_healthy_canary_walks_every_weight_then_promotes(
+    router: str,
+    operator: Path,
+    api: client.ApiClient,
+    namespace: str,
+    custom: client.CustomObjectsApi,
+) -> None:
+    if router == "gatewayAPI":
+        rel.http_route(api, namespace)
+        routing: dict[str, Any] = {"gatewayAPI": {"httpRoute": "chat"}}
+    else:
+        rel.stable_ingress(api, namespace)
+        routing = {"nginx": {"ingress": "chat"}}
+    _first_release(custom, namespace, rel.release_spec("1.0", rel.canary(), routing))
+    rel.set_version(custom, namespace, "chat", "1.1")
+
+    seen: list[int] = []
+
+    def canary_weight() -> int | None:
+        if router == "gatewayAPI":
+            weights = rel.route_weights(api, namespace)
+            assert weights["chat-api-green"] == weights["chat-web-green"]
+            assert weights["chat-api-green"] + weights["chat-api-blue"] == 100
+            return weights["chat-api-green"]
+        return rel.canary_ingress_weight(api, namespace)
+
+    def promoted() -> bool:
+        weight = canary_weight()
+        if weight and (not seen or seen[-1] != weight):
+            seen.append(weight)
+        return (
+            rel.status(custom, namespace, "chat").get("stableVersion")
+            == "chat-api:1.1,chat-web:1.1"
+        )
+
+    wait_for(promoted, timeout=90, interval=0.2, what="the canary to be promoted")
+    assert seen[:3] == [10, 25, 50]
+    done = rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=30)
+    assert done["activeColor"] == "green"
+    assert {c: rel.selector_color(api, namespace, c) for c in rel.COMPONENTS} == {
+        "api": "green",
+        "web": "green",
+    }
+    if router == "gatewayAPI":
+        assert rel.route_weights(api, namespace) == {
+            "chat-api-blue": 0,
+            "chat-api-green": 100,
+            "chat-web-blue": 0,
+            "chat-web-green": 100,
+        }
+    else:
+        assert rel.canary_ingress_weight(api, namespace) is None  # cleaned up
+    wait_for(
+        lambda: rel.replicas(api, namespace, "blue") == {"api": 0, "web": 0},
+        timeout=30,
+        what="blue scaled down",
+    )
+    passes = [m for m in done["analysis"] if m["verdict"] == "Pass"]
+    assert {m["metric"] for m in passes} == {"error-rate", "latency-p95", "websocket-success"}
+
+
+def test_bad_canary_rolls_back_and_says_why(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    rel.http_route(api, namespace)
+    routing = {"gatewayAPI": {"httpRoute": "chat"}}
+    _first_release(custom, namespace, rel.release_spec("1.0", rel.canary(pause="8s"), routing))
+    rel.set_version(custom, namespace, "chat", "1.1")
+    wait_for(
+        lambda: rel.status(custom, namespace, "chat").get("canaryWeight") == 25,
+        timeout=60,
+        interval=0.2,
+        what="step 25",
+    )
+    rel.play(namespace, "chat", "green", errorRate=0.05)
+
+    done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=60)
+    assert rel.route_weights(api, namespace) == {
+        "chat-api-blue": 100,
+        "chat-api-green": 0,
+        "chat-web-blue": 100,
+        "chat-web-green": 0,
+    }
+    assert rel.replicas(api, namespace, "green") == {"api": 2, "web": 2}  # abort delay
+    wait_for(
+        lambda: rel.replicas(api, namespace, "green") == {"api": 0, "web": 0},
+        timeout=30,
+        what="the canary scaled down after abortScaleDownDelaySeconds",
+    )
+    failed = [m for m in done["analysis"] if m["verdict"] == "Fail"]
+    assert failed and failed[-1]["metric"] == "error-rate"
+    assert 0.01 < float(failed[-1]["value"]) <= 0.06
+    assert "error-rate" in done["message"] and done["stableVersion"] == "chat-api:1.0,chat-web:1.0"
+    assert any(r == "AnalysisFailed" and "error-rate" in m for r, m in _events(api, namespace))
+    assert done["history"][-1]["result"] == "RolledBack"
+
+
+def test_prometheus_outage_holds_the_release_until_it_is_back(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    rel.http_route(api, namespace)
+    spec = rel.release_spec("1.0", rel.canary(pause="3s"), {"gatewayAPI": {"httpRoute": "chat"}})
+    spec["analysis"]["consecutiveErrorLimit"] = 1000
+    _first_release(custom, namespace, spec)
+    rel.set_version(custom, namespace, "chat", "1.1")
+    wait_for(
+        lambda: rel.status(custom, namespace, "chat").get("canaryWeight") == 10,
+        timeout=60,
+        interval=0.2,
+        what="step 10",
+    )
+    localenv.stop("prometheus")
+    try:
+        time.sleep(12)  # four pauses' worth: without Prometheus nothing may advance
+        held = rel.status(custom, namespace, "chat")
+        assert held["canaryWeight"] == 10 and held["phase"] == "Progressing"
+        assert rel.route_weights(api, namespace)["chat-api-green"] == 10
+        assert any(m["verdict"] == "Error" for m in held["analysis"])
+    finally:
+        localenv.restart("prometheus")
+    done = rel.wait_phase(custom, namespace, "chat", "Succeeded", "Promoting", timeout=90)
+    assert done["activeColor"] == "green"
