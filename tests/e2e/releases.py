@@ -37,8 +37,10 @@ def metrics(window: str = "5s") -> list[dict[str, Any]]:
         {
             "name": "websocket-success",
             "min": 0.99,
-            "query": f'sum(rate(websocket_connections_total{{{sel},result="success"}}[{window}])) / '
-            f"sum(rate(websocket_connections_total{{{sel}}}[{window}]))",
+            "query": (
+                f'sum(rate(websocket_connections_total{{{sel},result="success"}}[{window}]))'
+                f" / sum(rate(websocket_connections_total{{{sel}}}[{window}]))"
+            ),
         },
     ]
 

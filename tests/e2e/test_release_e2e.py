@@ -56,7 +56,7 @@ def test_blue_green_on_the_service_router(
     for version, old, new in (("1.1", "blue", "green"), ("1.2", "green", "blue")):
         rel.set_version(custom, namespace, "chat", version)
 
-        def switched() -> bool:
+        def switched(new: str = new) -> bool:
             colors = {rel.selector_color(api, namespace, c) for c in rel.COMPONENTS}
             if new in colors:  # traffic may reach the new color only once it is Available
                 assert all(rel.available(api, namespace, f"chat-{c}-{new}") for c in rel.COMPONENTS)
@@ -68,7 +68,7 @@ def test_blue_green_on_the_service_router(
         assert done["activeColor"] == new
         assert done["stableVersion"] == f"chat-api:{version},chat-web:{version}"
         wait_for(
-            lambda: rel.replicas(api, namespace, old) == {"api": 0, "web": 0},
+            lambda old=old: rel.replicas(api, namespace, old) == {"api": 0, "web": 0},
             timeout=30,
             what=f"{old} scaled down after scaleDownDelaySeconds",
         )
