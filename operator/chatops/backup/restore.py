@@ -25,9 +25,9 @@ from typing import IO, Literal
 
 from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
-from chatops.backup import layout, tarstream
+from chatops.backup import layout, tarstream, verify
 from chatops.backup import manifest as manifests
-from chatops.backup.bsonstream import DocumentDigest, Framer, FramingError, Tally, documents
+from chatops.backup.bsonstream import Framer, FramingError, Tally, documents
 from chatops.backup.manifest import Manifest
 from chatops.errors import ChatopsError, RestoreFailed, VerificationFailed
 
@@ -251,7 +251,7 @@ def load(
         raise RestoreFailed(f"restore failed: {err}") from err
     result = RestoreResult(results, verified=False, with_manifest=contents.manifest is not None)
     if request.verify:
-        verify(mongo, [c for c in selected if not c.is_view], request)
+        verify.restored(mongo, [c for c in selected if not c.is_view], request.mode, request.rename)
         result = dataclasses.replace(result, verified=True)
     return result
 
@@ -291,48 +291,6 @@ def _insert_all(
     except _CORRUPT as err:  # the file changed on disk since inspect()
         raise VerificationFailed(f"the downloaded tarball became unreadable: {err}") from err
     return counts
-
-
-def verify(
-    mongo: Mongo,
-    collections: list[CollectionContents],
-    request: RestoreRequest,
-) -> None:
-    """Compare the restored database with the backup; VerificationFailed if it differs."""
-    problems = []
-    for c in collections:
-        db = request.rename.get(c.database, c.database)
-        try:
-            if request.mode == "Merge":
-                count = mongo.count(db, c.name)
-                if count < c.tally.documents:
-                    problems.append(
-                        f"{db}.{c.name} has {count} documents, fewer than the backup's "
-                        f"{c.tally.documents}"
-                    )
-            else:
-                digest = DocumentDigest()
-                seen = 0
-                for batch in mongo.raw_batches(db, c.name, "primary"):
-                    for doc in documents(batch):
-                        digest.add(doc)
-                        seen += 1
-                if seen != c.tally.documents or digest.hexdigest() != c.tally.content_digest:
-                    problems.append(
-                        f"{db}.{c.name} holds {seen} documents that differ from the "
-                        f"backup's {c.tally.documents}"
-                    )
-            if c.metadata is not None:
-                have = {str(i.get("name")) for i in mongo.indexes(db, c.name)}
-                want = {str(i.get("name")) for i in c.metadata.indexes}
-                if want - have:
-                    problems.append(f"{db}.{c.name} lacks index(es) {sorted(want - have)}")
-        except ChatopsError as err:
-            problems.append(str(err))
-    if problems:
-        raise VerificationFailed(
-            "the restored data does not match the backup: " + "; ".join(problems[:5])
-        )
 
 
 def restore(
