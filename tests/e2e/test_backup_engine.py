@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,6 @@ from chatops.errors import BackupFailed, DatabaseError, StorageError, Verificati
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = 20_000
 OWNER = ManifestSource(namespace="e2e", name="nightly")
 
@@ -399,51 +399,76 @@ def test_secrets_never_reach_an_error(environment: dict[str, str], bucket: str) 
     assert "no-such-bucket-e2e" in str(s3_err.value)
 
 
-def test_s3_stopping_mid_upload_fails_the_run_without_a_manifest(
-    environment: dict[str, str], mongo: Mongo, blobs: str
-) -> None:
-    """Runs last: restarting the S3 server empties it."""
-    sys.path.insert(0, str(ROOT / "env"))
-    import localenv
+class PrivateS3:
+    """A moto S3 server of this test's own, on a port of its own, so that stopping it
+    mid-upload disturbs nobody else's tests (the shared one is watched by
+    `localenv.running()`, and a concurrent session would restart everything)."""
 
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        moto = str(Path(sys.executable).parent / "moto_server")
+        self._proc = subprocess.Popen(
+            [moto, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                boto3.client("s3", endpoint_url=self.url).list_buckets()
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise AssertionError("the private S3 server did not start")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+            self._proc = None
+
+
+@pytest.fixture
+def private_s3() -> Iterator[PrivateS3]:
+    server = PrivateS3()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_s3_stopping_mid_upload_fails_the_run_without_a_manifest(
+    environment: dict[str, str], mongo: Mongo, blobs: str, private_s3: PrivateS3
+) -> None:
     bucket = f"chatops-e2e-{uuid.uuid4().hex[:8]}"
-    s3_client(environment).create_bucket(Bucket=bucket)
-    store = Store(endpoint(environment, bucket))
+    s3 = boto3.client("s3", endpoint_url=private_s3.url)
+    s3.create_bucket(Bucket=bucket)
+    store = Store(S3Endpoint(bucket=bucket, endpoint=private_s3.url, force_path_style=True))
     stopped: list[bool] = []
 
     def progress(p: dump.Progress) -> None:
         if p.parts_uploaded >= 1 and not stopped:
-            localenv.stop("s3")
+            private_s3.stop()
             stopped.append(True)
 
-    try:
-        with pytest.raises(BackupFailed) as failed:
-            dump.dump(mongo, store, dump.DumpRequest(prefix="s/", database=blobs),
-                      progress=progress)
-    finally:
-        if stopped:
-            localenv.restart("s3")
-            _wait_for_s3(environment)
+    with pytest.raises(BackupFailed) as failed:
+        dump.dump(mongo, store, dump.DumpRequest(prefix="s/", database=blobs), progress=progress)
     assert stopped, "the dump ended before a part was uploaded"
     message = str(failed.value)
     assert f"s3://{bucket}/s/mongodb_" in message
     assert re.search(r"failed: S3 (UploadPart|CompleteMultipartUpload|PutObject)", message), message
 
-    # The restarted server is empty; the next run succeeds from scratch.
-    s3_client(environment).create_bucket(Bucket=bucket)
+    # The server comes back empty (moto keeps nothing); the next run succeeds.
+    private_s3.start()
+    s3.create_bucket(Bucket=bucket)
     manifest = dump.dump(mongo, store, dump.DumpRequest(prefix="s/", database=blobs))
     assert {o.key for o in store.objects("s/")} == {
         manifest.tarball.key, layout.manifest_key("s/", manifest.id)
     }
     assert manifest.tarball.size > 16 * 1024 * 1024  # it really took several parts
-
-
-def _wait_for_s3(environment: dict[str, str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            s3_client(environment).list_buckets()
-            return
-        except Exception:
-            time.sleep(0.3)
-    raise AssertionError("the S3 server did not come back")
