@@ -1,0 +1,162 @@
+"""The operator is SIGKILLed at random moments while twenty releases are in flight, and
+started again each time: every release still ends as its metrics say (Succeeded or
+RolledBack), and at no moment does traffic reach a color that is not Available."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+import releases as rel
+from support import GROUP, VERSION, wait_for
+
+pytestmark = pytest.mark.e2e
+
+RELEASES = 20
+
+
+def _route(api: client.ApiClient, namespace: str, name: str) -> None:
+    rules = [
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+            "backendRefs": [
+                {"name": f"{name}-{c}-blue", "port": 8080, "weight": 100},
+                {"name": f"{name}-{c}-green", "port": 8080, "weight": 0},
+            ],
+        }
+        for c, path in (("api", "/api"), ("web", "/"))
+    ]
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "gateway.networking.k8s.io",
+        "v1",
+        namespace,
+        "httproutes",
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name},
+            "spec": {"rules": rules},
+        },
+    )
+
+
+def _traffic_only_on_available(api: client.ApiClient, namespace: str) -> list[str]:
+    """Colors with traffic whose Deployments are not Available, as `release/component`."""
+    routes = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes"
+    )["items"]
+    deployments = {
+        d.metadata.name: d
+        for d in client.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    }
+    bad = []
+    for route in routes:
+        for rule in route["spec"]["rules"]:
+            for ref in rule["backendRefs"]:
+                if ref.get("weight", 1) == 0:
+                    continue
+                d = deployments.get(ref["name"])
+                if d is None or (d.status.available_replicas or 0) < (d.spec.replicas or 1):
+                    bad.append(f"{ref['name']} has weight {ref['weight']} but is not Available")
+    return bad
+
+
+class Chaos:
+    """`chatops run`, killed with SIGKILL every 1-4 s and started again at once."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.kills = 0
+        self.stop = threading.Event()
+        self.proc = self._start()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "chatops.cli", "run"], stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def _loop(self) -> None:
+        rng = random.Random(20261126)
+        while not self.stop.wait(rng.uniform(1.0, 4.0)):
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.kills += 1
+            self.proc = self._start()
+
+    def __enter__(self) -> Chaos:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+def test_releases_survive_the_operator_being_killed(
+    crds: None,
+    api: client.ApiClient,
+    namespace: str,
+    custom: client.CustomObjectsApi,
+    tmp_path: Path,
+) -> None:
+    names = [f"r{i:02d}" for i in range(RELEASES)]
+    bad = set(names[::2])
+    for name in names:
+        _route(api, namespace, name)
+        for color in ("blue", "green"):
+            rel.play(namespace, name, color)
+        spec = rel.release_spec(
+            "1.0", rel.canary(pause="3s"), {"gatewayAPI": {"httpRoute": name}}, health=False
+        )
+        rel.create(custom, namespace, name, spec)
+
+    def phases() -> dict[str, str | None]:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "chatreleases")
+        return {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items["items"]}
+
+    violations: list[str] = []
+    with Chaos(tmp_path / "operator.log") as chaos:
+        wait_for(
+            lambda: set(phases().values()) == {"Succeeded"},
+            timeout=180,
+            interval=1,
+            what="every first release Succeeded",
+        )
+        for name in names:
+            rel.play(namespace, name, "green", errorRate=0.05 if name in bad else 0.0)
+            rel.set_version(custom, namespace, name, "1.1")
+
+        def finished() -> bool:
+            violations.extend(_traffic_only_on_available(api, namespace))
+            statuses = {n: rel.status(custom, namespace, n) for n in names}
+            return all(
+                s.get("phase") in ("Succeeded", "RolledBack")
+                and s.get("canaryRevision") is None
+                and s.get("history", [{}])[-1].get("result") in ("Succeeded", "RolledBack")
+                and len(s.get("history", [])) == 2
+                for s in statuses.values()
+            )
+
+        wait_for(finished, timeout=400, interval=1, what="every release finished")
+    assert violations == []
+    assert chaos.kills >= 20
+    for name in names:
+        s = rel.status(custom, namespace, name)
+        weights = rel.route_weights(api, namespace, name)
+        if name in bad:
+            assert s["phase"] == "RolledBack" and s["stableVersion"] == "chat-api:1.0,chat-web:1.0"
+            assert weights[f"{name}-api-blue"] == 100, name
+        else:
+            assert s["phase"] == "Succeeded" and s["stableVersion"] == "chat-api:1.1,chat-web:1.1"
+            assert weights[f"{name}-api-green"] == 100, name
