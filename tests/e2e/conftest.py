@@ -17,9 +17,8 @@ from kubernetes import client, config
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "env"))
 
-from support import GROUP, kubectl, wait_for  # noqa: E402
-
 import localenv  # noqa: E402
+from support import GROUP, kubectl, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
 from support import GROUP, VERSION, kubectl, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+
 from support import GROUP, VERSION, wait_for
 from test_cluster import BACKUP, RELEASE, create
 

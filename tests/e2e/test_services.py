@@ -16,9 +16,9 @@ import boto3
 import pymongo
 import pytest
 from prometheus_api_client import PrometheusConnect
-from support import wait_for
 
 from chatops.api.release import DEFAULT_METRICS
+from support import wait_for
 
 pytestmark = pytest.mark.e2e
 

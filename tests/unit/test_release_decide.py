@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import datetime
 
-from release_world import T0, World, released, spec
-
 from chatops.release.decide import decide
 from chatops.release.model import ApplyDeployment, FinalizeTraffic, ScaleDeployment
 from chatops.release.revision import revision
+from release_world import T0, World, released, spec
 
 
 def test_first_release_goes_straight_to_blue_with_all_traffic() -> None:

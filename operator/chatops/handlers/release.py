@@ -14,6 +14,7 @@ from typing import Any, cast
 import kopf
 from kubernetes import client
 
+from chatops import telemetry
 from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
 from chatops.release import runner
@@ -50,7 +51,8 @@ async def release(
     while not stopped:
         woken.clear()
         try:
-            look = await asyncio.to_thread(runner.look, memo["api"], namespace, name, _post)
+            with telemetry.look_seconds.time():
+                look = await asyncio.to_thread(runner.look, memo["api"], namespace, name, _post)
             delay = look.requeue_after
         except (ChatopsError, client.ApiException, OSError) as err:
             log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
@@ -59,3 +61,4 @@ async def release(
         await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         for waiting in waits:
             waiting.cancel()
+    telemetry.forget_release(namespace, name)

@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes import client
 
+from chatops import telemetry
 from chatops.adapters.kube import Cluster
 from chatops.api import validation
 from chatops.api.common import Condition, now_rfc3339, set_condition
@@ -98,6 +99,7 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     if decision.needs:
         decision = decide(_probed(cluster, obs, decision))
     _carry_out(cluster, router, body, obs, decision, post)
+    telemetry.record_release(namespace, name, decision)
     return Look(decision, decision.requeue_after)
 
 
