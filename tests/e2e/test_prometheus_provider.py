@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import wait_for
 
 from chatops.api.release import DEFAULT_METRICS, Analysis
 from chatops.errors import MetricsUnavailable
 from chatops.metrics.analysis import QueryContext, outcome, render
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
+from support import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "env"))
 import localenv

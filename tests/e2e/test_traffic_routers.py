@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from support import wait_for
 
 from chatops.errors import TrafficRoutingError
 from chatops.traffic.gatewayapi import GatewayAPIRouter
 from chatops.traffic.nginx import NginxRouter
 from chatops.traffic.router import Split
 from chatops.traffic.service import ServiceRouter
+from support import wait_for
 
 pytestmark = pytest.mark.e2e
 
