@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -29,5 +30,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.posting.level = 20  # INFO and above become Kubernetes Events
+    # Our controllers post the Events a user reads; kopf's own become Events only when
+    # something went wrong.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
+    logging.getLogger("kopf.objects").addFilter(_quiet_wakes)
+
+
+def _quiet_wakes(record: logging.LogRecord) -> bool:
+    """Drop kopf's line for every successful wake-up handler: one per object change,
+    all alike, and they would drown what matters."""
+    return not record.getMessage().startswith("Handler 'wake")
