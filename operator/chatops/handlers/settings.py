@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 from typing import Any
 
@@ -11,18 +13,28 @@ from kubernetes import client, config
 from chatops.api.common import GROUP
 
 
+LOOK_WORKERS = 16
+"""Threads for the controllers' looks (blocking Kubernetes and Prometheus calls), shared
+by all objects; asyncio's default of cpus + 4 queues looks behind one another."""
+
+
 def api_client() -> client.ApiClient:
     """A Kubernetes client from the in-cluster account, else the kubeconfig."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = LOOK_WORKERS
+    return client.ApiClient(configuration)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo["api"] = api_client()
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(LOOK_WORKERS, thread_name_prefix="look")
+    )
     # Handler progress goes in annotations, not status: status is the API a user reads,
     # and its schema has no room for kopf's records.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
