@@ -12,7 +12,6 @@ from kubernetes import client, config
 
 from chatops.api.common import GROUP
 
-
 LOOK_WORKERS = 16
 """Threads for the controllers' looks (blocking Kubernetes and Prometheus calls), shared
 by all objects; asyncio's default of cpus + 4 queues looks behind one another."""
