@@ -35,6 +35,9 @@ ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
 GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL", "EXPORTER_URL")
+# kwok Stages of the fake nodes: kwok's defaults plus the image tag `never-ready` (never
+# Ready) and the Job pod annotation `chatops.dev/test-outcome: fail` (pod Failed).
+KWOK_STAGES = ROOT / "env" / "kwok-stages.yaml"
 
 
 def log(message: str) -> None:
@@ -212,7 +215,7 @@ def kwokctl(*args: str) -> None:
 
 def start_cluster() -> str:
     k8s, kwok = bin_dir("k8s"), bin_dir("kwok")
-    log("starting Kubernetes (kwokctl, binary runtime, local binaries)")
+    log("starting Kubernetes (kwokctl, binary runtime, local binaries, env/kwok-stages.yaml)")
     flags = {
         "--runtime": "binary",
         "--kube-apiserver-port": str(free_port()),
@@ -223,6 +226,9 @@ def start_cluster() -> str:
         "--etcd-binary": str(bin_dir("etcd") / "etcd"),
         "--kubeconfig": str(STATE / "kubeconfig"),
         "--timeout": "3m",
+        # With Stage objects in its config kwokctl uses only those: the file carries the
+        # defaults too.
+        "--config": str(KWOK_STAGES),
     }
     kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
     kwokctl("scale", "node", "--replicas", str(NODES))
