@@ -1,7 +1,11 @@
 """The `chatops` command.
 
-chatops run [--namespace NS ...]   run the operator against the current kube context
-chatops crds [--out DIR]           print the CRDs (or write them as crds/ holds them)
+chatops run [--namespace NS ...]       run the operator against the current kube context
+chatops crds [--out DIR]               print the CRDs (or write them as crds/ holds them)
+chatops promote NAME [--full] [-n NS]  promote a ChatRelease one step (or fully)
+chatops abort NAME [-n NS]             roll a ChatRelease back
+chatops retry NAME [-n NS]             release a rolled-back version again
+chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measurements
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import pathlib
 import sys
 
 from chatops.api import crd
+from chatops.commands import CommandError, release
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -31,11 +36,14 @@ def _run(args: argparse.Namespace) -> int:
     import kopf  # imported here: `chatops crds` needs no cluster libraries
 
     import chatops.handlers  # noqa: F401 - registers the handlers
+    from chatops import telemetry
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if args.metrics_port:
+        telemetry.serve(args.metrics_port)
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,
@@ -64,17 +72,30 @@ def parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default: off)",
+    )
     run.set_defaults(func=_run)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")
     crds.add_argument("--out", default=None, help="write one file per CRD into this folder")
     crds.set_defaults(func=_crds)
+
+    release.register(commands)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

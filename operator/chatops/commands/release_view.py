@@ -1,0 +1,176 @@
+"""What `chatops status` prints about a ChatRelease: a pure function of the object.
+
+The CLI may meet a status written by an older or newer operator, so the view reads the
+raw object leniently (a missing or odd field shows as `-`) instead of validating it
+with the API models, which would refuse the whole object over one unknown value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chatops.api.release import DEFAULT_CANARY_STEPS
+
+TERMINAL_PHASES = frozenset({"Succeeded", "RolledBack", "Failed"})
+"""Phases after which nothing moves until the spec changes or a human asks for a retry."""
+
+_NONE = "-"
+
+
+@dataclass(frozen=True)
+class MeasurementRow:
+    """The latest measurement of one metric on one component."""
+
+    metric: str
+    component: str
+    value: str
+    verdict: str
+    time: str
+
+
+@dataclass(frozen=True)
+class ReleaseView:
+    """The fields of a ChatRelease a human checks while it moves."""
+
+    namespace: str
+    name: str
+    phase: str
+    step: str
+    weight: str
+    stable: str
+    canary: str
+    active_color: str
+    message: str
+    measurements: tuple[MeasurementRow, ...]
+    finished: bool
+    """The phase is terminal for the spec the operator last observed."""
+
+
+def view(body: Mapping[str, Any]) -> ReleaseView:
+    """The view of a ChatRelease object as the API server returns it."""
+    meta = _mapping(body.get("metadata"))
+    spec = _mapping(body.get("spec"))
+    status = _mapping(body.get("status"))
+    phase = _text(status.get("phase"))
+    return ReleaseView(
+        namespace=_text(meta.get("namespace")),
+        name=_text(meta.get("name")),
+        phase=phase,
+        step=_step(spec, status),
+        weight=_weight(status.get("canaryWeight")),
+        stable=_version(status.get("stableVersion"), status.get("stableRevision")),
+        canary=_version(status.get("canaryVersion"), status.get("canaryRevision")),
+        active_color=_text(status.get("activeColor")),
+        message=_text(status.get("message")),
+        measurements=latest_measurements(status.get("analysis")),
+        finished=phase in TERMINAL_PHASES and _observed_current(meta, status),
+    )
+
+
+def render(release: ReleaseView) -> str:
+    """The text `chatops status` prints: a field per line, then the measurements."""
+    fields = (
+        ("Release", f"{release.namespace}/{release.name}"),
+        ("Phase", release.phase),
+        ("Step", release.step),
+        ("Weight", release.weight),
+        ("Stable", release.stable),
+        ("Canary", release.canary),
+        ("Active color", release.active_color),
+        ("Message", release.message),
+    )
+    width = max(len(label) for label, _ in fields) + 3  # the colon, two spaces
+    lines = [f"{label + ':':<{width}}{value}" for label, value in fields]
+    lines.append("")
+    if not release.measurements:
+        lines.append("Measurements: none yet")
+    else:
+        lines.append("Measurements (latest per metric and component):")
+        header = ("METRIC", "COMPONENT", "VALUE", "VERDICT", "TIME")
+        rows = [(m.metric, m.component, m.value, m.verdict, m.time) for m in release.measurements]
+        lines.extend("  " + line for line in table(header, rows))
+    return "\n".join(lines) + "\n"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell, two spaces apart, as kubectl prints them."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    return [
+        "  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+
+
+def latest_measurements(analysis: object) -> tuple[MeasurementRow, ...]:
+    """The newest measurement of each (metric, component), in the order the metrics were
+    first measured: one round of the analysis, which says why a release moved or not."""
+    if not isinstance(analysis, list):
+        return ()
+    latest: dict[tuple[str, str], MeasurementRow] = {}
+    for entry in analysis:  # oldest first, as the operator appends them
+        if not isinstance(entry, Mapping):
+            continue
+        row = MeasurementRow(
+            metric=_text(entry.get("metric")),
+            component=_text(entry.get("component")),
+            value=format_value(entry.get("value")),
+            verdict=_text(entry.get("verdict")),
+            time=_text(entry.get("time")),
+        )
+        latest[(row.metric, row.component)] = row
+    return tuple(latest.values())
+
+
+def format_value(value: object) -> str:
+    """A measured value in at most four significant digits; NaN and text as they came."""
+    if value is None or value == "":
+        return _NONE
+    try:
+        number = float(str(value))
+    except ValueError:
+        return str(value)
+    if math.isnan(number) or math.isinf(number):
+        return str(value)
+    return f"{number:.4g}"
+
+
+def _step(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    """`k/n` for a canary (k counts from 1, as the operator's events do); `-` otherwise."""
+    strategy = _mapping(spec.get("strategy"))
+    current = status.get("currentStep")
+    if "canary" not in strategy or not isinstance(current, int):
+        return _NONE
+    steps = _mapping(strategy["canary"]).get("steps")
+    total = len(steps) if isinstance(steps, list) and steps else len(DEFAULT_CANARY_STEPS)
+    return f"{min(current + 1, total)}/{total}"
+
+
+def _weight(weight: object) -> str:
+    return f"{weight}%" if isinstance(weight, int) else _NONE
+
+
+def _version(version: object, revision: object) -> str:
+    """Images in short form, with the revision hash after them when both are known."""
+    if version and revision:
+        return f"{version} (revision {revision})"
+    return _text(version or revision)
+
+
+def _observed_current(meta: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """False while the operator has not yet seen the latest spec: its terminal phase
+    belongs to the previous release, not the one just applied."""
+    observed, generation = status.get("observedGeneration"), meta.get("generation")
+    if not isinstance(observed, int) or not isinstance(generation, int):
+        return True
+    return observed >= generation
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str:
+    return _NONE if value is None or value == "" else str(value)

@@ -1,0 +1,131 @@
+"""ChatReleases through the Kubernetes API, for the CLI: a human gets
+`chatreleases.chatops.dev "x" not found in namespace y`, not a traceback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from chatops.api.common import GROUP, VERSION
+from chatops.commands import CommandError, kube
+
+PLURAL = "chatreleases"
+RESOURCE = f"{PLURAL}.{GROUP}"
+
+_WATCH_SECONDS = 60
+"""How long one watch request runs before it is renewed (the API server ends them)."""
+
+
+class Releases:
+    """The ChatReleases of one namespace. Every failure is a CommandError whose message
+    names the object and what to do."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(api)
+
+    @classmethod
+    def connect(cls, namespace: str | None) -> Releases:
+        """The releases of `namespace`, or of the kube context's namespace."""
+        return cls(*kube.connect(namespace))
+
+    def __enter__(self) -> Releases:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.api.close()
+
+    @staticmethod
+    def resource(name: str) -> str:
+        """How kubectl names the object: `chatreleases.chatops.dev "x"`."""
+        return f'{RESOURCE} "{name}"'
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._call(
+            name,
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            ),
+        )
+
+    def annotate(self, name: str, key: str, value: str) -> dict[str, Any]:
+        """Set one annotation (a merge patch: other annotations stay) and return the
+        object as stored."""
+        patch = {"metadata": {"annotations": {key: value}}}
+        return self._call(
+            name,
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, patch
+            ),
+        )
+
+    def changes(self, name: str) -> Iterator[dict[str, Any]]:
+        """The object now, then every change of it, through the watch API; a watch that
+        ends or expires is renewed from a fresh read, so nothing is missed for long.
+        Ends when the object is deleted."""
+        while True:
+            body = self.get(name)
+            yield body
+            stream = watch.Watch().stream(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                field_selector=f"metadata.name={name}",
+                resource_version=body["metadata"]["resourceVersion"],
+                timeout_seconds=_WATCH_SECONDS,
+            )
+            for event in self._guarded(name, stream):
+                if event["type"] == "DELETED":
+                    return
+                if event["type"] == "ERROR":  # e.g. 410 Gone: read again
+                    break
+                yield event["object"]
+
+    def _guarded(self, name: str, events: Iterator[Any]) -> Iterator[dict[str, Any]]:
+        """The watch's events; an expired resourceVersion (410) just ends them."""
+        try:
+            yield from events
+        except ApiException as err:
+            if err.status != 410:
+                raise CommandError(self._message(err, name)) from err
+        except HTTPError as err:
+            raise CommandError(self._unreachable(err)) from err
+
+    def _call(self, name: str, request: Callable[[], Any]) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = request()
+        except ApiException as err:
+            raise CommandError(self._message(err, name)) from err
+        except HTTPError as err:
+            raise CommandError(self._unreachable(err)) from err
+        return body
+
+    def _unreachable(self, err: HTTPError) -> str:
+        return f"cannot reach the Kubernetes API at {self.api.configuration.host}: {err}"
+
+    def _message(self, err: ApiException, name: str) -> str:
+        where = f"in namespace {self.namespace}"
+        status = _status_body(err)
+        if err.status == 404:
+            if status.get("details", {}).get("name") == name:
+                return f"{self.resource(name)} not found {where}"
+            return f"the API server does not serve {RESOURCE}: install the chatops CRDs (crds/)"
+        reason = status.get("message") or err.reason
+        return f"{self.resource(name)} {where}: {reason}"
+
+
+def _status_body(err: ApiException) -> dict[str, Any]:
+    """The Status object the API server sent with an error, or {} if it sent none."""
+    try:
+        body = json.loads(err.body or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
