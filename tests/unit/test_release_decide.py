@@ -329,3 +329,24 @@ def test_replicas_change_is_not_a_release() -> None:
     assert world.status.phase == "Succeeded" and world.status.canary_revision is None
     assert world.replicas("blue")["api"] == 5
     assert not any(isinstance(a, ApplyDeployment) and a.color == "green" for a in world.actions)
+
+
+def test_a_new_version_after_a_failed_first_release_gets_its_own_deadline() -> None:
+    world = World(spec(progressDeadlineSeconds=60))
+    world.broken.add(revision(world.parsed))
+    world.run_until(lambda w: w.status.phase == "Failed")
+    world.release("1.1")
+    world.tick()
+    assert world.status.phase == "Progressing"
+    world.run_until(lambda w: w.status.phase == "Succeeded")
+    assert world.status.stable_version == "chat-api:1.1,chat-web:1.1"
+
+
+def test_a_promote_left_over_from_an_earlier_release_is_dropped() -> None:
+    world = released(World(spec()))
+    world.annotations["chatops.dev/promote"] = "full"
+    world.tick()
+    assert "chatops.dev/promote" not in world.annotations
+    world.release("1.1")
+    world.run_until(lambda w: w.status.canary_weight == 10)
+    assert world.status.phase == "Progressing" and world.status.current_step == 1

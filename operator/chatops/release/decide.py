@@ -35,7 +35,7 @@ from chatops.release.plan import BUSY, STEADY, Plan
 from chatops.release.strategies import progress
 from chatops.release.transitions import abort, keep_stable, not_ready, past, start
 
-ABORT, RETRY = "chatops.dev/abort", "chatops.dev/retry"
+ABORT, RETRY, PROMOTE = "chatops.dev/abort", "chatops.dev/retry", "chatops.dev/promote"
 
 
 def decide(obs: Observation) -> Decision:
@@ -65,7 +65,10 @@ def decide(obs: Observation) -> Decision:
 def _first_release(obs: Observation, desired: str) -> Plan:
     """Nothing to compare with yet: run the version on blue and give it all traffic."""
     spec, status, now = obs.spec, obs.status, obs.now
-    started = status.release_started_at or now_rfc3339(now)
+    fresh = status.canary_revision != desired  # a new version restarts the deadline
+    started = (
+        now_rfc3339(now) if fresh or not status.release_started_at else status.release_started_at
+    )
     plan = Plan(status)
     plan.update(
         active_color="blue",
@@ -118,6 +121,8 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
         plan.update(aborted_revision=None)
     if obs.manual.abort:
         plan.act(ClearAnnotation(ABORT))
+    if obs.manual.promote is not None:  # stale: it must not skip the next release's checks
+        plan.act(ClearAnnotation(PROMOTE))
     status = plan.status
     if desired not in (status.stable_revision, status.aborted_revision):
         return start(replace(obs, status=status), plan, desired)
