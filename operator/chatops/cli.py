@@ -11,12 +11,12 @@ chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measu
 from __future__ import annotations
 
 import argparse
-import logging
 import pathlib
 import sys
 
 from chatops.api import crd
 from chatops.commands import CommandError, release
+from chatops.commands import run as run_command
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -32,54 +32,13 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    import kopf  # imported here: `chatops crds` needs no cluster libraries
-
-    import chatops.handlers  # noqa: F401 - registers the handlers
-    from chatops import telemetry
-
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    if args.metrics_port:
-        telemetry.serve(args.metrics_port)
-    kopf.run(
-        standalone=True,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or (),
-        liveness_endpoint=args.liveness,
-    )
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="chatops", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator against the current kube context")
-    run.add_argument(
-        "--namespace",
-        "-n",
-        action="append",
-        default=[],
-        help="watch only this namespace (repeatable); default: the whole cluster",
-    )
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument(
-        "--liveness",
-        default=None,
-        metavar="URL",
-        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
-    )
-    run.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        metavar="PORT",
-        help="serve Prometheus metrics on this port at /metrics (default: off)",
-    )
-    run.set_defaults(func=_run)
+    run_command.add_arguments(run)
+    run.set_defaults(func=run_command.run)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")
     crds.add_argument("--out", default=None, help="write one file per CRD into this folder")

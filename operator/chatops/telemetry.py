@@ -10,8 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from chatops.api.release import ChatReleaseStatus, ReleasePhase
 from chatops.release.model import Decision
@@ -64,9 +74,66 @@ look_seconds = Histogram(
 )
 
 
-def serve(port: int) -> None:
-    """Expose `/metrics` on `port` (all interfaces: Prometheus scrapes the pod)."""
-    start_http_server(port)
+class Health:
+    """What `/healthz` and `/readyz` answer. A standby replica is alive and ready; the
+    leader is alive while its event loop keeps beating (a hung loop gets restarted)."""
+
+    STALE = 30.0
+    """Seconds without a beat after which the leader counts as hung."""
+
+    def __init__(self) -> None:
+        self.state = "starting"
+        self.last_beat = time.monotonic()
+
+    def standing_by(self) -> None:
+        self.state = "standby"
+
+    def leading(self) -> None:
+        self.state, self.last_beat = "leading", time.monotonic()
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.state != "leading" or time.monotonic() - self.last_beat < self.STALE
+
+    def ready(self) -> bool:
+        return self.state in ("standby", "leading")
+
+
+health = Health()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/metrics":
+            self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        elif self.path == "/healthz":
+            ok = health.alive()
+            self._reply(200 if ok else 503, f"{health.state}\n".encode())
+        elif self.path == "/readyz":
+            ok = health.ready()
+            self._reply(200 if ok else 503, f"{health.state}\n".encode())
+        else:
+            self._reply(404, b"not found\n")
+
+    def _reply(self, code: int, body: bytes, kind: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # probes every few seconds would fill the log
+
+
+def serve(port: int) -> ThreadingHTTPServer:
+    """Serve `/metrics`, `/healthz` and `/readyz` on `port` (all interfaces: the kubelet
+    and Prometheus reach the pod) in a background thread."""
+    server = ThreadingHTTPServer(("", port), _Handler)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server
 
 
 def record_release(namespace: str, name: str, decision: Decision) -> None:

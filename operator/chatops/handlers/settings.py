@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
+from chatops import telemetry
 from chatops.api.common import GROUP
 
 LOOK_WORKERS = 16
@@ -34,6 +35,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(LOOK_WORKERS, thread_name_prefix="look")
     )
+    memo["heartbeat"] = asyncio.create_task(_heartbeat())
     # Handler progress goes in annotations, not status: status is the API a user reads,
     # and its schema has no room for kopf's records.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -46,6 +48,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
     logging.getLogger("kopf.objects").addFilter(_quiet_wakes)
+
+
+async def _heartbeat() -> None:
+    """Tell `/healthz` the event loop is turning."""
+    while True:
+        telemetry.health.beat()
+        await asyncio.sleep(5)
 
 
 def _quiet_wakes(record: logging.LogRecord) -> bool:

@@ -1,0 +1,95 @@
+"""`chatops run`: the operator process.
+
+It serves `/metrics`, `/healthz` and `/readyz` on one port from the start, so a standby
+replica is alive and ready while it waits for the leader Lease; with `--leader-elect`
+it acts only once it holds the Lease, and exits the moment it cannot keep it (its
+Deployment restarts it as a standby).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from chatops import telemetry
+
+log = logging.getLogger("chatops")
+
+
+def add_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: the whole cluster",
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json writes one JSON object per line, for log collectors",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz on this port (default: off)",
+    )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="act only while holding the Lease chatops-leader (for replicas > 1)",
+    )
+    run.add_argument(
+        "--leader-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the leader Lease (default: $POD_NAMESPACE or default)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import kopf  # imported here: other commands need no operator machinery
+
+    import chatops.handlers  # noqa: F401 - registers the handlers
+    from chatops.handlers.settings import api_client
+
+    kopf.configure(
+        debug=args.log_level == "debug",
+        quiet=args.log_level in ("warning", "error"),
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    if args.metrics_port:
+        telemetry.serve(args.metrics_port)
+    stop = threading.Event()
+    if args.leader_elect:
+        from chatops.leader import Election
+
+        identity = f"{socket.gethostname()}-{os.getpid()}"
+        election = Election(api_client(), args.leader_namespace, identity)
+        telemetry.health.standing_by()
+        if not election.acquire(stop):
+            return 0
+        election.keep(_lost, stop)
+    telemetry.health.leading()
+    kwargs: dict[str, Any] = {
+        "standalone": True,
+        "clusterwide": not args.namespace,
+        "namespaces": args.namespace or (),
+    }
+    kopf.run(**kwargs)
+    stop.set()
+    return 0
+
+
+def _lost() -> None:
+    """Another replica may be acting already: stop now, without finishing anything."""
+    log.critical("lost the leader Lease; exiting so that only one replica acts")
+    logging.shutdown()
+    os._exit(1)
