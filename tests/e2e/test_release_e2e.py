@@ -4,6 +4,7 @@ each version. Intervals and pauses are seconds so the suite stays fast."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -205,3 +206,79 @@ def test_prometheus_outage_holds_the_release_until_it_is_back(
         localenv.restart("prometheus")
     done = rel.wait_phase(custom, namespace, "chat", "Succeeded", "Promoting", timeout=90)
     assert done["activeColor"] == "green"
+
+
+def _chatops(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chatops.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_version_that_never_becomes_available_is_rolled_back_at_the_deadline(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    rel.http_route(api, namespace)
+    spec = rel.release_spec(
+        "1.0", rel.canary(), {"gatewayAPI": {"httpRoute": "chat"}}, progressDeadlineSeconds=15
+    )
+    _first_release(custom, namespace, spec)
+    rel.set_version(custom, namespace, "chat", "never-ready")  # kwok keeps such pods unready
+    done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=60)
+    assert "progressDeadlineSeconds (15 s)" in done["message"]
+    assert rel.route_weights(api, namespace)["chat-api-green"] == 0
+    assert done["stableVersion"] == "chat-api:1.0,chat-web:1.0"
+    assert any(r == "ProgressDeadlineExceeded" for r, _ in _events(api, namespace))
+    wait_for(
+        lambda: rel.replicas(api, namespace, "green") == {"api": 0, "web": 0},
+        timeout=30,
+        what="the unavailable version scaled down",
+    )
+
+
+def test_manual_promote_and_abort_through_the_cli(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    strategy = {
+        "blueGreen": {"autoPromote": False, "postPromotionWindow": "2s", "scaleDownDelaySeconds": 2}
+    }
+    _first_release(custom, namespace, rel.release_spec("1.0", strategy))
+    rel.set_version(custom, namespace, "chat", "1.1")
+    paused = rel.wait_phase(custom, namespace, "chat", "Paused", timeout=60)
+    assert "waiting for chatops.dev/promote" in paused["message"]
+    time.sleep(3)
+    assert rel.status(custom, namespace, "chat")["phase"] == "Paused"
+    assert {rel.selector_color(api, namespace, c) for c in rel.COMPONENTS} == {"blue"}
+    promoted = _chatops("promote", "chat", "-n", namespace)
+    assert promoted.returncode == 0, promoted.stderr
+    done = rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=60)
+    assert done["activeColor"] == "green"
+
+    # and a canary aborted half-way through
+    rel.http_route(api, namespace)
+    custom.patch_namespaced_custom_object(
+        "chatops.dev",
+        "v1alpha1",
+        namespace,
+        "chatreleases",
+        "chat",
+        {
+            "spec": {
+                "strategy": {"blueGreen": None, **rel.canary(pause="30s")},
+                "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+            }
+        },
+    )
+    rel.set_version(custom, namespace, "chat", "1.2")
+    wait_for(
+        lambda: rel.status(custom, namespace, "chat").get("canaryWeight") == 10,
+        timeout=60,
+        interval=0.2,
+        what="the canary at 10 %",
+    )
+    aborted = _chatops("abort", "chat", "-n", namespace)
+    assert aborted.returncode == 0, aborted.stderr
+    done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=30)
+    assert "aborted by chatops.dev/abort" in done["message"]
+    assert rel.route_weights(api, namespace)["chat-api-green"] == 100  # green is stable now
+    shown = _chatops("status", "chat", "-n", namespace)
+    assert "RolledBack" in shown.stdout and "chat-api:1.1" in shown.stdout
