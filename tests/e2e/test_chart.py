@@ -1,0 +1,190 @@
+"""The Helm chart against the real API server: it lints, every rendered manifest passes
+a server-side dry run, it installs, and the operator it describes does a canary under
+its own ServiceAccount — which cannot do what it must not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+import releases as rel
+from support import kubectl, wait_for
+
+pytestmark = pytest.mark.e2e
+CHART = Path(__file__).resolve().parents[2] / "charts" / "chatops"
+
+
+def helm(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["helm", *args], check=True, text=True, capture_output=True, input=input)
+
+
+def test_the_chart_lints_and_every_manifest_passes_a_server_side_dry_run(
+    crds: None, namespace: str
+) -> None:
+    lint = helm("lint", str(CHART), "--strict")
+    assert "0 chart(s) failed" in lint.stdout
+    variants: list[dict[str, object]] = [
+        {},
+        {"watchNamespaces": [namespace], "grafana": {"dashboard": {"enabled": True}}},
+        {"replicas": 1, "secretNamespaces": [namespace]},
+    ]
+    for values in variants:
+        rendered = helm(
+            "template",
+            "chatops",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.32.0",
+            "--include-crds",
+            "-f",
+            "-",
+            input=json.dumps(values),
+        ).stdout
+        kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+        assert {"Deployment", "ServiceAccount", "Service", "CustomResourceDefinition"} <= kinds
+        dry = kubectl(
+            "apply",
+            "--dry-run=server",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "-",
+            input=rendered,
+            check=False,
+        )
+        assert dry.returncode == 0, dry.stderr
+
+
+@pytest.fixture
+def installed(api: client.ApiClient, namespace: str) -> Iterator[tuple[str, str]]:
+    """The chart installed in its own namespace, watching `namespace`; yields the
+    operator's namespace and ServiceAccount."""
+    system = f"chatops-{uuid.uuid4().hex[:6]}"
+    values = {"watchNamespaces": [namespace], "replicas": 1}
+    helm(
+        "install",
+        "chatops",
+        str(CHART),
+        "--namespace",
+        system,
+        "--create-namespace",
+        "--skip-crds",
+        "-f",
+        "-",
+        "--wait",
+        "--timeout",
+        "90s",
+        input=json.dumps(values),
+    )
+    try:
+        yield system, "chatops"
+    finally:
+        helm("uninstall", "chatops", "--namespace", system)
+        client.CoreV1Api(api).delete_namespace(system)
+
+
+def _kubeconfig_for(service_account: str, namespace: str, tmp: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount, by a bound token."""
+    token = kubectl(
+        "create", "token", service_account, "-n", namespace, "--duration", "1h"
+    ).stdout.strip()
+    mine = yaml.safe_load(kubectl("config", "view", "--raw", "--minify").stdout)
+    cluster = mine["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": service_account}}],
+        "current-context": "sa",
+    }
+    path = tmp / "sa.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_the_installed_operator_releases_under_its_own_rbac(
+    installed: tuple[str, str],
+    api: client.ApiClient,
+    namespace: str,
+    custom: client.CustomObjectsApi,
+    tmp_path: Path,
+) -> None:
+    system, sa = installed
+    objects = kubectl(
+        "get", "deployment,serviceaccount,service,role,rolebinding", "-n", system, "-o", "name"
+    ).stdout
+    assert "deployment.apps/chatops" in objects and "serviceaccount/chatops" in objects
+
+    who = f"system:serviceaccount:{system}:{sa}"
+
+    def can(*args: str) -> bool:
+        return kubectl("auth", "can-i", "--as", who, *args, check=False).stdout.strip() == "yes"
+
+    assert can("patch", "chatreleases.chatops.dev", "-n", namespace)
+    assert can("get", "secrets", "-n", namespace)
+    assert not can("list", "secrets", "-n", namespace)
+    assert not can("watch", "secrets", "-n", namespace)
+    assert not can("get", "secrets", "-n", "kube-system")
+    assert not can("delete", "namespaces")
+    assert not can("create", "clusterroles")
+    assert not can("delete", "deployments", "-n", namespace)
+    assert not can("patch", "deployments", "-n", "kube-system")
+
+    # The chart's operator pod runs on a fake node here; run the same command as that
+    # ServiceAccount from the host, through a canary.
+    kubeconfig = _kubeconfig_for(sa, system, tmp_path)
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chatops.cli",
+                "run",
+                "--namespace",
+                namespace,
+                "--leader-elect",
+                "--leader-namespace",
+                system,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )
+    try:
+        rel.http_route(api, namespace)
+        for color in ("blue", "green"):
+            rel.play(namespace, "chat", color)
+        spec = rel.release_spec(
+            "1.0", rel.canary(pause="2s"), {"gatewayAPI": {"httpRoute": "chat"}}
+        )
+        rel.create(custom, namespace, "chat", spec)
+        rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
+        rel.set_version(custom, namespace, "chat", "1.1")
+        wait_for(
+            lambda: (
+                rel.status(custom, namespace, "chat").get("stableVersion")
+                == "chat-api:1.1,chat-web:1.1"
+            ),
+            timeout=90,
+            what="the canary promoted",
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    forbidden = [
+        line for line in log.read_text().splitlines() if "403" in line or "orbidden" in line
+    ]
+    assert forbidden == [], forbidden[:5]
