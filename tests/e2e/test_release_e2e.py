@@ -282,3 +282,21 @@ def test_manual_promote_and_abort_through_the_cli(
     assert rel.route_weights(api, namespace)["chat-api-green"] == 100  # green is stable now
     shown = _chatops("status", "chat", "-n", namespace)
     assert "RolledBack" in shown.stdout and "chat-api:1.1" in shown.stdout
+
+
+def test_a_missing_route_is_reported_where_the_user_looks(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    rel.play(namespace, "chat", "blue")
+    spec = rel.release_spec("1.0", rel.canary(), {"gatewayAPI": {"httpRoute": "missing"}})
+    rel.create(custom, namespace, "chat", spec)
+    stuck = wait_for(
+        lambda: (
+            "cannot carry out" in (m := rel.status(custom, namespace, "chat").get("message", ""))
+            and m
+        ),
+        timeout=60,
+        what="a message about the missing HTTPRoute",
+    )
+    assert "missing" in stuck and "HTTPRoute" in stuck
+    assert any(r == "ActionFailed" and "missing" in m for r, m in _events(api, namespace))

@@ -52,6 +52,8 @@ from chatops.traffic.factory import router_for
 from chatops.traffic.router import Split, TrafficRouter, color_of
 
 PLURAL = "chatreleases"
+STUCK_RETRY = 15.0
+"""Seconds between attempts at an action a human must unblock."""
 PROMETHEUS_ENV = "CHATOPS_PROMETHEUS_URL"
 log = logging.getLogger("chatops.release")
 
@@ -98,9 +100,23 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     decision = decide(obs)
     if decision.needs:
         decision = decide(_probed(cluster, obs, decision))
-    _carry_out(cluster, router, body, obs, decision, post)
+    try:
+        _carry_out(cluster, router, body, obs, decision, post)
+    except ChatopsError as err:
+        # Retrying will not help until a human fixes what the error names (a missing
+        # HTTPRoute, a route without the color backendRefs): say so where they look.
+        _stuck(cluster, body, str(err), post)
+        return Look(decision, STUCK_RETRY)
     telemetry.record_release(namespace, name, decision)
     return Look(decision, decision.requeue_after)
+
+
+def _stuck(cluster: Cluster, body: dict[str, Any], problem: str, post: EventSink) -> None:
+    message = f"cannot carry out the release: {problem}"
+    meta = body["metadata"]
+    cluster.patch_status(PLURAL, meta["namespace"], meta["name"], {"message": message})
+    if (body.get("status") or {}).get("message") != message:  # said once, not every retry
+        post(body, Event("Warning", "ActionFailed", message))
 
 
 def _refuse(
