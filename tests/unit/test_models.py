@@ -155,3 +155,13 @@ def test_set_condition_leaves_other_types_alone() -> None:
         type="Accepted", status="True", reason="SpecValid", last_transition_time="u"
     )
     assert set_condition([ready], accepted) == [ready, accepted]
+
+
+def test_an_unknown_query_placeholder_is_refused_naming_the_field() -> None:
+    spec = {
+        "components": [COMPONENT],
+        "strategy": {"blueGreen": {}},
+        "analysis": {"metrics": [{"name": "errors", "query": "up{pod='{{pod}}'}", "max": 1}]},
+    }
+    [problem] = validation.problems("ChatRelease", spec)
+    assert problem.startswith("spec.analysis.metrics[0].query: unknown placeholder {{pod}}")

@@ -34,6 +34,11 @@ def problems(kind: str, spec: dict[str, Any]) -> list[str]:
         return [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
     if isinstance(parsed, ChatBackupSpec):
         return _backup_problems(parsed)
+    if isinstance(parsed, ChatReleaseSpec) and parsed.analysis is not None:
+        # imported here: the analysis package builds on this one
+        from chatops.metrics.analysis import placeholder_problems
+
+        return placeholder_problems(parsed.analysis)
     return []
 
 
