@@ -6,6 +6,8 @@ chatops promote NAME [--full] [-n NS]  promote a ChatRelease one step (or fully)
 chatops abort NAME [-n NS]             roll a ChatRelease back
 chatops retry NAME [-n NS]             release a rolled-back version again
 chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measurements
+chatops backups NAME [-n NS]           a ChatBackup's backups in S3, with size and age
+chatops backup-now NAME [-n NS]        ask for one backup now
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pathlib
 import sys
 
 from chatops.api import crd
-from chatops.commands import CommandError, release
+from chatops.commands import CommandError, backups, release
 from chatops.commands import run as run_command
 
 
@@ -45,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     release.register(commands)
+    backups.register(commands)
     return top
 
 

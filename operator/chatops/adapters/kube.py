@@ -5,6 +5,7 @@ and annotations. Every write is idempotent (server-side apply, merge patches).""
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,10 @@ from chatops.release.model import Color, DeploymentState, SmokeResult
 from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL, INSTANCE_LABEL
 
 FIELD_MANAGER = "chatops"
+
+# The kubernetes client logs every response body at DEBUG, a Secret's data included, and
+# `chatops run --log-level debug` turns DEBUG on for every logger: this one never gets it.
+logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO)
 _APPLY = "application/apply-patch+yaml"
 
 
@@ -51,6 +56,24 @@ class Cluster:
     def remove_annotations(self, plural: str, namespace: str, name: str, keys: list[str]) -> None:
         patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, patch)
+
+    def remove_annotation_if(
+        self, plural: str, namespace: str, name: str, key: str, value: str
+    ) -> bool:
+        """Remove annotation `key` only if it still has `value` (a JSON patch test), so a
+        request made again meanwhile is not lost; False when it changed or is gone."""
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, patch,
+                _content_type="application/json-patch+json",
+            )
+        except ApiException as err:
+            if err.status in (404, 409, 422):
+                return False
+            raise
+        return True
 
     # -- owned objects ----------------------------------------------------------------
 

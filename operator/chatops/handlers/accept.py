@@ -28,9 +28,10 @@ def _accept(kind: str) -> Callable[..., None]:
     return handler
 
 
-# A ChatRelease's conditions are written by its daemon alone (see handlers.release),
-# so two writers never race on one list.
-for _kind in (k for k in crd.KINDS if k.kind != "ChatRelease"):
+# Each kind's conditions are written by its daemon alone (handlers.release, .backup,
+# .recovery), so two writers never race on one list.
+_DAEMON_WRITTEN = {"ChatRelease", "ChatBackup", "ChatRecovery"}
+for _kind in (k for k in crd.KINDS if k.kind not in _DAEMON_WRITTEN):
     _handler = _accept(_kind.kind)
     _id = f"accept-{_kind.plural}"
     kopf.on.resume(GROUP, VERSION, _kind.plural, id=_id)(_handler)

@@ -1,0 +1,99 @@
+"""ChatBackup: one daemon per object. It looks (schedule, on-demand annotation, an
+interrupted run to settle), runs a backup when the look says so on a thread of its own,
+records it, and sleeps until the next scheduled time or a change wakes it.
+
+While the daemon runs a backup it does not look, so `concurrencyPolicy: Forbid` holds by
+construction and the status has one writer at a time. Stopping the operator (or deleting
+the ChatBackup) interrupts the dump, which aborts its upload and records Failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+from kubernetes import client
+
+from chatops.api.backup import ChatBackupSpec
+from chatops.api.common import GROUP, VERSION
+from chatops.backup import runner
+from chatops.backup.controller import Event
+from chatops.errors import ChatopsError
+from chatops.handlers.threads import in_thread
+
+log = logging.getLogger("chatops.backup")
+ERROR_BACKOFF = 5.0
+
+
+def post(ref: Mapping[str, Any], event: Event) -> None:
+    # kopf reads only apiVersion, kind and metadata from the body.
+    kopf.event(cast(kopf.Body, dict(ref)), type=event.type, reason=event.reason,
+               message=event.message)
+
+
+@kopf.on.event(GROUP, VERSION, "chatbackups")
+async def wake(memo: kopf.Memo, meta: kopf.Meta, **_: Any) -> None:
+    """A new spec or annotation (`chatops.dev/backup-now`): look now. Our own status
+    writes change neither, so they wake nothing."""
+    seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
+    if memo.get("seen") != seen:
+        memo["seen"] = seen
+        woken = memo.get("wake")
+        if isinstance(woken, asyncio.Event):
+            woken.set()
+
+
+@kopf.daemon(GROUP, VERSION, "chatbackups", cancellation_timeout=60)
+async def backup(
+    name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    assert namespace is not None  # ChatBackup is namespaced
+    woken = asyncio.Event()
+    memo["wake"] = woken
+    api = memo["api"]
+    while not stopped:
+        woken.clear()
+        delay = ERROR_BACKOFF
+        try:
+            look = await asyncio.to_thread(runner.look, api, namespace, name, post)
+            if look.run is not None:
+                memo["running"] = True
+                try:
+                    await in_thread(
+                        f"chatops-backup-{namespace}-{name}",
+                        functools.partial(runner.run, api, look.run, lambda: bool(stopped), post),
+                    )
+                finally:
+                    memo["running"] = False
+                continue
+            delay = look.requeue_after
+        except (ChatopsError, client.ApiException, OSError) as err:
+            log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
+        waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stopped.wait())]
+        await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, "chatbackups")
+def delete(
+    spec: kopf.Spec, name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    """`deletionPolicy: Delete` removes this ChatBackup's backups from S3 before the
+    finalizer goes; `Retain` (the default) keeps them."""
+    assert namespace is not None
+    if memo.get("running"):
+        raise kopf.TemporaryError("a backup is still stopping; deleting after it", delay=5)
+    parsed = ChatBackupSpec.model_validate(dict(spec))
+    if parsed.deletion_policy != "Delete":
+        logger.info("deletionPolicy Retain: the backups stay in S3")
+        return
+    try:
+        count = runner.delete_backups(memo["api"], namespace, name, parsed)
+    except ChatopsError as err:
+        raise kopf.TemporaryError(f"deleting the backups failed: {err}", delay=30) from None
+    logger.info(f"deletionPolicy Delete: deleted {count} backup(s) from S3")
