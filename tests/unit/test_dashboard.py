@@ -32,8 +32,9 @@ PENDING = {
     "chatops_backup_failures_total",
 }
 """Backup metrics the ChatBackup controller is to export under these names: until it does
-their panels are empty, and the tests below say so (strict xfail: once a name is exported
-its test passes, fails as XPASS, and the name must leave this set)."""
+their panels are empty, and the tests below say so. The xfail is strict and lasts only
+while no metric of that family is registered: once one is, the test must pass (or the
+dashboard be fixed to the name and type chosen), and the name leaves this set."""
 
 _SUFFIXES = {
     "counter": ("_total", "_created"),
@@ -101,6 +102,12 @@ def exported() -> set[str]:
     return names
 
 
+def pending(name: str) -> bool:
+    """A dashboard name of a metric not registered yet under any type."""
+    families = {family.name for family in REGISTRY.collect()}
+    return name in PENDING and not any(name.startswith(f) for f in families)
+
+
 def used() -> set[str]:
     return {name for _, expr in queries(dashboard()) for name in metric_names(expr)}
 
@@ -124,7 +131,7 @@ def test_metric_names_are_found_in_promql() -> None:
         pytest.param(
             name,
             marks=pytest.mark.xfail(
-                name in PENDING,
+                pending(name),
                 reason="not exported yet: the ChatBackup controller's metrics",
                 strict=True,
             ),
