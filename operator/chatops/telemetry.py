@@ -145,9 +145,10 @@ def record_release(namespace: str, name: str, decision: Decision) -> None:
     for m in status.analysis[-20:]:
         value = float(m.value) if m.value is not None else math.nan
         analysis_value.labels(namespace, name, m.metric, m.component).set(value)
-    for event in decision.events:
-        if event.reason in ROLLBACK_REASONS:
-            rollbacks.labels(namespace, name, event.reason).inc()
+    for reason in ROLLBACK_REASONS:  # every series exists from the start, so the first
+        counted = rollbacks.labels(namespace, name, reason)  # rollback shows in increase()
+        if any(e.reason == reason for e in decision.events):
+            counted.inc()
 
 
 def forget_release(namespace: str, name: str) -> None:
@@ -158,3 +159,6 @@ def forget_release(namespace: str, name: str) -> None:
     for gauge in (release_step, release_weight):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
+    for reason in ROLLBACK_REASONS:
+        with contextlib.suppress(KeyError):
+            rollbacks.remove(namespace, name, reason)
