@@ -91,6 +91,7 @@ def main() -> None:
     ns = parser.parse_args()
     import boto3
     from pymongo import MongoClient
+
     from test_backup_engine import seed
 
     uri, endpoint = os.environ["MONGODB_URI"], os.environ["S3_ENDPOINT_URL"]
