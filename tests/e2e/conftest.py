@@ -26,6 +26,8 @@ def environment() -> Iterator[dict[str, str]]:
     """The env file's values, also exported to this process and its children."""
     started = not localenv.running()
     env = localenv.up()
+    # The demo's operator acts on every namespace; the tests run their own.
+    localenv.stop("operator")
     saved = dict(os.environ)
     os.environ.update(env)
     os.environ["PATH"] = f"{env['CHATOPS_TOOLS_PATH']}{os.pathsep}{os.environ['PATH']}"
