@@ -6,7 +6,12 @@ from __future__ import annotations
 import datetime
 
 from chatops.release.decide import decide
-from chatops.release.model import ApplyDeployment, FinalizeTraffic, ScaleDeployment
+from chatops.release.model import (
+    ApplyDeployment,
+    DeploymentState,
+    FinalizeTraffic,
+    ScaleDeployment,
+)
 from chatops.release.revision import revision
 from release_world import T0, World, released, spec
 
@@ -350,3 +355,44 @@ def test_a_promote_left_over_from_an_earlier_release_is_dropped() -> None:
     world.release("1.1")
     world.run_until(lambda w: w.status.canary_weight == 10)
     assert world.status.phase == "Progressing" and world.status.current_step == 1
+
+
+def _quiesce(world: World, by: str | None) -> None:
+    for key, d in list(world.deployments.items()):
+        world.deployments[key] = DeploymentState(
+            component=d.component,
+            color=d.color,
+            revision=d.revision,
+            replicas=0 if by else 2,
+            available=0 if by else 2,
+            updated=d.updated,
+            quiesced_by=by,
+        )
+
+
+def test_a_restore_holds_the_release_and_nothing_scales_the_app_back() -> None:
+    world = released(World(spec()))
+    _quiesce(world, "ns/restore-1")
+    for _ in range(5):
+        decision = world.tick()
+        assert decision.actions == ()
+    assert world.status.phase == "Paused" and "ChatRecovery ns/restore-1" in (
+        world.status.message or ""
+    )
+    _quiesce(world, None)
+    world.tick()
+    assert world.status.phase == "Succeeded"
+
+
+def test_a_rolled_back_release_is_still_rolled_back_after_a_restore() -> None:
+    world = released(World(spec()))
+    world.release("1.1")
+    world.run_until(lambda w: w.status.canary_weight == 10)
+    world.prometheus.values["green"] = 0.05
+    world.run_until(lambda w: w.status.phase == "RolledBack")
+    world.run_until(lambda w: w.replicas("green") == {"api": 0, "web": 0})
+    _quiesce(world, "ns/restore-1")
+    world.tick()
+    _quiesce(world, None)
+    world.tick()
+    assert world.status.phase == "RolledBack" and "error-rate" in (world.status.message or "")

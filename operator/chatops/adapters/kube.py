@@ -18,6 +18,8 @@ from chatops.release.model import Color, DeploymentState, SmokeResult
 from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL, INSTANCE_LABEL
 
 FIELD_MANAGER = "chatops"
+QUIESCED_BY = "chatops.dev/quiesced-by"
+"""On a Deployment a ChatRecovery stopped: which one (`namespace/name`)."""
 
 # The kubernetes client logs every response body at DEBUG, a Secret's data included, and
 # `chatops run --log-level debug` turns DEBUG on for every logger: this one never gets it.
@@ -66,7 +68,12 @@ class Cluster:
         patch = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
         try:
             self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, patch,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                patch,
                 _content_type="application/json-patch+json",
             )
         except ApiException as err:
@@ -104,6 +111,16 @@ class Cluster:
             if err.status != 404:
                 raise
 
+    def quiesce(self, namespace: str, name: str, by: str | None, replicas: int) -> None:
+        """Scale a Deployment and mark who stopped it (`by`), or unmark it (None), in one
+        patch: a ChatRelease leaves a marked Deployment alone instead of scaling it back."""
+        patch = {"metadata": {"annotations": {QUIESCED_BY: by}}, "spec": {"replicas": replicas}}
+        try:
+            self.apps.patch_namespaced_deployment(name, namespace, patch)
+        except ApiException as err:
+            if err.status != 404:  # deleted meanwhile: nothing left to stop or bring back
+                raise
+
     def deployments(self, namespace: str, release: str) -> dict[tuple[str, Color], DeploymentState]:
         """The release's Deployments by (component, color)."""
         found = self.apps.list_namespaced_deployment(
@@ -124,6 +141,7 @@ class Cluster:
                 available=status.available_replicas or 0,
                 updated=status.updated_replicas or 0,
                 current=(status.observed_generation or 0) >= (d.metadata.generation or 0),
+                quiesced_by=(d.metadata.annotations or {}).get(QUIESCED_BY),
             )
         return out
 

@@ -171,7 +171,7 @@ def quiesce(ctx: Context) -> str:
             remembered[name] = int(_deployment(ctx, name).spec.replicas or 0)
     ctx.save(ctx.status.model_copy(update={"quiesced": remembered}))
     for name in names:
-        ctx.cluster.scale(ctx.namespace, name, 0)
+        ctx.cluster.quiesce(ctx.namespace, name, f"{ctx.namespace}/{ctx.name}", 0)
     deadline = time.monotonic() + SCALE_WAIT
     while busy := [n for n in names if (_deployment(ctx, n).status.replicas or 0) > 0]:
         if time.monotonic() > deadline:
@@ -264,7 +264,7 @@ def resume(ctx: Context) -> str:
         raise Skip("nothing was quiesced")
     try:
         for name, replicas in quiesced.items():
-            ctx.cluster.scale(ctx.namespace, name, replicas)
+            ctx.cluster.quiesce(ctx.namespace, name, None, replicas)
     except (client.ApiException, OSError) as err:
         raise Retry(f"scaling the app back up failed ({type(err).__name__}); retrying") from None
     return "scaled back: " + ", ".join(f"{n} to {r}" for n, r in quiesced.items())

@@ -41,6 +41,9 @@ ABORT, RETRY, PROMOTE = "chatops.dev/abort", "chatops.dev/retry", "chatops.dev/p
 def decide(obs: Observation) -> Decision:
     """The next status and actions of a release, given what was observed."""
     status, desired = obs.status, rev.revision(obs.spec)
+    quiesced = sorted({d.quiesced_by for d in obs.deployments.values() if d.quiesced_by})
+    if quiesced:
+        return _finish(obs, _held(obs, quiesced))
     if status.active_color is None or status.stable_revision is None:
         plan = _first_release(obs, desired)
     elif status.canary_revision is None:
@@ -60,6 +63,18 @@ def decide(obs: Observation) -> Decision:
     else:
         plan = progress(obs)
     return _finish(obs, plan)
+
+
+def _held(obs: Observation, recoveries: list[str]) -> Plan:
+    """A restore stopped the app's Deployments: touch nothing (scaling them back would
+    race the restore with live writers) until the ChatRecovery brings them back."""
+    plan = Plan(obs.status)
+    plan.update(
+        phase="Paused",
+        message=f"held: ChatRecovery {', '.join(recoveries)} has stopped the app for a restore",
+    )
+    plan.requeue(BUSY)
+    return plan
 
 
 def _first_release(obs: Observation, desired: str) -> Plan:
@@ -129,7 +144,12 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
     if desired == status.stable_revision:
         plan.update(aborted_revision=None)
     keep_stable(obs, plan)
-    if plan.status.phase in ("RolledBack", "Failed", "Promoting"):
+    if desired == status.aborted_revision:
+        last = status.history[-1].message if status.history else "rolled back"
+        if status.phase != "RolledBack":  # e.g. back from a hold
+            plan.update(phase="RolledBack", message=f"rolled back: {last}")
+        return plan
+    if plan.status.phase in ("Failed", "Promoting"):
         return plan
     active = plan.status.active_color
     assert active is not None

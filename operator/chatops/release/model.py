@@ -44,6 +44,8 @@ class DeploymentState:
     """Replicas of the newest ReplicaSet."""
     current: bool = True
     """Whether the Deployment controller has seen the newest spec."""
+    quiesced_by: str | None = None
+    """The ChatRecovery that stopped it for a restore, if one did."""
 
     @property
     def ready(self) -> bool:
