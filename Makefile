@@ -50,3 +50,10 @@ operator: env-up ## run the operator in the foreground against the local cluster
 
 demo: env-up ## bring up the environment, install the CRDs, run the operator, apply the examples
 	$(PY) env/demo.py
+
+.PHONY: bench bench-releases
+bench: bench-releases ## run the benchmarks and print their results (see bench/RESULTS.md)
+
+bench-releases: env-up ## ChatRelease benchmarks: rollback reaction time, 200 releases at once
+	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/release_reaction.py
+	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/release_scale.py
