@@ -74,6 +74,49 @@ look_seconds = Histogram(
 )
 
 
+backup_last_success = Gauge(
+    "chatops_backup_last_success_timestamp_seconds",
+    "When the last good backup of the ChatBackup finished (Unix time).",
+    ["namespace", "name"],
+)
+backup_duration = Gauge(
+    "chatops_backup_duration_seconds", "Wall time of the last good backup.", ["namespace", "name"]
+)
+backup_size = Gauge(
+    "chatops_backup_size_bytes", "Tarball bytes of the last good backup.", ["namespace", "name"]
+)
+backup_documents = Gauge(
+    "chatops_backup_documents", "Documents in the last good backup.", ["namespace", "name"]
+)
+backup_failures = Counter(
+    "chatops_backup_failures", "Backup runs that produced no backup.", ["namespace", "name"]
+)
+
+
+def record_backup(
+    namespace: str,
+    name: str,
+    finished: float,
+    seconds: float | None,
+    size: int | None,
+    documents: int | None,
+) -> None:
+    """A good backup: its time, duration, size and documents."""
+    backup_last_success.labels(namespace, name).set(finished)
+    for gauge, value in (
+        (backup_duration, seconds),
+        (backup_size, size),
+        (backup_documents, documents),
+    ):
+        if value is not None:
+            gauge.labels(namespace, name).set(value)
+    backup_failures.labels(namespace, name)  # the series exists before the first failure
+
+
+def record_backup_failure(namespace: str, name: str) -> None:
+    backup_failures.labels(namespace, name).inc()
+
+
 class Health:
     """What `/healthz` and `/readyz` answer. A standby replica is alive and ready; the
     leader is alive while its event loop keeps beating (a hung loop gets restarted)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubernetes import client
 
+from chatops import telemetry
 from chatops.adapters import s3
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal, lease_name
@@ -334,6 +335,12 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
     write_status(cluster, job.namespace, job.name, old, new)
     for event in events:
         post(job.ref, event)
+    if outcome.manifest is not None:
+        m = outcome.manifest
+        telemetry.record_backup(job.namespace, job.name, outcome.finished_at.timestamp(),
+                                m.duration_seconds, m.tarball.size, m.documents)
+    else:
+        telemetry.record_backup_failure(job.namespace, job.name)
     log.info("%s: backup %s %s", job.resource, outcome.id,
              "succeeded" if outcome.manifest else f"failed: {outcome.message}")
 
