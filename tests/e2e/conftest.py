@@ -77,11 +77,23 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
 
 @pytest.fixture
 def operator(crds: None, tmp_path: Path) -> Iterator[Path]:
-    """`chatops run`, a real kopf process, logging to a file the test may read."""
+    """`chatops run`, a real kopf process, logging to a file the test may read; its
+    /metrics address is in `metrics.url` beside the log (see `support.metrics`)."""
     log = tmp_path / "operator.log"
+    port = localenv.free_port()
+    (tmp_path / "metrics.url").write_text(f"http://127.0.0.1:{port}/metrics")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chatops.cli", "run", "--log-level", "debug"],
+            [
+                sys.executable,
+                "-m",
+                "chatops.cli",
+                "run",
+                "--log-level",
+                "debug",
+                "--metrics-port",
+                str(port),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

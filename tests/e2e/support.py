@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 GROUP, VERSION = "chatops.dev", "v1alpha1"
@@ -31,3 +33,18 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def metrics(operator_log: Path) -> dict[str, float]:
+    """The operator's /metrics (the `operator` fixture's), as `name{labels}` → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = (operator_log.parent / "metrics.url").read_text()
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out

@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 from pymongo import MongoClient
 
+import support
 from backups import (
     ENV_MESSAGES,
     S3_KEY_ID,
@@ -76,6 +77,11 @@ def test_a_chatbackup_writes_a_backup_the_real_mongorestore_restores(
     last = finished_run(custom, namespace, "nightly", timeout=180)
     assert last["result"] == "Succeeded", last
     assert last["documents"] == ENV_MESSAGES + 220
+    exported = support.metrics(operator)
+    mine = f'name="nightly",namespace="{namespace}"'
+    assert exported[f"chatops_backup_documents{{{mine}}}"] == ENV_MESSAGES + 220
+    assert exported[f"chatops_backup_size_bytes{{{mine}}}"] == last["size"]
+    assert exported[f"chatops_backup_failures_total{{{mine}}}"] == 0
     tarball, manifest_key = last["key"], last["key"].replace(".tar.gz", ".manifest.json")
     assert keys(s3_url, bucket) == sorted([tarball, manifest_key])
     s3 = boto3.client("s3", endpoint_url=s3_url)

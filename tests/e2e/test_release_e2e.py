@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 import releases as rel
+import support
 from support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -179,6 +180,11 @@ def test_bad_canary_rolls_back_and_says_why(
     assert "error-rate" in done["message"] and done["stableVersion"] == "chat-api:1.0,chat-web:1.0"
     assert any(r == "AnalysisFailed" and "error-rate" in m for r, m in _events(api, namespace))
     assert done["history"][-1]["result"] == "RolledBack"
+    exported = support.metrics(operator)
+    mine = f'name="chat",namespace="{namespace}"'
+    assert exported[f'chatops_release_rollbacks_total{{{mine},reason="AnalysisFailed"}}'] == 1
+    assert exported[f'chatops_release_phase{{{mine},phase="RolledBack"}}'] == 1
+    assert exported[f'chatops_release_phase{{{mine},phase="Succeeded"}}'] == 0
 
 
 def test_prometheus_outage_holds_the_release_until_it_is_back(
