@@ -1,6 +1,6 @@
 """The Helm chart against the real API server: it lints, every rendered manifest passes
-a server-side dry run, it installs, and the operator it describes does a canary under
-its own ServiceAccount — which cannot do what it must not."""
+a server-side dry run, it installs, and the operator it describes does a canary and a
+backup under its own ServiceAccount — which cannot do what it must not."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
+from pymongo import MongoClient
 
+import backups
 import releases as rel
 from support import kubectl, wait_for
 
@@ -181,6 +183,27 @@ def test_the_installed_operator_releases_under_its_own_rbac(
             timeout=90,
             what="the canary promoted",
         )
+        # and a backup: the MongoDB URI and S3 keys come from Secrets it may only `get`
+        database = f"chart_{uuid.uuid4().hex[:6]}"
+        with MongoClient(os.environ["MONGODB_URI"]) as mongo:
+            mongo[database].messages.insert_many([{"n": i} for i in range(100)])
+            bucket = backups.new_bucket(os.environ["S3_ENDPOINT_URL"])
+            backups.create_secrets(
+                client.CoreV1Api(api),
+                namespace,
+                backups.uri_with_password(os.environ["MONGODB_URI"]),
+            )
+            backups.create(
+                custom,
+                namespace,
+                "chatbackups",
+                "ChatBackup",
+                "nightly",
+                backups.backup_spec(os.environ["S3_ENDPOINT_URL"], bucket, database),
+            )
+            last = backups.finished_run(custom, namespace, "nightly", timeout=120)
+            mongo.drop_database(database)
+        assert last["result"] == "Succeeded" and last["documents"] == 100, last
     finally:
         proc.terminate()
         proc.wait(timeout=20)
