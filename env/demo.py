@@ -164,6 +164,158 @@ def apply(manifest: dict[str, Any]) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(manifest))
 
 
+def chatops(*args: str) -> str:
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "chatops"), *args, "-n", NAMESPACE],
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def seed(uri: str) -> dict[str, int]:
+    """A small chat database: users (unique names), rooms, messages with the app's indexes."""
+    import datetime
+
+    from pymongo import MongoClient
+
+    with MongoClient(uri) as mongo:
+        mongo.drop_database("chat")
+        db = mongo["chat"]
+        db.users.create_index("username", unique=True)
+        db.messages.create_index([("roomId", 1), ("createdAt", -1)])
+        db.messages.create_index([("userId", 1), ("createdAt", -1)])
+        db.users.insert_many([{"_id": u, "username": f"user{u}"} for u in range(200)])
+        db.rooms.insert_many([{"_id": r, "name": f"room-{r}"} for r in range(20)])
+        t0 = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+        db.messages.insert_many(
+            [
+                {
+                    "roomId": i % 20,
+                    "userId": i % 200,
+                    "text": f"hello #{i}",
+                    "createdAt": t0 + datetime.timedelta(seconds=i),
+                }
+                for i in range(5000)
+            ]
+        )
+        return {c: db[c].count_documents({}) for c in ("users", "rooms", "messages")}
+
+
+def secret(name: str, data: dict[str, str]) -> None:
+    kubectl("delete", "secret", name, "-n", NAMESPACE, "--ignore-not-found")
+    kubectl(
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        NAMESPACE,
+        *(f"--from-literal={k}={v}" for k, v in data.items()),
+    )
+
+
+def backup_and_restore() -> None:
+    import boto3
+
+    log("3/3 a backup of the chat database to S3, then a restore after an incident")
+    counts = seed(os.environ["MONGODB_URI"])
+    print(f"  seeded chat: {counts}")
+    s3 = os.environ["S3_ENDPOINT_URL"]
+    boto3.client("s3", endpoint_url=s3).create_bucket(Bucket="chat-backups")
+    secret("chat-mongodb", {"uri": os.environ["MONGODB_URI"].rstrip("/") + "/chat"})
+    secret("chat-backup-s3", {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"})
+    apply(
+        {
+            "apiVersion": "chatops.dev/v1alpha1",
+            "kind": "ChatBackup",
+            "metadata": {"name": "nightly", "namespace": NAMESPACE},
+            "spec": {
+                "schedule": "0 3 * * *",
+                "timeZone": "Europe/Paris",
+                "mongodb": {"uriSecretRef": {"name": "chat-mongodb"}, "database": "chat"},
+                "storage": {
+                    "s3": {
+                        "bucket": "chat-backups",
+                        "prefix": "mongodb/",
+                        "endpoint": s3,
+                        "forcePathStyle": True,
+                        "credentialsSecretRef": {"name": "chat-backup-s3"},
+                    }
+                },
+                "retention": {"keepLast": 30},
+            },
+        }
+    )
+    print("$ chatops backup-now nightly")
+    print(chatops("backup-now", "nightly").rstrip())
+    wait(
+        lambda: (get("chatbackup", "nightly").get("lastBackup") or {}).get("result") == "Succeeded",
+        "the backup",
+    )
+    show("a verified backup in S3", "get", "chatbackup")
+    print("$ chatops backups nightly")
+    print(chatops("backups", "nightly").rstrip())
+
+    from pymongo import MongoClient
+
+    with MongoClient(os.environ["MONGODB_URI"]) as mongo:
+        lost = mongo["chat"].messages.delete_many({"roomId": {"$lt": 10}}).deleted_count
+    print(f"\n  the incident: {lost} messages deleted by mistake")
+    apply(
+        {
+            "apiVersion": "chatops.dev/v1alpha1",
+            "kind": "ChatRecovery",
+            "metadata": {"name": "restore-after-incident", "namespace": NAMESPACE},
+            "spec": {
+                "source": {"backupRef": {"name": "nightly", "id": "latest"}},
+                "mode": "DropDatabase",
+                "quiesce": {"deployments": [f"{RELEASE}-api-green"]},
+                "postRestore": {
+                    "healthChecks": [
+                        {
+                            "url": f"{os.environ['EXPORTER_URL']}/health/{NAMESPACE}/"
+                            f"{RELEASE}-api-green"
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    last = None
+
+    def progress() -> bool:
+        nonlocal last
+        rec = get("chatrecovery", "restore-after-incident")
+        line = (rec.get("phase"), get("chatrelease", RELEASE).get("phase"))
+        if line != last:
+            print(f"  recovery phase={line[0]}; the ChatRelease meanwhile: {line[1]}")
+            last = line
+        return rec.get("phase") in ("Succeeded", "Failed")
+
+    wait(progress, "the restore")
+    show("restored, verified, the app back", "get", "chatrecovery")
+    rec = get("chatrecovery", "restore-after-incident")
+    for step in rec.get("steps", []):
+        print(f"  {step['name']:<12} {step['state']:<10} {step.get('message', '')}")
+    with MongoClient(os.environ["MONGODB_URI"]) as mongo:
+        after = {c: mongo["chat"][c].count_documents({}) for c in ("users", "rooms", "messages")}
+    print(f"  chat after the restore: {after} (before the incident: {counts})")
+
+
+def get(kind: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(sh("get", kind, name, "-o", "json")).get("status") or {}
+    return found
+
+
+def wait(check: Callable[[], bool], what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    sys.exit(f"{what} did not finish in time; see .chatops-env/logs/operator.log")
+
+
 def main() -> None:
     env = localenv.up()
     os.environ.update(env)
@@ -221,6 +373,8 @@ def main() -> None:
             text=True,
         ).stdout
     )
+
+    backup_and_restore()
 
     show("everything chatops", "get", "crel,cbak,crec")
     print(
