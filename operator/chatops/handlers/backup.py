@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes import client
@@ -21,30 +20,17 @@ from kubernetes import client
 from chatops.api.backup import ChatBackupSpec
 from chatops.api.common import GROUP, VERSION
 from chatops.backup import runner
-from chatops.backup.controller import Event
 from chatops.errors import ChatopsError
+from chatops.handlers import daemons
 from chatops.handlers.threads import in_thread
 
 log = logging.getLogger("chatops.backup")
-ERROR_BACKOFF = 5.0
-
-
-def post(ref: Mapping[str, Any], event: Event) -> None:
-    # kopf reads only apiVersion, kind and metadata from the body.
-    kopf.event(cast(kopf.Body, dict(ref)), type=event.type, reason=event.reason,
-               message=event.message)
 
 
 @kopf.on.event(GROUP, VERSION, "chatbackups")
-async def wake(memo: kopf.Memo, meta: kopf.Meta, **_: Any) -> None:
-    """A new spec or annotation (`chatops.dev/backup-now`): look now. Our own status
-    writes change neither, so they wake nothing."""
-    seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
-    if memo.get("seen") != seen:
-        memo["seen"] = seen
-        woken = memo.get("wake")
-        if isinstance(woken, asyncio.Event):
-            woken.set()
+async def wake(memo: Any, meta: kopf.Meta, **_: Any) -> None:
+    """A new spec or annotation (`chatops.dev/backup-now`): look now."""
+    daemons.wake(memo, meta)
 
 
 @kopf.daemon(GROUP, VERSION, "chatbackups", cancellation_timeout=60)
@@ -52,20 +38,20 @@ async def backup(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     assert namespace is not None  # ChatBackup is namespaced
-    woken = asyncio.Event()
-    memo["wake"] = woken
+    woken = daemons.alarm(memo)
     api = memo["api"]
     while not stopped:
-        woken.clear()
-        delay = ERROR_BACKOFF
+        delay = daemons.ERROR_BACKOFF
         try:
-            look = await asyncio.to_thread(runner.look, api, namespace, name, post)
+            look = await asyncio.to_thread(runner.look, api, namespace, name, daemons.post)
             if look.run is not None:
                 memo["running"] = True
                 try:
                     await in_thread(
                         f"chatops-backup-{namespace}-{name}",
-                        functools.partial(runner.run, api, look.run, lambda: bool(stopped), post),
+                        functools.partial(
+                            runner.run, api, look.run, lambda: bool(stopped), daemons.post
+                        ),
                     )
                 finally:
                     memo["running"] = False
@@ -73,10 +59,7 @@ async def backup(
             delay = look.requeue_after
         except (ChatopsError, client.ApiException, OSError) as err:
             log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
-        waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stopped.wait())]
-        await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        for waiting in waits:
-            waiting.cancel()
+        await daemons.nap(woken, stopped, delay)
 
 
 @kopf.on.delete(GROUP, VERSION, "chatbackups")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes import client
@@ -17,28 +17,16 @@ from kubernetes import client
 from chatops import telemetry
 from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
+from chatops.handlers import daemons
 from chatops.release import runner
-from chatops.release.model import Event
 
 log = logging.getLogger("chatops.release")
-ERROR_BACKOFF = 5.0
-
-
-def _post(body: dict[str, Any], event: Event) -> None:
-    # kopf reads only apiVersion, kind and metadata from the body, which a raw dict has.
-    kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
 
 
 @kopf.on.event(GROUP, VERSION, "chatreleases")
-async def wake(memo: kopf.Memo, meta: kopf.Meta, **_: Any) -> None:
-    """A new spec or annotation: let the object's daemon look now, not at its next
-    time. Status writes (our own) change neither, so they wake nothing."""
-    seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
-    if memo.get("seen") != seen:
-        memo["seen"] = seen
-        woken = memo.get("wake")
-        if isinstance(woken, asyncio.Event):
-            woken.set()
+async def wake(memo: Any, meta: kopf.Meta, **_: Any) -> None:
+    """A new spec or annotation (`chatops.dev/promote`): look now."""
+    daemons.wake(memo, meta)
 
 
 @kopf.daemon(GROUP, VERSION, "chatreleases", cancellation_timeout=10)
@@ -46,19 +34,16 @@ async def release(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     assert namespace is not None  # ChatRelease is namespaced
-    woken = asyncio.Event()
-    memo["wake"] = woken
+    woken = daemons.alarm(memo)
     while not stopped:
-        woken.clear()
         try:
             with telemetry.look_seconds.time():
-                look = await asyncio.to_thread(runner.look, memo["api"], namespace, name, _post)
+                look = await asyncio.to_thread(
+                    runner.look, memo["api"], namespace, name, daemons.post
+                )
             delay = look.requeue_after
         except (ChatopsError, client.ApiException, OSError) as err:
             log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
-            delay = ERROR_BACKOFF
-        waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stopped.wait())]
-        await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        for waiting in waits:
-            waiting.cancel()
+            delay = daemons.ERROR_BACKOFF
+        await daemons.nap(woken, stopped, delay)
     telemetry.forget_release(namespace, name)
