@@ -20,7 +20,7 @@ from kubernetes import client
 from chatops.api.backup import ChatBackupSpec
 from chatops.api.common import GROUP, VERSION
 from chatops.backup import runner
-from chatops.errors import ChatopsError
+from chatops.errors import ChatopsError, InvalidSpec
 from chatops.handlers import daemons
 from chatops.handlers.threads import in_thread
 
@@ -62,12 +62,27 @@ async def backup(
         await daemons.nap(woken, stopped, delay)
 
 
+DELETE_TRIES = 10
+"""Tries (30 s apart) at deleting a ChatBackup's backups before keeping them."""
+
+
 @kopf.on.delete(GROUP, VERSION, "chatbackups")
 def delete(
-    spec: kopf.Spec, name: str, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
+    spec: kopf.Spec,
+    name: str,
+    namespace: str | None,
+    memo: Any,
+    logger: kopf.Logger,
+    retry: int,
+    **_: Any,
 ) -> None:
     """`deletionPolicy: Delete` removes this ChatBackup's backups from S3 before the
-    finalizer goes; `Retain` (the default) keeps them."""
+    finalizer goes; `Retain` (the default) keeps them.
+
+    When they cannot be deleted — its Secrets went first, as when the whole namespace is
+    deleted, or S3 stays away — it gives up after a few tries and keeps them: a stuck
+    finalizer would hold the namespace forever, and kept data can still be deleted by
+    hand, lost data cannot come back."""
     assert namespace is not None
     if memo.get("running"):
         raise kopf.TemporaryError("a backup is still stopping; deleting after it", delay=5)
@@ -77,6 +92,12 @@ def delete(
         return
     try:
         count = runner.delete_backups(memo["api"], namespace, name, parsed)
+    except InvalidSpec as err:  # a Secret is gone: retrying cannot help
+        logger.warning(f"deletionPolicy Delete: the backups are kept in S3: {err}")
+        return
     except ChatopsError as err:
+        if retry >= DELETE_TRIES:
+            logger.warning(f"deletionPolicy Delete: gave up, the backups are kept in S3: {err}")
+            return
         raise kopf.TemporaryError(f"deleting the backups failed: {err}", delay=30) from None
     logger.info(f"deletionPolicy Delete: deleted {count} backup(s) from S3")
