@@ -8,7 +8,8 @@ growing in real time, so PromQL `rate()` and `histogram_quantile()` see what a r
 version doing that would show.
 
     PUT    /targets/<namespace>/<service>   {"rps": 50, "errorRate": 0.05, ...}
-    DELETE /targets/<namespace>/<service>
+    DELETE /targets/<namespace>/<service>   the version stops (its counters stay)
+    DELETE /targets/<namespace>             forget the namespace's versions, counters too
     GET    /targets                         the behaviours now set
     GET    /health/<namespace>/<service>    200 when the version is healthy, 503 when not,
                                             404 for a version no test has set
@@ -78,6 +79,15 @@ class App(Collector):
         with self.lock:
             self._advance()
             self.behaviours.pop((namespace, service), None)
+
+    def forget(self, namespace: str) -> int:
+        """Drop every version of `namespace`, counters too: its app is gone."""
+        with self.lock:
+            keys = [k for k in self.totals if k[0] == namespace]
+            for key in keys:
+                self.behaviours.pop(key, None)
+                del self.totals[key]
+        return len(keys)
 
     def _advance(self) -> None:
         now = time.monotonic()
@@ -175,10 +185,14 @@ def serve(port: int) -> None:
 
         def do_DELETE(self) -> None:
             target = self._target()
-            if target is None:
+            parts = self.path.strip("/").split("/")
+            if target is not None:
+                app.remove(*target)
+            elif len(parts) == 2 and parts[0] == "targets":
+                app.forget(parts[1])
+            else:
                 self._reply(404, b"{}")
                 return
-            app.remove(*target)
             self._reply(200, b"{}")
 
         def log_message(self, format: str, *args: object) -> None:
