@@ -306,3 +306,49 @@ def test_a_missing_route_is_reported_where_the_user_looks(
     )
     assert "missing" in stuck and "HTTPRoute" in stuck
     assert any(r == "ActionFailed" and "missing" in m for r, m in _events(api, namespace))
+
+
+def test_rolling_update_in_place_and_back_on_a_bad_version(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    strategy = {"rolling": {"maxSurge": 1, "maxUnavailable": 0, "analysisWindow": "4s"}}
+    _first_release(custom, namespace, rel.release_spec("1.0", strategy))
+    rel.set_version(custom, namespace, "chat", "1.1")
+    done = wait_for(
+        lambda: (
+            (s := rel.status(custom, namespace, "chat")).get("stableVersion")
+            == "chat-api:1.1,chat-web:1.1"
+            and s
+        ),
+        timeout=90,
+        what="1.1 rolled out in place",
+    )
+    assert done["phase"] == "Succeeded" and done["activeColor"] == "blue"
+    apps = client.AppsV1Api(api)
+
+    def images() -> set[str]:
+        return {
+            apps.read_namespaced_deployment(f"chat-{c}-blue", namespace)
+            .spec.template.spec.containers[0]
+            .image
+            for c in rel.COMPONENTS
+        }
+
+    assert images() == {"chat-api:1.1", "chat-web:1.1"}
+    assert rel.replicas(api, namespace, "green") == {}  # in place: no second color
+
+    rel.play(namespace, "chat", "blue", errorRate=0.05)  # 1.2 fails on the same color
+    rel.set_version(custom, namespace, "chat", "1.2")
+    failed = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
+    assert "error-rate" in failed["message"]
+    rel.play(namespace, "chat", "blue")
+    wait_for(
+        lambda: images() == {"chat-api:1.1", "chat-web:1.1"},
+        timeout=60,
+        what="the Deployments back on 1.1's template",
+    )
+    wait_for(
+        lambda: all(rel.available(api, namespace, f"chat-{c}-blue") for c in rel.COMPONENTS),
+        timeout=60,
+        what="1.1 Available again",
+    )
