@@ -205,6 +205,7 @@ def test_a_newer_version_mid_release_starts_over() -> None:
     world.release("1.2")
     world.tick(advance=False)
     assert world.status.canary_weight == 0 and world.status.current_step == 0
+    assert world.serving() == {"api": {"blue": 100}, "web": {"blue": 100}}  # before 1.2 runs
     assert world.status.canary_version == "chat-api:1.2,chat-web:1.2"
     world.run_until(lambda w: w.status.phase == "Succeeded")
     assert world.status.stable_version == "chat-api:1.2,chat-web:1.2"

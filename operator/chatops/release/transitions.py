@@ -54,6 +54,8 @@ def start(obs: Observation, plan: Plan, desired: str) -> Plan:
         message=f"releasing {rev.summary(spec)} (revision {desired}) on {canary}",
     )
     plan.act(ApplyServices(active))
+    if canary != active:  # a version replaced mid-release loses its traffic first
+        plan.act(SetTraffic(canary, 0))
     for c in spec.components:
         plan.act(ApplyDeployment(c.name, canary, desired, c.replicas))
     plan.event("Normal", "ReleaseStarted", plan.status.message or "")
