@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chatops.api.release import DEFAULT_METRICS, Analysis
+from chatops.api.analysis import DEFAULT_METRICS, Analysis
 from chatops.errors import MetricsUnavailable
 from chatops.metrics.analysis import QueryContext, outcome, render
 from chatops.metrics.measure import measure

@@ -17,7 +17,7 @@ import pymongo
 import pytest
 from prometheus_api_client import PrometheusConnect
 
-from chatops.api.release import DEFAULT_METRICS
+from chatops.api.analysis import DEFAULT_METRICS
 from support import wait_for
 
 pytestmark = pytest.mark.e2e

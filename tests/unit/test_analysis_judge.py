@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from chatops.api.release import DEFAULT_METRICS, Analysis, Metric, Verdict
+from chatops.api.analysis import DEFAULT_METRICS, Analysis, Metric, Verdict
 from chatops.errors import MetricsUnavailable, UnknownPlaceholder
 from chatops.metrics.analysis import (
     QueryContext,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
-from chatops.api.release import Analysis
+from chatops.api.analysis import Analysis
 from chatops.errors import MetricsUnavailable, UnknownPlaceholder
 from chatops.metrics.analysis import QueryContext
 from chatops.metrics.measure import measure

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from chatops.api.release import Analysis, Measurement, Verdict
+from chatops.api.analysis import Analysis, Measurement, Verdict
 from chatops.metrics.analysis import (
     Outcome,
     due,

@@ -24,8 +24,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from chatops.api.analysis import Analysis, Measurement, Metric, Verdict
 from chatops.api.common import seconds
-from chatops.api.release import Analysis, Measurement, Metric, Verdict
 from chatops.errors import ChatopsError, UnknownPlaceholder
 
 Outcome = Literal["Running", "Successful", "Failed", "Inconclusive"]

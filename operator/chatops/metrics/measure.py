@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 
+from chatops.api.analysis import Analysis, Measurement
 from chatops.api.common import now_rfc3339
-from chatops.api.release import Analysis, Measurement
 from chatops.errors import MetricsUnavailable
 from chatops.metrics.analysis import QueryContext, TrafficSeen, format_value, judge, render
 from chatops.metrics.provider import MetricProvider

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus, Measurement
+from chatops.api.analysis import Measurement
+from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")

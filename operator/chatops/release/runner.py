@@ -22,8 +22,9 @@ from kubernetes import client
 from chatops import telemetry
 from chatops.adapters.kube import Cluster
 from chatops.api import validation
+from chatops.api.analysis import Measurement
 from chatops.api.common import Condition, now_rfc3339, set_condition
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus, Measurement
+from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
 from chatops.errors import ChatopsError, MetricsUnavailable
 from chatops.metrics.analysis import QueryContext, render
 from chatops.metrics.measure import measure

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import datetime
 
+from chatops.api.analysis import Measurement
 from chatops.api.common import now_rfc3339, seconds
-from chatops.api.release import Measurement
 from chatops.metrics.analysis import Outcome, next_measurement_at, outcome
 from chatops.release.model import (
     ApplyDeployment,

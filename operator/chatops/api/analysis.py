@@ -1,0 +1,140 @@
+"""The analysis that gates a release: Prometheus queries, the range each value must stay
+in, the limits that turn measurements into a verdict, and the measurements kept in a
+ChatRelease's status so a human sees why a release stopped."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from chatops.api.common import Duration, Model, Name, SecretKeyRef
+
+# -- the spec's checks ---------------------------------------------------------------
+
+OnNoData = Literal["Inconclusive", "Fail", "Pass"]
+
+
+class Metric(Model):
+    """One Prometheus query and the range its value must stay in."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.min) || has(self.max)", "message": "set min, max or both"},
+                {
+                    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "message": "min must not be greater than max",
+                },
+            ]
+        }
+    )
+
+    name: Name
+    """Metric name, shown in status and events."""
+    query: str = Field(min_length=1)
+    """PromQL returning one number; `{{service}}`, `{{namespace}}`, `{{component}}`,
+    `{{color}}` and `{{revision}}` are replaced before it runs."""
+    min: float | None = None
+    """Lowest passing value."""
+    max: float | None = None
+    """Highest passing value."""
+    on_no_data: OnNoData = "Inconclusive"
+    """Verdict when the query returns no series or NaN."""
+
+
+_SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'
+DEFAULT_METRICS: tuple[Metric, ...] = (
+    Metric(
+        name="error-rate",
+        query=(
+            f'sum(rate(http_requests_total{{{_SELECTOR},code=~"5.."}}[1m])) / '
+            f"sum(rate(http_requests_total{{{_SELECTOR}}}[1m]))"
+        ),
+        max=0.01,
+    ),
+    Metric(
+        name="latency-p95",
+        query=(
+            "histogram_quantile(0.95, sum by (le) "
+            f"(rate(http_request_duration_seconds_bucket{{{_SELECTOR}}}[1m])))"
+        ),
+        max=0.5,
+    ),
+    Metric(
+        name="websocket-success",
+        query=(
+            f'sum(rate(websocket_connections_total{{{_SELECTOR},result="success"}}[1m])) / '
+            f"sum(rate(websocket_connections_total{{{_SELECTOR}}}[1m]))"
+        ),
+        min=0.99,
+    ),
+)
+
+
+class PrometheusSource(Model):
+    """Where the analysis reads metrics."""
+
+    address: str | None = Field(default=None, pattern=r"^https?://")
+    """Prometheus base URL; defaults to the operator's configured address."""
+    auth_secret_ref: SecretKeyRef | None = None
+    """A bearer token for Prometheus, from a Secret."""
+
+
+class MinimumTraffic(Model):
+    """Measurements taken with too little traffic are inconclusive, not passes."""
+
+    query: str = Field(
+        default=f"sum(increase(http_requests_total{{{_SELECTOR}}}[1m]))",
+        min_length=1,
+    )
+    """PromQL for the requests the version served in the last interval."""
+    min: float = Field(default=10, ge=0)
+    """Fewest requests for a measurement to count."""
+
+
+class Analysis(Model):
+    """Prometheus checks that gate every step and can roll a release back by themselves."""
+
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    """Prometheus to query."""
+    interval: Duration = "30s"
+    """Time between measurements."""
+    initial_delay: Duration = "0s"
+    """Wait after traffic moves before the first measurement."""
+    failure_limit: int = Field(default=0, ge=0)
+    """Failed measurements tolerated; one more aborts the release."""
+    inconclusive_limit: int = Field(default=0, ge=0)
+    """Inconclusive measurements tolerated; one more pauses the release for a human."""
+    consecutive_error_limit: int = Field(default=4, ge=0)
+    """Query errors in a row tolerated (Prometheus unreachable pauses, never promotes);
+    one more aborts."""
+    minimum_traffic: MinimumTraffic | None = None
+    """Guard against judging a version on too few requests."""
+    metrics: list[Metric] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=20
+    )
+    """The checks; defaults follow the runbook: error rate < 1 %, p95 < 500 ms, WebSocket
+    connection success > 99 %."""
+
+
+Verdict = Literal["Pass", "Fail", "Inconclusive", "Error"]
+
+
+class Measurement(Model):
+    """One analysis measurement, kept so a human sees why a release stopped."""
+
+    metric: str
+    """Metric name."""
+    component: str
+    """Component measured."""
+    query: str
+    """The query after templating."""
+    value: str | None = None
+    """The value Prometheus returned (as text: NaN and empty are answers too)."""
+    verdict: Verdict
+    """Pass, Fail, Inconclusive or Error."""
+    time: str
+    """When it was taken (RFC 3339)."""
+    message: str = ""
+    """Why the verdict, e.g. the threshold or the error."""
