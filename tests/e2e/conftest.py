@@ -11,9 +11,11 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
+from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "env"))
@@ -111,3 +113,22 @@ def operator(crds: None, tmp_path: Path) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def mongo_client(environment: dict[str, str]) -> Iterator[MongoClient[dict[str, Any]]]:
+    with MongoClient(environment["MONGODB_URI"]) as c:
+        yield c
+
+
+@pytest.fixture
+def database(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
+    """A fresh database name on the environment's MongoDB, dropped afterwards."""
+    name = f"e2e_{uuid.uuid4().hex[:8]}"
+    yield name
+    mongo_client.drop_database(name)

@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +40,6 @@ from support import wait_for
 from test_backup_engine import PrivateS3, fingerprint, restored_counts, seed, tool
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def mongo_client(environment: dict[str, str]) -> Iterator[MongoClient[dict[str, Any]]]:
-    with MongoClient(environment["MONGODB_URI"]) as c:
-        yield c
-
-
-@pytest.fixture
-def database(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
-    name = f"e2e_cbak_{uuid.uuid4().hex[:8]}"
-    yield name
-    mongo_client.drop_database(name)
 
 
 def test_a_chatbackup_writes_a_backup_the_real_mongorestore_restores(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +37,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
-
-
-@pytest.fixture
 def apps(api: client.ApiClient) -> client.AppsV1Api:
     return client.AppsV1Api(api)
-
-
-@pytest.fixture
-def mongo_client(environment: dict[str, str]) -> Iterator[MongoClient[dict[str, Any]]]:
-    with MongoClient(environment["MONGODB_URI"]) as c:
-        yield c
-
-
-@pytest.fixture
-def database(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
-    name = f"e2e_crec_{uuid.uuid4().hex[:8]}"
-    yield name
-    mongo_client.drop_database(name)
 
 
 def _healthy(environment: dict[str, str], namespace: str, service: str) -> str:
