@@ -150,17 +150,26 @@ def cluster(mode: str, nodes: int = 3) -> Iterator[Cluster]:
 def install_crds() -> None:
     """The checkout's CRDs, as the e2e tests install them, so a fresh environment works."""
     kubectl = ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")]
-    subprocess.run(kubectl, check=True, capture_output=True)
+    wait_for(functools.partial(_succeeds, kubectl), 60, "the CRDs to apply")
     for plural in ("chatreleases", "chatbackups", "chatrecoveries"):
-        wait = ["kubectl", "wait", "--for=condition=Established", f"crd/{plural}.{GROUP}"]
-        subprocess.run(wait, check=True, capture_output=True)
+        crd = f"crd/{plural}.{GROUP}"
+        wait = ["kubectl", "wait", "--for=condition=Established", crd, "--timeout=10s"]
+        wait_for(functools.partial(_succeeds, wait), 60, f"{crd} to be Established")
         # Established is not yet servable: a list right after can still answer 429
         # "storage is (re)initializing", which the operator would log as a failed request.
         wait_for(functools.partial(_served, plural), 30, f"{plural} to be served")
 
 
 def _served(plural: str) -> bool:
-    return subprocess.run(["kubectl", "get", plural, "-A"], capture_output=True).returncode == 0
+    return _succeeds(["kubectl", "get", plural, "-A"])
+
+
+def _succeeds(argv: list[str]) -> bool:
+    """Whether a command succeeds; a young API server refuses some calls for a while."""
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{' '.join(argv[:3])}: {done.stderr.strip()[:200]}; retrying", file=sys.stderr)
+    return done.returncode == 0
 
 
 def api_client() -> client.ApiClient:
@@ -397,22 +406,78 @@ def delete_namespace(api: client.ApiClient, namespace: str, timeout: float = 180
     return False
 
 
-def play(namespace: str, service: str, **behaviour: Any) -> None:
-    """Make the test exporter serve `service` as `behaviour` says (rps 50 by default)."""
+def _exporter(method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
     request = urllib.request.Request(
-        f"{os.environ['EXPORTER_URL']}/targets/{namespace}/{service}",
-        method="PUT",
-        data=json.dumps({"rps": 50, **behaviour}).encode(),
+        f"{os.environ['EXPORTER_URL']}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
     )
-    urllib.request.urlopen(request, timeout=10).close()
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        data: bytes = reply.read()
+        return data
 
 
-def forget(namespace: str, service: str) -> None:
-    request = urllib.request.Request(
-        f"{os.environ['EXPORTER_URL']}/targets/{namespace}/{service}", method="DELETE"
-    )
-    with contextlib.suppress(OSError):  # cleanup: a target left behind only costs series
-        urllib.request.urlopen(request, timeout=10).close()
+class Exporter:
+    """The shared test exporter, playing our versions (rps 50 unless told otherwise).
+
+    Another session's test may restart the shared exporter, which then forgets every
+    target, and a release measured meanwhile sees no data and stops, Inconclusive. So a
+    thread checks every 3 s that ours are still there and puts back what is missing;
+    `restarts_seen` says how often it had to (counters start again from zero then, which
+    PromQL's rate() takes as a counter reset).
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.behaviours: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.restarts_seen = 0
+
+    def play(self, service: str, **behaviour: Any) -> None:
+        body = {"rps": 50, **behaviour}
+        with self.lock:
+            self.behaviours[service] = body
+        _exporter("PUT", f"/targets/{self.namespace}/{service}", body)
+
+    def forget(self, service: str) -> None:
+        with self.lock:
+            self.behaviours.pop(service, None)
+        with contextlib.suppress(OSError):  # a target left behind only costs a few series
+            _exporter("DELETE", f"/targets/{self.namespace}/{service}")
+
+    def __enter__(self) -> Exporter:
+        threading.Thread(target=self._keep, daemon=True, name="exporter-keeper").start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        with self.lock:
+            services = list(self.behaviours)
+            self.behaviours.clear()
+        try:  # the whole namespace at once, where the exporter knows how
+            _exporter("DELETE", f"/targets/{self.namespace}")
+        except OSError:
+            for service in services:
+                with contextlib.suppress(OSError):
+                    _exporter("DELETE", f"/targets/{self.namespace}/{service}")
+
+    def _keep(self) -> None:
+        while not self.stop.wait(3.0):
+            try:
+                present = set(json.loads(_exporter("GET", "/targets")))
+                with self.lock:
+                    missing = {
+                        service: body
+                        for service, body in self.behaviours.items()
+                        if f"{self.namespace}/{service}" not in present
+                    }
+                if missing:
+                    self.restarts_seen += 1
+                    for service, body in missing.items():
+                        _exporter("PUT", f"/targets/{self.namespace}/{service}", body)
+            except (OSError, ValueError):
+                continue  # the exporter is restarting: try again in 3 s
 
 
 def http_route(name: str, components: dict[str, str]) -> dict[str, Any]:

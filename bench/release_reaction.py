@@ -6,8 +6,9 @@ threshold in Prometheus to 100 % of the weight back on stable.
 
 Each run is a fresh ChatRelease of two components (api, web; one replica each) on an
 HTTPRoute, with a canary of `setWeight: 10`, a 10-minute pause and `setWeight: 100`,
-analysed every `--interval`. Once the route shows 10 % on the canary, the exporter makes
-the canary's api answer 5 % errors. From then on two pollers, every 100 ms:
+analysed every `--interval`. Once the route shows 10 % on the canary, and after a random
+part of one interval (so that runs sample every phase of the measurement cycle), the
+exporter makes the canary's api answer 5 % errors. From then on two pollers, every 100 ms:
 
 - Prometheus, with the error-rate query the analysis itself runs (the operator's default,
   rendered for `<release>-api-green`): the first value above its 1 % threshold is the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -39,8 +41,8 @@ from typing import Any
 import release_common as rc
 from kubernetes import client
 
+from chatops.api.analysis import DEFAULT_METRICS
 from chatops.api.common import seconds
-from chatops.api.release import DEFAULT_METRICS
 from chatops.metrics.analysis import QueryContext, render
 
 COMPONENTS = {"api": "/api", "web": "/"}
@@ -107,13 +109,18 @@ class FirstTime:
 
 
 def one_run(
-    api: client.ApiClient, namespace: str, index: int, interval: str, window: str
+    api: client.ApiClient,
+    exporter: rc.Exporter,
+    namespace: str,
+    index: int,
+    interval: str,
+    window: str,
 ) -> dict[str, Any]:
     custom = client.CustomObjectsApi(api)
     name = f"react{index}"
     for component in COMPONENTS:
         for color in ("blue", "green"):
-            rc.play(namespace, f"{name}-{component}-{color}")
+            exporter.play(f"{name}-{component}-{color}")
     custom.create_namespaced_custom_object(
         *rc.GATEWAY[:2], namespace, rc.GATEWAY[2], rc.http_route(name, COMPONENTS)
     )
@@ -140,8 +147,12 @@ def one_run(
         interval=POLL,
     )
 
+    # Errors start at a random moment of the analysis cycle (which restarts with the step),
+    # or every run would measure the same phase of it.
+    delay = random.Random(index).uniform(0, seconds(interval))
+    time.sleep(delay)
     query = error_rate_query(namespace, name, window)
-    rc.play(namespace, f"{name}-api-green", errorRate=0.05)
+    exporter.play(f"{name}-api-green", errorRate=0.05)
     bad_at = time.monotonic()
 
     def crossed() -> bool:
@@ -169,6 +180,7 @@ def one_run(
     run: dict[str, Any] = {
         "release": name,
         "phase": status.get("phase"),
+        "errors_after_step_start_s": delay,
         "errors_to_crossing_s": None if crossing.at is None else crossing.at - bad_at,
         "reaction_s": None if crossing.at is None or back.at is None else back.at - crossing.at,
         "errors_to_stable_s": None if back.at is None else back.at - bad_at,
@@ -188,7 +200,7 @@ def one_run(
     custom.delete_namespaced_custom_object(*rc.GATEWAY[:2], namespace, rc.GATEWAY[2], name)
     for component in COMPONENTS:
         for color in ("blue", "green"):
-            rc.forget(namespace, f"{name}-{component}-{color}")
+            exporter.forget(f"{name}-{component}-{color}")
     return run
 
 
@@ -230,27 +242,29 @@ def main() -> int:
         api = rc.api_client()
         namespace = rc.new_namespace(api, "bench-react")
         operator = rc.Operator(namespace)
-        try:
-            index = 0
-            while sum(r["foreign_operators"] == "none" for r in runs) < args.runs:
-                if index >= args.max_runs:
-                    break
-                if not operator.alive():
-                    raise RuntimeError(f"the operator exited:\n{operator.log_tail()}")
+        with rc.Exporter(namespace) as exporter:
+            try:
+                index = 0
+                while sum(r["foreign_operators"] == "none" for r in runs) < args.runs:
+                    if index >= args.max_runs:
+                        break
+                    if not operator.alive():
+                        raise RuntimeError(f"the operator exited:\n{operator.log_tail()}")
+                    if shared:
+                        rc.wait_alone(args.wait_alone)
+                    warned = operator.warnings()
+                    with rc.ForeignOperators(own=operator.pid, enabled=shared) as foreign:
+                        run = one_run(api, exporter, namespace, index, args.interval, args.window)
+                    run["foreign_operators"] = foreign.describe()
+                    run["operator_warnings"] = operator.warnings() - warned
+                    run["exporter_restarts_seen"] = exporter.restarts_seen
+                    runs.append(run)
+                    index += 1
+                    print(json.dumps(run), flush=True)
+            finally:
                 if shared:
-                    rc.wait_alone(args.wait_alone)
-                warned = operator.warnings()
-                with rc.ForeignOperators(own=operator.pid, enabled=shared) as foreign:
-                    run = one_run(api, namespace, index, args.interval, args.window)
-                run["foreign_operators"] = foreign.describe()
-                run["operator_warnings"] = operator.warnings() - warned
-                runs.append(run)
-                index += 1
-                print(json.dumps(run), flush=True)
-        finally:
-            if shared:
-                rc.delete_namespace(api, namespace)
-            operator.stop()
+                    rc.delete_namespace(api, namespace)
+                operator.stop()
 
     reactions = [r["reaction_s"] for r in runs if r["reaction_s"] is not None]
     limit = seconds(args.interval) + 5

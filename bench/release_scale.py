@@ -353,103 +353,123 @@ def run(args: argparse.Namespace, where: rc.Cluster) -> dict[str, Any]:
     services = [f"{n}-{COMPONENT}-{color}" for n in names for color in ("blue", "green")]
     operator: rc.Operator | None = None
     statuses: StatusWatch | None = None
+    exporter = rc.Exporter(namespace)
     result: dict[str, Any] = {
         "benchmark": "release_scale",
         "machine": rc.machine(),
         "cluster": where.description,
     }
-    try:
-        setup = time.monotonic()
-        parallel(lambda s: rc.play(namespace, s), services)
+    with exporter:
+        try:
+            setup = time.monotonic()
+            parallel(exporter.play, services)
 
-        def create(name: str) -> None:
-            route = rc.http_route(name, {COMPONENT: "/"})
-            custom.create_namespaced_custom_object(*rc.GATEWAY[:2], namespace, rc.GATEWAY[2], route)
-            body = rc.release(
-                name, "1.0", [COMPONENT], steps, args.interval, args.replicas, scale_down_delay=5
+            def create(name: str) -> None:
+                route = rc.http_route(name, {COMPONENT: "/"})
+                custom.create_namespaced_custom_object(
+                    *rc.GATEWAY[:2], namespace, rc.GATEWAY[2], route
+                )
+                body = rc.release(
+                    name,
+                    "1.0",
+                    [COMPONENT],
+                    steps,
+                    args.interval,
+                    args.replicas,
+                    scale_down_delay=5,
+                )
+                custom.create_namespaced_custom_object(
+                    rc.GROUP, rc.VERSION, namespace, rc.PLURAL, body
+                )
+
+            parallel(create, names)
+            print(f"created {len(names)} releases in {time.monotonic() - setup:.0f} s", flush=True)
+            statuses = StatusWatch(api, namespace).start()
+
+            operator = rc.Operator(namespace, args.source)
+            meter = Meter(operator, where)
+            with rc.ForeignOperators(own=operator.pid, enabled=shared) as foreign:
+                failed_a = wait_all(
+                    statuses,
+                    names,
+                    lambda s: s.phase == "Succeeded",
+                    args.timeout,
+                    operator,
+                    "phase A (first releases)",
+                )
+                first = meter.phase("A: first releases")
+                print(f"phase A: {first.wall:.0f} s, {first.cpu:.1f} CPU s", flush=True)
+
+                apiserver_before = apiserver_requests()
+                meter.mark()
+                started_b = time.monotonic()
+                parallel(lambda n: rc.set_version(custom, namespace, n, "1.1"), names)
+                patched = time.monotonic() - started_b
+                failed_b = wait_all(
+                    statuses,
+                    names,
+                    lambda s: (
+                        s.phase in TERMINAL
+                        or (s.phase == "Succeeded" and "1.1" in (s.stable or ""))
+                    ),
+                    args.timeout,
+                    operator,
+                    "phase B (canaries)",
+                )
+                canary = meter.phase("B: canaries")
+                apiserver_after = apiserver_requests()
+                print(f"phase B: {canary.wall:.0f} s, {canary.cpu:.1f} CPU s", flush=True)
+
+                time.sleep(args.idle)
+                rest = meter.phase("C: at rest")
+                rss, peak = operator.memory_mib()
+                threads_peak = operator.counts().get("threads_peak")
+            latest = statuses.latest()
+            per_release = [step_lags(statuses.history(n), started_b, steps) for n in names]
+            lags = [lag for mine in per_release for lag in mine]
+            pauses = max((len(mine) for mine in per_release), default=0)
+            by_pause = [
+                rc.summary([mine[i][0] for mine in per_release if len(mine) > i])
+                for i in range(pauses)
+            ]
+            result.update(
+                {
+                    "load_average": rc.loadavg(),
+                    "foreign_operators": foreign.describe(),
+                    "releases": args.releases,
+                    "replicas": args.replicas,
+                    "steps": steps,
+                    "interval": args.interval,
+                    "source": str(args.source or "the checkout's operator/ (the .venv install)"),
+                    "not_done": {"A": failed_a, "B": failed_b},
+                    "outcomes": dict(collections.Counter(s.phase for s in latest.values())),
+                    "rolled_back": sorted(n for n, s in latest.items() if s.phase in TERMINAL),
+                    "version_patches_s": patched,
+                    "rss_mib": rss,
+                    "peak_rss_mib": peak,
+                    "threads_peak": threads_peak,
+                    "phases": [describe(p, args.releases) for p in (first, canary, rest)],
+                    "step_lag_s": rc.summary([lag for lag, _, _ in lags]),
+                    "step_lag_by_pause_s": by_pause,  # does it grow from step to step?
+                    "weight_lag_s": rc.summary([w for _, w, _ in lags if w is not None]),
+                    "step_lag_own_due_s": rc.summary([o for _, _, o in lags if o is not None]),
+                    "pauses_measured": len(lags),
+                    "apiserver_phase_b": cross_check(
+                        apiserver_after - apiserver_before, canary.requests
+                    ),
+                    "watch_restarts": statuses.restarts,
+                    "exporter_restarts_seen": exporter.restarts_seen,
+                    "operator_warnings": operator.warnings(),
+                    "operator_log": str(operator.log_path),
+                }
             )
-            custom.create_namespaced_custom_object(rc.GROUP, rc.VERSION, namespace, rc.PLURAL, body)
-
-        parallel(create, names)
-        print(f"created {len(names)} releases in {time.monotonic() - setup:.0f} s", flush=True)
-        statuses = StatusWatch(api, namespace).start()
-
-        operator = rc.Operator(namespace, args.source)
-        meter = Meter(operator, where)
-        with rc.ForeignOperators(own=operator.pid, enabled=shared) as foreign:
-            failed_a = wait_all(
-                statuses,
-                names,
-                lambda s: s.phase == "Succeeded",
-                args.timeout,
-                operator,
-                "phase A (first releases)",
-            )
-            first = meter.phase("A: first releases")
-            print(f"phase A: {first.wall:.0f} s, {first.cpu:.1f} CPU s", flush=True)
-
-            apiserver_before = apiserver_requests()
-            meter.mark()
-            started_b = time.monotonic()
-            parallel(lambda n: rc.set_version(custom, namespace, n, "1.1"), names)
-            patched = time.monotonic() - started_b
-            failed_b = wait_all(
-                statuses,
-                names,
-                lambda s: (
-                    s.phase in TERMINAL or (s.phase == "Succeeded" and "1.1" in (s.stable or ""))
-                ),
-                args.timeout,
-                operator,
-                "phase B (canaries)",
-            )
-            canary = meter.phase("B: canaries")
-            apiserver_after = apiserver_requests()
-            print(f"phase B: {canary.wall:.0f} s, {canary.cpu:.1f} CPU s", flush=True)
-
-            time.sleep(args.idle)
-            rest = meter.phase("C: at rest")
-            rss, peak = operator.memory_mib()
-            threads_peak = operator.counts().get("threads_peak")
-        latest = statuses.latest()
-        lags = [lag for n in names for lag in step_lags(statuses.history(n), started_b, steps)]
-        result.update(
-            {
-                "load_average": rc.loadavg(),
-                "foreign_operators": foreign.describe(),
-                "releases": args.releases,
-                "replicas": args.replicas,
-                "steps": steps,
-                "interval": args.interval,
-                "source": str(args.source or "the checkout's operator/ (the .venv install)"),
-                "not_done": {"A": failed_a, "B": failed_b},
-                "outcomes": dict(collections.Counter(s.phase for s in latest.values())),
-                "rolled_back": sorted(n for n, s in latest.items() if s.phase in TERMINAL),
-                "version_patches_s": patched,
-                "rss_mib": rss,
-                "peak_rss_mib": peak,
-                "threads_peak": threads_peak,
-                "phases": [describe(p, args.releases) for p in (first, canary, rest)],
-                "step_lag_s": rc.summary([lag for lag, _, _ in lags]),
-                "weight_lag_s": rc.summary([w for _, w, _ in lags if w is not None]),
-                "step_lag_own_due_s": rc.summary([o for _, _, o in lags if o is not None]),
-                "pauses_measured": len(lags),
-                "apiserver_phase_b": cross_check(
-                    apiserver_after - apiserver_before, canary.requests
-                ),
-                "watch_restarts": statuses.restarts,
-                "operator_warnings": operator.warnings(),
-                "operator_log": str(operator.log_path),
-            }
-        )
-    finally:
-        if statuses is not None:
-            statuses.stop.set()
-        if shared and not rc.delete_namespace(api, namespace, timeout=300):
-            print(f"namespace {namespace} is still terminating", file=sys.stderr)
-        parallel(lambda s: rc.forget(namespace, s), services)
-        if operator is not None:
-            operator.stop()
+        finally:
+            if statuses is not None:
+                statuses.stop.set()
+            if shared and not rc.delete_namespace(api, namespace, timeout=300):
+                print(f"namespace {namespace} is still terminating", file=sys.stderr)
+            if operator is not None:
+                operator.stop()
     return result
 
 
@@ -500,6 +520,7 @@ def report(result: dict[str, Any]) -> str:
         f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram']} RAM, {m['date']}, "
         f"commit {m['commit']}; load average at the end {result['load_average']}; "
         f"other operators: {result['foreign_operators']}",
+        f"exporter restarts by others, repaired: {result['exporter_restarts_seen']}",
         f"outcomes: {result['outcomes']}; not done in time: "
         f"A {len(result['not_done']['A'])}, B {len(result['not_done']['B'])}",
         f"operator peak RSS {result['peak_rss_mib']:.0f} MiB (now {result['rss_mib']:.0f} MiB), "
@@ -524,6 +545,8 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"step lag (seen leaving a pause - due), {lag['n']} pauses: p50 {lag['p50']:.2f} s, "
         f"p95 {lag['p95']:.2f} s, max {lag['max']:.2f} s",
+        "step lag p50 / p95 by pause: "
+        + ", ".join(f"{p['p50']:.2f} / {p['p95']:.2f} s" for p in result["step_lag_by_pause_s"]),
         f"next weight seen - due: p50 {weight['p50']:.2f} s, p95 {weight['p95']:.2f} s, "
         f"max {weight['max']:.2f} s",
         f"seen leaving - the operator's own due (stepStartedAt + pause): p50 {own['p50']:.2f} s, "
