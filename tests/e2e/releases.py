@@ -59,7 +59,16 @@ def release_spec(
             "name": name,
             "replicas": 2,
             "template": {
-                "spec": {"containers": [{"name": name, "image": f"chat-{name}:{version}"}]}
+                "spec": {
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": f"chat-{name}:{version}",
+                            "env": [{"name": "CHAT_COMPONENT", "value": name}],
+                            "ports": [{"containerPort": 8080}],
+                        }
+                    ]
+                }
             },
             "service": {"port": 8080},
         }

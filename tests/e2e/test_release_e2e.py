@@ -54,6 +54,13 @@ def test_blue_green_on_the_service_router(
         "api": "blue",
         "web": "blue",
     }
+    container = (
+        client.AppsV1Api(api)
+        .read_namespaced_deployment("chat-api-blue", namespace)
+        .spec.template.spec.containers[0]
+    )
+    assert [(e.name, e.value) for e in container.env] == [("CHAT_COMPONENT", "api")]
+    assert container.ports[0].container_port == 8080
 
     for version, old, new in (("1.1", "blue", "green"), ("1.2", "green", "blue")):
         rel.set_version(custom, namespace, "chat", version)

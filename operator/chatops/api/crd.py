@@ -161,6 +161,8 @@ def _convert(node: Schema, defs: dict[str, Schema]) -> Schema:
             continue
         if key == "properties":
             out[key] = {name: _convert(sub, defs) for name, sub in value.items()}
+        elif key == "additionalProperties" and value is True:
+            continue  # a model open to extra fields: x-kubernetes-preserve-unknown-fields says so
         elif key == "items" or (key == "additionalProperties" and isinstance(value, dict)):
             out[key] = _convert(value, defs)
         else:

@@ -21,7 +21,9 @@ class Container(Model):
     """A container of the component's pod. Only name and image are checked here; every
     other field of a Kubernetes container is accepted as is."""
 
+    # Every other field passes through untouched, on the wire and into the Deployment.
     model_config = ConfigDict(
+        extra="allow",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
@@ -34,7 +36,9 @@ class Container(Model):
 class PodSpec(Model):
     """A Kubernetes PodSpec; containers are required, all other fields pass through."""
 
+    # Every other field passes through untouched, on the wire and into the Deployment.
     model_config = ConfigDict(
+        extra="allow",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
@@ -44,6 +48,8 @@ class PodSpec(Model):
 
 class PodMetadata(Model):
     """Labels and annotations for the component's pods."""
+
+    model_config = ConfigDict(extra="allow")
 
     labels: dict[str, str] = Field(default_factory=dict)
     """Pod labels (the operator adds its own selector labels)."""
