@@ -151,7 +151,9 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     end = started + datetime.timedelta(seconds=seconds(pause.duration))
     if now < end:
         left = (end - now).total_seconds()
-        plan.update(phase="Progressing", message=f"{where}, {left:.0f} s left; {why}")
+        # "until <time>", not a countdown: the message (and so the status) stays the same
+        # from one look to the next, so it is written only when something changed
+        plan.update(phase="Progressing", message=f"{where} until {_clock(end)}; {why}")
         plan.requeue(left)
         return plan
     if verdict != "Successful":
@@ -234,7 +236,7 @@ def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window
     end = start + datetime.timedelta(seconds=seconds(window))
     if obs.now < end:
         left = (end - obs.now).total_seconds()
-        plan.update(phase="Progressing", message=f"watching {color}, {left:.0f} s left; {why}")
+        plan.update(phase="Progressing", message=f"watching {color} until {_clock(end)}; {why}")
         plan.requeue(left)
         return plan
     if verdict != "Successful":
@@ -264,3 +266,7 @@ def _analysis(obs: Observation, plan: Plan, color: Color) -> tuple[Outcome, str]
     else:
         plan.requeue((due_at - obs.now).total_seconds())
     return outcome(analysis, run, [c.name for c in obs.spec.components])
+
+
+def _clock(at: datetime.datetime) -> str:
+    return at.astimezone(datetime.UTC).strftime("%H:%M:%SZ")
