@@ -139,7 +139,7 @@ RELEASES = [
     ),
     pytest.param(release("Succeeded"), "Healthy", "serves all traffic", id="succeeded-no-msg"),
     pytest.param(
-        release("Progressing", "step 1/4 at 10%, 42 s left; analysis passing"),
+        release("Progressing", "step 1/4 at 10% until 12:00:42Z; analysis passing"),
         "Progressing",
         "step 1/4 at 10%",
         id="progressing",
