@@ -397,3 +397,12 @@ def test_a_rolled_back_release_is_still_rolled_back_after_a_restore() -> None:
     _quiesce(world, None)
     world.tick()
     assert world.status.phase == "RolledBack" and "error-rate" in (world.status.message or "")
+
+
+def test_the_next_weight_is_set_in_the_look_that_ends_a_pause() -> None:
+    world = released(World(spec()))
+    world.release("1.1")
+    steps_seen = set()
+    world.run_until(lambda w: steps_seen.add(w.status.current_step) or w.status.canary_weight == 50)
+    # step 2 is `setWeight: 50`: it never waits for a look of its own
+    assert 2 not in steps_seen and {1, 3} <= steps_seen | {world.status.current_step}

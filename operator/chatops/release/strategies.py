@@ -161,7 +161,10 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
             phase="Progressing", message=f"{where}: pause over, waiting for the analysis: {why}"
         )
         return plan
-    return _next_step(obs, plan, k + 1)
+    # The pause is over and the analysis holds: set the next weight in this same look,
+    # rather than a look later (under load that look can queue for seconds).
+    _next_step(obs, plan, k + 1)
+    return _canary(obs, plan, canary)
 
 
 def _next_step(obs: Observation, plan: Plan, k: int) -> Plan:
