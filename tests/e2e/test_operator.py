@@ -60,3 +60,19 @@ def test_operator_refuses_what_the_schema_cannot_know(
     )
     assert (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec")
     assert "spec.timeZone" in accepted["message"] and "Mars/Olympus_Mons" in accepted["message"]
+
+
+def test_operator_refuses_a_release_query_with_an_unknown_placeholder(
+    operator: Path, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    metrics = [{"name": "errors", "query": 'up{pod="{{pod}}"}', "max": 1}]
+    create(custom, namespace, "ChatRelease", {**RELEASE, "analysis": {"metrics": metrics}})
+    accepted = wait_for(
+        lambda: _accepted(custom, namespace, "chatreleases", 1),
+        timeout=60,
+        what="an Accepted condition on the ChatRelease",
+    )
+    assert (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec")
+    assert "spec.analysis.metrics[0].query: unknown placeholder {{pod}}" in accepted["message"]
+    apps = client.AppsV1Api(custom.api_client)
+    assert apps.list_namespaced_deployment(namespace).items == []  # nothing was acted on

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf.
 """
 
-from chatops.handlers import accept, backup, recovery, release, settings
+from chatops.handlers import backup, recovery, release, settings
 
-__all__ = ["accept", "backup", "recovery", "release", "settings"]
+__all__ = ["backup", "recovery", "release", "settings"]

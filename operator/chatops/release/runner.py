@@ -23,7 +23,6 @@ from chatops import telemetry
 from chatops.adapters.kube import Cluster
 from chatops.api import validation
 from chatops.api.analysis import Measurement
-from chatops.api.common import Condition, now_rfc3339, set_condition
 from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
 from chatops.errors import ChatopsError, MetricsUnavailable
 from chatops.metrics.analysis import QueryContext, render
@@ -78,9 +77,8 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     now = datetime.datetime.now(datetime.UTC)
     status = ChatReleaseStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
-    problems = validation.problems("ChatRelease", body.get("spec") or {})
-    if problems:
-        _refuse(cluster, body, status, problems, generation, now)
+    if validation.problems("ChatRelease", body.get("spec") or {}):
+        _refuse(cluster, body, status, generation, now)
         return Look(None, 60)
     spec = ChatReleaseSpec.model_validate(body["spec"])
     router = router_for(spec, api)
@@ -124,23 +122,18 @@ def _refuse(
     cluster: Cluster,
     body: dict[str, Any],
     status: ChatReleaseStatus,
-    problems: list[str],
     generation: int,
     now: datetime.datetime,
 ) -> None:
-    condition = Condition(
-        type="Accepted",
-        status="False",
-        reason="InvalidSpec",
-        message="; ".join(problems),
-        last_transition_time=now_rfc3339(now),
-        observed_generation=generation,
+    """`Accepted=False` naming every problem; nothing else is done with such a spec."""
+    conditions = validation.accepted(
+        "ChatRelease", body.get("spec") or {}, generation, status.conditions, now
     )
-    conditions = set_condition(status.conditions, condition)
+    meta = body["metadata"]
     cluster.patch_status(
         PLURAL,
-        body["metadata"]["namespace"],
-        body["metadata"]["name"],
+        meta["namespace"],
+        meta["name"],
         {
             "observedGeneration": generation,
             "conditions": [c.wire() for c in conditions],
