@@ -51,9 +51,12 @@ operator: env-up ## run the operator in the foreground against the local cluster
 demo: env-up ## bring up the environment, install the CRDs, run the operator, apply the examples
 	$(PY) env/demo.py
 
-.PHONY: bench bench-releases
-bench: bench-releases ## run the benchmarks and print their results (see bench/RESULTS.md)
+.PHONY: bench bench-releases bench-backups
+bench: bench-releases bench-backups ## run the benchmarks and print their results (see bench/)
 
 bench-releases: env-up ## ChatRelease benchmarks: rollback reaction time, 200 releases at once
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/release_reaction.py
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/release_scale.py
+
+bench-backups: env-up ## backup and restore vs mongodump/mongorestore and the raw read, two sizes
+	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/backup_bench.py --sizes 50000,200000
