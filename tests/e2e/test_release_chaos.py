@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 import releases as rel
+from localenv import free_port
 from support import GROUP, VERSION, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -69,24 +71,39 @@ def _traffic_only_on_available(api: client.ApiClient, namespace: str) -> list[st
 
 
 class Chaos:
-    """`chatops run`, killed with SIGKILL every 0.5-2 s and started again at once."""
+    """`chatops run`, SIGKILLed at a random moment 0.5-3 s after it is ready (so every
+    life does some work, and dies in the middle of it), and started again at once."""
 
     def __init__(self, log: Path) -> None:
         self.log = log
         self.kills = 0
         self.stop = threading.Event()
+        self.port = free_port()
         self.proc = self._start()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _start(self) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "chatops.cli", "run"], stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "chatops.cli", "run", "--metrics-port", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def _loop(self) -> None:
         rng = random.Random(20261126)
-        while not self.stop.wait(rng.uniform(0.5, 2.0)):
+        while not self.stop.is_set():
+            while not self._ready() and not self.stop.wait(0.1):
+                pass
+            if self.stop.wait(rng.uniform(0.5, 3.0)):
+                return
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
             self.kills += 1
@@ -117,7 +134,7 @@ def test_releases_survive_the_operator_being_killed(
         for color in ("blue", "green"):
             rel.play(namespace, name, color)
         spec = rel.release_spec(
-            "1.0", rel.canary(pause="5s"), {"gatewayAPI": {"httpRoute": name}}, health=False
+            "1.0", rel.canary(pause="30s"), {"gatewayAPI": {"httpRoute": name}}, health=False
         )
         rel.create(custom, namespace, name, spec)
 
