@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from chatops import clock
+
 log = logging.getLogger("chatops.leader")
 
 
@@ -38,10 +40,6 @@ def may_take(holding: Holding, identity: str, now: datetime.datetime) -> bool:
     return now > holding.renewed + datetime.timedelta(seconds=holding.seconds)
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 class Election:
     def __init__(
         self,
@@ -57,7 +55,7 @@ class Election:
 
     def _try(self) -> bool:
         """One attempt to take or renew the Lease."""
-        now = _now()
+        now = clock.now()
         try:
             lease = self.leases.read_namespaced_lease(self.name, self.namespace)
         except ApiException as err:
@@ -121,16 +119,16 @@ class Election:
         renewed before it expires."""
 
         def renew() -> None:
-            last = _now()
+            last = clock.now()
             while not stop.wait(self.lease_seconds / 3):
                 try:
                     if self._try():
-                        last = _now()
+                        last = clock.now()
                         continue
                     log.error("the Lease %s/%s was taken over", self.namespace, self.name)
                 except (ApiException, OSError) as err:
                     log.warning("cannot renew the Lease: %s", err)
-                    if _now() - last < datetime.timedelta(seconds=self.lease_seconds * 2 / 3):
+                    if clock.now() - last < datetime.timedelta(seconds=self.lease_seconds * 2 / 3):
                         continue
                 lost()
                 return

@@ -34,6 +34,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from chatops import clock
+
 LEASE_SECONDS = 30
 RENEW_SECONDS = 10
 PREFIX = "chatops-db-"
@@ -81,10 +83,6 @@ class Holding:
 def _micro(now: datetime.datetime) -> str:
     # MicroTime wants exactly six fractional digits; isoformat() drops them at .000000.
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 class Lease:
@@ -135,7 +133,7 @@ class Lease:
 
     def acquire(self) -> str | None:
         """Take or renew the Lease; None when we hold it now, else who holds it."""
-        now = _now()
+        now = clock.now()
         found = self.holding()
         try:
             if found is None:
@@ -158,7 +156,7 @@ class Lease:
         found = self.holding()
         if found is None or found[0].holder != self.identity:
             return
-        body = self._body(_now(), found[1], False)
+        body = self._body(clock.now(), found[1], False)
         body["spec"] = {"holderIdentity": None, "leaseDurationSeconds": LEASE_SECONDS}
         try:
             self._api.replace_namespaced_lease(self.name, self.namespace, body)

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes import client
 
-from chatops import telemetry
+from chatops import clock, telemetry
 from chatops.adapters import s3
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal, lease_name
@@ -36,10 +36,6 @@ LEASE_POLL = 2.0
 log = logging.getLogger("chatops.backup")
 
 EventSink = Callable[[Mapping[str, Any], Event], None]
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +126,7 @@ def _look(
     seen = Observation(
         namespace=namespace,
         name=name,
-        now=now(),
+        now=clock.now(),
         created_at=datetime.datetime.fromisoformat(meta["creationTimestamp"]),
         generation=int(meta.get("generation") or 0),
         spec=spec,
@@ -212,7 +208,7 @@ def run(api: client.ApiClient, job: Run, stopped: Callable[[], bool], post: Even
 
 
 def _failed(job: Run, message: str) -> Outcome:
-    return Outcome(job.start.id, job.start.key, job.start.started_at, now(), None, message)
+    return Outcome(job.start.id, job.start.key, job.start.started_at, clock.now(), None, message)
 
 
 def _execute(
@@ -242,7 +238,7 @@ def _execute(
         return renewal.lost
 
     started = job.start.started_at
-    clock = iter([started])
+    first = iter([started])
     try:
         store = credentials.store(spec.storage.s3, secrets)
         request = dump.DumpRequest(
@@ -253,7 +249,7 @@ def _execute(
         )
         with Mongo(secrets.mongo_uri) as mongo:
             manifest = dump.dump(
-                mongo, store, request, now=lambda: next(clock, None) or now(),
+                mongo, store, request, now=lambda: next(first, None) or clock.now(),
                 interrupt=interrupt,
             )
         deleted, retention_problem = _retention(store, job)
@@ -311,7 +307,7 @@ def _retention(store: s3.Store, job: Run) -> tuple[tuple[str, ...], str]:
     )
     try:
         backups = catalog.list_backups(store, job.spec.storage.s3.prefix)
-        expiry = policy.expired(backups, now())
+        expiry = policy.expired(backups, clock.now())
         doomed = [*expiry.expired, *expiry.incomplete]
         if doomed:
             catalog.delete(store, doomed)
@@ -331,7 +327,7 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
         return
     old = ChatBackupStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
-    new, events = controller.finish(old, outcome, now(), generation)
+    new, events = controller.finish(old, outcome, clock.now(), generation)
     write_status(cluster, job.namespace, job.name, old, new)
     for event in events:
         post(job.ref, event)

@@ -9,13 +9,13 @@ saves downloading the tarball again between steps of one process.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
 
+from chatops import clock
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.redact import redact
@@ -30,10 +30,6 @@ RETRY_AFTER = 5.0
 log = logging.getLogger("chatops.recovery")
 
 EventSink = Callable[[Mapping[str, Any], Event], None]
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +78,7 @@ def advance(
     status = ChatRecoveryStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     problems = tuple(validation.problems("ChatRecovery", body.get("spec") or {}))
-    decision = machine.decide(status, problems, now(), generation)
+    decision = machine.decide(status, problems, clock.now(), generation)
     _write(cluster, namespace, name, status, decision.status)
     for told in decision.events:
         post(ref, told)
@@ -98,10 +94,10 @@ def advance(
     event: Event | None
     try:
         message = steps.STEP[step](ctx)
-        new = machine.succeed(ctx.status, step, message, now())
+        new = machine.succeed(ctx.status, step, message, clock.now())
         event = Event("Normal", step, message)
     except steps.Skip as skip:
-        new = machine.succeed(ctx.status, step, str(skip), now(), skipped=True)
+        new = machine.succeed(ctx.status, step, str(skip), clock.now(), skipped=True)
         event = None
     except steps.Retry as retry:
         ctx.progress(str(retry))
@@ -113,7 +109,7 @@ def advance(
         if isinstance(err, InvalidSpec):
             text = f"{err.field}: {err.problem}"
         text = _scrub(ctx, text)
-        new = machine.fail(ctx.status, step, text, now())
+        new = machine.fail(ctx.status, step, text, clock.now())
         event = Event("Warning", f"{step}Failed", text)
     ctx.save(new)
     if event is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes import client
 
-from chatops import telemetry
+from chatops import clock, telemetry
 from chatops.adapters.kube import Cluster
 from chatops.api import validation
 from chatops.api.analysis import Measurement
@@ -74,7 +74,7 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     body = cluster.get(PLURAL, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return Look(None, 60)
-    now = datetime.datetime.now(datetime.UTC)
+    now = clock.now()
     status = ChatReleaseStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     if validation.problems("ChatRelease", body.get("spec") or {}):
