@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from chatops.api.analysis import Analysis, Measurement
+from chatops.api.analysis import Analysis, AnalysisRun, Measurement
 from chatops.api.common import Condition, Duration, Model, Name
 
 # -- spec: components ----------------------------------------------------------------
@@ -369,6 +369,13 @@ class ScaleDown(Model):
     """The color to scale down."""
     at: str
     """Not before this time (RFC 3339): until then it keeps serving open connections."""
+    delay_seconds: int = Field(default=0, ge=0)
+    """The drain window (`scaleDownDelaySeconds`, or `abortScaleDownDelaySeconds` after a
+    rollback), counted from `since`."""
+    since: str | None = None
+    """When the router was first seen sending the color no new connections (RFC 3339):
+    the drain window starts then, not when the switch was decided, so established
+    connections get at least the whole window."""
 
 
 class ChatReleaseStatus(Model):
@@ -412,8 +419,12 @@ class ChatReleaseStatus(Model):
     `chatops.dev/retry` is set."""
     scale_down: ScaleDown | None = None
     """A color waiting for its drain window to pass before it is scaled to zero."""
+    analysis_run: AnalysisRun | None = None
+    """The counters of the analysis run in progress, from which its limits are judged."""
     analysis: list[Measurement] = Field(default_factory=list, max_length=200)
-    """Recent measurements, newest last."""
+    """Measurements for people to read, oldest first: the latest of every metric of
+    every component, and the most recent others (60 in all, or one per metric and
+    component when there are more)."""
     history: list[HistoryEntry] = Field(default_factory=list)
     """Past releases, newest last."""
     conditions: list[Condition] = Field(default_factory=list)

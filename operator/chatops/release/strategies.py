@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime
 
-from chatops.api.analysis import Measurement
+from chatops import clock
 from chatops.api.common import now_rfc3339, seconds
-from chatops.metrics.analysis import Outcome, next_measurement_at, outcome
+from chatops.metrics.analysis import Outcome, count, last_round_at, next_measurement_at, outcome
 from chatops.release.model import (
     ApplyDeployment,
     ClearAnnotation,
@@ -17,6 +17,7 @@ from chatops.release.model import (
     ScaleDeployment,
     SetTraffic,
     StartSmokeTest,
+    other,
 )
 from chatops.release.plan import BUSY, Plan
 from chatops.release.transitions import abort, new_color, not_ready, past, promote
@@ -147,7 +148,21 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     if pause.duration is None:
         plan.update(phase="Paused", message=f"{where}: paused until chatops.dev/promote")
         return plan
-    started = datetime.datetime.fromisoformat(plan.status.step_started_at or now_rfc3339(now))
+    # The pause lasts its duration at the step's weight as the router shows it: it
+    # starts at the first look that sees the weight applied (the weight is set after the
+    # status is written, so the look that set it is too early a start).
+    weight = plan.status.canary_weight or 0
+    if not _shown(obs, canary, weight):
+        plan.update(
+            phase="Progressing",
+            step_started_at=None,
+            message=f"{where}: waiting for the router to show {weight}%",
+        )
+        plan.requeue(BUSY)
+        return plan
+    if plan.status.step_started_at is None:
+        plan.update(step_started_at=now_rfc3339(now))
+    started = clock.parse(plan.status.step_started_at or now_rfc3339(now))
     end = started + datetime.timedelta(seconds=seconds(pause.duration))
     if now < end:
         left = (end - now).total_seconds()
@@ -235,7 +250,7 @@ def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window
     if verdict == "Inconclusive":
         plan.update(phase="Paused", message=f"analysis inconclusive ({why}); promote or abort")
         return plan
-    start = datetime.datetime.fromisoformat(since or now_rfc3339(obs.now))
+    start = clock.parse(since or now_rfc3339(obs.now))
     end = start + datetime.timedelta(seconds=seconds(window))
     if obs.now < end:
         left = (end - obs.now).total_seconds()
@@ -249,26 +264,31 @@ def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window
 
 
 def _analysis(obs: Observation, plan: Plan, color: Color) -> tuple[Outcome, str]:
-    """The current analysis run: its measurements so far (those taken strictly after it
-    started), whether one is due now, and what they say."""
+    """The current analysis run: its counters with this look's round (if one was
+    taken), whether a round is due now, and what the counters say."""
     analysis = obs.spec.analysis
     if analysis is None:
         return "Successful", "no analysis configured"
-    started = datetime.datetime.fromisoformat(
-        plan.status.analysis_started_at or now_rfc3339(obs.now)
-    )
-    run: list[Measurement] = [
-        m
-        for m in (*plan.status.analysis, *obs.measurements)
-        if datetime.datetime.fromisoformat(m.time) > started
-    ]
-    last = max((datetime.datetime.fromisoformat(m.time) for m in run), default=None)
-    due_at = next_measurement_at(analysis, started, last)
+    if plan.status.analysis_started_at is None:
+        plan.update(analysis_started_at=now_rfc3339(obs.now))
+    started_at = plan.status.analysis_started_at
+    run = count(plan.status.analysis_run, started_at, obs.measurements)
+    plan.update(analysis_run=run)
+    due_at = next_measurement_at(analysis, clock.parse(started_at or ""), last_round_at(run))
     if not obs.measurements and obs.now >= due_at:
         plan.need(measure=color)
     else:
         plan.requeue((due_at - obs.now).total_seconds())
     return outcome(analysis, run, [c.name for c in obs.spec.components])
+
+
+def _shown(obs: Observation, canary: Color, weight: int) -> bool:
+    """Whether the router shows `weight` % on `canary` for every component."""
+    stable = other(canary)
+    return all(
+        obs.weights.get(c.name) == {canary: weight, stable: 100 - weight}
+        for c in obs.spec.components
+    )
 
 
 def _clock(at: datetime.datetime) -> str:
