@@ -119,8 +119,9 @@ class BlueGreen(Model):
     """How long the analysis watches the new color after the switch (the runbook's
     "monitor 10 minutes"); a failure in this window switches back."""
     scale_down_delay_seconds: int = Field(default=30, ge=0)
-    """How long the old color keeps running after the switch, so established WebSocket
-    connections drain."""
+    """How long the old color keeps running after the promotion, so established WebSocket
+    connections drain; counted from when the router shows no new connections going to
+    it (never less than this long after the switch)."""
     abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
     """After a rollback, how long the failed color keeps running before scale-down."""
 
@@ -129,7 +130,8 @@ class Pause(Model):
     """Wait at the current weight while the analysis runs."""
 
     duration: Duration | None = None
-    """How long to wait; none waits for `chatops.dev/promote`."""
+    """How long to wait, counted from when the router shows the step's weight; none
+    waits for `chatops.dev/promote`."""
 
 
 class CanaryStep(Model):
@@ -189,7 +191,8 @@ class Canary(Model):
     ] = Field(default_factory=lambda: list(DEFAULT_CANARY_STEPS))
     """Steps in order; the default is 10 → 25 → 50 → 100 with 5-minute pauses."""
     scale_down_delay_seconds: int = Field(default=30, ge=0)
-    """After promotion, how long the old version keeps running so connections drain."""
+    """After promotion, how long the old version keeps running so connections drain,
+    counted from when the router shows no new connections going to it."""
     abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
     """After a rollback, how long the canary keeps running before scale-down."""
 

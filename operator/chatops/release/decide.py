@@ -30,10 +30,9 @@ from chatops.release.model import (
     Observation,
     ScaleDeployment,
     SetTraffic,
-    other,
 )
 from chatops.release.plan import BUSY, STEADY, Plan
-from chatops.release.strategies import progress
+from chatops.release.strategies import progress, shown
 from chatops.release.transitions import abort, keep_stable, not_ready, past, start
 
 ABORT, RETRY, PROMOTE = "chatops.dev/abort", "chatops.dev/retry", "chatops.dev/promote"
@@ -196,11 +195,7 @@ def _finish(obs: Observation, plan: Plan) -> Decision:
 def _satisfied(obs: Observation, action: Action) -> bool:
     """Whether the cluster already shows what `action` asks for (so it is not sent)."""
     if isinstance(action, SetTraffic):
-        stable = other(action.canary)
-        return all(
-            obs.weights.get(c.name) == {action.canary: action.weight, stable: 100 - action.weight}
-            for c in obs.spec.components
-        )
+        return shown(obs, action.canary, action.weight)
     if isinstance(action, ScaleDeployment):
         d = obs.deployments.get((action.component, action.color))
         return d is not None and d.replicas == action.replicas

@@ -152,7 +152,7 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     # starts at the first look that sees the weight applied (the weight is set after the
     # status is written, so the look that set it is too early a start).
     weight = plan.status.canary_weight or 0
-    if not _shown(obs, canary, weight):
+    if not shown(obs, canary, weight):
         plan.update(
             phase="Progressing",
             step_started_at=None,
@@ -282,7 +282,7 @@ def _analysis(obs: Observation, plan: Plan, color: Color) -> tuple[Outcome, str]
     return outcome(analysis, run, [c.name for c in obs.spec.components])
 
 
-def _shown(obs: Observation, canary: Color, weight: int) -> bool:
+def shown(obs: Observation, canary: Color, weight: int) -> bool:
     """Whether the router shows `weight` % on `canary` for every component."""
     stable = other(canary)
     return all(
