@@ -158,7 +158,7 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
             step_started_at=None,
             message=f"{where}: waiting for the router to show {weight}%",
         )
-        plan.requeue(BUSY)
+        plan.requeue(0.5)  # the weight is applied right after this status is written
         return plan
     if plan.status.step_started_at is None:
         plan.update(step_started_at=now_rfc3339(now))
