@@ -46,6 +46,8 @@ class CollectionInfo:
 class InsertResult:
     inserted: int
     duplicates: int
+    refused: tuple[int, ...] = ()
+    """Positions in the batch of the documents refused as duplicates."""
 
 
 class Mongo:
@@ -181,18 +183,48 @@ class Mongo:
                         f"{redact(str(first.get('errmsg', '')), self._secrets)}"
                     ) from None
                 return InsertResult(
-                    inserted=int(details.get("nInserted", 0)), duplicates=len(write_errors)
+                    inserted=int(details.get("nInserted", 0)),
+                    duplicates=len(write_errors),
+                    refused=tuple(int(e.get("index", -1)) for e in write_errors),
                 )
 
     def create_indexes(
         self, database: str, collection: str, specs: Sequence[Mapping[str, Any]]
-    ) -> int:
-        """Create the indexes not there yet (by name); how many were created. An index of
-        the same name is left as it is (Merge into a live database keeps its indexes)."""
+    ) -> list[str]:
+        """Create the indexes not there yet (by name); the names of those created. An index
+        of the same name is left as it is (Merge into a live database keeps its indexes)."""
         existing = {str(i.get("name")) for i in self.indexes(database, collection)}
         missing = [dict(s) for s in specs if str(s.get("name")) not in existing]
         if not missing:
-            return 0
+            return []
         with self.errors(f"createIndexes on {database}.{collection}"):
             self._client[database].command({"createIndexes": collection, "indexes": missing})
-        return len(missing)
+        return [str(s.get("name")) for s in missing]
+
+    def drop_indexes(self, database: str, collection: str, names: Sequence[str]) -> None:
+        for name in names:
+            with self.errors(f"dropIndexes on {database}.{collection}"):
+                self._client[database][collection].drop_index(name)
+
+    def namespaces(self, database: str) -> dict[str, Mapping[str, Any] | None]:
+        """Every collection (None) and view (its options) of a database, `system.*` too
+        excluded, for a restore's commit."""
+        return {
+            c.name: (dict(c.options) if c.type == "view" else None)
+            for c in self.collections(database)
+        }
+
+    def rename_collection(self, database: str, old: str, new: str) -> None:
+        """Rename within one database (FerretDB renames only there, and never over an
+        existing collection: no `dropTarget`)."""
+        with self.errors(f"renameCollection {database}.{old}"):
+            self._client.admin.command(
+                {"renameCollection": f"{database}.{old}", "to": f"{database}.{new}"}
+            )
+
+    def delete_ids(self, database: str, collection: str, ids: Sequence[Any]) -> None:
+        """Delete the documents with these `_id`s, in batches."""
+        with self.errors(f"delete from {database}.{collection}"):
+            for start in range(0, len(ids), 1000):
+                chunk = list(ids[start : start + 1000])
+                self._client[database][collection].delete_many({"_id": {"$in": chunk}})

@@ -31,6 +31,8 @@ class Plan:
     mongo_field: str
     databases: tuple[str, ...] | None
     require_manifest: bool
+    allow_unverified: bool
+    """A tarball chatops wrote may be restored without its manifest (source.s3 only)."""
     secrets: credentials.Secrets
 
 
@@ -60,7 +62,8 @@ def plan(cluster: Cluster, namespace: str, name: str, spec: ChatRecoverySpec) ->
         return Plan(
             storage=backup.storage.s3, key=None, prefix=backup.storage.s3.prefix,
             owner=f"{namespace}/{ref.name}", backup_id=ref.id, mongo_ref=mongo_ref,
-            mongo_field=field, databases=databases, require_manifest=True, secrets=secrets,
+            mongo_field=field, databases=databases, require_manifest=True,
+            allow_unverified=False, secrets=secrets,
         )
     s3 = spec.source.s3
     if s3 is None or target is None:  # the schema's CEL rules refuse this
@@ -72,7 +75,8 @@ def plan(cluster: Cluster, namespace: str, name: str, spec: ChatRecoverySpec) ->
     return Plan(
         storage=s3, key=s3.key, prefix="", owner=None, backup_id=None,
         mongo_ref=target.uri_secret_ref, mongo_field="spec.target.mongodb.uriSecretRef",
-        databases=databases, require_manifest=False, secrets=secrets,
+        databases=databases, require_manifest=False, allow_unverified=s3.allow_unverified,
+        secrets=secrets,
     )
 
 
