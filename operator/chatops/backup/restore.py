@@ -349,17 +349,21 @@ def _load_temporaries(
             db, temp = target(c.database), swap.temp_name(token, c.name)
             framer, batch, batch_bytes = Framer(), [], 0
             duplicates = 0
+
+            def insert(batch: list[memoryview], db: str = db, temp: str = temp) -> int:
+                if interrupt():
+                    raise Interrupted(f"stopped while loading {db}")
+                return mongo.insert_raw(db, temp, batch).duplicates
+
             while chunk := reader.read(READ_CHUNK):
                 for doc in documents(framer.feed(chunk)):
                     batch.append(doc)
                     batch_bytes += len(doc)
                     if batch_bytes >= INSERT_BYTES or len(batch) >= INSERT_DOCUMENTS:
-                        if interrupt():
-                            raise Interrupted(f"stopped while loading {db}.{c.name}")
-                        duplicates += mongo.insert_raw(db, temp, batch).duplicates
+                        duplicates += insert(batch)
                         batch, batch_bytes = [], 0
             if batch:
-                duplicates += mongo.insert_raw(db, temp, batch).duplicates
+                duplicates += insert(batch)
             if duplicates:
                 raise RestoreFailed(
                     f"{db}.{c.name}: {duplicates} document(s) of the backup share an _id "

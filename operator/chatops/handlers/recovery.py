@@ -50,7 +50,7 @@ async def recovery(
                 await stopped.wait(daemons.ERROR_BACKOFF)
                 continue
             if look.done:
-                return
+                break
             if look.delay:
                 await stopped.wait(look.delay)
         reason = stopped.reason
