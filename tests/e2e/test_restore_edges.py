@@ -135,7 +135,8 @@ def test_long_and_escaped_names_survive_tar_the_stock_mongorestore_and_a_chatrec
 
     # The real mongodump names the files the same way.
     real = _runbook_tarball(environment, database, tmp_path, "real")
-    assert sorted(p.name for p in (real / database).iterdir()) == files
+    theirs = sorted(p.name for p in (real / database).iterdir() if p.name != "prelude.json")
+    assert theirs == files
 
     fresh = f"{database}_x"
     done = tool(

@@ -29,7 +29,8 @@ def add(cluster: Cluster, plural: str, body: Mapping[str, Any], finalizer: str) 
         {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
     ]
     cluster.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, meta["namespace"], plural, meta["name"], patch
+        GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
+        _content_type="application/json-patch+json",
     )
 
 
@@ -45,5 +46,6 @@ def remove(cluster: Cluster, plural: str, body: Mapping[str, Any], finalizer: st
         {"op": "remove", "path": f"/metadata/finalizers/{index}"},
     ]
     cluster.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, meta["namespace"], plural, meta["name"], patch
+        GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
+        _content_type="application/json-patch+json",
     )

@@ -2,23 +2,25 @@
 
 A restore never writes into a collection the app reads until everything has been checked
 and loaded. Each collection of the backup is loaded into a temporary collection of the
-target database, `chatops-restore.<token>.<hash of the name>`, indexes included, and
+target database, `chatops-restore-<token>-<hash of the name>`, indexes included, and
 checked against the backup. Only then does the commit replace the targets:
 
 - DropCollections: each target the backup holds is renamed out of the way
-  (`chatops-replaced.<token>.<hash>`) and its temporary collection renamed in.
+  (`chatops-replaced-<token>-<hash>`) and its temporary collection renamed in.
 - DropDatabase: the same, and every other collection of the database is moved aside too.
 - Merge: a collection the target lacks is renamed in; into one it has, the backup's
   documents whose `_id` is not there yet are inserted (nothing that exists is changed).
 
 The temporary and replaced names are short whatever the collection's name, because
 FerretDB renames only within a database and without `dropTarget`, and a name near the
-namespace limit has no room for a suffix. A failure during the commit undoes the
-operations done so far in reverse order (a rename back; the documents a Merge inserted
-deleted again), so the target is as it was: for DropDatabase and DropCollections the same
-collections with the same documents and indexes; for Merge, the same documents (an index
-the Merge added to an existing collection is dropped again). Only after the last rename
-are the replaced collections dropped.
+namespace limit has no room for a suffix; they have no dot, since FerretDB 1.24 renames no
+collection whose name has one (so on FerretDB a restore of such a collection fails at the
+commit and is undone). A failure during the commit undoes the operations done so far in
+reverse order (a rename back; the documents a Merge inserted deleted again), so the
+target is as it was: for DropDatabase and DropCollections the same collections with the
+same documents and indexes; for Merge, the same documents (an index the Merge added to
+an existing collection is dropped again). Only after the last rename are the replaced
+collections dropped.
 
 An operator killed during the commit leaves replaced collections behind: the next run
 sees them and rolls forward (the temporaries were complete and checked before the first
@@ -47,18 +49,18 @@ def _hash(name: str) -> str:
 
 def temp_name(token: str, name: str) -> str:
     """Where `name` is loaded before the commit."""
-    return f"{TEMP}.{token}.{_hash(name)}"
+    return f"{TEMP}-{token}-{_hash(name)}"
 
 
 def replaced_name(token: str, name: str) -> str:
     """Where the commit moves the collection `name` had before."""
-    return f"{REPLACED}.{token}.{_hash(name)}"
+    return f"{REPLACED}-{token}-{_hash(name)}"
 
 
 def is_ours(name: str) -> bool:
     """A temporary or replaced collection of some restore (never restored, dumped or
     counted as the app's)."""
-    return name.startswith((f"{TEMP}.", f"{REPLACED}."))
+    return name.startswith((f"{TEMP}-", f"{REPLACED}-"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +79,13 @@ class Plan:
 
     def leftovers(self, present: Mapping[str, object]) -> list[str]:
         """This restore's temporary and replaced collections in `present`."""
-        own = (f"{TEMP}.{self.token}.", f"{REPLACED}.{self.token}.")
+        own = (f"{TEMP}-{self.token}-", f"{REPLACED}-{self.token}-")
         return sorted(n for n in present if n.startswith(own))
 
     def started(self, present: Mapping[str, object]) -> bool:
         """Whether a commit began (and so must be rolled forward): a replaced collection
         of this restore exists."""
-        return any(n.startswith(f"{REPLACED}.{self.token}.") for n in present)
+        return any(n.startswith(f"{REPLACED}-{self.token}-") for n in present)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -196,9 +196,9 @@ def _let_go(
             with Mongo(plan.secrets.mongo_uri) as mongo:
                 for db in mongo.database_names():
                     for coll in mongo.namespaces(db):
-                        if coll.startswith(f"{swap.TEMP}.{token}."):
+                        if coll.startswith(f"{swap.TEMP}-{token}-"):
                             mongo.drop_collection(db, coll)
-                        elif coll.startswith(f"{swap.REPLACED}.{token}."):
+                        elif coll.startswith(f"{swap.REPLACED}-{token}-"):
                             replaced.append(f"{db}.{coll}")
     except (ChatopsError, client.ApiException, OSError) as err:
         text = redact(f"{type(err).__name__}: {err}")
