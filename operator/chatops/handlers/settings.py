@@ -58,12 +58,13 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     annotations instead of a copy of them.
 
     kopf stores it to tell a create from an update from nothing new; only change
-    handlers read it, and chatops' (`on.delete`) read no diff. A full copy of the spec
-    doubles an object's annotations: a spec of 130 KiB — a few long queries and a
-    large pod template — would push them past the API server's 256 KiB and every patch
-    of the object would then be refused. A digest is 80 bytes whatever the spec; an
-    `on.update` handler added later still fires on every change, but its `diff` names
-    only `digest`: read the body, not the diff."""
+    handlers read it, and chatops' (`on.delete`) read no diff. A copy of the spec sits
+    in the annotations beside `kubectl apply`'s own copy, and all of an object's
+    annotations share 256 KiB: with a spec over about 128 KiB (long queries, a large pod
+    template) the API server refused kopf's patch storing it, and kopf retried it
+    forever. A digest is 80 bytes whatever the spec. An `on.update` handler added later
+    still fires on every change, but its `diff` names only `digest`: read the body, not
+    the diff."""
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
