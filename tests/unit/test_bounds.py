@@ -15,17 +15,7 @@ import pytest
 
 from chatops.api import bounds, crd, cron, validation
 from chatops.handlers.settings import DigestDiffBaseStorage
-
-
-def _nodes(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
-    out = [(path, schema)]
-    for name, sub in schema.get("properties", {}).items():
-        out += _nodes(sub, f"{path}.{name}")
-    if "items" in schema:
-        out += _nodes(schema["items"], f"{path}[]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        out += _nodes(schema["additionalProperties"], f"{path}{{}}")
-    return out
+from test_crds import nodes
 
 
 def _unbounded(node: dict[str, Any]) -> str | None:
@@ -46,7 +36,7 @@ def _unbounded(node: dict[str, Any]) -> str | None:
 @pytest.mark.parametrize("kind", crd.KINDS, ids=lambda k: k.kind)
 def test_every_spec_field_is_bounded_at_the_api_server(kind: crd.Kind) -> None:
     spec = crd.schema(kind)["properties"]["spec"]
-    found = [(path, _unbounded(node)) for path, node in _nodes(spec, "spec")]
+    found = [(path, _unbounded(node)) for path, node in nodes(spec, "spec")]
     assert [(path, why) for path, why in found if why] == []
 
 
@@ -84,7 +74,7 @@ def test_the_largest_spec_fits_well_under_the_annotation_limit(kind: crd.Kind) -
 @pytest.mark.parametrize("kind", crd.KINDS, ids=lambda k: k.kind)
 def test_no_integer_overflows_a_day_of_seconds_or_an_int32(kind: crd.Kind) -> None:
     spec = crd.schema(kind)["properties"]["spec"]
-    for path, node in _nodes(spec, "spec"):
+    for path, node in nodes(spec, "spec"):
         if node.get("type") == "integer":
             assert node["maximum"] < 2**31, path
             if path.endswith("Seconds"):
