@@ -198,13 +198,22 @@ def kubectl(*args: str, check: bool = True, **kw: object) -> subprocess.Complete
 
 
 def established(crd: str) -> bool:
-    """Whether the CRD `crd` serves its resource: condition Established is True."""
-    found = kubectl(
-        "get",
-        "crd",
-        crd,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+    """Whether the CRD `crd` serves its resource: condition Established is True. Asks
+    the cluster of `KUBECONFIG` when it is set (a given cluster, or after `up`)."""
+    kubeconfig = os.environ.get("KUBECONFIG", str(STATE / "kubeconfig"))
+    found = subprocess.run(
+        [
+            str(bin_dir("k8s") / "kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "get",
+            "crd",
+            crd,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+        ],
+        text=True,
+        capture_output=True,
         check=False,
     )
     return found.returncode == 0 and found.stdout.strip() == "True"

@@ -136,25 +136,25 @@ URL_TEMPLATE_PATTERN = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]{}-]+([/?#][!-
 """A URL whose host may hold `{{placeholders}}`."""
 
 
-def _port_in_range(value: str) -> str:
-    """What the pattern cannot say: a port is at most 65535."""
+def _parsed(value: str) -> str:
+    """What the pattern cannot say: the port is a number up to 65535, brackets close."""
     try:
         urlsplit(value.replace("{", "x").replace("}", "x")).port  # noqa: B018
-    except ValueError:
-        raise ValueError("the port must be a number from 1 to 65535") from None
+    except ValueError as err:
+        raise ValueError(f"not a URL: {err}") from None
     return value
 
 
 URL = Annotated[
     str,
     Field(min_length=1, max_length=URL_MAX, pattern=URL_PATTERN),
-    AfterValidator(_port_in_range),
+    AfterValidator(_parsed),
 ]
 """An http(s) URL, e.g. http://prometheus.monitoring:9090."""
 URLTemplate = Annotated[
     str,
     Field(min_length=1, max_length=URL_MAX, pattern=URL_TEMPLATE_PATTERN),
-    AfterValidator(_port_in_range),
+    AfterValidator(_parsed),
 ]
 """An http(s) URL with `{{service}}`-style placeholders."""
 
