@@ -145,9 +145,18 @@ def _parsed(value: str) -> str:
     return value
 
 
+_PORT_MESSAGE = "the port must be a number from 1 to 65535"
 URL = Annotated[
     str,
-    Field(min_length=1, max_length=URL_MAX, pattern=URL_PATTERN),
+    Field(
+        min_length=1,
+        max_length=URL_MAX,
+        pattern=URL_PATTERN,
+        json_schema_extra=_cel(
+            "!isURL(self) || url(self).getPort() == '' || int(url(self).getPort()) <= 65535",
+            _PORT_MESSAGE,
+        ),
+    ),
     AfterValidator(_parsed),
 ]
 """An http(s) URL, e.g. http://prometheus.monitoring:9090."""
@@ -200,15 +209,25 @@ def _key_bytes(room: int) -> Callable[[str], str]:
     return check
 
 
+def _bytes_rule(room: int) -> dict[str, Any]:
+    limit = S3_KEY_BYTES - room
+    return _cel(f"bytes(self).size() <= {limit}", f"must be at most {limit} bytes in UTF-8")
+
+
 KeyPrefix = Annotated[
     str,
-    Field(max_length=PREFIX_MAX, pattern=PREFIX_PATTERN),
+    Field(max_length=PREFIX_MAX, pattern=PREFIX_PATTERN, json_schema_extra=_bytes_rule(128)),
     AfterValidator(_key_bytes(room=128)),
 ]
 """An S3 key prefix, empty or ending in `/`; the backup's own name follows it."""
 ObjectKey = Annotated[
     str,
-    Field(min_length=1, max_length=S3_KEY_BYTES, pattern=OBJECT_KEY_PATTERN),
+    Field(
+        min_length=1,
+        max_length=S3_KEY_BYTES,
+        pattern=OBJECT_KEY_PATTERN,
+        json_schema_extra=_bytes_rule(len(".manifest.json")),
+    ),
     AfterValidator(_key_bytes(room=len(".manifest.json"))),
 ]
 """The S3 key of a `.tar.gz`; its `.manifest.json` sits beside it."""

@@ -53,15 +53,12 @@ def _cel_value(text: str) -> str:
     return f"({text} in {_CEL_NAMES} ? {_CEL_NAMES}[{text}] : int({text}))"
 
 
-_SHAPED = f"!self.matches({json.dumps(PATTERN)}) || self.startsWith('@') || "
-_LOW = _cel_value("i.split('/')[0].split('-')[0]")
-_HIGH = _cel_value("i.split('/')[0].split('-')[1]")
-UPWARD_RANGES = _SHAPED + (
-    "self.split(' ').filter(f, f != '').all(f, f.split(',').all(i, "
-    f"!i.split('/')[0].contains('-') || {_LOW} <= {_HIGH}))"
-)
+_SHAPED = f"!self.matches({json.dumps(PATTERN)}) || "
+_RANGE = "[0-9A-Z]+-[0-9A-Z]+"
+_LOW, _HIGH = _cel_value("r.split('-')[0]"), _cel_value("r.split('-')[1]")
+UPWARD_RANGES = _SHAPED + f"self.findAll('{_RANGE}').all(r, {_LOW} <= {_HIGH})"
 """CEL: every range in the schedule goes upwards."""
-ONE_QUESTION_MARK = _SHAPED + (
+ONE_QUESTION_MARK = _SHAPED + "self.startsWith('@') || " + (
     "!(self.split(' ').filter(f, f != '')[2] == '?' && "
     "self.split(' ').filter(f, f != '')[4] == '?')"
 )
@@ -85,13 +82,11 @@ def problem(schedule: str) -> str | None:
         return SHAPE_MESSAGE
     if schedule.startswith("@"):
         return None
+    for span in re.findall(_RANGE, schedule):
+        low, high = span.split("-")
+        if _number(low) > _number(high):
+            return RANGE_MESSAGE
     fields = schedule.split()
-    for item in (i for f in fields for i in f.split(",")):
-        span = item.split("/")[0]
-        if "-" in span:
-            low, high = span.split("-")
-            if _number(low) > _number(high):
-                return RANGE_MESSAGE
     if fields[2] == "?" and fields[4] == "?":
         return QUESTION_MESSAGE
     return None
