@@ -4,19 +4,21 @@ The commands only set the annotations the operator reads (`chatops.dev/promote`,
 `chatops.dev/abort`, `chatops.dev/retry`) and read the status it writes; they never
 move traffic or scale anything themselves, so what a human does by CLI is exactly what
 a GitOps commit of the same annotation would do, and the operator stays the only writer
-of the cluster's release state.
+of the cluster's release state. Each request carries a value of its own (`step@<time>`),
+and the operator removes it only if it still has the value it acted on: a second
+`chatops promote` while the first is being acted on is a second request, never lost.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from chatops.annotations import ABORT, PROMOTE, RETRY, request
 from chatops.commands import CommandError, release_view
-from chatops.release.decide import ABORT, RETRY
-from chatops.release.strategies import PROMOTE
 
 if TYPE_CHECKING:
     from chatops.commands.releases import Releases
@@ -77,7 +79,8 @@ def _annotate(key: str, what: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
-def _set_annotation(args: argparse.Namespace, key: str, value: str, what: str) -> int:
+def _set_annotation(args: argparse.Namespace, key: str, how: str, what: str) -> int:
+    value = request(how, datetime.datetime.now(datetime.UTC))
     with _connect(args.namespace) as releases:
         body = releases.annotate(args.name, key, value)
     print(f"chatrelease {releases.namespace}/{args.name}: asked to {what} ({key}={value})")
