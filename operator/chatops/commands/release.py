@@ -23,6 +23,9 @@ from chatops.commands import CommandError, release_view
 if TYPE_CHECKING:
     from chatops.commands.releases import Releases
 
+PENDING_WAIT = 60.0
+"""Seconds a request waits for an earlier one of the same kind to be taken: two
+`chatops promote` in a row are two steps, the second written once the first is taken."""
 EXIT_ROLLED_BACK = 2
 """`status --watch` exit status when the release ended RolledBack or Failed, so a
 pipeline step can wait on a release and fail with it."""
@@ -82,7 +85,7 @@ def _annotate(key: str, what: str) -> Callable[[argparse.Namespace], int]:
 def _set_annotation(args: argparse.Namespace, key: str, how: str, what: str) -> int:
     value = request(how, datetime.datetime.now(datetime.UTC))
     with _connect(args.namespace) as releases:
-        body = releases.annotate(args.name, key, value)
+        body = releases.request(args.name, key, value, PENDING_WAIT)
     print(f"chatrelease {releases.namespace}/{args.name}: asked to {what} ({key}={value})")
     release = release_view.view(body)
     if release.finished and key != RETRY:
