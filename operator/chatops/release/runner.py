@@ -9,7 +9,6 @@ line and the next look picks up from there.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import urllib.error
@@ -31,35 +30,25 @@ from chatops.metrics.analysis import QueryContext, render
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
 from chatops.metrics.provider import MetricProvider
-from chatops.release import manifests, observe
+from chatops.release import execute, manifests, observe
 from chatops.release import status as st
 from chatops.release.decide import decide
 from chatops.release.model import (
     COLORS,
-    Action,
-    ApplyDeployment,
-    ApplyServices,
     ClearAnnotation,
     Color,
     Decision,
-    FinalizeTraffic,
     Manual,
     Observation,
-    RestoreRevision,
-    ScaleDeployment,
-    SetTraffic,
-    StartSmokeTest,
     other,
 )
 from chatops.traffic.factory import router_for
-from chatops.traffic.router import Split, TrafficRouter, color_of
+from chatops.traffic.router import TrafficRouter, color_of
 
 PLURAL = "chatreleases"
 STUCK_RETRY = 15.0
 """Seconds between attempts at an action a human must unblock."""
 PROMETHEUS_ENV = "CHATOPS_PROMETHEUS_URL"
-ACTION_ERRORS = (ChatopsError, client.ApiException, LookupError, ValueError, OSError)
-"""What a refused or failed action raises: reported in status, tried again later."""
 log = logging.getLogger("chatops.release")
 
 
@@ -151,19 +140,6 @@ def _refuse(
     )
 
 
-def _splits(name: str, spec: ChatReleaseSpec, canary: Color, weight: int) -> list[Split]:
-    stable = other(canary)
-    return [
-        Split(
-            c.name,
-            manifests.deployment_name(name, c.name, stable),
-            manifests.deployment_name(name, c.name, canary),
-            weight,
-        )
-        for c in spec.components
-    ]
-
-
 def _weights(
     router: TrafficRouter,
     namespace: str,
@@ -177,7 +153,7 @@ def _weights(
     # stable Service, which selects it, so that is where its share of traffic goes.
     canary = other(status.active_color or "blue")
     try:
-        seen = router.get_weights(namespace, name, _splits(name, spec, canary, 0))
+        seen = router.get_weights(namespace, name, execute.splits(name, spec, canary, 0))
     except ChatopsError as err:
         log.info("%s/%s: cannot read traffic weights: %s", namespace, name, err)
         return {}
@@ -303,8 +279,8 @@ def _carry_out(
     )
     cluster.write_status(PLURAL, namespace, name, obs.status, shown)
     try:
-        _act(cluster, router, body, obs, decision)
-    except _Failed as failed:
+        execute.act(cluster, router, body, obs, decision)
+    except execute.Refused as failed:
         if failed.problem != before:  # said once, not every retry
             post(body, Event("Warning", "ActionFailed",
                              f"cannot carry out the release: {failed.problem}"))
@@ -319,97 +295,3 @@ def _carry_out(
     return Look(decision, decision.requeue_after)
 
 
-class _Failed(Exception):
-    """An action the cluster refused: `problem` names the object and the answer."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
-
-
-def _answer(err: BaseException) -> str:
-    """The API server's own message of a refusal, else the error's text."""
-    if isinstance(err, client.ApiException):
-        try:
-            message = json.loads(err.body or "{}").get("message")
-        except (ValueError, AttributeError):
-            message = None
-        return f"{err.status} {err.reason}: {message}" if message else f"{err.status} {err.reason}"
-    return str(err)
-
-
-def _act(
-    cluster: Cluster,
-    router: TrafficRouter,
-    body: dict[str, Any],
-    obs: Observation,
-    decision: Decision,
-) -> None:
-    """Carry out the decision's actions in order; the first one refused stops the rest
-    (their order is the safety: traffic moves before anything is scaled down)."""
-    for action in decision.actions:
-        try:
-            _do(cluster, router, body, obs, decision, action)
-        except ACTION_ERRORS as err:
-            raise _Failed(f"{_object(obs, action)}: {_answer(err)}") from err
-
-
-def _object(obs: Observation, action: Action) -> str:
-    """The object `action` writes, as a user finds it with kubectl."""
-    ns, name = obs.namespace, obs.name
-    if isinstance(action, ApplyDeployment | ScaleDeployment | RestoreRevision):
-        return f"Deployment {ns}/{manifests.deployment_name(name, action.component, action.color)}"
-    if isinstance(action, ApplyServices):
-        return f"the Services of ChatRelease {ns}/{name}"
-    if isinstance(action, SetTraffic | FinalizeTraffic):
-        return "traffic routing"
-    if isinstance(action, StartSmokeTest):
-        return f"Job {ns}/{action.job}"
-    return f"annotation {action.key}"
-
-
-def _do(
-    cluster: Cluster,
-    router: TrafficRouter,
-    body: dict[str, Any],
-    obs: Observation,
-    decision: Decision,
-    action: Action,
-) -> None:
-    namespace, name, spec = obs.namespace, obs.name, obs.spec
-    components = {c.name: c for c in spec.components}
-    if isinstance(action, ApplyDeployment):
-        cluster.apply(
-            manifests.deployment(
-                body,
-                spec,
-                components[action.component],
-                action.color,
-                action.revision,
-                action.replicas,
-            )
-        )
-    elif isinstance(action, ScaleDeployment):
-        cluster.scale(
-            namespace,
-            manifests.deployment_name(name, action.component, action.color),
-            action.replicas,
-        )
-    elif isinstance(action, RestoreRevision):
-        cluster.restore_revision(
-            namespace,
-            manifests.deployment_name(name, action.component, action.color),
-            action.revision,
-        )
-    elif isinstance(action, ApplyServices):
-        for c in spec.components:
-            for color in COLORS:
-                cluster.apply(manifests.service(body, c, color))
-            cluster.apply(manifests.service(body, c, action.active, stable=True))
-    elif isinstance(action, SetTraffic):
-        router.set_weights(namespace, name, _splits(name, spec, action.canary, action.weight))
-    elif isinstance(action, FinalizeTraffic):
-        router.finalize(namespace, name, _splits(name, spec, other(action.active), 0))
-    elif isinstance(action, StartSmokeTest):
-        revision = decision.status.canary_revision or ""
-        cluster.apply(manifests.smoke_job(body, spec, action.job, action.color, revision))
