@@ -39,7 +39,7 @@ async def recovery(
                 look = await in_thread(
                     f"chatops-recovery-{namespace}-{name}",
                     lambda: runner.advance(
-                        api, namespace, name, workspace, daemons.post, lambda: bool(stopped)
+                        api, namespace, name, workspace, daemons.poster(api), lambda: bool(stopped)
                     ),
                 )
             except Exception as err:  # a look that failed is tried again, never the daemon
@@ -69,10 +69,11 @@ async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None
     assert namespace is not None
     if memo.get("daemon"):
         raise kopf.TemporaryError("the recovery's daemon is stopping", delay=2)
+    api = memo["api"]
     try:
         await in_thread(
             f"chatops-recovery-settle-{namespace}-{name}",
-            lambda: runner.settle(memo["api"], namespace, name, Workspace(), daemons.post),
+            lambda: runner.settle(api, namespace, name, Workspace(), daemons.poster(api)),
         )
     except _LOOK_FAILED as err:
         raise kopf.TemporaryError(f"settling the deletion: {type(err).__name__}", delay=5) from err
@@ -82,7 +83,7 @@ async def _settle(api: client.ApiClient, namespace: str, name: str, workspace: W
     try:
         await in_thread(
             f"chatops-recovery-settle-{namespace}-{name}",
-            lambda: runner.settle(api, namespace, name, workspace, daemons.post),
+            lambda: runner.settle(api, namespace, name, workspace, daemons.poster(api)),
         )
     except _LOOK_FAILED as err:  # the deletion handler tries again
         log.warning("%s/%s: settling the deletion: %s: %s", namespace, name,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -32,8 +32,8 @@ from chatops.api.common import GROUP
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
 from chatops.backup import swap
 from chatops.errors import ChatopsError, InvalidSpec
+from chatops.events import Event, EventSink
 from chatops.recovery import machine, source, steps
-from chatops.recovery.machine import Event
 
 PLURAL = "chatrecoveries"
 FINALIZER = f"{GROUP}/recovery-running"
@@ -41,7 +41,6 @@ FINALIZER = f"{GROUP}/recovery-running"
 RETRY_AFTER = 5.0
 log = logging.getLogger("chatops.recovery")
 
-EventSink = Callable[[Mapping[str, Any], Event], None]
 
 
 def now() -> datetime.datetime:
@@ -54,18 +53,6 @@ class Look:
     """The recovery has ended (or cannot start): nothing more to do."""
     delay: float = 0.0
     """Seconds before the next look."""
-
-
-def _write(
-    cluster: Cluster, namespace: str, name: str, old: ChatRecoveryStatus,
-    new: ChatRecoveryStatus,
-) -> None:
-    before, after = old.wire(), new.wire()
-    if before == after:
-        return
-    patch: dict[str, Any] = {key: None for key in before if key not in after}
-    patch.update(after)
-    cluster.patch_status(PLURAL, namespace, name, patch)
 
 
 def advance(
@@ -100,7 +87,7 @@ def advance(
     decision = machine.decide(status, problems, now(), generation)
     if decision.step is not None:
         finalizers.add(cluster, PLURAL, body, FINALIZER)  # before anything is scaled down
-    _write(cluster, namespace, name, status, decision.status)
+    cluster.write_status(PLURAL, namespace, name, status, decision.status)
     for told in decision.events:
         post(ref, told)
     step = decision.step
@@ -112,7 +99,7 @@ def advance(
     ctx = steps.Context(
         api, cluster, namespace, name, ChatRecoverySpec.model_validate(body["spec"]),
         decision.status, step, workspace,
-        lambda old, new: _write(cluster, namespace, name, old, new), stopped,
+        lambda old, new: cluster.write_status(PLURAL, namespace, name, old, new), stopped,
         uid=str(body["metadata"].get("uid") or ""),
     )
     event: Event | None
