@@ -5,6 +5,7 @@ and annotations. Every write is idempotent (server-side apply, merge patches).""
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -13,9 +14,17 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from chatops.api.common import GROUP, VERSION
-from chatops.release.manifests import REVISION, Manifest
+from chatops.errors import RevisionUnavailable
+from chatops.release.manifests import RELEASED_FROM, REVISION, Manifest, adopted, template_name
 from chatops.release.model import Color, DeploymentState, SmokeResult
-from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL, INSTANCE_LABEL
+from chatops.release.teardown import Owned
+from chatops.traffic.router import (
+    COLOR_LABEL,
+    COMPONENT_LABEL,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+)
 
 FIELD_MANAGER = "chatops"
 QUIESCED_BY = "chatops.dev/quiesced-by"
@@ -145,9 +154,48 @@ class Cluster:
             )
         return out
 
-    def restore_revision(self, namespace: str, deployment: str, revision: str) -> None:
-        """Put a Deployment back on the pod template it had at `revision`, taken from its
-        own ReplicaSet history (what `kubectl rollout undo` does)."""
+    def keep_template(self, manifest: Manifest) -> None:
+        """Create the ControllerRevision `manifest` (a kept Deployment); one that exists
+        already holds the same revision, which is a hash of what it keeps."""
+        meta = manifest["metadata"]
+        try:
+            self.apps.create_namespaced_controller_revision(meta["namespace"], manifest)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+
+    def restore_revision(
+        self, namespace: str, release: str, component: str, revision: str, replicas: int
+    ) -> None:
+        """Put the component's Deployment back on what it was at `revision`, from the
+        ControllerRevision the release kept of it — not from the Deployment's ReplicaSets,
+        which `revisionHistoryLimit` prunes. Raises RevisionUnavailable when neither the
+        kept template nor (for Deployments an older chatops made) a ReplicaSet has it."""
+        name = template_name(release, component, revision)
+        try:
+            kept = self.apps.read_namespaced_controller_revision(name, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            self._restore_from_replica_sets(namespace, release, component, revision)
+            return
+        manifest = copy.deepcopy(kept.data)
+        manifest["spec"]["replicas"] = replicas
+        self.apply(manifest)
+
+    def _restore_from_replica_sets(
+        self, namespace: str, release: str, component: str, revision: str
+    ) -> None:
+        deployment = next(
+            (
+                d.metadata.name
+                for d in self.apps.list_namespaced_deployment(
+                    namespace,
+                    label_selector=f"{INSTANCE_LABEL}={release},{COMPONENT_LABEL}={component}",
+                ).items
+            ),
+            None,
+        )
         sets = self.apps.list_namespaced_replica_set(
             namespace, label_selector=f"{REVISION}={revision}"
         ).items
@@ -159,13 +207,81 @@ class Cluster:
                 for o in rs.metadata.owner_references or []
             )
         ]
-        if not mine:
-            raise LookupError(f"no ReplicaSet of Deployment {deployment} has revision {revision}")
+        if deployment is None or not mine:
+            raise RevisionUnavailable(
+                f"Deployment {namespace}/{deployment or release + '-' + component}",
+                f"cannot go back to revision {revision}: no ControllerRevision "
+                f"{template_name(release, component, revision)} and no ReplicaSet of it "
+                "kept; apply the stable version's template by hand",
+            )
         template = self.api.sanitize_for_serialization(mine[0].spec.template)
         template["metadata"]["labels"].pop("pod-template-hash", None)
         self.apps.patch_namespaced_deployment(
             deployment, namespace, {"spec": {"template": template}}
         )
+
+    # -- the end of a release -----------------------------------------------------------
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        """Whether `namespace` is being deleted: nothing can be created there any more
+        (the API server refuses with 403 "being terminated") and all goes anyway."""
+        try:
+            found = self.core.read_namespace(namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        return bool(found.metadata.deletion_timestamp) or found.status.phase == "Terminating"
+
+    def owned(self, namespace: str, release: str) -> list[Owned]:
+        """The Deployments and Services chatops made for `release`, not yet released."""
+        selector = f"{INSTANCE_LABEL}={release},{MANAGED_BY_LABEL}={MANAGED_BY},!{RELEASED_FROM}"
+        found: list[Owned] = []
+        for d in self.apps.list_namespaced_deployment(namespace, label_selector=selector).items:
+            meta = self.api.sanitize_for_serialization(d.metadata)
+            labels = meta.get("labels") or {}
+            color = labels.get(COLOR_LABEL)
+            found.append(
+                Owned(
+                    kind="Deployment",
+                    name=meta["name"],
+                    component=labels.get(COMPONENT_LABEL, ""),
+                    color="blue" if color == "blue" else "green" if color == "green" else None,
+                    meta=meta,
+                    revision=(d.spec.template.metadata.labels or {}).get(REVISION),
+                )
+            )
+        for s in self.core.list_namespaced_service(namespace, label_selector=selector).items:
+            meta = self.api.sanitize_for_serialization(s.metadata)
+            component = (meta.get("labels") or {}).get(COMPONENT_LABEL, "")
+            found.append(Owned("Service", meta["name"], component, None, meta))
+        return found
+
+    def patch_metadata(self, kind: str, namespace: str, name: str, patch: Manifest) -> None:
+        """A merge patch of a Deployment's or Service's metadata; gone is fine."""
+        try:
+            if kind == "Deployment":
+                self.apps.patch_namespaced_deployment(name, namespace, patch)
+            else:
+                self.core.patch_namespaced_service(name, namespace, patch)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def adopt(self, namespace: str, release: str) -> int:
+        """Take back what a deleted ChatRelease of this name left serving: its released
+        mark goes. Returns how many objects were adopted."""
+        selector = f"{INSTANCE_LABEL}={release},{MANAGED_BY_LABEL}={MANAGED_BY},{RELEASED_FROM}"
+        left = [
+            ("Deployment", d.metadata.name)
+            for d in self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
+        ] + [
+            ("Service", s.metadata.name)
+            for s in self.core.list_namespaced_service(namespace, label_selector=selector).items
+        ]
+        for kind, name in left:
+            self.patch_metadata(kind, namespace, name, adopted())
+        return len(left)
 
     def job_state(self, namespace: str, name: str) -> SmokeResult | None:
         try:

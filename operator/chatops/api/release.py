@@ -336,6 +336,12 @@ class ChatReleaseSpec(Model):
     """A new version not Available within this time is rolled back."""
     history_limit: int = Field(default=10, ge=1, le=100)
     """How many past releases status.history keeps."""
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """What deleting the ChatRelease does to the app. `Retain` (the default): traffic
+    goes back to the stable color, the other color is deleted, and the stable color's
+    Deployments and all Services keep serving, released from the ChatRelease and
+    labelled `chatops.dev/released-from`; a ChatRelease created again with the same name
+    adopts them. `Delete`: every Deployment and Service of the release is deleted."""
 
 
 # -- status ---------------------------------------------------------------------------
@@ -352,8 +358,8 @@ class HistoryEntry(Model):
     """Revision hash of the components' templates."""
     images: dict[str, str] = Field(default_factory=dict)
     """Image per component (`component/container` → image)."""
-    result: Literal["Succeeded", "RolledBack", "Failed"]
-    """How it ended."""
+    result: Literal["Succeeded", "RolledBack", "Failed", "Superseded"]
+    """How it ended; `Superseded`: a newer version replaced it before it finished."""
     started_at: str | None = None
     """When it started (RFC 3339)."""
     finished_at: str | None = None

@@ -18,7 +18,7 @@ from chatops import telemetry
 from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
 from chatops.handlers import daemons
-from chatops.release import runner
+from chatops.release import deletion, runner
 
 log = logging.getLogger("chatops.release")
 
@@ -38,12 +38,48 @@ async def release(
     while not stopped:
         try:
             with telemetry.look_seconds.time():
-                look = await asyncio.to_thread(
-                    runner.look, memo["api"], namespace, name, daemons.post
-                )
+                look = await asyncio.to_thread(_look, memo, namespace, name)
             delay = look.requeue_after
         except (ChatopsError, client.ApiException, OSError) as err:
             log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
             delay = daemons.ERROR_BACKOFF
         await daemons.nap(woken, stopped, delay)
     telemetry.forget_release(namespace, name)
+
+
+def _look(memo: Any, namespace: str, name: str) -> runner.Look:
+    """One look, marked in `memo` while it runs: a deletion waits for a look in flight,
+    whose actions could otherwise move traffic after the deletion moved it back."""
+    memo["looking"] = True
+    try:
+        return runner.look(memo["api"], namespace, name, daemons.post)
+    finally:
+        memo["looking"] = False
+
+
+TRAFFIC_TRIES = 10
+"""Rounds (2 s apart) of failing to move traffic back before a deletion keeps both colors."""
+
+
+@kopf.on.delete(GROUP, VERSION, "chatreleases")
+async def deleted(name: str, namespace: str | None, memo: Any, retry: int, **_: Any) -> None:
+    """The live version outlives its ChatRelease: traffic back to the stable color, the
+    other color deleted, the rest released (`deletionPolicy: Retain`), or everything
+    deleted (`Delete`); see `release/teardown.py`. The finalizer stays until it is done,
+    so a restarted operator finishes it."""
+    assert namespace is not None
+    if memo.get("looking"):
+        raise kopf.TemporaryError("a look is finishing; deleting after it", delay=1)
+    failed = memo.get("traffic_error")
+    stuck = str(failed) if failed is not None and retry >= TRAFFIC_TRIES else None
+    try:
+        waiting = await asyncio.to_thread(
+            deletion.finish, memo["api"], namespace, name, daemons.post, stuck
+        )
+    except ChatopsError as err:
+        memo["traffic_error"] = err
+        raise kopf.TemporaryError(f"deleting: {err}", delay=2) from None
+    except client.ApiException as err:
+        raise kopf.TemporaryError(f"deleting: {err.status} {err.reason}", delay=2) from None
+    if waiting is not None:
+        raise kopf.TemporaryError(waiting, delay=1)

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes import client
 
-from chatops import telemetry
+from chatops import ownership, telemetry
 from chatops.adapters.kube import Cluster
 from chatops.api import validation
 from chatops.api.analysis import Measurement
@@ -81,7 +81,9 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         _refuse(cluster, body, status, generation, now)
         return Look(None, 60)
     spec = ChatReleaseSpec.model_validate(body["spec"])
-    router = router_for(spec, api)
+    if status.stable_revision is None:  # new: take back what a namesake left serving
+        cluster.adopt(namespace, name)
+    router = router_for(spec, api, ownership.owner(body))
     obs = Observation(
         name=name,
         namespace=namespace,
@@ -294,16 +296,17 @@ def _carry_out(
     components = {c.name: c for c in spec.components}
     for action in decision.actions:
         if isinstance(action, ApplyDeployment):
-            cluster.apply(
-                manifests.deployment(
-                    body,
-                    spec,
-                    components[action.component],
-                    action.color,
-                    action.revision,
-                    action.replicas,
-                )
+            wanted = manifests.deployment(
+                body,
+                spec,
+                components[action.component],
+                action.color,
+                action.revision,
+                action.replicas,
             )
+            # kept first: whatever runs a revision can always be put back on it
+            cluster.keep_template(manifests.kept_template(body, wanted))
+            cluster.apply(wanted)
         elif isinstance(action, ScaleDeployment):
             cluster.scale(
                 namespace,
@@ -313,8 +316,10 @@ def _carry_out(
         elif isinstance(action, RestoreRevision):
             cluster.restore_revision(
                 namespace,
-                manifests.deployment_name(name, action.component, action.color),
+                name,
+                action.component,
                 action.revision,
+                components[action.component].replicas,
             )
         elif isinstance(action, ApplyServices):
             for c in spec.components:

@@ -1,0 +1,75 @@
+"""The deletion of a ChatRelease, carried out: observe, ask `teardown`, act, until
+nothing is left to do. Each round is idempotent, so a deletion interrupted by a killed
+operator is finished by the next one (kopf keeps the finalizer until this returns
+nothing left)."""
+
+from __future__ import annotations
+
+import logging
+
+from kubernetes import client
+from pydantic import ValidationError
+
+from chatops import ownership
+from chatops.adapters.kube import Cluster
+from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.release import manifests
+from chatops.release.model import Event, other
+from chatops.release.runner import PLURAL, EventSink, _splits, _weights
+from chatops.release.teardown import teardown
+from chatops.traffic.factory import router_for
+
+log = logging.getLogger("chatops.release")
+
+
+def finish(
+    api: client.ApiClient, namespace: str, name: str, post: EventSink, stuck: str | None
+) -> str | None:
+    """One round of the deletion of ChatRelease `namespace/name`; returns why it is not
+    over yet (the caller tries again soon), or None once everything is done. `stuck` is
+    why moving traffic back has kept failing, once it has failed too often to wait on."""
+    cluster = Cluster(api)
+    body = cluster.get(PLURAL, namespace, name)
+    if body is None:
+        return None
+    if cluster.namespace_terminating(namespace):
+        # Everything goes with the namespace, and nothing can be created there (an Event
+        # would be refused with 403 "being terminated"): nothing to do, nothing to say.
+        return None
+    try:
+        spec = ChatReleaseSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        log.warning(
+            "%s/%s: deleted with a spec chatops cannot read: nothing touched", namespace, name
+        )
+        return None
+    status = ChatReleaseStatus.model_validate(body.get("status") or {})
+    owned = tuple(cluster.owned(namespace, name))
+    router = router_for(spec, api, ownership.owner(body))
+    weights = _weights(router, namespace, name, spec, status)
+    plan = teardown(spec, status, owned, weights, terminating=False, traffic_stuck=stuck)
+    for restore in plan.restore:
+        component = next(c for c in spec.components if c.name == restore.component)
+        cluster.restore_revision(
+            namespace, name, restore.component, restore.revision, component.replicas
+        )
+    if plan.traffic is not None:
+        router.set_weights(
+            namespace, name, _splits(name, spec, plan.traffic.canary, plan.traffic.weight)
+        )
+        return plan.waiting
+    if plan.finalize is not None:
+        router.finalize(namespace, name, _splits(name, spec, other(plan.finalize.active), 0))
+    uid = body["metadata"]["uid"]
+    for kept in plan.keep:
+        cluster.patch_metadata(
+            kept.kind, namespace, kept.name, manifests.released(kept.meta, name, uid)
+        )
+    for gone in plan.remove:
+        patch = manifests.handed_over(gone.meta, body)
+        if patch is not None:
+            cluster.patch_metadata(gone.kind, namespace, gone.name, patch)
+    if plan.waiting is None:
+        log.info("%s/%s: deleted: %s", namespace, name, plan.summary)
+        post(body, Event("Normal", "Deleted", plan.summary))
+    return plan.waiting
