@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -154,15 +154,32 @@ class Cluster:
             )
         return out
 
-    def keep_template(self, manifest: Manifest) -> None:
-        """Create the ControllerRevision `manifest` (a kept Deployment); one that exists
-        already holds the same revision, which is a hash of what it keeps."""
+    def keep_template(self, manifest: Manifest, keep: Collection[str]) -> None:
+        """Create the ControllerRevision `manifest` (a kept Deployment), and delete the
+        component's kept templates of revisions not in `keep` (the stable one, the one
+        in flight, those in history), so they stay as many as the release remembers. One
+        that exists already holds the same revision, a hash of what it keeps."""
         meta = manifest["metadata"]
+        namespace, labels = meta["namespace"], meta["labels"]
         try:
-            self.apps.create_namespaced_controller_revision(meta["namespace"], manifest)
+            self.apps.create_namespaced_controller_revision(namespace, manifest)
         except ApiException as err:
             if err.status != 409:
                 raise
+            return
+        selector = (
+            f"{INSTANCE_LABEL}={labels[INSTANCE_LABEL]},{COMPONENT_LABEL}={labels[COMPONENT_LABEL]}"
+        )
+        for kept in self.apps.list_namespaced_controller_revision(
+            namespace, label_selector=selector
+        ).items:
+            if (kept.metadata.labels or {}).get(REVISION) in keep:
+                continue
+            try:
+                self.apps.delete_namespaced_controller_revision(kept.metadata.name, namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
     def restore_revision(
         self, namespace: str, release: str, component: str, revision: str, replicas: int

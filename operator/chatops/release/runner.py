@@ -305,7 +305,12 @@ def _carry_out(
                 action.replicas,
             )
             # kept first: whatever runs a revision can always be put back on it
-            cluster.keep_template(manifests.kept_template(body, wanted))
+            remembered = {
+                action.revision,
+                *(r for r in (decision.status.stable_revision, obs.status.stable_revision) if r),
+                *(h.revision for h in decision.status.history),
+            }
+            cluster.keep_template(manifests.kept_template(body, wanted), remembered)
             cluster.apply(wanted)
         elif isinstance(action, ScaleDeployment):
             cluster.scale(
