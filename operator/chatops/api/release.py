@@ -245,7 +245,8 @@ class GatewayAPIRouting(Model):
 
 
 class NginxRouting(Model):
-    """A generated `<ingress>-canary` Ingress with NGINX canary annotations."""
+    """A generated canary Ingress `<ingress>-<release>-canary` with NGINX canary
+    annotations, one per release, owned by the ChatRelease (deleted with it)."""
 
     ingress: Name
     """The stable Ingress (same namespace) to mirror as a canary Ingress."""

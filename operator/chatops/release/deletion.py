@@ -32,10 +32,6 @@ def finish(
     body = cluster.get(PLURAL, namespace, name)
     if body is None:
         return None
-    if cluster.namespace_terminating(namespace):
-        # Everything goes with the namespace, and nothing can be created there (an Event
-        # would be refused with 403 "being terminated"): nothing to do, nothing to say.
-        return None
     try:
         spec = ChatReleaseSpec.model_validate(body.get("spec") or {})
     except ValidationError:
@@ -44,10 +40,13 @@ def finish(
         )
         return None
     status = ChatReleaseStatus.model_validate(body.get("status") or {})
-    owned = tuple(cluster.owned(namespace, name))
+    # In a namespace being deleted nothing can be created (not even an Event: 403 "being
+    # terminated") and everything goes anyway: the decision is then to do nothing.
+    terminating = cluster.namespace_terminating(namespace)
+    owned = () if terminating else tuple(cluster.owned(namespace, name))
     router = router_for(spec, api, ownership.owner(body))
-    weights = _weights(router, namespace, name, spec, status)
-    plan = teardown(spec, status, owned, weights, terminating=False, traffic_stuck=stuck)
+    weights = {} if terminating else _weights(router, namespace, name, spec, status)
+    plan = teardown(spec, status, owned, weights, terminating, traffic_stuck=stuck)
     for restore in plan.restore:
         component = next(c for c in spec.components if c.name == restore.component)
         cluster.restore_revision(
@@ -71,5 +70,6 @@ def finish(
             cluster.patch_metadata(gone.kind, namespace, gone.name, patch)
     if plan.waiting is None:
         log.info("%s/%s: deleted: %s", namespace, name, plan.summary)
-        post(body, Event("Normal", "Deleted", plan.summary))
+        if not terminating:
+            post(body, Event("Normal", "Deleted", plan.summary))
     return plan.waiting
