@@ -237,8 +237,14 @@ def test_two_releases_behind_one_ingress_have_their_own_canary_ingress(
     for name in ("chat", "chat2"):
         _at_25(custom, namespace, name)
 
-    found = _ingresses(api, namespace)
-    assert {"public-chat-canary", "public-chat2-canary"} <= set(found)
+    found = wait_for(
+        lambda: (
+            {"public-chat-canary", "public-chat2-canary"} <= set(i := _ingresses(api, namespace))
+            and i
+        ),
+        timeout=30,
+        what="a canary Ingress per release",
+    )
     for name in ("chat", "chat2"):
         canary = found[f"public-{name}-canary"]
         owner = canary.metadata.owner_references
