@@ -1,11 +1,12 @@
-"""The Kubernetes API, as the release handler needs it: apply owned objects, read
-Deployments and Jobs back as the decision core's observations, patch a resource's status
-and annotations. Every write is idempotent (server-side apply, merge patches)."""
+"""The Kubernetes API, as the controllers need it: apply owned objects, read Deployments
+and Jobs back, patch a resource's status and annotations, post Events. Every write is
+idempotent (server-side apply, merge patches). It knows no controller's vocabulary: each
+controller turns what it reads here into its own observation."""
 
 from __future__ import annotations
 
 import base64
-import copy
+import datetime
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -13,27 +14,20 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from chatops.api.common import GROUP, VERSION
+from chatops.annotations import QUIESCED_BY, REVISION
+from chatops.api.common import GROUP, VERSION, Model
 from chatops.errors import RevisionUnavailable
-from chatops.release.manifests import RELEASED_FROM, REVISION, Manifest, adopted, template_name
-from chatops.release.model import Color, DeploymentState, SmokeResult
-from chatops.release.teardown import Owned
-from chatops.traffic.router import (
-    COLOR_LABEL,
-    COMPONENT_LABEL,
-    INSTANCE_LABEL,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-)
+from chatops.events import Event
 
 FIELD_MANAGER = "chatops"
-QUIESCED_BY = "chatops.dev/quiesced-by"
-"""On a Deployment a ChatRecovery stopped: which one (`namespace/name`)."""
+EVENT_MESSAGE_LIMIT = 1024
+"""Characters of an Event message the API server keeps."""
 
 # The kubernetes client logs every response body at DEBUG, a Secret's data included, and
 # `chatops run --log-level debug` turns DEBUG on for every logger: this one never gets it.
 logging.getLogger("kubernetes.client.rest").setLevel(logging.INFO)
 _APPLY = "application/apply-patch+yaml"
+log = logging.getLogger("chatops.kube")
 
 
 class Cluster:
@@ -64,6 +58,49 @@ class Cluster:
             GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
         )
 
+    def write_status(self, plural: str, namespace: str, name: str, old: Model, new: Model) -> None:
+        """The status `new` in one merge patch from `old`, with explicit nulls for keys it
+        no longer has; nothing when they are the same."""
+        before, after = old.wire(), new.wire()
+        if before == after:
+            return
+        patch: dict[str, Any] = dict.fromkeys((key for key in before if key not in after), None)
+        patch.update(after)
+        self.patch_status(plural, namespace, name, patch)
+
+    def post_event(self, ref: Mapping[str, Any], event: Event) -> None:
+        """An Event on the object `ref` (apiVersion, kind, metadata), created now and
+        synchronously: when this returns, a reader sees it, so a controller posts it
+        before the status that it explains. Events are auxiliary: a refused one is logged."""
+        meta = ref["metadata"]
+        now = datetime.datetime.now(datetime.UTC).isoformat()
+        message = event.message
+        if len(message) > EVENT_MESSAGE_LIMIT:
+            message = message[: EVENT_MESSAGE_LIMIT - 1] + "…"
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": ref["apiVersion"],
+                "kind": ref["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": message,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as err:
+            log.warning("cannot post Event %s on %s %s/%s: %s", event.reason, ref["kind"],
+                        meta["namespace"], meta["name"], err.reason)
+
     def remove_annotations(self, plural: str, namespace: str, name: str, keys: list[str]) -> None:
         patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, patch)
@@ -93,7 +130,7 @@ class Cluster:
 
     # -- owned objects ----------------------------------------------------------------
 
-    def apply(self, manifest: Manifest) -> None:
+    def apply(self, manifest: dict[str, Any]) -> None:
         """Server-side apply of a Deployment, Service or Job we own."""
         kind, meta = manifest["kind"], manifest["metadata"]
         name, namespace = meta["name"], meta["namespace"]
@@ -130,89 +167,17 @@ class Cluster:
             if err.status != 404:  # deleted meanwhile: nothing left to stop or bring back
                 raise
 
-    def deployments(self, namespace: str, release: str) -> dict[tuple[str, Color], DeploymentState]:
-        """The release's Deployments by (component, color)."""
-        found = self.apps.list_namespaced_deployment(
-            namespace, label_selector=f"{INSTANCE_LABEL}={release}"
-        ).items
-        out: dict[tuple[str, Color], DeploymentState] = {}
-        for d in found:
-            labels = d.metadata.labels or {}
-            color = labels.get(COLOR_LABEL)
-            if color not in ("blue", "green"):
-                continue
-            status = d.status
-            out[(labels.get(COMPONENT_LABEL, ""), color)] = DeploymentState(
-                component=labels.get(COMPONENT_LABEL, ""),
-                color=color,
-                revision=(d.spec.template.metadata.labels or {}).get(REVISION),
-                replicas=d.spec.replicas or 0,
-                available=status.available_replicas or 0,
-                updated=status.updated_replicas or 0,
-                current=(status.observed_generation or 0) >= (d.metadata.generation or 0),
-                quiesced_by=(d.metadata.annotations or {}).get(QUIESCED_BY),
-            )
-        return out
-
-    def keep_template(self, manifest: Manifest, keep: Collection[str]) -> None:
-        """Create the ControllerRevision `manifest` (a kept Deployment), and delete the
-        component's kept templates of revisions not in `keep` (the stable one, the one
-        in flight, those in history), so they stay as many as the release remembers. One
-        that exists already holds the same revision, a hash of what it keeps."""
-        meta = manifest["metadata"]
-        namespace, labels = meta["namespace"], meta["labels"]
-        try:
-            self.apps.create_namespaced_controller_revision(namespace, manifest)
-        except ApiException as err:
-            if err.status != 409:
-                raise
-            return
-        selector = (
-            f"{INSTANCE_LABEL}={labels[INSTANCE_LABEL]},{COMPONENT_LABEL}={labels[COMPONENT_LABEL]}"
-        )
-        for kept in self.apps.list_namespaced_controller_revision(
+    def deployments(self, namespace: str, selector: str) -> list[client.V1Deployment]:
+        """The Deployments matching the label `selector`."""
+        found: list[client.V1Deployment] = self.apps.list_namespaced_deployment(
             namespace, label_selector=selector
-        ).items:
-            if (kept.metadata.labels or {}).get(REVISION) in keep:
-                continue
-            try:
-                self.apps.delete_namespaced_controller_revision(kept.metadata.name, namespace)
-            except ApiException as err:
-                if err.status != 404:
-                    raise
+        ).items
+        return found
 
-    def restore_revision(
-        self, namespace: str, release: str, component: str, revision: str, replicas: int
-    ) -> None:
-        """Put the component's Deployment back on what it was at `revision`, from the
-        ControllerRevision the release kept of it — not from the Deployment's ReplicaSets,
-        which `revisionHistoryLimit` prunes. Raises RevisionUnavailable when neither the
-        kept template nor (for Deployments an older chatops made) a ReplicaSet has it."""
-        name = template_name(release, component, revision)
-        try:
-            kept = self.apps.read_namespaced_controller_revision(name, namespace)
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            self._restore_from_replica_sets(namespace, release, component, revision)
-            return
-        manifest = copy.deepcopy(kept.data)
-        manifest["spec"]["replicas"] = replicas
-        self.apply(manifest)
-
-    def _restore_from_replica_sets(
-        self, namespace: str, release: str, component: str, revision: str
-    ) -> None:
-        deployment = next(
-            (
-                d.metadata.name
-                for d in self.apps.list_namespaced_deployment(
-                    namespace,
-                    label_selector=f"{INSTANCE_LABEL}={release},{COMPONENT_LABEL}={component}",
-                ).items
-            ),
-            None,
-        )
+    def restore_revision(self, namespace: str, deployment: str, revision: str) -> None:
+        """Put a Deployment back on the pod template it had at `revision`, taken from its
+        own ReplicaSet history (what `kubectl rollout undo` does): for Deployments made
+        before chatops kept their templates (`restore_kept`)."""
         sets = self.apps.list_namespaced_replica_set(
             namespace, label_selector=f"{REVISION}={revision}"
         ).items
@@ -224,12 +189,11 @@ class Cluster:
                 for o in rs.metadata.owner_references or []
             )
         ]
-        if deployment is None or not mine:
+        if not mine:
             raise RevisionUnavailable(
-                f"Deployment {namespace}/{deployment or release + '-' + component}",
-                f"cannot go back to revision {revision}: no ControllerRevision "
-                f"{template_name(release, component, revision)} and no ReplicaSet of it "
-                "kept; apply the stable version's template by hand",
+                f"Deployment {namespace}/{deployment}",
+                f"cannot go back to revision {revision}: no ControllerRevision kept it and "
+                "no ReplicaSet of it is left; apply the stable version's template by hand",
             )
         template = self.api.sanitize_for_serialization(mine[0].spec.template)
         template["metadata"]["labels"].pop("pod-template-hash", None)
@@ -237,7 +201,41 @@ class Cluster:
             deployment, namespace, {"spec": {"template": template}}
         )
 
-    # -- the end of a release -----------------------------------------------------------
+    def restore_kept(self, namespace: str, name: str, replicas: int) -> bool:
+        """Apply the Deployment kept in ControllerRevision `name`, at `replicas`: a
+        rollback that needs no ReplicaSet history. False when nothing is kept there."""
+        try:
+            kept = self.apps.read_namespaced_controller_revision(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        manifest = dict(kept.data)
+        manifest["spec"] = {**manifest["spec"], "replicas": replicas}
+        self.apply(manifest)
+        return True
+
+    def keep_template(self, manifest: dict[str, Any], selector: str, keep: Collection[str]) -> None:
+        """Create the ControllerRevision `manifest` (a kept Deployment), then delete those
+        matching `selector` whose revision label is not in `keep`, so they stay as many
+        as the controller remembers. One that exists holds the same revision already."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            self.apps.create_namespaced_controller_revision(namespace, manifest)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return
+        for kept in self.apps.list_namespaced_controller_revision(
+            namespace, label_selector=selector
+        ).items:
+            if (kept.metadata.labels or {}).get(REVISION) in keep:
+                continue
+            try:
+                self.apps.delete_namespaced_controller_revision(kept.metadata.name, namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
     def namespace_terminating(self, namespace: str) -> bool:
         """Whether `namespace` is being deleted: nothing can be created there any more
@@ -250,31 +248,16 @@ class Cluster:
             raise
         return bool(found.metadata.deletion_timestamp) or found.status.phase == "Terminating"
 
-    def owned(self, namespace: str, release: str) -> list[Owned]:
-        """The Deployments and Services chatops made for `release`, not yet released."""
-        selector = f"{INSTANCE_LABEL}={release},{MANAGED_BY_LABEL}={MANAGED_BY},!{RELEASED_FROM}"
-        found: list[Owned] = []
-        for d in self.apps.list_namespaced_deployment(namespace, label_selector=selector).items:
-            meta = self.api.sanitize_for_serialization(d.metadata)
-            labels = meta.get("labels") or {}
-            color = labels.get(COLOR_LABEL)
-            found.append(
-                Owned(
-                    kind="Deployment",
-                    name=meta["name"],
-                    component=labels.get(COMPONENT_LABEL, ""),
-                    color="blue" if color == "blue" else "green" if color == "green" else None,
-                    meta=meta,
-                    revision=(d.spec.template.metadata.labels or {}).get(REVISION),
-                )
-            )
-        for s in self.core.list_namespaced_service(namespace, label_selector=selector).items:
-            meta = self.api.sanitize_for_serialization(s.metadata)
-            component = (meta.get("labels") or {}).get(COMPONENT_LABEL, "")
-            found.append(Owned("Service", meta["name"], component, None, meta))
+    def listed(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Deployments or Services matching `selector`, as plain objects."""
+        if kind == "Deployment":
+            items = self.apps.list_namespaced_deployment(namespace, label_selector=selector)
+        else:
+            items = self.core.list_namespaced_service(namespace, label_selector=selector)
+        found: list[dict[str, Any]] = self.api.sanitize_for_serialization(items.items)
         return found
 
-    def patch_metadata(self, kind: str, namespace: str, name: str, patch: Manifest) -> None:
+    def patch_metadata(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """A merge patch of a Deployment's or Service's metadata; gone is fine."""
         try:
             if kind == "Deployment":
@@ -285,34 +268,15 @@ class Cluster:
             if err.status != 404:
                 raise
 
-    def adopt(self, namespace: str, release: str) -> int:
-        """Take back what a deleted ChatRelease of this name left serving: its released
-        mark goes. Returns how many objects were adopted."""
-        selector = f"{INSTANCE_LABEL}={release},{MANAGED_BY_LABEL}={MANAGED_BY},{RELEASED_FROM}"
-        left = [
-            ("Deployment", d.metadata.name)
-            for d in self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
-        ] + [
-            ("Service", s.metadata.name)
-            for s in self.core.list_namespaced_service(namespace, label_selector=selector).items
-        ]
-        for kind, name in left:
-            self.patch_metadata(kind, namespace, name, adopted())
-        return len(left)
-
-    def job_state(self, namespace: str, name: str) -> SmokeResult | None:
+    def job(self, namespace: str, name: str) -> client.V1Job | None:
+        """The Job `name` with its status; None when there is none."""
         try:
-            job = self.batch.read_namespaced_job_status(name, namespace)
+            job: client.V1Job = self.batch.read_namespaced_job_status(name, namespace)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        for condition in job.status.conditions or []:
-            if condition.status == "True" and condition.type == "Complete":
-                return "Succeeded"
-            if condition.status == "True" and condition.type == "Failed":
-                return "Failed"
-        return "Running"
+        return job
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         secret = self.core.read_namespaced_secret(name, namespace)

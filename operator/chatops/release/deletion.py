@@ -13,10 +13,12 @@ from pydantic import ValidationError
 from chatops import ownership
 from chatops.adapters.kube import Cluster
 from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
-from chatops.release import manifests
-from chatops.release.model import Event, other
-from chatops.release.runner import PLURAL, EventSink, _splits, _weights
-from chatops.release.teardown import teardown
+from chatops.events import Event, EventSink
+from chatops.release import execute, manifests
+from chatops.release.execute import splits
+from chatops.release.model import other
+from chatops.release.runner import PLURAL, _weights
+from chatops.release.teardown import owned, teardown
 from chatops.traffic.factory import router_for
 
 log = logging.getLogger("chatops.release")
@@ -43,22 +45,28 @@ def finish(
     # In a namespace being deleted nothing can be created (not even an Event: 403 "being
     # terminated") and everything goes anyway: the decision is then to do nothing.
     terminating = cluster.namespace_terminating(namespace)
-    owned = () if terminating else tuple(cluster.owned(namespace, name))
+    selector = manifests.owned_selector(name)
+    objects = (
+        ()
+        if terminating
+        else (
+            *owned("Deployment", cluster.listed("Deployment", namespace, selector)),
+            *owned("Service", cluster.listed("Service", namespace, selector)),
+        )
+    )
     router = router_for(spec, api, ownership.owner(body))
     weights = {} if terminating else _weights(router, namespace, name, spec, status)
-    plan = teardown(spec, status, owned, weights, terminating, traffic_stuck=stuck)
+    plan = teardown(spec, status, objects, weights, terminating, traffic_stuck=stuck)
     for restore in plan.restore:
         component = next(c for c in spec.components if c.name == restore.component)
-        cluster.restore_revision(
-            namespace, name, restore.component, restore.revision, component.replicas
-        )
+        execute.restore(cluster, namespace, name, restore, component.replicas)
     if plan.traffic is not None:
         router.set_weights(
-            namespace, name, _splits(name, spec, plan.traffic.canary, plan.traffic.weight)
+            namespace, name, splits(name, spec, plan.traffic.canary, plan.traffic.weight)
         )
         return plan.waiting
     if plan.finalize is not None:
-        router.finalize(namespace, name, _splits(name, spec, other(plan.finalize.active), 0))
+        router.finalize(namespace, name, splits(name, spec, other(plan.finalize.active), 0))
     uid = body["metadata"]["uid"]
     for kept in plan.keep:
         cluster.patch_metadata(

@@ -16,6 +16,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from chatops.annotations import RELEASED_FROM, REVISION
 from chatops.api.release import ChatReleaseSpec, Component
 from chatops.ownership import bounded, owner
 from chatops.traffic.router import (
@@ -27,10 +28,6 @@ from chatops.traffic.router import (
     stable_service_name,
 )
 
-REVISION = "chatops.dev/revision"
-RELEASED_FROM = "chatops.dev/released-from"
-"""On a Deployment or Service a deleted ChatRelease left serving: the release's name. A
-ChatRelease of that name created again adopts it (and the label goes)."""
 Manifest = dict[str, Any]
 
 
@@ -41,6 +38,18 @@ def deployment_name(release: str, component: str, color: str) -> str:
 def template_name(release: str, component: str, revision: str) -> str:
     """The ControllerRevision keeping `component`'s Deployment at `revision`."""
     return bounded(f"{release}-{component}-{revision}")
+
+
+def owned_selector(release: str, released: bool = False) -> str:
+    """The label selector of the Deployments and Services chatops made for `release`:
+    those it still owns, or (`released`) those a deleted namesake left serving."""
+    mark = RELEASED_FROM if released else f"!{RELEASED_FROM}"
+    return f"{INSTANCE_LABEL}={release},{MANAGED_BY_LABEL}={MANAGED_BY},{mark}"
+
+
+def kept_selector(release: str, component: str) -> str:
+    """The label selector of `component`'s kept templates."""
+    return f"{INSTANCE_LABEL}={release},{COMPONENT_LABEL}={component}"
 
 
 def selector(release: str, component: str, color: str | None = None) -> dict[str, str]:

@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatops.annotations import REVISION
 from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
 from chatops.release.model import Color, FinalizeTraffic, RestoreRevision, SetTraffic, other
+from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,27 @@ class Owned:
     """Its metadata (ownerReferences, resourceVersion), for the patches."""
     revision: str | None = None
     """A Deployment's pod-template revision."""
+
+
+def owned(kind: Literal["Deployment", "Service"], objects: list[dict[str, Any]]) -> list[Owned]:
+    """The listed Deployments or Services (plain objects) as `Owned`."""
+    found = []
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        color = labels.get(COLOR_LABEL) if kind == "Deployment" else None
+        template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        found.append(
+            Owned(
+                kind=kind,
+                name=meta.get("name", ""),
+                component=labels.get(COMPONENT_LABEL, ""),
+                color="blue" if color == "blue" else "green" if color == "green" else None,
+                meta=meta,
+                revision=(template.get("labels") or {}).get(REVISION),
+            )
+        )
+    return found
 
 
 @dataclass(frozen=True)
