@@ -83,9 +83,25 @@ def run(args: argparse.Namespace) -> int:
         "clusterwide": not args.namespace,
         "namespaces": args.namespace or (),
     }
+    if args.namespace:
+        kwargs["settings"] = _namespaced_settings(kopf)
     kopf.run(**kwargs)
     stop.set()
     return 0
+
+
+def _namespaced_settings(kopf: Any) -> Any:
+    """kopf settings for `--namespace`: serve exactly the namespaces named.
+
+    kopf's namespace discovery, at startup, leaves out a namespace being deleted whose
+    content is still blocked — by our own finalizers — so an operator started after the
+    namespace was deleted would never finish them and the namespace would stay
+    Terminating forever. The names given are exact, so there is nothing to discover:
+    without scanning, kopf watches each of them whatever its phase (and takes the CRDs
+    present at startup, which the chart installs first)."""
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    return settings
 
 
 def _lost() -> None:
