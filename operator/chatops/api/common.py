@@ -99,6 +99,26 @@ def now_rfc3339(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def condition(
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    generation: int,
+) -> Condition:
+    """A condition computed now from `.metadata.generation` `generation` (so `kubectl
+    wait` on a newer generation does not pass on it)."""
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=now_rfc3339(now),
+        observed_generation=generation,
+    )
+
+
 def set_condition(
     conditions: tuple[Condition, ...] | list[Condition],
     new: Condition,

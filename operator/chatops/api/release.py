@@ -495,7 +495,8 @@ class ChatReleaseStatus(Model):
     current_step: int | None = None
     """Index of the canary step in progress."""
     canary_weight: int | None = None
-    """Percent of traffic on the new version."""
+    """Percent of new connections on the new version, as the router last showed it: a
+    weight is recorded (and its pause starts) only once the router reads it back."""
     step_started_at: str | None = None
     """When the current step started (RFC 3339)."""
     release_started_at: str | None = None
@@ -508,7 +509,8 @@ class ChatReleaseStatus(Model):
     smoke_test_job: str | None = None
     """The smoke-test Job of the release in progress."""
     promoted_at: str | None = None
-    """When traffic switched to the new color (blue-green; RFC 3339)."""
+    """When traffic switched to the new color (blue-green; RFC 3339): set when the switch
+    is decided, and again when the router shows it done."""
     aborted_revision: str | None = None
     """A revision rolled back: not released again until the spec changes or
     `chatops.dev/retry` is set."""
@@ -519,4 +521,12 @@ class ChatReleaseStatus(Model):
     history: list[HistoryEntry] = Field(default_factory=list)
     """Past releases, newest last."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Accepted, Progressing, Ready, … in the Kubernetes shape."""
+    """In the Kubernetes shape, each with the observedGeneration it was computed from (so
+    `kubectl wait` on a new spec never passes on the old one): `Complete` is True once
+    the release of this generation finished whatever the outcome, its reason Succeeded,
+    RolledBack, Failed, Degraded or InvalidSpec (`kubectl wait --for=condition=Complete`);
+    `Ready` is True only while the spec's version is live and gets all new traffic
+    (Succeeded, Promoting); `Progressing` while a release is in flight; `Accepted` False
+    for a spec the operator cannot act on; `Reconciled` False (reason ActionFailed or
+    LookFailed) while an action the cluster refuses, or an unexpected error, keeps the
+    release from going on, its message naming the object and the API server's answer."""

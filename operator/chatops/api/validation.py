@@ -19,7 +19,7 @@ from croniter import CroniterBadDateError, croniter
 
 from chatops.api.analysis import Analysis
 from chatops.api.backup import ChatBackupSpec
-from chatops.api.common import Condition, Model, now_rfc3339, set_condition
+from chatops.api.common import Condition, Model, condition, set_condition
 from chatops.api.recovery import ChatRecoverySpec
 from chatops.api.release import ChatReleaseSpec
 
@@ -102,12 +102,12 @@ def accepted(
     """`conditions` with `Accepted` set from the spec's problems: True when the operator
     can act on the spec, False with every problem listed when it cannot."""
     found = problems(kind, spec)
-    condition = Condition(
-        type="Accepted",
-        status="False" if found else "True",
-        reason="InvalidSpec" if found else "SpecValid",
-        message="; ".join(found) if found else "the spec is valid",
-        last_transition_time=now_rfc3339(now),
-        observed_generation=generation,
+    accepted = condition(
+        "Accepted",
+        "False" if found else "True",
+        "InvalidSpec" if found else "SpecValid",
+        "; ".join(found) if found else "the spec is valid",
+        now,
+        generation,
     )
-    return set_condition(conditions, condition)
+    return set_condition(conditions, accepted)

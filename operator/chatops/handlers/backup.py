@@ -43,14 +43,14 @@ async def backup(
     while not stopped:
         delay = daemons.ERROR_BACKOFF
         try:
-            look = await asyncio.to_thread(runner.look, api, namespace, name, daemons.post)
+            look = await asyncio.to_thread(runner.look, api, namespace, name, daemons.poster(api))
             if look.run is not None:
                 memo["running"] = True
                 try:
                     await in_thread(
                         f"chatops-backup-{namespace}-{name}",
                         functools.partial(
-                            runner.run, api, look.run, lambda: bool(stopped), daemons.post
+                            runner.run, api, look.run, lambda: bool(stopped), daemons.poster(api)
                         ),
                     )
                 finally:
