@@ -42,7 +42,10 @@ MORE: dict[str, list[dict[str, Any]]] = {
                     "name": "api",
                     "template": {
                         "metadata": {"labels": {"tier": "api"}, "annotations": {"team": "chat"}},
-                        "spec": {"containers": _CONTAINERS},
+                        "spec": {
+                            "containers": _CONTAINERS,
+                            "initContainers": [{"name": "migrate", "image": _IMAGE}],
+                        },
                     },
                     "service": {"port": 8080, "targetPort": 8081},
                     "healthCheck": {
