@@ -5,14 +5,10 @@ the operator's log."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import socket
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +19,7 @@ from pymongo import MongoClient
 
 import localenv
 from backups import (
+    CuttableProxy,
     assert_no_secrets,
     backup_now,
     backup_spec,
@@ -37,7 +34,7 @@ from backups import (
     status,
     uri_with_password,
 )
-from support import GROUP, VERSION, kubectl, wait_for
+from support import GROUP, VERSION, kubectl, operator_process, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -50,27 +47,6 @@ def condition(custom: client.CustomObjectsApi, namespace: str, name: str, kind: 
 def uid_of(custom: client.CustomObjectsApi, namespace: str, plural: str, name: str) -> str:
     obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
     return str(obj["metadata"]["uid"])
-
-
-@contextlib.contextmanager
-def own_operator(tmp_path: Path, name: str = "operator") -> Iterator[subprocess.Popen[bytes]]:
-    """`chatops run` as the `operator` fixture starts it, but stoppable mid-test."""
-    log = tmp_path / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatops.cli", "run", "--log-level", "debug",
-             "--metrics-port", str(localenv.free_port())],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- case 10 --------------------------------------------------------------------------------
@@ -175,53 +151,6 @@ def test_a_recreated_chatbackup_of_the_same_name_neither_adopts_nor_deletes_the_
 # -- case 13 --------------------------------------------------------------------------------
 
 
-class GatedProxy:
-    """A TCP forwarder to S3 that holds every connection while its gate is closed, so a
-    backup stays in the middle of its upload (and holds the database Lease) until the
-    test opens it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.gate = threading.Event()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        self.gate.wait()
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-        except OSError:
-            conn.close()
-            return
-        for a, b in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self.gate.set()
-        self._server.close()
-
-
 def _database_lease_holder(coordination: client.CoordinationV1Api, holder: str) -> bool:
     return any(
         lease.spec.holder_identity == holder
@@ -243,7 +172,7 @@ def test_a_backup_and_a_restore_from_another_namespace_naming_the_server_otherwi
     assert "127.0.0.1" in uri
     s3_url = environment["S3_ENDPOINT_URL"]
     bucket = new_bucket(s3_url)
-    proxy = GatedProxy(int(s3_url.rsplit(":", 1)[1].strip("/")))
+    proxy = CuttableProxy(int(s3_url.rsplit(":", 1)[1].strip("/")))
     other = f"e2e-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
     scratch = f"{database}_restored"
@@ -252,12 +181,11 @@ def test_a_backup_and_a_restore_from_another_namespace_naming_the_server_otherwi
         create_secrets(core, other, uri_with_password(uri))
         spec = backup_spec(proxy.url, bucket, database, schedule="0 3 * * *", suspend=True)
         create(custom, namespace, "chatbackups", "ChatBackup", "gated", spec)
-        proxy.gate.set()
         backup_now(custom, namespace, "gated")
         first = finished_run(custom, namespace, "gated", timeout=120)
         assert first["result"] == "Succeeded", first
 
-        proxy.gate.clear()  # the next run's upload is held: it keeps the database Lease
+        proxy.hold()  # the next run's upload is held: it keeps the database Lease
         backup_now(custom, namespace, "gated")
         holder = f"chatbackup/{namespace}/gated"
         coordination = client.CoordinationV1Api(api)
@@ -279,7 +207,7 @@ def test_a_backup_and_a_restore_from_another_namespace_naming_the_server_otherwi
         assert waiting["state"] == "Running"
         assert not mongo_client[scratch].list_collection_names()  # it has not started
 
-        proxy.gate.set()
+        proxy.restore()
         second = finished_run(custom, namespace, "gated", after=first["id"], timeout=120)
         assert second["result"] == "Succeeded", second
         ended = recovery_ended(custom, other, "restore", timeout=120)
@@ -421,7 +349,7 @@ def test_without_an_operator_a_default_policy_chatbackup_is_deleted_at_once(
     s3_url = environment["S3_ENDPOINT_URL"]
     create_secrets(core, namespace, uri_with_password(environment["MONGODB_URI"]))
     suspended = {"schedule": "0 3 * * *", "suspend": True}
-    with own_operator(tmp_path):
+    with operator_process(tmp_path / "operator.log", localenv.free_port()):
         create(custom, namespace, "chatbackups", "ChatBackup", "kept",
                backup_spec(s3_url, new_bucket(s3_url), database, **suspended))
         create(custom, namespace, "chatbackups", "ChatBackup", "deleted",
