@@ -125,7 +125,7 @@ class Backups(RuleBasedStateMachine):
 
 
 TestBackupIds = Backups.TestCase
-TestBackupIds.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestBackupIds.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 
 
 def test_ids_carry_the_uid_and_read_back_as_their_time() -> None:
