@@ -51,8 +51,9 @@ def api(environment: dict[str, str]) -> client.ApiClient:
 def crds(environment: dict[str, str]) -> None:
     """The chatops CRDs, applied as a user would and established."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for name in ("chatreleases", "chatbackups", "chatrecoveries"):
-        kubectl("wait", "--for=condition=Established", f"crd/{name}.{GROUP}", "--timeout=60s")
+    localenv.wait_established(
+        *(f"{name}.{GROUP}" for name in ("chatreleases", "chatbackups", "chatrecoveries"))
+    )
 
 
 @pytest.fixture

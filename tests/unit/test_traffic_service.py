@@ -133,6 +133,14 @@ def test_the_router_is_chosen_by_traffic_routing(
 
 
 def test_a_canary_without_weighted_routing_is_refused() -> None:
-    spec = ChatReleaseSpec.model_validate({"components": [COMPONENT], "strategy": {"canary": {}}})
+    # The model refuses such a spec (validation.problems); the factory refuses it too.
+    valid = ChatReleaseSpec.model_validate(
+        {
+            "components": [COMPONENT],
+            "strategy": {"canary": {}},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+        }
+    )
+    spec = valid.model_copy(update={"traffic_routing": None})
     with pytest.raises(InvalidSpec, match=r"spec\.trafficRouting"):
         router_for(spec, client.ApiClient())

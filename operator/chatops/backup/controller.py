@@ -13,29 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Literal
 
+from chatops.annotations import BACKUP_NOW as ON_DEMAND
 from chatops.api.backup import BackupRecord, ChatBackupSpec, ChatBackupStatus
-from chatops.api.common import Condition, now_rfc3339, seconds, set_condition
+from chatops.api.common import Condition, condition, now_rfc3339, seconds, set_condition
 from chatops.backup import layout, schedule
 from chatops.backup.manifest import Manifest
 from chatops.backup.retention import StoredBackup
+from chatops.events import Event
 
-ON_DEMAND = "chatops.dev/backup-now"
-"""Annotation asking for one run now (any value; `chatops backup-now` sets the time)."""
 MAX_RECORDS = 20
 """Runs kept in status.backups: enough to see a pattern, small enough for etcd."""
 IDLE_LOOK = 300.0
 """Seconds between looks when nothing is scheduled (an annotation wakes us anyway)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event on the ChatBackup."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,16 +87,6 @@ class Outcome:
     retention_problem: str = ""
 
 
-def condition(
-    type_: str, status: Literal["True", "False", "Unknown"], reason: str, message: str,
-    now: datetime.datetime, generation: int,
-) -> Condition:
-    return Condition(
-        type=type_, status=status, reason=reason, message=message,
-        last_transition_time=now_rfc3339(now), observed_generation=generation,
-    )
-
-
 REFERENCE_RECHECK = 10.0
 """Seconds between looks while a referenced Secret is missing, so the backup starts soon
 after it appears (the operator may `get` Secrets, never watch them)."""
@@ -137,7 +117,7 @@ def stalled(
     seen in `kubectl get -o yaml` and by Argo CD instead of only in the operator's log."""
     told = condition(
         "Stalled", "True", "UnexpectedError",
-        f"{problem}; the operator looks again every minute (its log has the traceback)",
+        f"{problem}; the operator keeps looking, backing off (its log has the traceback)",
         now, generation,
     )
     return status.model_copy(update={"conditions": set_condition(status.conditions, told)})

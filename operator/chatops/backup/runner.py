@@ -24,20 +24,21 @@ from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.mongo import Mongo
 from chatops.adapters.redact import redact
+from chatops.annotations import BACKUP_NOW
 from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec, ChatBackupStatus
 from chatops.api.common import Condition
 from chatops.backup import catalog, controller, credentials, dump
-from chatops.backup.controller import Event, Observation, Outcome, Start
+from chatops.backup.controller import Observation, Outcome, Start
 from chatops.backup.manifest import ManifestSource
 from chatops.backup.retention import RetentionPolicy, StoredBackup
 from chatops.errors import ChatopsError, InvalidSpec
+from chatops.events import Event, EventSink
 
 PLURAL = "chatbackups"
 LEASE_POLL = 2.0
 log = logging.getLogger("chatops.backup")
 
-EventSink = Callable[[Mapping[str, Any], Event], None]
 
 
 def now() -> datetime.datetime:
@@ -81,18 +82,6 @@ def _ref(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: body[k] for k in ("apiVersion", "kind", "metadata")}
 
 
-def write_status(
-    cluster: Cluster, namespace: str, name: str, old: ChatBackupStatus, new: ChatBackupStatus
-) -> None:
-    """One patch, with explicit nulls for keys the new status no longer has."""
-    before, after = old.wire(), new.wire()
-    if before == after:
-        return
-    patch: dict[str, Any] = {key: None for key in before if key not in after}
-    patch.update(after)
-    cluster.patch_status(PLURAL, namespace, name, patch)
-
-
 def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> Look:
     """Observe the ChatBackup, decide, write the status, and say whether to run now."""
     cluster = Cluster(api)
@@ -124,7 +113,7 @@ def _look(
     problems = tuple(validation.problems("ChatBackup", body.get("spec") or {}))
     spec = None if problems else ChatBackupSpec.model_validate(body["spec"])
     annotations = meta.get("annotations") or {}
-    request = annotations.get(controller.ON_DEMAND)
+    request = annotations.get(BACKUP_NOW)
     uid = str(meta.get("uid") or "")
     leftover = None
     last = status.last_backup
@@ -150,12 +139,12 @@ def _look(
     decision = controller.decide(seen)
     # Status first: a crash before the annotation is cleared runs the backup twice, never
     # zero times.
-    write_status(cluster, namespace, name, status, decision.status)
+    cluster.write_status(PLURAL, namespace, name, status, decision.status)
     if decision.clear_on_demand and request is not None:
         try:
-            cluster.remove_annotation_if(PLURAL, namespace, name, controller.ON_DEMAND, request)
+            cluster.remove_annotation_if(PLURAL, namespace, name, BACKUP_NOW, request)
         except client.ApiException as err:  # the run still starts; at worst it runs twice
-            log.warning("%s/%s: clearing %s: %s", namespace, name, controller.ON_DEMAND,
+            log.warning("%s/%s: clearing %s: %s", namespace, name, BACKUP_NOW,
                         err.reason)
     for event in decision.events:
         post(_ref(body), event)
@@ -328,8 +317,8 @@ def _acquire(
             body = cluster.get(PLURAL, job.namespace, job.name)
             if body is not None:
                 old = ChatBackupStatus.model_validate(body.get("status") or {})
-                write_status(
-                    cluster, job.namespace, job.name, old, controller.waiting(old, holder)
+                cluster.write_status(
+                    PLURAL, job.namespace, job.name, old, controller.waiting(old, holder)
                 )
             post(job.ref, Event("Normal", "WaitingForLease",
                                 f"backup {job.start.id} waits for the database, held by {holder}"))
@@ -374,7 +363,7 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
     old = ChatBackupStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     new, events = controller.finish(old, outcome, now(), generation)
-    write_status(cluster, job.namespace, job.name, old, new)
+    cluster.write_status(PLURAL, job.namespace, job.name, old, new)
     for event in events:
         post(job.ref, event)
     if outcome.manifest is not None:

@@ -14,10 +14,10 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from chatops.annotations import BACKUP_NOW as ON_DEMAND
 from chatops.commands import CommandError
 
 PLURAL = "chatbackups"
-ON_DEMAND = "chatops.dev/backup-now"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -47,34 +47,32 @@ async def backup(
     assert namespace is not None  # ChatBackup is namespaced
     woken = daemons.alarm(memo)
     api = memo["api"]
+    backoff = daemons.Backoff()
     while not stopped:
-        delay = daemons.ERROR_BACKOFF
         try:
-            look = await asyncio.to_thread(runner.look, api, namespace, name, daemons.post)
+            look = await asyncio.to_thread(runner.look, api, namespace, name, daemons.poster(api))
             if look.run is not None:
                 memo["running"] = True
                 try:
                     await in_thread(
                         f"chatops-backup-{namespace}-{name}",
                         functools.partial(
-                            runner.run, api, look.run, lambda: bool(stopped), daemons.post
+                            runner.run, api, look.run, lambda: bool(stopped), daemons.poster(api)
                         ),
                     )
                 finally:
                     memo["running"] = False
                 continue
             delay = look.requeue_after
+            backoff.succeeded()
         except (ChatopsError, client.ApiException, OSError) as err:
+            delay = backoff.failed()
             log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
         except Exception as err:  # a bug: say so in status, and look again later
+            delay = backoff.failed()
             log.exception("%s/%s: unexpected error in a look", namespace, name)
-            delay = STALLED_BACKOFF
             await asyncio.to_thread(runner.stalled, api, namespace, name, err)
         await daemons.nap(woken, stopped, delay)
-
-
-STALLED_BACKOFF = 60.0
-"""Seconds between looks after an unexpected error (it is in status meanwhile)."""
 
 
 def _without_finalizer() -> None:

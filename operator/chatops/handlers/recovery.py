@@ -33,7 +33,7 @@ async def recovery(
                 look = await in_thread(
                     f"chatops-recovery-{namespace}-{name}",
                     lambda: runner.advance(
-                        api, namespace, name, workspace, daemons.post, lambda: bool(stopped)
+                        api, namespace, name, workspace, daemons.poster(api), lambda: bool(stopped)
                     ),
                 )
             except (ChatopsError, client.ApiException, OSError) as err:

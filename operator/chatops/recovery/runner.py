@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from kubernetes import client
 
@@ -22,14 +21,13 @@ from chatops.adapters.redact import redact
 from chatops.api import validation
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
 from chatops.errors import ChatopsError, InvalidSpec
+from chatops.events import Event, EventSink
 from chatops.recovery import machine, steps
-from chatops.recovery.machine import Event
 
 PLURAL = "chatrecoveries"
 RETRY_AFTER = 5.0
 log = logging.getLogger("chatops.recovery")
 
-EventSink = Callable[[Mapping[str, Any], Event], None]
 
 
 def now() -> datetime.datetime:
@@ -42,18 +40,6 @@ class Look:
     """The recovery has ended (or cannot start): nothing more to do."""
     delay: float = 0.0
     """Seconds before the next look."""
-
-
-def _write(
-    cluster: Cluster, namespace: str, name: str, old: ChatRecoveryStatus,
-    new: ChatRecoveryStatus,
-) -> None:
-    before, after = old.wire(), new.wire()
-    if before == after:
-        return
-    patch: dict[str, Any] = {key: None for key in before if key not in after}
-    patch.update(after)
-    cluster.patch_status(PLURAL, namespace, name, patch)
 
 
 def advance(
@@ -83,7 +69,7 @@ def advance(
     generation = int(body["metadata"].get("generation") or 0)
     problems = tuple(validation.problems("ChatRecovery", body.get("spec") or {}))
     decision = machine.decide(status, problems, now(), generation)
-    _write(cluster, namespace, name, status, decision.status)
+    cluster.write_status(PLURAL, namespace, name, status, decision.status)
     for told in decision.events:
         post(ref, told)
     step = decision.step
@@ -93,7 +79,7 @@ def advance(
     ctx = steps.Context(
         api, cluster, namespace, name, ChatRecoverySpec.model_validate(body["spec"]),
         decision.status, step, workspace,
-        lambda old, new: _write(cluster, namespace, name, old, new), stopped,
+        lambda old, new: cluster.write_status(PLURAL, namespace, name, old, new), stopped,
     )
     event: Event | None
     try:

@@ -15,27 +15,32 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from chatops.annotations import ABORT, PROMOTE, RETRY
 from chatops.api.common import now_rfc3339
 from chatops.api.release import HistoryEntry
+from chatops.events import Event
 from chatops.release import revision as rev
 from chatops.release import status as st
 from chatops.release.model import (
     Action,
     ApplyDeployment,
     ApplyServices,
-    ClearAnnotation,
     Decision,
-    Event,
     Observation,
     ScaleDeployment,
     SetTraffic,
-    other,
 )
 from chatops.release.plan import BUSY, STEADY, Plan
 from chatops.release.strategies import progress
-from chatops.release.transitions import abort, keep_stable, not_ready, past, start
-
-ABORT, RETRY, PROMOTE = "chatops.dev/abort", "chatops.dev/retry", "chatops.dev/promote"
+from chatops.release.transitions import (
+    abort,
+    keep_stable,
+    not_ready,
+    past,
+    start,
+    traffic_shows,
+    weights_shown,
+)
 
 
 def decide(obs: Observation) -> Decision:
@@ -96,6 +101,16 @@ def _first_release(obs: Observation, desired: str) -> Plan:
         plan.act(ApplyDeployment(c.name, "blue", desired, c.replicas))
     pending = not_ready(obs, "blue", desired)
     if not pending:
+        plan.act(SetTraffic("green", 0))
+    if not pending and not traffic_shows(obs, "blue", 100):
+        # Live means serving: not Succeeded until the router shows all traffic on blue.
+        plan.update(
+            phase="Progressing",
+            message=f"first release: waiting for the router to send all traffic to blue "
+            f"({weights_shown(obs, 'blue')})",
+        )
+        plan.requeue(BUSY)
+    elif not pending:
         entry = HistoryEntry(
             revision=desired,
             images=rev.images(spec),
@@ -114,7 +129,6 @@ def _first_release(obs: Observation, desired: str) -> Plan:
             message=f"{rev.summary(spec)} is live",
             history=st.append_history(status.history, entry, spec.history_limit),
         )
-        plan.act(SetTraffic("green", 0))
     elif past(started, spec.progress_deadline_seconds, now):
         plan.update(
             phase="Failed",
@@ -132,12 +146,12 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
     a release when the spec asks for a revision that is neither stable nor rolled back."""
     plan = Plan(obs.status)
     if obs.manual.retry:
-        plan.act(ClearAnnotation(RETRY))
+        plan.act(obs.manual.clear(RETRY))
         plan.update(aborted_revision=None)
     if obs.manual.abort:
-        plan.act(ClearAnnotation(ABORT))
+        plan.act(obs.manual.clear(ABORT))
     if obs.manual.promote is not None:  # stale: it must not skip the next release's checks
-        plan.act(ClearAnnotation(PROMOTE))
+        plan.act(obs.manual.clear(PROMOTE))
     status = plan.status
     if desired not in (status.stable_revision, status.aborted_revision):
         return start(replace(obs, status=status), plan, desired)
@@ -187,11 +201,7 @@ def _finish(obs: Observation, plan: Plan) -> Decision:
 def _satisfied(obs: Observation, action: Action) -> bool:
     """Whether the cluster already shows what `action` asks for (so it is not sent)."""
     if isinstance(action, SetTraffic):
-        stable = other(action.canary)
-        return all(
-            obs.weights.get(c.name) == {action.canary: action.weight, stable: 100 - action.weight}
-            for c in obs.spec.components
-        )
+        return traffic_shows(obs, action.canary, action.weight)
     if isinstance(action, ScaleDeployment):
         d = obs.deployments.get((action.component, action.color))
         return d is not None and d.replicas == action.replicas

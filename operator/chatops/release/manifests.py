@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from chatops.annotations import REVISION
 from chatops.api.release import ChatReleaseSpec, Component
 from chatops.traffic.router import (
     COLOR_LABEL,
@@ -18,7 +19,6 @@ from chatops.traffic.router import (
     stable_service_name,
 )
 
-REVISION = "chatops.dev/revision"
 Manifest = dict[str, Any]
 
 

@@ -120,6 +120,16 @@ def promote(obs: Observation, plan: Plan) -> Plan:
         finished_at=now_rfc3339(now),
         message="promoted",
     )
+    if new != active and not traffic_shows(obs, new, 100):
+        # Stable is what serves: all traffic on the new color first, as the router shows.
+        plan.act(SetTraffic(new, 100))
+        plan.update(
+            phase="Progressing",
+            message=f"promoting {status.canary_version}: moving all traffic to {new} "
+            f"({weights_shown(obs, new)})",
+        )
+        plan.requeue(BUSY)
+        return plan
     switched = datetime.datetime.fromisoformat(status.promoted_at) if status.promoted_at else now
     at = max(now, switched + datetime.timedelta(seconds=st.scale_down_delay(spec)))
     plan.update(
@@ -195,6 +205,25 @@ def not_ready(obs: Observation, color: Color, revision: str | None) -> str:
             have = d.available if d is not None and d.revision == revision else 0
             missing.append(f"{c.name}-{color} {have}/{c.replicas} available")
     return ", ".join(missing)
+
+
+def traffic_shows(obs: Observation, color: Color, weight: int) -> bool:
+    """Whether the router shows `weight` % of every component's traffic on `color` and the
+    rest on the other color (what a decision waits for before it records a weight)."""
+    wanted = {color: weight, other(color): 100 - weight}
+    return all(obs.weights.get(c.name) == wanted for c in obs.spec.components)
+
+
+def weights_shown(obs: Observation, color: Color) -> str:
+    """What the router shows on `color`, for a message: `the router shows api 0%, web 0%`."""
+    if not obs.weights:
+        return "the router shows no weights"
+    shown = ", ".join(
+        f"{c.name} {obs.weights[c.name].get(color, 0)}%" if c.name in obs.weights
+        else f"{c.name} unknown"
+        for c in obs.spec.components
+    )
+    return f"the router shows {shown} on {color}"
 
 
 def scaled_to_zero(obs: Observation, component: str, color: Color) -> bool:
