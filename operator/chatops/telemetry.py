@@ -12,6 +12,7 @@ import contextlib
 import math
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -24,7 +25,6 @@ from prometheus_client import (
 )
 
 from chatops.api.release import ChatReleaseStatus, ReleasePhase
-from chatops.release.model import Decision
 
 PHASES: tuple[ReleasePhase, ...] = (
     "Progressing",
@@ -179,8 +179,11 @@ def serve(port: int) -> ThreadingHTTPServer:
     return server
 
 
-def record_release(namespace: str, name: str, decision: Decision) -> None:
-    status: ChatReleaseStatus = decision.status
+def record_release(
+    namespace: str, name: str, status: ChatReleaseStatus, reasons: Iterable[str]
+) -> None:
+    """Mirror a release's new `status`; `reasons` of the Events its look posted."""
+    posted = set(reasons)
     for phase in PHASES:
         release_phase.labels(namespace, name, phase).set(1 if status.phase == phase else 0)
     release_step.labels(namespace, name).set(status.current_step or 0)
@@ -190,7 +193,7 @@ def record_release(namespace: str, name: str, decision: Decision) -> None:
         analysis_value.labels(namespace, name, m.metric, m.component).set(value)
     for reason in ROLLBACK_REASONS:  # every series exists from the start, so the first
         counted = rollbacks.labels(namespace, name, reason)  # rollback shows in increase()
-        if any(e.reason == reason for e in decision.events):
+        if reason in posted:
             counted.inc()
 
 

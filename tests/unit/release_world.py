@@ -111,6 +111,8 @@ class World:
     events: list[tuple[str, str]] = field(default_factory=list)
     actions: list[Any] = field(default_factory=list)
     generation: int = 1
+    routable: bool = True
+    """False: the router applies nothing (a missing route): weights stay unknown."""
 
     @property
     def parsed(self) -> ChatReleaseSpec:
@@ -128,11 +130,7 @@ class World:
         self.generation += 1
 
     def observation(self) -> Observation:
-        manual = Manual(
-            promote=self.annotations.get("chatops.dev/promote"),  # type: ignore[arg-type]
-            abort="chatops.dev/abort" in self.annotations,
-            retry="chatops.dev/retry" in self.annotations,
-        )
+        manual = Manual.read(self.annotations)
         return Observation(
             name="chat",
             namespace="ns",
@@ -192,13 +190,16 @@ class World:
             elif isinstance(action, RestoreRevision):
                 d = self.deployments[(action.component, action.color)]
                 self._run(action.component, action.color, action.revision, d.replicas)
-            elif isinstance(action, SetTraffic):
+            elif isinstance(action, SetTraffic) and self.routable:
                 for c in spec.components:
                     self.weights[c.name] = {
                         action.canary: action.weight,
                         other(action.canary): 100 - action.weight,
                     }
-            elif isinstance(action, ClearAnnotation):
+            elif isinstance(action, ClearAnnotation) and (
+                # compare-and-remove, as the API server's JSON patch `test` does
+                action.value is None or self.annotations.get(action.key) == action.value
+            ):
                 self.annotations.pop(action.key, None)
 
     def _run(self, name: str, color: Color, revision: str | None, replicas: int) -> None:

@@ -11,6 +11,7 @@ from chatops.release.model import (
     DeploymentState,
     FinalizeTraffic,
     ScaleDeployment,
+    SetTraffic,
 )
 from chatops.release.revision import revision
 from release_world import T0, World, released, spec
@@ -25,7 +26,12 @@ def test_first_release_goes_straight_to_blue_with_all_traffic() -> None:
     assert world.status.stable_version == "chat-api:1.0,chat-web:1.0"
     assert [h.result for h in world.status.history] == ["Succeeded"]
     ready = {c.type: c.status for c in world.status.conditions}
-    assert ready == {"Accepted": "True", "Progressing": "False", "Ready": "True"}
+    assert ready == {
+        "Accepted": "True",
+        "Progressing": "False",
+        "Complete": "True",
+        "Ready": "True",
+    }
 
 
 def test_first_release_never_available_fails_at_the_deadline() -> None:
@@ -399,10 +405,15 @@ def test_a_rolled_back_release_is_still_rolled_back_after_a_restore() -> None:
     assert world.status.phase == "RolledBack" and "error-rate" in (world.status.message or "")
 
 
-def test_the_next_weight_is_set_in_the_look_that_ends_a_pause() -> None:
+def test_the_next_weight_is_asked_in_the_look_that_ends_a_pause_and_recorded_once_shown() -> None:
     world = released(World(spec()))
     world.release("1.1")
-    steps_seen = set()
-    world.run_until(lambda w: steps_seen.add(w.status.current_step) or w.status.canary_weight == 50)
-    # step 2 is `setWeight: 50`: it never waits for a look of its own
-    assert 2 not in steps_seen and {1, 3} <= steps_seen | {world.status.current_step}
+    world.run_until(lambda w: w.status.canary_weight == 10)
+    decision = world.tick()
+    while SetTraffic("green", 50) not in decision.actions:
+        decision = world.tick()
+    # the look that ended the pause asked for 50 %, but the router has not shown it yet
+    assert world.status.canary_weight == 10 and world.status.current_step == 2
+    assert "setting 50%" in (world.status.message or "")
+    world.tick()
+    assert world.status.canary_weight == 50 and world.status.current_step == 3

@@ -21,21 +21,24 @@ from kubernetes import client
 from chatops import clock, telemetry
 from chatops.adapters import s3
 from chatops.adapters.kube import Cluster
-from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal, lease_name
+from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.mongo import Mongo
+from chatops.adapters.redact import redact
+from chatops.annotations import BACKUP_NOW
 from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec, ChatBackupStatus
+from chatops.api.common import Condition
 from chatops.backup import catalog, controller, credentials, dump
-from chatops.backup.controller import Event, Observation, Outcome, Start
+from chatops.backup.controller import Observation, Outcome, Start
 from chatops.backup.manifest import ManifestSource
 from chatops.backup.retention import RetentionPolicy, StoredBackup
 from chatops.errors import ChatopsError, InvalidSpec
+from chatops.events import Event, EventSink
 
 PLURAL = "chatbackups"
 LEASE_POLL = 2.0
 log = logging.getLogger("chatops.backup")
 
-EventSink = Callable[[Mapping[str, Any], Event], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Run:
 
     namespace: str
     name: str
-    uid: str | None
+    uid: str
     generation: int
     spec: ChatBackupSpec
     start: Start
@@ -73,18 +76,6 @@ class Look:
 
 def _ref(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: body[k] for k in ("apiVersion", "kind", "metadata")}
-
-
-def write_status(
-    cluster: Cluster, namespace: str, name: str, old: ChatBackupStatus, new: ChatBackupStatus
-) -> None:
-    """One patch, with explicit nulls for keys the new status no longer has."""
-    before, after = old.wire(), new.wire()
-    if before == after:
-        return
-    patch: dict[str, Any] = {key: None for key in before if key not in after}
-    patch.update(after)
-    cluster.patch_status(PLURAL, namespace, name, patch)
 
 
 def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> Look:
@@ -118,11 +109,15 @@ def _look(
     problems = tuple(validation.problems("ChatBackup", body.get("spec") or {}))
     spec = None if problems else ChatBackupSpec.model_validate(body["spec"])
     annotations = meta.get("annotations") or {}
-    request = annotations.get(controller.ON_DEMAND)
+    request = annotations.get(BACKUP_NOW)
+    uid = str(meta.get("uid") or "")
     leftover = None
     last = status.last_backup
     if spec is not None and last is not None and last.result == "Running":
         leftover = _leftover(cluster, namespace, name, spec, last.id, last.key)
+    unresolved = () if spec is None else tuple(
+        _references(namespace, name, spec).unresolved(cluster)
+    )
     seen = Observation(
         namespace=namespace,
         name=name,
@@ -134,16 +129,18 @@ def _look(
         problems=problems,
         on_demand=request is not None,
         leftover=leftover,
+        uid=uid,
+        unresolved=unresolved,
     )
     decision = controller.decide(seen)
     # Status first: a crash before the annotation is cleared runs the backup twice, never
     # zero times.
-    write_status(cluster, namespace, name, status, decision.status)
+    cluster.write_status(PLURAL, namespace, name, status, decision.status)
     if decision.clear_on_demand and request is not None:
         try:
-            cluster.remove_annotation_if(PLURAL, namespace, name, controller.ON_DEMAND, request)
+            cluster.remove_annotation_if(PLURAL, namespace, name, BACKUP_NOW, request)
         except client.ApiException as err:  # the run still starts; at worst it runs twice
-            log.warning("%s/%s: clearing %s: %s", namespace, name, controller.ON_DEMAND,
+            log.warning("%s/%s: clearing %s: %s", namespace, name, BACKUP_NOW,
                         err.reason)
     for event in decision.events:
         post(_ref(body), event)
@@ -151,8 +148,7 @@ def _look(
         return Look(decision.requeue_after)
     failed = tuple(r.key for r in status.backups if r.result == "Failed" and r.key)
     run = Run(
-        namespace, name, meta.get("uid"), seen.generation, spec, decision.start, _ref(body),
-        worker, failed,
+        namespace, name, uid, seen.generation, spec, decision.start, _ref(body), worker, failed,
     )
     return Look(decision.requeue_after, run)
 
@@ -177,13 +173,35 @@ def _leftover(
     return found[0] if found else None
 
 
+def _references(namespace: str, name: str, spec: ChatBackupSpec) -> credentials.References:
+    return credentials.References(
+        f"ChatBackup {namespace}/{name}", namespace, spec.mongodb.uri_secret_ref,
+        "spec.mongodb.uriSecretRef", spec.storage.s3, "spec.storage.s3",
+    )
+
+
 def _secrets(
     cluster: Cluster, namespace: str, name: str, spec: ChatBackupSpec
 ) -> credentials.Secrets:
-    return credentials.read(
-        cluster, f"ChatBackup {namespace}/{name}", namespace, spec.mongodb.uri_secret_ref,
-        "spec.mongodb.uriSecretRef", spec.storage.s3, "spec.storage.s3",
-    )
+    return _references(namespace, name, spec).read(cluster)
+
+
+def stalled(api: client.ApiClient, namespace: str, name: str, err: Exception) -> None:
+    """Put an unexpected error of a look into status (scrubbed of URI credentials)."""
+    cluster = Cluster(api)
+    try:
+        body = cluster.get(PLURAL, namespace, name)
+        if body is None:
+            return
+        # Only the conditions are read: the rest of the status may be what broke the look.
+        raw = (body.get("status") or {}).get("conditions") or []
+        old = ChatBackupStatus(conditions=[Condition.model_validate(c) for c in raw])
+        generation = int(body["metadata"].get("generation") or 0)
+        problem = redact(f"unexpected {type(err).__name__} in a look: {err}")[:1000]
+        new = controller.stalled(old, problem, clock.now(), generation)
+        cluster.patch_status(PLURAL, namespace, name, {"conditions": new.wire()["conditions"]})
+    except Exception:  # the status itself cannot be read or written: the log has it
+        log.exception("%s/%s: cannot record the unexpected error in status", namespace, name)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -221,7 +239,21 @@ def _execute(
         secrets = _secrets(cluster, job.namespace, job.name, spec)
     except InvalidSpec as err:
         return _failed(job, str(err))
-    lease = Lease(api, job.namespace, lease_name(secrets.mongo_uri), job.identity)
+    try:
+        with Mongo(secrets.mongo_uri) as mongo:
+            return _with_lease(api, cluster, job, mongo, secrets, deadline, stopped, post)
+    except ChatopsError as err:
+        return _failed(job, secrets.scrub(str(err)))
+
+
+def _with_lease(
+    api: client.ApiClient, cluster: Cluster, job: Run, mongo: Mongo,
+    secrets: credentials.Secrets, deadline: float, stopped: Callable[[], bool],
+    post: EventSink,
+) -> Outcome:
+    """Take the database Lease (named by what the server says it is), then dump."""
+    spec = job.spec
+    lease = Lease.database(api, mongo.identity(), job.identity)
     try:
         problem = _acquire(cluster, lease, job, deadline, stopped, post)
     except (client.ApiException, OSError) as err:
@@ -246,12 +278,12 @@ def _execute(
             database=spec.mongodb.database,
             read_preference=spec.mongodb.read_preference,
             source=ManifestSource(namespace=job.namespace, name=job.name, uid=job.uid),
+            backup=job.start.id,
         )
-        with Mongo(secrets.mongo_uri) as mongo:
-            manifest = dump.dump(
-                mongo, store, request, now=lambda: next(first, None) or clock.now(),
-                interrupt=interrupt,
-            )
+        manifest = dump.dump(
+            mongo, store, request, now=lambda: next(first, None) or clock.now(),
+            interrupt=interrupt,
+        )
         deleted, retention_problem = _retention(store, job)
         return Outcome(
             job.start.id, manifest.tarball.key, started, manifest.finished_at, manifest,
@@ -282,8 +314,8 @@ def _acquire(
             body = cluster.get(PLURAL, job.namespace, job.name)
             if body is not None:
                 old = ChatBackupStatus.model_validate(body.get("status") or {})
-                write_status(
-                    cluster, job.namespace, job.name, old, controller.waiting(old, holder)
+                cluster.write_status(
+                    PLURAL, job.namespace, job.name, old, controller.waiting(old, holder)
                 )
             post(job.ref, Event("Normal", "WaitingForLease",
                                 f"backup {job.start.id} waits for the database, held by {holder}"))
@@ -301,7 +333,7 @@ def _acquire(
 def _retention(store: s3.Store, job: Run) -> tuple[tuple[str, ...], str]:
     """Apply keepLast/maxAge to this ChatBackup's backups; (ids deleted, problem)."""
     policy = RetentionPolicy(
-        owner=f"{job.namespace}/{job.name}",
+        uid=job.uid,
         keep_last=job.spec.retention.keep_last,
         max_age=controller.max_age(job.spec),
     )
@@ -328,7 +360,7 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
     old = ChatBackupStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     new, events = controller.finish(old, outcome, clock.now(), generation)
-    write_status(cluster, job.namespace, job.name, old, new)
+    cluster.write_status(PLURAL, job.namespace, job.name, old, new)
     for event in events:
         post(job.ref, event)
     if outcome.manifest is not None:
@@ -344,14 +376,17 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
 # -- deletion -------------------------------------------------------------------------------
 
 
-def delete_backups(api: client.ApiClient, namespace: str, name: str, spec: ChatBackupSpec) -> int:
-    """`deletionPolicy: Delete`: every object this ChatBackup wrote, complete or not."""
+def delete_backups(
+    api: client.ApiClient, namespace: str, name: str, uid: str, spec: ChatBackupSpec
+) -> int:
+    """`deletionPolicy: Delete`: every object this ChatBackup (this uid) wrote, complete or
+    not; never another's, whatever its name."""
     cluster = Cluster(api)
     secrets = _secrets(cluster, namespace, name, spec)
     store = credentials.store(spec.storage.s3, secrets)
-    owner = f"{namespace}/{name}"
+    policy = RetentionPolicy(uid=uid)
     try:
-        mine = [b for b in catalog.list_backups(store, spec.storage.s3.prefix) if b.owner == owner]
+        mine = [b for b in catalog.list_backups(store, spec.storage.s3.prefix) if policy.owns(b)]
         catalog.delete(store, mine)
     except ChatopsError as err:
         raise ChatopsError(secrets.scrub(str(err))) from None

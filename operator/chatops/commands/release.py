@@ -4,7 +4,9 @@ The commands only set the annotations the operator reads (`chatops.dev/promote`,
 `chatops.dev/abort`, `chatops.dev/retry`) and read the status it writes; they never
 move traffic or scale anything themselves, so what a human does by CLI is exactly what
 a GitOps commit of the same annotation would do, and the operator stays the only writer
-of the cluster's release state.
+of the cluster's release state. Each request carries a value of its own (`step@<time>`),
+and the operator removes it only if it still has the value it acted on: a second
+`chatops promote` while the first is being acted on is a second request, never lost.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from chatops import clock
+from chatops.annotations import ABORT, PROMOTE, RETRY, request
 from chatops.commands import CommandError, release_view
-from chatops.release.decide import ABORT, RETRY
-from chatops.release.strategies import PROMOTE
 
 if TYPE_CHECKING:
     from chatops.commands.releases import Releases
 
+PENDING_WAIT = 60.0
+"""Seconds a request waits for an earlier one of the same kind to be taken: two
+`chatops promote` in a row are two steps, the second written once the first is taken."""
 EXIT_ROLLED_BACK = 2
 """`status --watch` exit status when the release ended RolledBack or Failed, so a
 pipeline step can wait on a release and fail with it."""
@@ -77,9 +82,10 @@ def _annotate(key: str, what: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
-def _set_annotation(args: argparse.Namespace, key: str, value: str, what: str) -> int:
+def _set_annotation(args: argparse.Namespace, key: str, how: str, what: str) -> int:
+    value = request(how, clock.now())
     with _connect(args.namespace) as releases:
-        body = releases.annotate(args.name, key, value)
+        body = releases.request(args.name, key, value, PENDING_WAIT)
     print(f"chatrelease {releases.namespace}/{args.name}: asked to {what} ({key}={value})")
     release = release_view.view(body)
     if release.finished and key != RETRY:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from chatops.commands import CommandError, kube
 PLURAL = "chatreleases"
 RESOURCE = f"{PLURAL}.{GROUP}"
 
+_PENDING_POLL = 0.2
+"""Seconds between reads while an earlier request is pending."""
 _WATCH_SECONDS = 60
 """How long one watch request runs before it is renewed (the API server ends them)."""
 
@@ -54,16 +57,43 @@ class Releases:
             ),
         )
 
-    def annotate(self, name: str, key: str, value: str) -> dict[str, Any]:
-        """Set one annotation (a merge patch: other annotations stay) and return the
-        object as stored."""
-        patch = {"metadata": {"annotations": {key: value}}}
-        return self._call(
-            name,
-            lambda: self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name, patch
-            ),
-        )
+    def request(self, name: str, key: str, value: str, wait: float) -> dict[str, Any]:
+        """Set the request annotation `key` to `value` once no earlier request is pending
+        there (one annotation holds one request: writing over a pending one would merge
+        two requests into one), waiting up to `wait` seconds for the operator to take it.
+        The write is conditional on the resourceVersion read, so a request written by
+        someone else meanwhile is never overwritten. Returns the object as stored."""
+        deadline = time.monotonic() + wait
+        while True:
+            body = self.get(name)
+            meta = body["metadata"]
+            pending = (meta.get("annotations") or {}).get(key)
+            if pending is None:
+                patch = {
+                    "metadata": {
+                        "resourceVersion": meta["resourceVersion"],
+                        "annotations": {key: value},
+                    }
+                }
+                try:
+                    stored: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL, name, patch
+                    )
+                    return stored
+                except ApiException as err:
+                    if err.status != 409:  # 409: it changed since the read; read again
+                        raise CommandError(self._message(err, name)) from err
+                except HTTPError as err:
+                    raise CommandError(self._unreachable(err)) from err
+                continue
+            if time.monotonic() >= deadline:
+                raise CommandError(
+                    f"{self.resource(name)} in namespace {self.namespace}: an earlier request "
+                    f"{key}={pending} is still pending; the operator has not taken it in "
+                    f"{wait:.0f} s (is it running?). Remove it with: kubectl annotate crel "
+                    f"{name} -n {self.namespace} {key}-"
+                )
+            time.sleep(_PENDING_POLL)
 
     def changes(self, name: str) -> Iterator[dict[str, Any]]:
         """The object now, then every change of it, through the watch API; a watch that

@@ -1,5 +1,6 @@
-"""What every chatops daemon shares: posting an Event the decision asked for, being
-woken when its object changes, and sleeping until then, its next time, or shutdown.
+"""What every chatops daemon shares: posting the Events its decisions ask for, being
+woken when its object changes, sleeping until then, its next time, or shutdown, and
+backing off while its looks keep failing.
 
 Each kind registers its own `kopf.on.event` handler calling `wake`; the daemon of the
 same object finds the wake-up in the per-object `memo`. Our own status writes change
@@ -9,32 +10,39 @@ neither generation nor annotations, so they wake nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, Literal, Protocol, cast
+from typing import Any
 
 import kopf
+from kubernetes import client
+
+from chatops.adapters.kube import Cluster
+from chatops.events import EventSink
 
 ERROR_BACKOFF = 5.0
 """Seconds before a look that failed (API or network trouble) is tried again."""
+MAX_BACKOFF = 300.0
+"""The longest wait between two failing looks of one object."""
 
 
-class Announcement(Protocol):
-    """An Event a decision asked for (each kind has its own dataclass of this shape)."""
-
-    @property
-    def type(self) -> Literal["Normal", "Warning"]: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def message(self) -> str: ...
+def poster(api: client.ApiClient) -> EventSink:
+    """Posts an Event synchronously through the API (kopf's own `kopf.event` only queues
+    it for later), so a controller can post it before the status that it explains."""
+    return Cluster(api).post_event
 
 
-def post(ref: Mapping[str, Any], event: Announcement) -> None:
-    """A Kubernetes Event on the object `ref` (kopf reads only apiVersion, kind and
-    metadata from it, which a raw object has)."""
-    kopf.event(
-        cast(kopf.Body, dict(ref)), type=event.type, reason=event.reason, message=event.message
-    )
+class Backoff:
+    """Seconds before the next try after `failed()` looks in a row: ERROR_BACKOFF,
+    doubled each time up to MAX_BACKOFF; a look that went through resets it."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> float:
+        self.failures += 1
+        return float(min(ERROR_BACKOFF * 2 ** (self.failures - 1), MAX_BACKOFF))
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
 
 def wake(memo: Any, meta: kopf.Meta) -> None:

@@ -17,8 +17,9 @@ from kubernetes import client
 from chatops import telemetry
 from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
+from chatops.events import EventSink
 from chatops.handlers import daemons
-from chatops.release import runner
+from chatops.release import deletion, runner
 
 log = logging.getLogger("chatops.release")
 
@@ -33,17 +34,74 @@ async def wake(memo: Any, meta: kopf.Meta, **_: Any) -> None:
 async def release(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
+    """Look as often as the last look asked. A look that raises is said in the status
+    and an Event (`runner.report_failure`), then tried again after a growing delay: never
+    a silent retry loop, never a daemon kopf restarts for ever."""
     assert namespace is not None  # ChatRelease is namespaced
+    api = memo["api"]
     woken = daemons.alarm(memo)
+    post = daemons.poster(api)
+    backoff = daemons.Backoff()
     while not stopped:
         try:
             with telemetry.look_seconds.time():
-                look = await asyncio.to_thread(
-                    runner.look, memo["api"], namespace, name, daemons.post
-                )
+                look = await asyncio.to_thread(_look, memo, api, namespace, name, post)
             delay = look.requeue_after
-        except (ChatopsError, client.ApiException, OSError) as err:
-            log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
-            delay = daemons.ERROR_BACKOFF
+            backoff.succeeded()
+        except Exception as err:  # whatever it is, it is reported, not re-raised
+            delay = backoff.failed()
+            log.warning("%s/%s: look failed (%s: %s); next try in %.0f s",
+                        namespace, name, type(err).__name__, err, delay)
+            await _report(api, namespace, name, err, post)
         await daemons.nap(woken, stopped, delay)
     telemetry.forget_release(namespace, name)
+
+
+async def _report(
+    api: client.ApiClient, namespace: str, name: str, err: Exception, post: EventSink
+) -> None:
+    try:
+        await asyncio.to_thread(runner.report_failure, api, namespace, name, err, post)
+    except Exception as failed:  # the API server is away too: the log has said it
+        log.warning("%s/%s: cannot report it: %s: %s", namespace, name,
+                    type(failed).__name__, failed)
+
+
+def _look(
+    memo: Any, api: client.ApiClient, namespace: str, name: str, post: EventSink
+) -> runner.Look:
+    """One look, marked in `memo` while it runs: a deletion waits for a look in flight,
+    whose actions could otherwise move traffic after the deletion moved it back."""
+    memo["looking"] = True
+    try:
+        return runner.look(api, namespace, name, post)
+    finally:
+        memo["looking"] = False
+
+
+TRAFFIC_TRIES = 10
+"""Rounds (2 s apart) of failing to move traffic back before a deletion keeps both colors."""
+
+
+@kopf.on.delete(GROUP, VERSION, "chatreleases")
+async def deleted(name: str, namespace: str | None, memo: Any, retry: int, **_: Any) -> None:
+    """The live version outlives its ChatRelease: traffic back to the stable color, the
+    other color deleted, the rest released (`deletionPolicy: Retain`), or everything
+    deleted (`Delete`); see `release/teardown.py`. The finalizer stays until it is done,
+    so a restarted operator finishes it."""
+    assert namespace is not None
+    if memo.get("looking"):
+        raise kopf.TemporaryError("a look is finishing; deleting after it", delay=1)
+    failed = memo.get("traffic_error")
+    stuck = str(failed) if failed is not None and retry >= TRAFFIC_TRIES else None
+    try:
+        waiting = await asyncio.to_thread(
+            deletion.finish, memo["api"], namespace, name, daemons.poster(memo["api"]), stuck
+        )
+    except ChatopsError as err:
+        memo["traffic_error"] = err
+        raise kopf.TemporaryError(f"deleting: {err}", delay=2) from None
+    except client.ApiException as err:
+        raise kopf.TemporaryError(f"deleting: {err.status} {err.reason}", delay=2) from None
+    if waiting is not None:
+        raise kopf.TemporaryError(waiting, delay=1)

@@ -6,9 +6,10 @@ before and after it.
 
 Everything is in `status.steps`, so an operator killed at any point resumes from there: a
 step found Running was interrupted and runs again from its start (each is idempotent:
-quiescing keeps the replicas it recorded first, a DropDatabase or DropCollections restore
-drops what a half-done one wrote). A failed step skips the rest but Resume, which scales
-the app back up whatever happened: a failed restore never leaves the app down.
+quiescing keeps the replicas it recorded first; a restore drops the temporary collections
+a half-done one loaded, or finishes the renames of a commit it began, see `backup.swap`).
+A failed step skips the rest but Resume, which scales the app back up whatever happened:
+a failed restore never leaves the app down.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import datetime
 from collections.abc import Mapping
 from typing import Literal
 
-from chatops.api.common import Condition, now_rfc3339, set_condition
+from chatops.api.common import condition, now_rfc3339, set_condition
 from chatops.api.recovery import ChatRecoveryStatus, RecoveryPhase, Step
+from chatops.events import Event
 
 StepName = Literal["Resolve", "Quiesce", "Download", "Restore", "Verify", "Resume", "HealthCheck"]
 STEPS: tuple[StepName, ...] = (
@@ -49,30 +51,11 @@ TERMINAL: frozenset[RecoveryPhase] = frozenset({"Succeeded", "Failed"})
 
 
 @dataclasses.dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event on the ChatRecovery."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclasses.dataclass(frozen=True)
 class Decision:
     status: ChatRecoveryStatus
     step: StepName | None = None
     """The step to run now; None when the recovery has ended (or cannot start)."""
     events: tuple[Event, ...] = ()
-
-
-def _condition(
-    type_: str, status: Literal["True", "False", "Unknown"], reason: str, message: str,
-    now: datetime.datetime, generation: int,
-) -> Condition:
-    return Condition(
-        type=type_, status=status, reason=reason, message=message,
-        last_transition_time=now_rfc3339(now), observed_generation=generation,
-    )
 
 
 def _step(status: ChatRecoveryStatus, name: StepName) -> Step:
@@ -103,7 +86,7 @@ def decide(
 ) -> Decision:
     """What a look at a ChatRecovery does next."""
     ok = not problems
-    accepted = _condition(
+    accepted = condition(
         "Accepted", "True" if ok else "False", "SpecValid" if ok else "InvalidSpec",
         "the spec is valid" if ok else "; ".join(problems), now, generation,
     )
@@ -140,7 +123,7 @@ def begin(
     if failure is not None:
         message = f"{failure.name} failed: {failure.message}; {DOING[step]}"
     new = Step(name=step, state="Running", started_at=now_rfc3339(now), message=message)
-    ready = _condition("Ready", "Unknown", "InProgress", message, now, generation)
+    ready = condition("Ready", "Unknown", "InProgress", message, now, generation)
     return status.model_copy(
         update={
             "phase": PHASE[step],
@@ -202,13 +185,13 @@ def conclude(
         if status.restored_documents is not None:
             message = f"restored {status.restored_documents} documents; the app is back"
         phase: RecoveryPhase = "Succeeded"
-        ready = _condition("Ready", "True", "Succeeded", message, now, generation)
+        ready = condition("Ready", "True", "Succeeded", message, now, generation)
         event = Event("Normal", "RecoverySucceeded", message)
     else:
         back = "the app was scaled back up" if resume.state == "Succeeded" else resume.message
         message = f"{failure.name} failed: {failure.message}; {back}"
         phase = "Failed"
-        ready = _condition("Ready", "False", "Failed", message, now, generation)
+        ready = condition("Ready", "False", "Failed", message, now, generation)
         event = Event("Warning", "RecoveryFailed", message)
     return Decision(
         status.model_copy(

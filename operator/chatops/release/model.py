@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from chatops.annotations import ABORT, PROMOTE, RETRY, what
 from chatops.api.analysis import Measurement
 from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.events import Event
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -64,6 +66,26 @@ class Manual:
     promote: Literal["step", "full"] | None = None
     abort: bool = False
     retry: bool = False
+    values: Mapping[str, str] = field(default_factory=dict)
+    """The annotations' values as read: a request is cleared only if it still has the
+    value acted on, so one written meanwhile survives for the next look."""
+
+    @classmethod
+    def read(cls, annotations: Mapping[str, str]) -> Manual:
+        """The requests in a ChatRelease's annotations; `step@<time>` and a bare `step`
+        ask the same, anything but `full` promotes one step."""
+        values = {key: annotations[key] for key in (PROMOTE, ABORT, RETRY) if key in annotations}
+        promote = what(values[PROMOTE]) if PROMOTE in values else None
+        return cls(
+            promote="full" if promote == "full" else "step" if promote is not None else None,
+            abort=ABORT in values,
+            retry=RETRY in values,
+            values=values,
+        )
+
+    def clear(self, key: str) -> ClearAnnotation:
+        """Remove the request `key`, the one that was read (compare-and-remove)."""
+        return ClearAnnotation(key, self.values.get(key))
 
 
 @dataclass(frozen=True)
@@ -168,18 +190,11 @@ class StartSmokeTest:
 
 @dataclass(frozen=True)
 class ClearAnnotation:
-    """Remove a manual-control annotation once it has been acted on."""
+    """Remove a manual-control annotation once it has been acted on, only if it still has
+    `value` (None: whatever it has)."""
 
     key: str
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event on the ChatRelease."""
-
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+    value: str | None = None
 
 
 Action = (

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from chatops.api.release import ChatReleaseStatus
-from chatops.release.model import Action, Color, Event, Needs
+from chatops.events import Event
+from chatops.release.model import Action, Color, Needs, SetTraffic
 
 BUSY = 2.0
 """Seconds between looks while something is moving."""
@@ -27,6 +28,11 @@ class Plan:
         self.status = self.status.model_copy(update=fields)
 
     def act(self, action: Action) -> None:
+        """Add `action`; a `SetTraffic` replaces any earlier one, as weights say what should
+        be true: the last word of a decision is the weight, never a detour through the
+        earlier one."""
+        if isinstance(action, SetTraffic):
+            self.actions = [a for a in self.actions if not isinstance(a, SetTraffic)]
         if action not in self.actions:
             self.actions.append(action)
 

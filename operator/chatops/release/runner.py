@@ -13,51 +13,43 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
 
-from chatops import clock, telemetry
+from chatops import clock, ownership, telemetry
 from chatops.adapters.kube import Cluster
+from chatops.adapters.redact import redact
 from chatops.api import validation
 from chatops.api.analysis import Measurement
 from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
 from chatops.errors import ChatopsError, MetricsUnavailable
+from chatops.events import Event, EventSink
 from chatops.metrics.analysis import QueryContext, render
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
 from chatops.metrics.provider import MetricProvider
-from chatops.release import manifests
+from chatops.release import execute, manifests, observe
+from chatops.release import status as st
 from chatops.release.decide import decide
 from chatops.release.model import (
     COLORS,
-    ApplyDeployment,
-    ApplyServices,
     ClearAnnotation,
     Color,
     Decision,
-    Event,
-    FinalizeTraffic,
     Manual,
     Observation,
-    RestoreRevision,
-    ScaleDeployment,
-    SetTraffic,
-    StartSmokeTest,
     other,
 )
 from chatops.traffic.factory import router_for
-from chatops.traffic.router import Split, TrafficRouter, color_of
+from chatops.traffic.router import TrafficRouter, color_of
 
 PLURAL = "chatreleases"
 STUCK_RETRY = 15.0
 """Seconds between attempts at an action a human must unblock."""
 PROMETHEUS_ENV = "CHATOPS_PROMETHEUS_URL"
 log = logging.getLogger("chatops.release")
-
-EventSink = Callable[[dict[str, Any], Event], None]
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,9 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         _refuse(cluster, body, status, generation, now)
         return Look(None, 60)
     spec = ChatReleaseSpec.model_validate(body["spec"])
-    router = router_for(spec, api)
+    if status.stable_revision is None:  # new: take back what a namesake left serving
+        _adopt(cluster, namespace, name)
+    router = router_for(spec, api, ownership.owner(body))
     obs = Observation(
         name=name,
         namespace=namespace,
@@ -89,33 +83,47 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         spec=spec,
         status=status,
         now=now,
-        deployments=cluster.deployments(namespace, name),
+        deployments=observe.deployments(cluster.deployments(namespace, observe.selector(name))),
         weights=_weights(router, namespace, name, spec, status),
-        manual=_manual(body["metadata"].get("annotations") or {}),
-        smoke=cluster.job_state(namespace, status.smoke_test_job)
+        manual=Manual.read(body["metadata"].get("annotations") or {}),
+        smoke=observe.smoke_result(cluster.job(namespace, status.smoke_test_job))
         if status.smoke_test_job
         else None,
     )
     decision = decide(obs)
     if decision.needs:
         decision = decide(_probed(cluster, obs, decision))
-    try:
-        _carry_out(cluster, router, body, obs, decision, post)
-    except ChatopsError as err:
-        # Retrying will not help until a human fixes what the error names (a missing
-        # HTTPRoute, a route without the color backendRefs): say so where they look.
-        _stuck(cluster, body, str(err), post)
-        return Look(decision, STUCK_RETRY)
-    telemetry.record_release(namespace, name, decision)
-    return Look(decision, decision.requeue_after)
+    return _carry_out(cluster, router, body, obs, decision, post)
 
 
-def _stuck(cluster: Cluster, body: dict[str, Any], problem: str, post: EventSink) -> None:
-    message = f"cannot carry out the release: {problem}"
-    meta = body["metadata"]
-    cluster.patch_status(PLURAL, meta["namespace"], meta["name"], {"message": message})
-    if (body.get("status") or {}).get("message") != message:  # said once, not every retry
-        post(body, Event("Warning", "ActionFailed", message))
+def _adopt(cluster: Cluster, namespace: str, name: str) -> None:
+    """What a deleted ChatRelease of this name left serving is this one's again: the
+    released mark goes (the apply of the first release rewrites the rest)."""
+    selector = manifests.owned_selector(name, released=True)
+    for kind in ("Deployment", "Service"):
+        for obj in cluster.listed(kind, namespace, selector):
+            cluster.patch_metadata(kind, namespace, obj["metadata"]["name"], manifests.adopted())
+
+
+def report_failure(
+    api: client.ApiClient, namespace: str, name: str, err: BaseException, post: EventSink
+) -> None:
+    """A look that raised what no branch expected: say so in status (`Reconciled=False`,
+    reason LookFailed, and the message) and in one Warning Event per distinct problem,
+    so it is never a silent retry loop. Best effort: when the API server is what failed,
+    this fails too and the daemon's log says it."""
+    cluster = Cluster(api)
+    body = cluster.get(PLURAL, namespace, name)
+    if body is None:
+        return
+    old = ChatReleaseStatus.model_validate(body.get("status") or {})
+    generation = int(body["metadata"].get("generation") or 0)
+    problem = redact(f"unexpected {type(err).__name__} in the look: {err}")
+    now = clock.now()
+    if st.action_problem(old) != problem:
+        post(body, Event("Warning", "LookFailed", f"cannot carry out the release: {problem}"))
+    cluster.write_status(PLURAL, namespace, name, old, st.stuck(old, "LookFailed", problem, now,
+                                                                generation))
 
 
 def _refuse(
@@ -129,6 +137,8 @@ def _refuse(
     conditions = validation.accepted(
         "ChatRelease", body.get("spec") or {}, generation, status.conditions, now
     )
+    accepted = next(c for c in conditions if c.type == st.ACCEPTED)
+    conditions = st.refused(conditions, accepted.message, now, generation)
     meta = body["metadata"]
     cluster.patch_status(
         PLURAL,
@@ -139,28 +149,6 @@ def _refuse(
             "conditions": [c.wire() for c in conditions],
         },
     )
-
-
-def _manual(annotations: Mapping[str, str]) -> Manual:
-    promote = annotations.get("chatops.dev/promote")
-    return Manual(
-        promote="full" if promote == "full" else "step" if promote is not None else None,
-        abort="chatops.dev/abort" in annotations,
-        retry="chatops.dev/retry" in annotations,
-    )
-
-
-def _splits(name: str, spec: ChatReleaseSpec, canary: Color, weight: int) -> list[Split]:
-    stable = other(canary)
-    return [
-        Split(
-            c.name,
-            manifests.deployment_name(name, c.name, stable),
-            manifests.deployment_name(name, c.name, canary),
-            weight,
-        )
-        for c in spec.components
-    ]
 
 
 def _weights(
@@ -176,7 +164,7 @@ def _weights(
     # stable Service, which selects it, so that is where its share of traffic goes.
     canary = other(status.active_color or "blue")
     try:
-        seen = router.get_weights(namespace, name, _splits(name, spec, canary, 0))
+        seen = router.get_weights(namespace, name, execute.splits(name, spec, canary, 0))
     except ChatopsError as err:
         log.info("%s/%s: cannot read traffic weights: %s", namespace, name, err)
         return {}
@@ -276,55 +264,45 @@ def _carry_out(
     obs: Observation,
     decision: Decision,
     post: EventSink,
-) -> None:
-    """Annotations first (a lost `promote` is safer than a doubled one), then the status,
-    then events and actions, which converge the cluster on that status."""
-    namespace, name = obs.namespace, obs.name
-    cleared = [a.key for a in decision.actions if isinstance(a, ClearAnnotation)]
-    if cleared:
-        cluster.remove_annotations(PLURAL, namespace, name, cleared)
-    new, old = decision.status.wire(), obs.status.wire()
-    if new != old:
-        patch: dict[str, Any] = {key: None for key in old if key not in new}
-        patch.update(new)
-        cluster.patch_status(PLURAL, namespace, name, patch)
+) -> Look:
+    """Annotations first (a lost `promote` is safer than a doubled one), then the Events,
+    then the status they explain (a reader who sees the phase finds its Event), then the
+    actions, which converge the cluster on that status. A failed action is said in
+    status (`Reconciled=False` naming the object and the API server's answer) and in one
+    Warning Event per distinct problem; while it lasts, the message says it."""
+    namespace, name, now, generation = obs.namespace, obs.name, obs.now, obs.generation
+    for action in decision.actions:
+        if isinstance(action, ClearAnnotation):
+            if action.value is None:
+                cluster.remove_annotations(PLURAL, namespace, name, [action.key])
+            elif not cluster.remove_annotation_if(PLURAL, namespace, name, action.key,
+                                                  action.value):
+                log.info("%s/%s: %s changed since it was read; it is kept for the next look",
+                         namespace, name, action.key)
     for event in decision.events:
         post(body, event)
-    spec = obs.spec
-    components = {c.name: c for c in spec.components}
-    for action in decision.actions:
-        if isinstance(action, ApplyDeployment):
-            cluster.apply(
-                manifests.deployment(
-                    body,
-                    spec,
-                    components[action.component],
-                    action.color,
-                    action.revision,
-                    action.replicas,
-                )
-            )
-        elif isinstance(action, ScaleDeployment):
-            cluster.scale(
-                namespace,
-                manifests.deployment_name(name, action.component, action.color),
-                action.replicas,
-            )
-        elif isinstance(action, RestoreRevision):
-            cluster.restore_revision(
-                namespace,
-                manifests.deployment_name(name, action.component, action.color),
-                action.revision,
-            )
-        elif isinstance(action, ApplyServices):
-            for c in spec.components:
-                for color in COLORS:
-                    cluster.apply(manifests.service(body, c, color))
-                cluster.apply(manifests.service(body, c, action.active, stable=True))
-        elif isinstance(action, SetTraffic):
-            router.set_weights(namespace, name, _splits(name, spec, action.canary, action.weight))
-        elif isinstance(action, FinalizeTraffic):
-            router.finalize(namespace, name, _splits(name, spec, other(action.active), 0))
-        elif isinstance(action, StartSmokeTest):
-            revision = decision.status.canary_revision or ""
-            cluster.apply(manifests.smoke_job(body, spec, action.job, action.color, revision))
+    was = next((c for c in obs.status.conditions if c.type == st.RECONCILED), None)
+    before = st.action_problem(obs.status)
+    shown = (
+        decision.status
+        if was is None or before is None
+        else st.stuck(decision.status, was.reason, before, now, generation)
+    )
+    cluster.write_status(PLURAL, namespace, name, obs.status, shown)
+    try:
+        execute.act(cluster, router, body, obs, decision)
+    except execute.Refused as failed:
+        if failed.problem != before:  # said once, not every retry
+            post(body, Event("Warning", "ActionFailed",
+                             f"cannot carry out the release: {failed.problem}"))
+        stuck = st.stuck(decision.status, "ActionFailed", failed.problem, now, generation)
+        cluster.write_status(PLURAL, namespace, name, shown, stuck)
+        log.warning("%s/%s: %s", namespace, name, failed.problem)
+        return Look(decision, STUCK_RETRY)
+    if was is None or before is not None:
+        cluster.write_status(PLURAL, namespace, name, shown,
+                             st.reconciled(decision.status, now, generation))
+    telemetry.record_release(namespace, name, decision.status, [e.reason for e in decision.events])
+    return Look(decision, decision.requeue_after)
+
+

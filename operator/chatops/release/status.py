@@ -6,9 +6,10 @@ import datetime
 from collections.abc import Sequence
 
 from chatops.api.analysis import Measurement
-from chatops.api.common import Condition, now_rfc3339, set_condition
+from chatops.api.common import Condition, ConditionStatus, condition, set_condition
 from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus, HistoryEntry
 
+ACCEPTED = "Accepted"
 KEEP_MEASUREMENTS = 60
 """Measurements kept in status.analysis for people to read: enough to explain the last
 rounds. Nothing is judged from them (the limits use `status.analysisRun`'s counters)."""
@@ -59,40 +60,74 @@ def abort_scale_down_delay(spec: ChatReleaseSpec) -> int:
 _PROGRESSING = {"Progressing", "Paused", "Promoting"}
 _SERVING_DESIRED = {"Succeeded", "Promoting"}
 
+COMPLETE, READY, RECONCILED = "Complete", "Ready", "Reconciled"
+"""Condition types a user waits on: `Complete` (the release of this generation finished,
+whatever the outcome: the reason says which), `Ready` (the spec's version is live and
+serves all traffic), `Reconciled` (False while an action on the cluster fails)."""
+
 
 def with_conditions(
     status: ChatReleaseStatus, now: datetime.datetime, generation: int
 ) -> ChatReleaseStatus:
-    """`Progressing` while a release is in flight; `Ready` once the spec's version serves
-    all traffic (`kubectl wait --for=condition=Ready` waits for a release to finish)."""
+    """`Progressing` while a release is in flight; `Complete` once it ended, with the
+    outcome as its reason (`kubectl wait --for=condition=Complete` returns after a
+    rollback too); `Ready` only while the spec's version serves all traffic. Each names
+    the generation it was computed from, so a wait on a new spec never passes on the old."""
     phase = status.phase or "Progressing"
-    at = now_rfc3339(now)
     message = status.message or phase
-    progressing = Condition(
-        type="Progressing",
-        status="True" if phase in _PROGRESSING else "False",
-        reason=phase,
-        message=message,
-        last_transition_time=at,
-        observed_generation=generation,
-    )
-    ready = Condition(
-        type="Ready",
-        status="True" if phase in _SERVING_DESIRED else "False",
-        reason=phase,
-        message=message,
-        last_transition_time=at,
-        observed_generation=generation,
-    )
-    accepted = Condition(
-        type="Accepted",
-        status="True",
-        reason="SpecValid",
-        message="the spec is valid",
-        last_transition_time=at,
-        observed_generation=generation,
-    )
+    in_flight = phase in _PROGRESSING
     conditions = status.conditions
-    for condition in (accepted, progressing, ready):
-        conditions = set_condition(conditions, condition)
+    for new in (
+        condition(ACCEPTED, "True", "SpecValid", "the spec is valid", now, generation),
+        condition("Progressing", _true(in_flight), phase, message, now, generation),
+        condition(COMPLETE, _true(not in_flight), phase, message, now, generation),
+        condition(READY, _true(phase in _SERVING_DESIRED), phase, message, now, generation),
+    ):
+        conditions = set_condition(conditions, new)
     return status.model_copy(update={"conditions": conditions})
+
+
+def refused(
+    conditions: list[Condition], message: str, now: datetime.datetime, generation: int
+) -> list[Condition]:
+    """A spec the operator cannot act on: nothing will happen for this generation, so
+    `Complete` (reason InvalidSpec: waiting is over) and not `Ready`."""
+    for new in (
+        condition(COMPLETE, "True", "InvalidSpec", message, now, generation),
+        condition(READY, "False", "InvalidSpec", message, now, generation),
+        condition("Progressing", "False", "InvalidSpec", message, now, generation),
+    ):
+        conditions = set_condition(conditions, new)
+    return conditions
+
+
+def action_problem(status: ChatReleaseStatus) -> str | None:
+    """What the last failed action said (the `Reconciled=False` message), if one failed."""
+    found = next((c for c in status.conditions if c.type == RECONCILED), None)
+    return found.message if found is not None and found.status == "False" else None
+
+
+def stuck(
+    status: ChatReleaseStatus, reason: str, problem: str, now: datetime.datetime, generation: int
+) -> ChatReleaseStatus:
+    """`status` while `problem` keeps the release from going on: `Reconciled=False`
+    naming it, and the message says so instead of what the release waits for."""
+    conditions = set_condition(
+        status.conditions, condition(RECONCILED, "False", reason, problem, now, generation)
+    )
+    return status.model_copy(
+        update={"conditions": conditions, "message": f"cannot carry out the release: {problem}"}
+    )
+
+
+def reconciled(
+    status: ChatReleaseStatus, now: datetime.datetime, generation: int
+) -> ChatReleaseStatus:
+    """`status` once every action of a look went through."""
+    ok = condition(RECONCILED, "True", "ActionsApplied", "every action went through", now,
+                   generation)
+    return status.model_copy(update={"conditions": set_condition(status.conditions, ok)})
+
+
+def _true(value: bool) -> ConditionStatus:
+    return "True" if value else "False"

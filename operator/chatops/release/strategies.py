@@ -7,22 +7,27 @@ from __future__ import annotations
 import datetime
 
 from chatops import clock
+from chatops.annotations import PROMOTE
 from chatops.api.common import now_rfc3339, seconds
 from chatops.metrics.analysis import Outcome, count, last_round_at, next_measurement_at, outcome
 from chatops.release.model import (
     ApplyDeployment,
-    ClearAnnotation,
     Color,
     Observation,
     ScaleDeployment,
     SetTraffic,
     StartSmokeTest,
-    other,
 )
 from chatops.release.plan import BUSY, Plan
-from chatops.release.transitions import abort, new_color, not_ready, past, promote
-
-PROMOTE = "chatops.dev/promote"
+from chatops.release.transitions import (
+    abort,
+    new_color,
+    not_ready,
+    past,
+    promote,
+    traffic_shows,
+    weights_shown,
+)
 
 
 def progress(obs: Observation) -> Plan:
@@ -110,11 +115,23 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     assert spec.strategy.canary is not None
     steps = spec.strategy.canary.steps
     if obs.manual.promote == "full":
-        plan.act(ClearAnnotation(PROMOTE))
-        return promote(obs, plan)
+        # recorded as the step past the last, so the promotion goes on in the next looks
+        # (until the router shows all traffic moved) without the annotation
+        plan.act(obs.manual.clear(PROMOTE))
+        plan.update(current_step=len(steps))
     k = plan.status.current_step or 0
     while k < len(steps) and steps[k].set_weight is not None:
-        weight = steps[k].set_weight
+        weight = steps[k].set_weight or 0
+        plan.act(SetTraffic(canary, weight))
+        if not traffic_shows(obs, canary, weight):
+            # A weight is recorded (and its pause starts) only once the router shows it.
+            plan.update(
+                phase="Progressing",
+                message=f"step {k + 1}/{len(steps)}: setting {weight}% of new connections "
+                f"on {canary} ({weights_shown(obs, canary)})",
+            )
+            plan.requeue(BUSY)
+            return plan
         k += 1
         plan.update(
             canary_weight=weight,
@@ -122,7 +139,6 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
             step_started_at=now_rfc3339(now),
             analysis_started_at=now_rfc3339(now),
         )
-        plan.act(SetTraffic(canary, weight or 0))
         plan.event(
             "Normal",
             "WeightSet",
@@ -138,7 +154,7 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
         return abort(obs, "AnalysisFailed", why)
     where = f"step {k + 1}/{len(steps)} at {plan.status.canary_weight}%"
     if obs.manual.promote == "step":
-        plan.act(ClearAnnotation(PROMOTE))
+        plan.act(obs.manual.clear(PROMOTE))
         return _next_step(obs, plan, k + 1)
     if verdict == "Inconclusive":
         plan.update(
@@ -148,20 +164,8 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     if pause.duration is None:
         plan.update(phase="Paused", message=f"{where}: paused until chatops.dev/promote")
         return plan
-    # The pause lasts its duration at the step's weight as the router shows it: it
-    # starts at the first look that sees the weight applied (the weight is set after the
-    # status is written, so the look that set it is too early a start).
-    weight = plan.status.canary_weight or 0
-    if not shown(obs, canary, weight):
-        plan.update(
-            phase="Progressing",
-            step_started_at=None,
-            message=f"{where}: waiting for the router to show {weight}%",
-        )
-        plan.requeue(0.5)  # the weight is applied right after this status is written
-        return plan
-    if plan.status.step_started_at is None:
-        plan.update(step_started_at=now_rfc3339(now))
+    # The step (and so its pause) started at the first look that saw the router show
+    # its weight, with microseconds: it lasts at least its duration at that weight.
     started = clock.parse(plan.status.step_started_at or now_rfc3339(now))
     end = started + datetime.timedelta(seconds=seconds(pause.duration))
     if now < end:
@@ -193,7 +197,7 @@ def _blue_green(obs: Observation, plan: Plan, new: Color) -> Plan:
     spec, status, now = obs.spec, plan.status, obs.now
     bg = spec.strategy.blue_green
     assert bg is not None
-    if (status.canary_weight or 0) < 100:
+    if (status.canary_weight or 0) < 100 and status.promoted_at is None:
         if bg.pre_promotion_analysis and obs.manual.promote is None:
             verdict, why = _analysis(obs, plan, new)
             if verdict == "Failed":
@@ -213,7 +217,20 @@ def _blue_green(obs: Observation, plan: Plan, new: Color) -> Plan:
             )
             return plan
         if obs.manual.promote is not None:
-            plan.act(ClearAnnotation(PROMOTE))
+            plan.act(obs.manual.clear(PROMOTE))
+        # The switch is decided: recorded, so the next looks carry it out whatever the
+        # annotation or the analysis say meanwhile.
+        plan.update(promoted_at=now_rfc3339(now))
+    if (status.canary_weight or 0) < 100:
+        plan.act(SetTraffic(new, 100))
+        if not traffic_shows(obs, new, 100):
+            plan.update(
+                phase="Progressing",
+                message=f"switching traffic to {new} ({weights_shown(obs, new)})",
+            )
+            plan.requeue(BUSY)
+            return plan
+        # The router shows the switch: only now is it recorded, and the window starts.
         plan.update(
             phase="Progressing",
             canary_weight=100,
@@ -221,14 +238,13 @@ def _blue_green(obs: Observation, plan: Plan, new: Color) -> Plan:
             analysis_started_at=now_rfc3339(now),
             message=f"traffic switched to {new}; watching for {bg.post_promotion_window}",
         )
-        plan.act(SetTraffic(new, 100))
         plan.event(
             "Normal", "TrafficSwitched", f"new connections go to {status.canary_version} on {new}"
         )
         plan.requeue(0.5)
         return plan
     if obs.manual.promote == "full":
-        plan.act(ClearAnnotation(PROMOTE))
+        plan.act(obs.manual.clear(PROMOTE))
         return promote(obs, plan)
     return _watch(obs, plan, new, status.promoted_at, bg.post_promotion_window)
 
@@ -237,7 +253,7 @@ def _rolling(obs: Observation, plan: Plan, color: Color) -> Plan:
     rolling = obs.spec.strategy.rolling
     assert rolling is not None
     if obs.manual.promote == "full":
-        plan.act(ClearAnnotation(PROMOTE))
+        plan.act(obs.manual.clear(PROMOTE))
         return promote(obs, plan)
     return _watch(obs, plan, color, plan.status.analysis_started_at, rolling.analysis_window)
 
@@ -280,15 +296,6 @@ def _analysis(obs: Observation, plan: Plan, color: Color) -> tuple[Outcome, str]
     else:
         plan.requeue((due_at - obs.now).total_seconds())
     return outcome(analysis, run, [c.name for c in obs.spec.components])
-
-
-def shown(obs: Observation, canary: Color, weight: int) -> bool:
-    """Whether the router shows `weight` % on `canary` for every component."""
-    stable = other(canary)
-    return all(
-        obs.weights.get(c.name) == {canary: weight, stable: 100 - weight}
-        for c in obs.spec.components
-    )
 
 
 def _clock(at: datetime.datetime) -> str:

@@ -64,6 +64,29 @@ def start(obs: Observation, plan: Plan, desired: str) -> Plan:
     return plan
 
 
+def supersede(obs: Observation, desired: str) -> Plan:
+    """The version in flight gives way to a newer one: a history entry and an Event say
+    so, naming both (the caller then starts the newer one)."""
+    status, spec, now = obs.status, obs.spec, obs.now
+    assert status.canary_revision is not None
+    newer = f"{rev.summary(spec)} (revision {desired})"
+    entry = HistoryEntry(
+        revision=status.canary_revision,
+        result="Superseded",
+        started_at=status.release_started_at,
+        finished_at=now_rfc3339(now),
+        message=f"{status.canary_version} superseded by {newer} before it finished",
+    )
+    plan = Plan(status)
+    plan.update(history=st.append_history(status.history, entry, spec.history_limit))
+    plan.event(
+        "Normal",
+        "Superseded",
+        f"{status.canary_version} (revision {status.canary_revision}) superseded by {newer}",
+    )
+    return plan
+
+
 def abort(obs: Observation, reason: str, why: str) -> Plan:
     """Traffic back to the stable color first; the new version scales down after
     `abortScaleDownDelaySeconds` (a rolling update is put back on its old template)."""
@@ -83,8 +106,12 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
     at = now + datetime.timedelta(seconds=st.abort_scale_down_delay(spec))
     plan = Plan(status)
     plan.update(
-        phase="RolledBack",
-        message=f"rolled back {status.canary_version}: {why}",
+        # In place, the stable template must roll out again before it is back: until the
+        # Deployments show it, the release is Degraded (see `_between_releases`).
+        phase="Degraded" if rolling else "RolledBack",
+        message=f"rolling back {status.canary_version}: {why}"
+        if rolling
+        else f"rolled back {status.canary_version}: {why}",
         canary_weight=0,
         aborted_revision=status.canary_revision,
         canary_revision=None,
@@ -125,6 +152,16 @@ def promote(obs: Observation, plan: Plan) -> Plan:
         finished_at=now_rfc3339(now),
         message="promoted",
     )
+    if new != active and not traffic_shows(obs, new, 100):
+        # Stable is what serves: all traffic on the new color first, as the router shows.
+        plan.act(SetTraffic(new, 100))
+        plan.update(
+            phase="Progressing",
+            message=f"promoting {status.canary_version}: moving all traffic to {new} "
+            f"({weights_shown(obs, new)})",
+        )
+        plan.requeue(BUSY)
+        return plan
     switched = datetime.datetime.fromisoformat(status.promoted_at) if status.promoted_at else now
     at = max(now, switched + datetime.timedelta(seconds=st.scale_down_delay(spec)))
     plan.update(
@@ -208,6 +245,25 @@ def not_ready(obs: Observation, color: Color, revision: str | None) -> str:
             have = d.available if d is not None and d.revision == revision else 0
             missing.append(f"{c.name}-{color} {have}/{c.replicas} available")
     return ", ".join(missing)
+
+
+def traffic_shows(obs: Observation, color: Color, weight: int) -> bool:
+    """Whether the router shows `weight` % of every component's traffic on `color` and the
+    rest on the other color (what a decision waits for before it records a weight)."""
+    wanted = {color: weight, other(color): 100 - weight}
+    return all(obs.weights.get(c.name) == wanted for c in obs.spec.components)
+
+
+def weights_shown(obs: Observation, color: Color) -> str:
+    """What the router shows on `color`, for a message: `the router shows api 0%, web 0%`."""
+    if not obs.weights:
+        return "the router shows no weights"
+    shown = ", ".join(
+        f"{c.name} {obs.weights[c.name].get(color, 0)}%" if c.name in obs.weights
+        else f"{c.name} unknown"
+        for c in obs.spec.components
+    )
+    return f"the router shows {shown} on {color}"
 
 
 def scaled_to_zero(obs: Observation, component: str, color: Color) -> bool:

@@ -1,0 +1,55 @@
+"""What the cluster shows, in the release core's words: the kubernetes client's objects
+turned into `DeploymentState`s and a smoke-test result. Pure: the runner reads, this
+translates, so the adapters need not know the release core (and do not import it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kubernetes import client
+
+from chatops.annotations import QUIESCED_BY, REVISION
+from chatops.release.model import Color, DeploymentState, SmokeResult
+from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL, INSTANCE_LABEL
+
+
+def selector(release: str) -> str:
+    """The label selector of every Deployment of `release`."""
+    return f"{INSTANCE_LABEL}={release}"
+
+
+def deployments(
+    found: Iterable[client.V1Deployment],
+) -> dict[tuple[str, Color], DeploymentState]:
+    """The release's Deployments by (component, color); others are left out."""
+    out: dict[tuple[str, Color], DeploymentState] = {}
+    for d in found:
+        labels = d.metadata.labels or {}
+        color = labels.get(COLOR_LABEL)
+        if color not in ("blue", "green"):
+            continue
+        status = d.status
+        component = labels.get(COMPONENT_LABEL, "")
+        out[(component, color)] = DeploymentState(
+            component=component,
+            color=color,
+            revision=(d.spec.template.metadata.labels or {}).get(REVISION),
+            replicas=d.spec.replicas or 0,
+            available=status.available_replicas or 0,
+            updated=status.updated_replicas or 0,
+            current=(status.observed_generation or 0) >= (d.metadata.generation or 0),
+            quiesced_by=(d.metadata.annotations or {}).get(QUIESCED_BY),
+        )
+    return out
+
+
+def smoke_result(job: client.V1Job | None) -> SmokeResult | None:
+    """Succeeded or Failed once the Job says so, Running before; None without a Job."""
+    if job is None:
+        return None
+    for condition in (job.status.conditions if job.status else None) or []:
+        if condition.status == "True" and condition.type == "Complete":
+            return "Succeeded"
+        if condition.status == "True" and condition.type == "Failed":
+            return "Failed"
+    return "Running"
