@@ -129,19 +129,37 @@ def test_a_pause_starts_when_the_router_shows_its_weight() -> None:
     assert datetime.datetime.fromisoformat(world.status.step_started_at) == looked_at
 
 
-def test_the_drain_counts_from_when_the_router_shows_no_traffic_on_the_old_color() -> None:
-    world = released(World(spec(strategy=LONG_PAUSE)))
-    world.release("1.1")
-    world.run_until(lambda w: w.status.phase == "Promoting")
-    drain = world.status.scale_down
-    assert drain is not None and drain.since is None and drain.delay_seconds == 20
-    world.tick()
-    drain = world.status.scale_down
-    assert drain is not None and drain.since is not None
-    since = datetime.datetime.fromisoformat(drain.since)
+def _scaled_down_at(world: World) -> datetime.datetime:
     for _ in range(100):
         at = world.now
         decision = world.tick()
         if any(isinstance(a, ScaleDeployment) and a.replicas == 0 for a in decision.actions):
-            break
-    assert at - since >= datetime.timedelta(seconds=20)
+            return at
+    raise AssertionError("never scaled down")
+
+
+def test_the_drain_counts_from_when_the_router_shows_no_traffic_on_the_old_color() -> None:
+    world = released(World(spec(strategy=LONG_PAUSE)))
+    world.release("1.1")
+    world.run_until(lambda w: w.serving().get("api") == {"green": 100})
+    shown_at = world.now  # the look that sees it promotes: the drain starts there
+    world.tick()
+    drain = world.status.scale_down
+    assert world.status.phase == "Promoting" and drain is not None
+    assert drain.delay_seconds == 20 and drain.since is not None
+    assert datetime.datetime.fromisoformat(drain.since) == shown_at
+    assert _scaled_down_at(world) - shown_at >= datetime.timedelta(seconds=20)
+
+
+def test_a_rolled_back_canary_runs_its_whole_delay_after_its_traffic_left() -> None:
+    strategy = {"canary": {**LONG_PAUSE["canary"], "abortScaleDownDelaySeconds": 15}}
+    world = released(World(spec(strategy=strategy)))
+    world.release("1.1")
+    world.run_until(lambda w: w.status.current_step == 1)
+    world.annotations["chatops.dev/abort"] = ""
+    world.tick()
+    drain = world.status.scale_down
+    assert world.status.phase == "RolledBack" and drain is not None and drain.since is None
+    world.run_until(lambda w: w.serving().get("api") == {"blue": 100})
+    left_at = world.now  # the next look is the first to see it
+    assert _scaled_down_at(world) - left_at >= datetime.timedelta(seconds=15)

@@ -181,7 +181,12 @@ def promote(obs: Observation, plan: Plan) -> Plan:
         scale_down=None
         if new == active
         else ScaleDown(
-            color=active, at=now_rfc3339(at), delay_seconds=st.scale_down_delay(spec)
+            color=active,
+            at=now_rfc3339(at),
+            delay_seconds=st.scale_down_delay(spec),
+            # the router shows all new connections on the new color since the switch
+            # (blue-green) or since this look (canary): the drain counts from then
+            since=status.promoted_at or now_rfc3339(now),
         ),
         history=st.append_history(status.history, entry, spec.history_limit),
     )
