@@ -210,3 +210,15 @@ def test_an_object_stored_under_looser_bounds_is_read_as_invalid_naming_its_fiel
     backup["storage"]["s3"]["region"] = "eu-west-1"  # type: ignore[index]
     good = validation.parsed(ChatBackupSpec, "ChatBackup", backup, "ChatBackup chat/nightly")
     assert good.storage.s3.region == "eu-west-1"
+
+
+def test_no_handler_reads_the_diff_that_the_digest_replaces() -> None:
+    """kopf keeps a digest of the spec, not a copy: a handler reading a diff (on.update,
+    on.field) would see only the digest change. Today's change handlers are all on.delete."""
+    import chatops.handlers.backup
+    import chatops.handlers.recovery
+    import chatops.handlers.release  # noqa: F401 - registering is importing
+
+    handlers = kopf.get_default_registry()._changing.get_all_handlers()
+    assert handlers
+    assert {(h.reason, h.field) for h in handlers} == {(kopf.Reason.DELETE, None)}
