@@ -28,6 +28,12 @@ class S3Object(S3Endpoint):
 
     key: bounds.ObjectKey
     """Key of the `.tar.gz`; its `.manifest.json` beside it is used to verify."""
+    allow_unverified: bool = False
+    """Restore a tarball that chatops wrote (its S3 metadata names a ChatBackup) even
+    though its manifest is missing, so nothing can be verified against it. Without it
+    such a restore fails with "manifest missing". A tarball without that metadata (one
+    made by the runbook's mongodump) is restored without a manifest either way, checked
+    against its own files."""
 
 
 _SOURCE_RULES = (

@@ -52,6 +52,8 @@ class PodSpec(Model):
 
     containers: list[Container] = Field(min_length=1, max_length=20)
     """The pod's containers (at least one)."""
+    init_containers: list[Container] | None = Field(default=None, max_length=20)
+    """The pod's init containers; their images are checked as the containers' are."""
 
 
 _KEY_MESSAGE = "a key is at most 317 characters (a 253-character prefix, /, a name of 63)"

@@ -52,6 +52,12 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         default=os.environ.get("POD_NAMESPACE", "default"),
         help="namespace of the leader Lease (default: $POD_NAMESPACE or default)",
     )
+    run.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="namespace of the database Leases, where backups and restores from every "
+        "namespace meet (default: $POD_NAMESPACE or default)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +71,15 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.log_level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    if args.lease_namespace:
+        from chatops.adapters.lease import NAMESPACE_ENV
+
+        os.environ[NAMESPACE_ENV] = args.lease_namespace
     if args.metrics_port:
         telemetry.serve(args.metrics_port)
     stop = threading.Event()
     if args.leader_elect:
-        from chatops.leader import Election
+        from chatops.adapters.lease import Election
 
         identity = f"{socket.gethostname()}-{os.getpid()}"
         election = Election(api_client(), args.leader_namespace, identity)
