@@ -321,8 +321,9 @@ def main() -> None:
     os.environ.update(env)
     log("installing the chatops CRDs")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for plural in ("chatreleases", "chatbackups", "chatrecoveries"):
-        kubectl("wait", "--for=condition=Established", f"crd/{plural}.chatops.dev")
+    localenv.wait_established(
+        *(f"{plural}.chatops.dev" for plural in ("chatreleases", "chatbackups", "chatrecoveries"))
+    )
     localenv.stop("operator")
     log("starting the operator (chatops run; log in .chatops-env/logs/operator.log)")
     localenv.spawn(

@@ -197,6 +197,37 @@ def kubectl(*args: str, check: bool = True, **kw: object) -> subprocess.Complete
     )
 
 
+def established(crd: str) -> bool:
+    """Whether the CRD `crd` serves its resource: condition Established is True. Asks
+    the cluster of `KUBECONFIG` when it is set (a given cluster, or after `up`)."""
+    kubeconfig = os.environ.get("KUBECONFIG", str(STATE / "kubeconfig"))
+    found = subprocess.run(
+        [
+            str(bin_dir("k8s") / "kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "get",
+            "crd",
+            crd,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+        ],
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    return found.returncode == 0 and found.stdout.strip() == "True"
+
+
+def wait_established(*crds: str, timeout: float = 120) -> None:
+    """Wait until every CRD is Established. Not `kubectl wait`: right after an apply the
+    CRD has no `status.conditions` yet (or is not visible yet), and `kubectl wait` then
+    fails at once (`.status.conditions accessor error`, `NotFound`) instead of waiting;
+    this polls through both until the condition is True or `timeout` passes."""
+    for crd in crds:
+        wait_until(f"CRD {crd} Established", lambda crd=crd: established(crd), timeout)
+
+
 def kwok_env() -> dict[str, str]:
     return {
         **os.environ,
@@ -236,7 +267,7 @@ def start_cluster() -> str:
     kubectl(
         "apply", "--server-side", "-f", str(bin_dir("gatewayapi") / "gateway-api-standard.yaml")
     )
-    kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io")
+    wait_established("httproutes.gateway.networking.k8s.io")
     wait_until("default ServiceAccount", lambda: kubectl("get", "sa", "default").returncode == 0)
     wait_until(
         f"{NODES} Ready nodes",

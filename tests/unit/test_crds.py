@@ -21,14 +21,14 @@ def test_committed_crd_is_not_stale(name: str, definition: dict[str, Any]) -> No
     )
 
 
-def _nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+def nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
     out = [(path, schema)]
     for name, sub in schema.get("properties", {}).items():
-        out += _nodes(sub, f"{path}.{name}")
+        out += nodes(sub, f"{path}.{name}")
     if "items" in schema:
-        out += _nodes(schema["items"], f"{path}[]")
+        out += nodes(schema["items"], f"{path}[]")
     if isinstance(schema.get("additionalProperties"), dict):
-        out += _nodes(schema["additionalProperties"], f"{path}{{}}")
+        out += nodes(schema["additionalProperties"], f"{path}{{}}")
     return out
 
 
@@ -36,7 +36,7 @@ def _nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, 
 def test_every_field_is_typed_and_described(kind: crd.Kind) -> None:
     schema = crd.schema(kind)
     for section in ("spec", "status"):
-        for path, node in _nodes(schema["properties"][section], section):
+        for path, node in nodes(schema["properties"][section], section):
             assert "$ref" not in node and "anyOf" not in node, path
             assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
             if not path.endswith("{}") and not path.endswith("[]"):

@@ -26,7 +26,12 @@ BACKUP = {
 
 def test_canary_defaults_to_the_runbook_steps() -> None:
     spec = ChatReleaseSpec.model_validate(
-        {"components": [COMPONENT], "strategy": {"canary": {}}, "analysis": {}}
+        {
+            "components": [COMPONENT],
+            "strategy": {"canary": {}},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+            "analysis": {},
+        }
     )
     assert spec.strategy.canary is not None and spec.analysis is not None
     weights = [s.set_weight for s in spec.strategy.canary.steps if s.set_weight]

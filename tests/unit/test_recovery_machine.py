@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatops.api.recovery import ChatRecoveryStatus
 from chatops.recovery.machine import STEPS, StepName, decide, fail, next_step, succeed
@@ -91,3 +93,43 @@ def test_an_invalid_spec_starts_nothing() -> None:
     assert decision.step is None and decision.status.phase is None
     accepted = next(c for c in decision.status.conditions if c.type == "Accepted")
     assert (accepted.status, accepted.reason) == ("False", "InvalidSpec")
+
+
+# -- a property: whatever fails or is interrupted, the app is brought back ----------------
+
+outcome = st.sampled_from(["Succeeded", "Skipped", "Failed", "Killed"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(outcome, min_size=1, max_size=40))
+def test_whatever_fails_or_is_killed_the_recovery_ends_with_the_app_back(
+    outcomes: list[str],
+) -> None:
+    """Each look, the step the machine asks for succeeds, is skipped, fails, or the
+    operator is killed in it (the step stays Running and the next look runs it again).
+    The recovery always ends; it ends Succeeded only if no step failed; and if Quiesce
+    ran, Resume ran after the last step that could touch the database."""
+    status = ChatRecoveryStatus()
+    ran: list[tuple[str, str]] = []
+    for look in range(200):
+        decision = decide(status, (), NOW, 1)
+        status = decision.status
+        if decision.step is None:
+            break
+        what = outcomes[look % len(outcomes)] if look < 3 * len(outcomes) else "Succeeded"
+        if decision.step == "Resume" and what == "Failed":
+            what = "Killed"  # Resume never fails: it retries until the app is back
+        ran.append((decision.step, what))
+        if what == "Failed":
+            status = fail(status, decision.step, "boom", NOW)
+        elif what != "Killed":
+            status = succeed(status, decision.step, "ok", NOW, skipped=what == "Skipped")
+    else:
+        pytest.fail(f"the recovery never ended: {ran[-10:]}")
+    assert status.phase in ("Succeeded", "Failed")
+    failed = any(what == "Failed" for _, what in ran)
+    assert (status.phase == "Failed") == failed
+    done = [step for step, what in ran if what in ("Succeeded", "Skipped", "Failed")]
+    assert "Resume" in done
+    touching = [i for i, s in enumerate(done) if s in ("Quiesce", "Download", "Restore")]
+    assert not touching or done.index("Resume") > max(touching)

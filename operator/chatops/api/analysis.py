@@ -6,35 +6,46 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from chatops.api.common import Duration, Model, Name, SecretKeyRef
+from chatops.api import bounds
+from chatops.api.bounds import Rule
+from chatops.api.common import Model, Name, SecretKeyRef
 
 # -- the spec's checks ---------------------------------------------------------------
 
 OnNoData = Literal["Inconclusive", "Fail", "Pass"]
 
 
+_METRIC_RULES = (
+    Rule(
+        "has(self.min) || has(self.max)",
+        "set min, max or both",
+        lambda m: m.min is not None or m.max is not None,
+    ),
+    Rule(
+        "!has(self.min) || !has(self.max) || self.min <= self.max",
+        "min must not be greater than max",
+        lambda m: m.min is None or m.max is None or m.min <= m.max,
+    ),
+)
+
+
 class Metric(Model):
     """One Prometheus query and the range its value must stay in."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "has(self.min) || has(self.max)", "message": "set min, max or both"},
-                {
-                    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
-                    "message": "min must not be greater than max",
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_METRIC_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Metric:
+        return bounds.enforce(self, _METRIC_RULES)
 
     name: Name
     """Metric name, shown in status and events."""
-    query: str = Field(min_length=1)
-    """PromQL returning one number; `{{service}}`, `{{namespace}}`, `{{component}}`,
-    `{{color}}` and `{{revision}}` are replaced before it runs."""
+    query: bounds.Query
+    """PromQL returning one number (at most 2048 characters); `{{service}}`,
+    `{{namespace}}`, `{{component}}`, `{{color}}` and `{{revision}}` are replaced before
+    it runs."""
     min: float | None = None
     """Lowest passing value."""
     max: float | None = None
@@ -75,7 +86,7 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
 class PrometheusSource(Model):
     """Where the analysis reads metrics."""
 
-    address: str | None = Field(default=None, pattern=r"^https?://")
+    address: bounds.URL | None = None
     """Prometheus base URL; defaults to the operator's configured address."""
     auth_secret_ref: SecretKeyRef | None = None
     """A bearer token for Prometheus, from a Secret."""
@@ -84,10 +95,7 @@ class PrometheusSource(Model):
 class MinimumTraffic(Model):
     """Measurements taken with too little traffic are inconclusive, not passes."""
 
-    query: str = Field(
-        default=f"sum(increase(http_requests_total{{{_SELECTOR}}}[1m]))",
-        min_length=1,
-    )
+    query: bounds.Query = f"sum(increase(http_requests_total{{{_SELECTOR}}}[1m]))"
     """PromQL for the requests the version served in the last interval."""
     min: float = Field(default=10, ge=0)
     """Fewest requests for a measurement to count."""
@@ -98,15 +106,15 @@ class Analysis(Model):
 
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     """Prometheus to query."""
-    interval: Duration = "30s"
-    """Time between measurements."""
-    initial_delay: Duration = "0s"
-    """Wait after traffic moves before the first measurement."""
-    failure_limit: int = Field(default=0, ge=0)
+    interval: bounds.HourDuration = "30s"
+    """Time between measurements (at most 1h)."""
+    initial_delay: bounds.HourDuration = "0s"
+    """Wait after traffic moves before the first measurement (at most 1h)."""
+    failure_limit: bounds.Limit = 0
     """Failed measurements tolerated; one more aborts the release."""
-    inconclusive_limit: int = Field(default=0, ge=0)
+    inconclusive_limit: bounds.Limit = 0
     """Inconclusive measurements tolerated; one more pauses the release for a human."""
-    consecutive_error_limit: int = Field(default=4, ge=0)
+    consecutive_error_limit: bounds.Limit = 4
     """Query errors in a row tolerated (Prometheus unreachable pauses, never promotes);
     one more aborts."""
     minimum_traffic: MinimumTraffic | None = None

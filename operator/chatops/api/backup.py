@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from chatops.api import cron
-from chatops.api.common import Condition, Duration, Model, Name, SecretKeyRef
+from chatops.api import bounds, cron
+from chatops.api.bounds import Rule
+from chatops.api.common import Condition, Model, Name, SecretKeyRef
 
 ReadPreference = Literal[
     "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"
@@ -20,7 +21,7 @@ ReadPreference = Literal[
 class MongoURISecretRef(SecretKeyRef):
     """The Secret key holding the MongoDB connection string (it may carry a password)."""
 
-    key: str = Field(default="uri", min_length=1)
+    key: bounds.SecretKey = "uri"
     """Key inside the Secret's data."""
 
 
@@ -42,52 +43,62 @@ class S3CredentialsSecretRef(Model):
 
     name: Name
     """Name of the Secret."""
-    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    access_key_id_key: bounds.SecretKey = "AWS_ACCESS_KEY_ID"
     """Key of the access key id."""
-    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    secret_access_key_key: bounds.SecretKey = "AWS_SECRET_ACCESS_KEY"
     """Key of the secret access key."""
 
 
 S3_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
+_ENDPOINT_RULES = (
+    Rule(
+        "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && "
+        "self.serverSideEncryption == 'aws:kms')",
+        "kmsKeyId needs serverSideEncryption: aws:kms",
+        lambda e: e.kms_key_id is None or e.server_side_encryption == "aws:kms",
+    ),
+)
+
+
 class S3Endpoint(Model):
     """How to reach an S3-compatible store."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && "
-                    "self.serverSideEncryption == 'aws:kms')",
-                    "message": "kmsKeyId needs serverSideEncryption: aws:kms",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_ENDPOINT_RULES))
 
-    bucket: str = Field(pattern=S3_BUCKET)
+    @model_validator(mode="after")
+    def _rules(self) -> S3Endpoint:
+        return bounds.enforce(self, _ENDPOINT_RULES)
+
+    bucket: str = Field(min_length=3, max_length=63, pattern=S3_BUCKET)
     """Bucket name."""
-    region: str = "us-east-1"
+    region: bounds.Region = "us-east-1"
     """Bucket region."""
-    endpoint: str | None = Field(default=None, pattern=r"^https?://")
-    """Endpoint URL of an S3-compatible store (MinIO, Ceph, …); none means AWS."""
+    endpoint: bounds.URL | None = None
+    """Endpoint URL of an S3-compatible store (MinIO, Ceph, …), with a host
+    (`https://minio.example:9000`); none means AWS."""
     force_path_style: bool = False
     """Address the bucket in the path rather than the host name (most non-AWS stores)."""
     credentials_secret_ref: S3CredentialsSecretRef | None = None
     """Access keys from a Secret; none uses the default AWS credential chain."""
     server_side_encryption: Literal["AES256", "aws:kms"] | None = None
     """Server-side encryption of the objects written."""
-    kms_key_id: str | None = None
-    """KMS key for aws:kms encryption."""
+    kms_key_id: bounds.KmsKeyId | None = None
+    """KMS key (id, alias or ARN) for aws:kms encryption."""
 
 
 class S3Storage(S3Endpoint):
-    """Where backups are written: `<prefix>mongodb_YYYYmmdd_HHMMSS.tar.gz` and its
-    `.manifest.json`."""
+    """Where backups are written: `<prefix>mongodb_YYYYmmdd_HHMMSS_<uid8>.tar.gz` and its
+    `.manifest.json`, `<uid8>` being the first 8 characters of the ChatBackup's uid.
+    Several ChatBackups may share a bucket and prefix: keys never collide, S3 writes never
+    replace an object, and each ChatBackup counts, lists, restores and deletes only the
+    backups its uid wrote (a re-created ChatBackup of the same name starts afresh; the old
+    one's backups stay, restorable with a ChatRecovery's `source.s3`)."""
 
-    prefix: str = Field(default="", pattern=r"^([^/].*/)?$")
-    """Key prefix, empty or ending in `/`."""
+    prefix: bounds.KeyPrefix = ""
+    """Key prefix, empty or ending in `/`, at most 256 characters; may be shared with other
+    ChatBackups."""
 
 
 class Storage(Model):
@@ -103,37 +114,28 @@ class Retention(Model):
 
     keep_last: int = Field(default=30, ge=1, le=10000)
     """Newest good backups kept (the runbook keeps 30)."""
-    max_age: Duration | None = None
-    """Also delete good backups older than this (never the newest)."""
+    max_age: bounds.DecadeDuration | None = None
+    """Also delete good backups older than this, at most 87600h (never the newest)."""
 
 
 class ChatBackupSpec(Model):
     """A scheduled backup of the chat app's MongoDB into S3."""
 
-    schedule: str | None = Field(
-        default=None,
-        max_length=100,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": f"self.matches({cron.CEL_PATTERN_LITERAL})",
-                    "message": "schedule must be a cron expression of five fields "
-                    "(minute hour day-of-month month day-of-week) or a macro like @daily",
-                }
-            ]
-        },
-    )
-    """Cron schedule; none runs one backup now."""
-    time_zone: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
+    schedule: cron.Schedule | None = None
+    """Cron schedule of five fields (minute hour day-of-month month day-of-week) or a
+    macro like @daily; none runs one backup now. Ranges go upwards (`FRI-MON` is
+    refused: write `FRI,SAT,SUN,MON`), steps are 1 or more, and `?` may stand for the
+    whole day-of-month or day-of-week, not both, meaning "any" as in Quartz."""
+    time_zone: bounds.TimeZone | None = None
     """IANA time zone of the schedule (default UTC)."""
     suspend: bool = False
     """Stop scheduling new runs; a run in progress finishes."""
     concurrency_policy: Literal["Forbid"] = "Forbid"
     """Never start a run while one is going."""
-    starting_deadline_seconds: int | None = Field(default=None, ge=1)
-    """Skip a run that could not start within this time of its schedule."""
-    timeout_seconds: int = Field(default=3600, ge=1)
-    """Longest a run may take before it is failed and cleaned up."""
+    starting_deadline_seconds: bounds.PositiveSeconds | None = None
+    """Skip a run that could not start within this time of its schedule (at most a day)."""
+    timeout_seconds: bounds.PositiveSeconds = 3600
+    """Longest a run may take before it is failed and cleaned up (at most a day)."""
     mongodb: MongoSource
     """The database to back up."""
     storage: Storage
@@ -141,7 +143,9 @@ class ChatBackupSpec(Model):
     retention: Retention = Field(default_factory=Retention)
     """What to keep."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
-    """On deleting the ChatBackup: keep its S3 objects, or delete them."""
+    """On deleting the ChatBackup: keep its S3 objects (no finalizer: deleting it never
+    waits for the operator), or delete the objects its uid wrote (a finalizer holds the
+    deletion until they are gone)."""
 
 
 BackupResult = Literal["Running", "Succeeded", "Failed"]
@@ -151,7 +155,8 @@ class BackupRecord(Model):
     """One backup run."""
 
     id: str
-    """Backup id, the timestamp in its name (YYYYmmdd_HHMMSS)."""
+    """Backup id, the UTC start time and the ChatBackup's uid prefix, as in its key
+    (YYYYmmdd_HHMMSS_<uid8>); never reused."""
     key: str | None = None
     """S3 key of the tarball."""
     size: int | None = None

@@ -36,14 +36,17 @@ class Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,6})?(ms|s|m|h))+$"
+"""At most six digits a number and 16 characters (`Duration`): at most about 228 years,
+so no duration overflows datetime or Go's (and CEL's) int64 nanoseconds."""
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 Duration = Annotated[
     str,
     Field(
         pattern=DURATION_PATTERN,
+        max_length=16,
         json_schema_extra={"example": "30s"},
     ),
 ]
@@ -67,7 +70,7 @@ class SecretKeyRef(Model):
 
     name: Name
     """Name of the Secret."""
-    key: str = Field(min_length=1)
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
     """Key inside the Secret's data."""
 
 

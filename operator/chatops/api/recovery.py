@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
+from chatops.api import bounds
 from chatops.api.backup import MongoURISecretRef, S3Endpoint
+from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name
 
 
@@ -17,30 +19,40 @@ class BackupRef(Model):
 
     name: Name
     """The ChatBackup."""
-    id: str = Field(default="latest", pattern=r"^(latest|[0-9]{8}_[0-9]{6})$")
+    id: str = Field(default="latest", max_length=64, pattern=r"^(latest|[0-9]{8}_[0-9]{6})$")
     """`latest` (the newest good backup) or a backup id such as 20261126_031500."""
 
 
 class S3Object(S3Endpoint):
     """A backup tarball addressed directly, e.g. to restore into another cluster."""
 
-    key: str = Field(min_length=1, pattern=r"\.tar\.gz$")
+    key: bounds.ObjectKey
     """Key of the `.tar.gz`; its `.manifest.json` beside it is used to verify."""
+    allow_unverified: bool = False
+    """Restore a tarball that chatops wrote (its S3 metadata names a ChatBackup) even
+    though its manifest is missing, so nothing can be verified against it. Without it
+    such a restore fails with "manifest missing". A tarball without that metadata (one
+    made by the runbook's mongodump) is restored without a manifest either way, checked
+    against its own files."""
+
+
+_SOURCE_RULES = (
+    Rule(
+        "has(self.backupRef) != has(self.s3)",
+        "set exactly one of source.backupRef or source.s3",
+        lambda s: bounds.exactly_one(s.backup_ref, s.s3),
+    ),
+)
 
 
 class Source(Model):
     """What to restore: exactly one of backupRef or s3."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.backupRef) != has(self.s3)",
-                    "message": "set exactly one of source.backupRef or source.s3",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_SOURCE_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Source:
+        return bounds.enforce(self, _SOURCE_RULES)
 
     backup_ref: BackupRef | None = None
     """A backup of a ChatBackup."""
@@ -76,7 +88,7 @@ class Quiesce(Model):
 class HTTPCheck(Model):
     """A URL that must answer 2xx."""
 
-    url: str = Field(pattern=r"^https?://")
+    url: bounds.URL
     """URL to GET."""
     timeout_seconds: int = Field(default=5, ge=1, le=300)
     """How long one request may take."""
@@ -87,31 +99,40 @@ class PostRestore(Model):
 
     health_checks: list[HTTPCheck] = Field(default_factory=list, max_length=20)
     """URLs that must answer 2xx."""
-    timeout_seconds: int = Field(default=300, ge=1)
-    """How long the app has to become healthy."""
+    timeout_seconds: bounds.PositiveSeconds = 300
+    """How long the app has to become healthy (at most a day)."""
 
 
 RestoreMode = Literal["DropDatabase", "DropCollections", "Merge"]
+
+
+_SPEC_RULES = (
+    Rule(
+        "has(self.source.backupRef) || (has(self.target) && has(self.target.mongodb))",
+        "a restore from source.s3 needs target.mongodb",
+        lambda s: s.source.backup_ref is not None or s.target.mongodb is not None,
+    ),
+)
 
 
 class ChatRecoverySpec(Model):
     """A restore of a backup, and the app brought back after it."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
+        json_schema_extra=bounds.validations(
+            *_SPEC_RULES,
+            transitions=[
                 {
                     "rule": "self == oldSelf",
                     "message": "a ChatRecovery runs once; create a new one to restore again",
-                },
-                {
-                    "rule": "has(self.source.backupRef) || "
-                    "(has(self.target) && has(self.target.mongodb))",
-                    "message": "a restore from source.s3 needs target.mongodb",
-                },
-            ]
-        }
+                }
+            ],
+        )
     )
+
+    @model_validator(mode="after")
+    def _rules(self) -> ChatRecoverySpec:
+        return bounds.enforce(self, _SPEC_RULES)
 
     source: Source
     """The backup to restore."""

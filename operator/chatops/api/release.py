@@ -7,14 +7,20 @@ as CEL in `x-kubernetes-validations`, so a bad object is refused before it is st
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
+from chatops.api import bounds
 from chatops.api.analysis import Analysis, Measurement
-from chatops.api.common import Condition, Duration, Model, Name
+from chatops.api.bounds import Rule
+from chatops.api.common import Condition, Model, Name
 
 # -- spec: components ----------------------------------------------------------------
+
+REPLICAS_MAX = 1000
+"""Pods of one component, and the largest count in a rolling update's maxSurge."""
 
 
 class Container(Model):
@@ -29,8 +35,10 @@ class Container(Model):
 
     name: Name
     """Container name."""
-    image: str = Field(min_length=1)
-    """Image reference; the images of all components together are the release's version."""
+    image: bounds.Image
+    """Image reference, `[registry[:port]/]name[:tag][@digest]` as the kubelet reads it (no
+    spaces, lowercase name, at most 512 characters); the images of all components
+    together are the release's version."""
 
 
 class PodSpec(Model):
@@ -44,16 +52,40 @@ class PodSpec(Model):
 
     containers: list[Container] = Field(min_length=1, max_length=20)
     """The pod's containers (at least one)."""
+    init_containers: list[Container] | None = Field(default=None, max_length=20)
+    """The pod's init containers; their images are checked as the containers' are."""
+
+
+_KEY_MESSAGE = "a key is at most 317 characters (a 253-character prefix, /, a name of 63)"
+_KEYS = {
+    "x-kubernetes-validations": [{"rule": "self.all(k, k.size() <= 317)", "message": _KEY_MESSAGE}]
+}
+
+
+def _keys(values: dict[str, str]) -> dict[str, str]:
+    if any(len(k) > 317 for k in values):
+        raise ValueError(_KEY_MESSAGE)
+    return values
 
 
 class PodMetadata(Model):
-    """Labels and annotations for the component's pods."""
+    """Labels and annotations for the component's pods: at most 64 of each, label values
+    of at most 63 characters and annotation values of at most 64 KiB; the Deployment's
+    own validation (e.g. 256 KiB of annotations in all) applies on top."""
 
     model_config = ConfigDict(extra="allow")
 
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=63)]],
+        Field(max_length=64, json_schema_extra=_KEYS),
+        AfterValidator(_keys),
+    ] = Field(default_factory=dict)
     """Pod labels (the operator adds its own selector labels)."""
-    annotations: dict[str, str] = Field(default_factory=dict)
+    annotations: Annotated[
+        dict[str, Annotated[str, Field(max_length=65536)]],
+        Field(max_length=64, json_schema_extra=_KEYS),
+        AfterValidator(_keys),
+    ] = Field(default_factory=dict)
     """Pod annotations."""
 
 
@@ -78,11 +110,11 @@ class ServicePort(Model):
 class HealthCheck(Model):
     """How to ask a new version whether it is healthy before traffic moves to it."""
 
-    path: str = Field(default="/healthz", pattern=r"^/")
+    path: bounds.HTTPPath = "/healthz"
     """HTTP path on the color's Service."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """Port to probe (defaults to the component's service port)."""
-    url: str | None = None
+    url: bounds.URLTemplate | None = None
     """A full URL template instead of path/port, e.g. `http://{{service}}.{{namespace}}:8080/ready`."""
     timeout_seconds: int = Field(default=5, ge=1, le=300)
     """How long one probe may take."""
@@ -95,7 +127,7 @@ class Component(Model):
 
     name: Name
     """Component name, used in the names of the objects the operator owns."""
-    replicas: int = Field(default=1, ge=0, le=1000)
+    replicas: int = Field(default=1, ge=0, le=REPLICAS_MAX)
     """Pods of the stable version; a new version starts with as many."""
     template: PodTemplate
     """Pod template of the component."""
@@ -115,36 +147,41 @@ class BlueGreen(Model):
     """False waits in phase Paused until `chatops.dev/promote` is set."""
     pre_promotion_analysis: bool = False
     """Run the analysis against the new color before switching traffic to it."""
-    post_promotion_window: Duration = "10m"
+    post_promotion_window: bounds.DayDuration = "10m"
     """How long the analysis watches the new color after the switch (the runbook's
-    "monitor 10 minutes"); a failure in this window switches back."""
-    scale_down_delay_seconds: int = Field(default=30, ge=0)
+    "monitor 10 minutes"), at most 24h; a failure in this window switches back."""
+    scale_down_delay_seconds: bounds.Seconds = 30
     """How long the old color keeps running after the switch, so established WebSocket
-    connections drain."""
-    abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
-    """After a rollback, how long the failed color keeps running before scale-down."""
+    connections drain (at most a day)."""
+    abort_scale_down_delay_seconds: bounds.Seconds = 30
+    """After a rollback, how long the failed color keeps running before scale-down (at
+    most a day)."""
 
 
 class Pause(Model):
     """Wait at the current weight while the analysis runs."""
 
-    duration: Duration | None = None
-    """How long to wait; none waits for `chatops.dev/promote`."""
+    duration: bounds.WeekDuration | None = None
+    """How long to wait, at most 168h (a week); none waits for `chatops.dev/promote`."""
+
+
+_STEP_RULES = (
+    Rule(
+        "has(self.setWeight) != has(self.pause)",
+        "each step sets exactly one of setWeight or pause",
+        lambda s: bounds.exactly_one(s.set_weight, s.pause),
+    ),
+)
 
 
 class CanaryStep(Model):
     """One step: either set the canary's weight or pause."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.setWeight) != has(self.pause)",
-                    "message": "each step sets exactly one of setWeight or pause",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_STEP_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> CanaryStep:
+        return bounds.enforce(self, _STEP_RULES)
 
     set_weight: int | None = Field(default=None, ge=1, le=100)
     """Percent of new connections sent to the canary (1..100)."""
@@ -160,6 +197,14 @@ DEFAULT_CANARY_STEPS: tuple[CanaryStep, ...] = (
     ),
     CanaryStep(set_weight=100),
 )
+
+
+def _increasing(steps: list[CanaryStep]) -> list[CanaryStep]:
+    weights = [s.set_weight for s in steps if s.set_weight is not None]
+    if any(a >= b for a, b in itertools.pairwise(weights)):
+        raise ValueError("setWeight values must increase strictly from step to step")
+    return steps
+
 
 _STEPS_INCREASING = (
     "self.map(s, has(s.setWeight), s.setWeight).isSorted() && "
@@ -186,45 +231,90 @@ class Canary(Model):
                 ]
             },
         ),
+        AfterValidator(_increasing),
     ] = Field(default_factory=lambda: list(DEFAULT_CANARY_STEPS))
-    """Steps in order; the default is 10 → 25 → 50 → 100 with 5-minute pauses."""
-    scale_down_delay_seconds: int = Field(default=30, ge=0)
-    """After promotion, how long the old version keeps running so connections drain."""
-    abort_scale_down_delay_seconds: int = Field(default=30, ge=0)
-    """After a rollback, how long the canary keeps running before scale-down."""
+    """Steps in order (at most 40); the default is 10 → 25 → 50 → 100 with 5-minute
+    pauses."""
+    scale_down_delay_seconds: bounds.Seconds = 30
+    """After promotion, how long the old version keeps running so connections drain (at
+    most a day)."""
+    abort_scale_down_delay_seconds: bounds.Seconds = 30
+    """After a rollback, how long the canary keeps running before scale-down (at most a
+    day)."""
+
+
+_PERCENT = r"^(100|[1-9]?[0-9])%$"
+_INT_OR_PERCENT = (
+    f"type(self) == int ? (self >= 0 && self <= {REPLICAS_MAX}) : "
+    f"self.matches({bounds.cel_string(_PERCENT)})"
+)
+IntOrPercent = Annotated[
+    Annotated[int, Field(ge=0, le=REPLICAS_MAX)] | Annotated[str, Field(pattern=_PERCENT)],
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "x-kubernetes-validations": [
+                {
+                    "rule": _INT_OR_PERCENT,
+                    "message": f"must be a count from 0 to {REPLICAS_MAX} or a percent "
+                    "from 0% to 100%",
+                }
+            ],
+        }
+    ),
+]
+"""A count of pods or a percent of them, as a Deployment's rolling update takes it."""
+
+
+def _zero(value: int | str) -> bool:
+    return str(value) in ("0", "0%")
+
+
+_ROLLING_RULES = (
+    Rule(
+        "!(string(self.maxSurge) in ['0', '0%'] && string(self.maxUnavailable) in ['0', '0%'])",
+        "maxSurge and maxUnavailable must not both be zero: the update could never make "
+        "progress",
+        lambda r: not (_zero(r.max_surge) and _zero(r.max_unavailable)),
+    ),
+)
 
 
 class Rolling(Model):
     """Update the Deployments in place, gated by the same analysis."""
 
-    max_surge: int | str = Field(
-        default="25%", json_schema_extra={"x-kubernetes-int-or-string": True}
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_ROLLING_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Rolling:
+        return bounds.enforce(self, _ROLLING_RULES)
+
+    max_surge: IntOrPercent = "25%"
     """Extra pods during the update (count or percent)."""
-    max_unavailable: int | str = Field(
-        default=0, json_schema_extra={"x-kubernetes-int-or-string": True}
-    )
+    max_unavailable: IntOrPercent = 0
     """Pods that may be unavailable during the update (count or percent)."""
-    analysis_window: Duration = "5m"
+    analysis_window: bounds.DayDuration = "5m"
     """How long the analysis watches the updated version after the rollout before the
-    release counts as Succeeded; a failure in this window rolls back."""
+    release counts as Succeeded, at most 24h; a failure in this window rolls back."""
+
+
+_STRATEGY_RULES = (
+    Rule(
+        "[has(self.blueGreen), has(self.canary), has(self.rolling)].filter(x, x).size() == 1",
+        "set exactly one of strategy.blueGreen, strategy.canary, strategy.rolling",
+        lambda s: bounds.exactly_one(s.blue_green, s.canary, s.rolling),
+    ),
+)
 
 
 class Strategy(Model):
     """How a new version replaces the old: exactly one of blueGreen, canary, rolling."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.blueGreen), has(self.canary), has(self.rolling)]"
-                    ".filter(x, x).size() == 1",
-                    "message": "set exactly one of strategy.blueGreen, strategy.canary, "
-                    "strategy.rolling",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_STRATEGY_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Strategy:
+        return bounds.enforce(self, _STRATEGY_RULES)
 
     blue_green: BlueGreen | None = None
     """Blue-green: new color beside the old, one switch of traffic."""
@@ -245,7 +335,8 @@ class GatewayAPIRouting(Model):
 
 
 class NginxRouting(Model):
-    """A generated `<ingress>-canary` Ingress with NGINX canary annotations."""
+    """A generated canary Ingress `<ingress>-<release>-canary` with NGINX canary
+    annotations, one per release, owned by the ChatRelease (deleted with it)."""
 
     ingress: Name
     """The stable Ingress (same namespace) to mirror as a canary Ingress."""
@@ -255,21 +346,24 @@ class ServiceRouting(Model):
     """Switch the stable Service's selector from one color to the other."""
 
 
+_ROUTING_RULES = (
+    Rule(
+        "[has(self.gatewayAPI), has(self.nginx), has(self.service)].filter(x, x).size() == 1",
+        "set exactly one of trafficRouting.gatewayAPI, trafficRouting.nginx, "
+        "trafficRouting.service",
+        lambda t: bounds.exactly_one(t.gateway_api, t.nginx, t.service),
+    ),
+)
+
+
 class TrafficRouting(Model):
     """How traffic moves between versions: exactly one of gatewayAPI, nginx, service."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.gatewayAPI), has(self.nginx), has(self.service)]"
-                    ".filter(x, x).size() == 1",
-                    "message": "set exactly one of trafficRouting.gatewayAPI, "
-                    "trafficRouting.nginx, trafficRouting.service",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_ROUTING_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> TrafficRouting:
+        return bounds.enforce(self, _ROUTING_RULES)
 
     gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
     """Gateway API HTTPRoute weights (recommended)."""
@@ -284,31 +378,42 @@ class SmokeTest(Model):
 
     template: PodTemplate
     """Pod template of the Job; `{{service}}` etc. are available as env CHATOPS_*."""
-    timeout_seconds: int = Field(default=300, ge=1)
-    """Longest the Job may run."""
+    timeout_seconds: bounds.PositiveSeconds = 300
+    """Longest the Job may run (at most a day)."""
+
+
+_SPEC_RULES = (
+    Rule(
+        "!has(self.trafficRouting) || !has(self.trafficRouting.service) "
+        "|| has(self.strategy.blueGreen)",
+        "trafficRouting.service works only with strategy.blueGreen",
+        lambda s: s.traffic_routing is None
+        or s.traffic_routing.service is None
+        or s.strategy.blue_green is not None,
+    ),
+    Rule(
+        "!has(self.strategy.canary) || (has(self.trafficRouting) && "
+        "(has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.nginx)))",
+        "strategy.canary needs trafficRouting.gatewayAPI or trafficRouting.nginx to split "
+        "traffic by weight",
+        lambda s: s.strategy.canary is None
+        or (
+            s.traffic_routing is not None
+            and (s.traffic_routing.gateway_api is not None or s.traffic_routing.nginx is not None)
+        ),
+    ),
+)
 
 
 class ChatReleaseSpec(Model):
     """A release of the chat app: its components, how the new version replaces the old,
     how traffic moves and what must stay true while it does."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.trafficRouting) || !has(self.trafficRouting.service) "
-                    "|| has(self.strategy.blueGreen)",
-                    "message": "trafficRouting.service works only with strategy.blueGreen",
-                },
-                {
-                    "rule": "!has(self.strategy.canary) || (has(self.trafficRouting) && "
-                    "(has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.nginx)))",
-                    "message": "strategy.canary needs trafficRouting.gatewayAPI or "
-                    "trafficRouting.nginx to split traffic by weight",
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_SPEC_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> ChatReleaseSpec:
+        return bounds.enforce(self, _SPEC_RULES)
 
     components: Annotated[
         list[Component],
@@ -332,10 +437,16 @@ class ChatReleaseSpec(Model):
     """A Job that must succeed before traffic moves."""
     paused: bool = False
     """Hold the release where it is."""
-    progress_deadline_seconds: int = Field(default=600, ge=1)
-    """A new version not Available within this time is rolled back."""
+    progress_deadline_seconds: bounds.PositiveSeconds = 600
+    """A new version not Available within this time is rolled back (at most a day)."""
     history_limit: int = Field(default=10, ge=1, le=100)
     """How many past releases status.history keeps."""
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """What deleting the ChatRelease does to the app. `Retain` (the default): traffic
+    goes back to the stable color, the other color is deleted, and the stable color's
+    Deployments and all Services keep serving, released from the ChatRelease and
+    labelled `chatops.dev/released-from`; a ChatRelease created again with the same name
+    adopts them. `Delete`: every Deployment and Service of the release is deleted."""
 
 
 # -- status ---------------------------------------------------------------------------
@@ -352,8 +463,8 @@ class HistoryEntry(Model):
     """Revision hash of the components' templates."""
     images: dict[str, str] = Field(default_factory=dict)
     """Image per component (`component/container` → image)."""
-    result: Literal["Succeeded", "RolledBack", "Failed"]
-    """How it ended."""
+    result: Literal["Succeeded", "RolledBack", "Failed", "Superseded"]
+    """How it ended; `Superseded`: a newer version replaced it before it finished."""
     started_at: str | None = None
     """When it started (RFC 3339)."""
     finished_at: str | None = None

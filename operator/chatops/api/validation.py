@@ -1,19 +1,23 @@
 """The checks the API server cannot make, run by the operator before it acts.
 
-The schema and CEL rules have refused most bad specs already; what is left needs
-knowledge CEL does not have: the IANA time zone database and cron's calendar. Each
-problem names its field, so the `Accepted` condition can tell the user what to fix.
+The schema and CEL rules have refused most bad specs already, and the models check the
+same bounds and rules again (`chatops.api.bounds`), for a spec that reached the operator
+past an older CRD. What is left needs knowledge CEL does not have: the IANA time zone
+database, cron's calendar, the query placeholders. Each problem names its field, as the
+API server writes field paths, so the `Accepted` condition tells the user what to fix.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 import zoneinfo
 from typing import Any
 
 import pydantic
 from croniter import CroniterBadDateError, croniter
 
+from chatops.api.analysis import Analysis
 from chatops.api.backup import ChatBackupSpec
 from chatops.api.common import Condition, Model, condition, set_condition
 from chatops.api.recovery import ChatRecoverySpec
@@ -27,39 +31,67 @@ SPECS: dict[str, type[Model]] = {
 
 
 def problems(kind: str, spec: dict[str, Any]) -> list[str]:
-    """What is wrong with `spec`, one `field: problem` per line; empty when it is usable."""
+    """What is wrong with `spec`, one `field: problem` per line; empty when it is usable.
+    The checks beyond the schema run on every field the schema's checks passed, so one
+    mistake never hides another."""
     try:
-        parsed = SPECS[kind].model_validate(spec)
+        SPECS[kind].model_validate(spec)
+        found = []
     except pydantic.ValidationError as err:
-        return [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-    if isinstance(parsed, ChatBackupSpec):
-        return _backup_problems(parsed)
-    if isinstance(parsed, ChatReleaseSpec) and parsed.analysis is not None:
+        found = [
+            f"{field_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        ]
+    named = {problem.split(": ", 1)[0] for problem in found}
+    if kind == "ChatBackup":
+        found += _backup_problems(spec, named)
+    analysis = spec.get("analysis") if kind == "ChatRelease" else None
+    if isinstance(analysis, dict) and not any(f.startswith("spec.analysis") for f in named):
         # imported here: the analysis package builds on this one
         from chatops.metrics.analysis import placeholder_problems
 
-        return placeholder_problems(parsed.analysis)
-    return []
+        found += placeholder_problems(Analysis.model_validate(analysis))
+    return found
 
 
-def _backup_problems(spec: ChatBackupSpec) -> list[str]:
+_TYPE_TAGS = re.compile(r"^(int|str|float|bool|none|list|dict)$|\[")
+"""Segments pydantic adds to an error's location for the branch of a union it tried
+(`int`, `str`, `function-after[...]`); no field of ours has such a name."""
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as Kubernetes writes a field path:
+    `spec.components[0].template.spec.containers[0].image`."""
+    out = "spec"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _TYPE_TAGS.search(part):
+            out += f".{part}"
+    return out
+
+
+def _backup_problems(spec: dict[str, Any], named: set[str]) -> list[str]:
+    """The time zone and the schedule against the IANA database and cron's calendar,
+    each when its shape passed."""
     found = []
-    if spec.time_zone is not None:
+    zone, schedule = spec.get("timeZone"), spec.get("schedule")
+    if isinstance(zone, str) and "spec.timeZone" not in named:
         try:
-            zoneinfo.ZoneInfo(spec.time_zone)
+            zoneinfo.ZoneInfo(zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             found.append(
-                f"spec.timeZone: unknown time zone {spec.time_zone!r} (use an IANA "
-                "name such as Europe/Paris)"
+                f"spec.timeZone: unknown time zone {zone!r} (use an IANA name such as "
+                "Europe/Paris)"
             )
-    if spec.schedule is not None and not croniter.is_valid(spec.schedule):
-        found.append(f"spec.schedule: {spec.schedule!r} is not a valid cron expression")
-    elif spec.schedule is not None:
+    if isinstance(schedule, str) and "spec.schedule" not in named:
+        if not croniter.is_valid(schedule):
+            return [*found, f"spec.schedule: {schedule!r} is not a valid cron expression"]
         start = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
         try:
-            croniter(spec.schedule, start).get_next(datetime.datetime)
+            croniter(schedule, start).get_next(datetime.datetime)
         except (CroniterBadDateError, ValueError):  # e.g. 31 February
-            found.append(f"spec.schedule: {spec.schedule!r} never fires")
+            found.append(f"spec.schedule: {schedule!r} never fires")
     return found
 
 

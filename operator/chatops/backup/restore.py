@@ -1,17 +1,18 @@
-"""The restore: download, check every byte, then load raw BSON and check the result.
+"""The restore: fetch and check the tarball, load it beside the data, then commit.
 
-1. `download` streams the tarball to a local file, hashing it on the way (bounded
-   memory; disk for one compressed tarball).
-2. `inspect` reads it all once *before the database is touched*: the tarball's sha256
-   and size against the manifest, gzip's CRCs, the tar's framing, each `.bson` file's
-   document framing, count, sha256 and order-free digest against the manifest. Without
-   a manifest (a runbook tarball of the real mongodump) the CRCs and framing are still
-   checked and the counts and digests read from the files become what is verified.
-3. `load` restores with the ChatRecovery's mode (DropDatabase, DropCollections, Merge):
-   collections created with their options, documents inserted as RawBSONDocument
-   (never decoded), secondary indexes built after the data, views last.
-4. With `verify`, the restored database is checked: count, order-free digest of the
-   documents and index names per collection (Merge: at least the backup's documents).
+1. `fetch` reads the manifest beside the tarball and streams the tarball to a local file,
+   hashing it on the way, then `contents.inspect` checks every byte and every name before
+   the database is touched. A tarball chatops wrote (its S3 owner metadata says so)
+   without its manifest is refused, "manifest missing", unless the caller accepts an
+   unverified restore; a runbook tarball (no owner) is checked against its own files.
+2. `load` restores with the mode (DropDatabase, DropCollections, Merge): each collection
+   is created as a temporary collection with its options, documents inserted as
+   RawBSONDocument (never decoded), secondary indexes built, and, with `verify`, checked
+   against the backup; then `swap.commit` puts them in place all or nothing. A failure
+   before or during the commit leaves the target as it was (see `swap`).
+
+`restore` is the two in a row: the CLI, the benchmark and the tests use it; the
+ChatRecovery runs the same two functions as separate steps.
 """
 
 from __future__ import annotations
@@ -19,30 +20,36 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tarfile
-from collections.abc import Collection, Iterator, Mapping
-from typing import IO, Literal
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
 
 from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
-from chatops.backup import layout, tarstream, verify
+from chatops.backup import layout, swap, verify
 from chatops.backup import manifest as manifests
-from chatops.backup.bsonstream import Framer, FramingError, Tally, documents
-from chatops.backup.manifest import Manifest
+from chatops.backup.bsonstream import Framer, documents
+from chatops.backup.contents import (
+    CORRUPT,
+    READ_CHUNK,
+    CollectionContents,
+    Contents,
+    Downloaded,
+    entries,
+    inspect,
+)
 from chatops.errors import ChatopsError, RestoreFailed, VerificationFailed
 
-Mode = Literal["DropDatabase", "DropCollections", "Merge"]
-READ_CHUNK = 1024 * 1024
+Mode = swap.Mode
 INSERT_BYTES = 8 * 1024 * 1024
 INSERT_DOCUMENTS = 10_000
-_CORRUPT: tuple[type[Exception], ...] = (
-    tarfile.TarError,
-    OSError,
-    EOFError,
-    FramingError,
-    *tarstream.DECOMPRESSION_ERRORS,
-)
-_UNREADABLE: tuple[type[Exception], ...] = (*_CORRUPT, ValueError)
+
+
+class Interrupted(Exception):
+    """The caller asked the load to stop (the operator stops, the ChatRecovery is
+    deleted); the temporary collections were dropped, the target is as it was."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,40 +60,10 @@ class RestoreRequest:
     rename: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Restore backup database X into database rename[X]."""
     verify: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class Downloaded:
-    path: str
-    size: int
-    sha256: str
-
-
-@dataclasses.dataclass
-class CollectionContents:
-    """One collection as found in the tarball."""
-
-    database: str
-    name: str
-    metadata: layout.CollectionMetadata | None = None
-    tally: Tally = dataclasses.field(default_factory=Tally)
-    has_bson: bool = False
-
-    @property
-    def is_view(self) -> bool:
-        return self.metadata is not None and self.metadata.is_view
-
-
-@dataclasses.dataclass(frozen=True)
-class Contents:
-    """What `inspect` found and checked: the collections in tar order."""
-
-    collections: list[CollectionContents]
-    manifest: Manifest | None
-
-    @property
-    def databases(self) -> list[str]:
-        return sorted({c.database for c in self.collections})
+    """Check the loaded collections against the backup before the commit."""
+    token: str = ""
+    """Names this restore's temporary collections; the same across the restarts of one
+    restore (a ChatRecovery's uid), so a restarted one finds its own. Random if empty."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +81,8 @@ class RestoreResult:
     collections: list[CollectionResult]
     verified: bool
     with_manifest: bool
+    leftovers: tuple[str, ...] = ()
+    """Temporary or replaced collections that could not be dropped afterwards."""
 
     @property
     def documents(self) -> int:
@@ -126,171 +105,57 @@ def download(store: s3.Store, key: str, directory: str) -> Downloaded:
     return Downloaded(path, size, digest.hexdigest())
 
 
-def _entries(path: str) -> Iterator[tuple[layout.Entry, IO[bytes]]]:
-    """The collection entries of a gzip tar, streamed."""
-    with tarstream.open_gzip(path) as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
-        for member in tar:
-            entry = layout.parse_entry(member.name) if member.isfile() else None
-            if entry is None:
-                continue
-            reader = tar.extractfile(member)
-            if reader is not None:
-                yield entry, reader
-
-
-def inspect(
-    downloaded: Downloaded, manifest: Manifest | None, databases: Collection[str] | None = None
-) -> Contents:
-    """Read the whole tarball and check it against `manifest`; VerificationFailed before
-    anything touches a database if a single byte is off."""
-    if manifest is not None and (
-        downloaded.sha256 != manifest.tarball.sha256 or downloaded.size != manifest.tarball.size
-    ):
-        raise VerificationFailed(
-            f"the tarball has sha256 {downloaded.sha256} and {downloaded.size} bytes, its "
-            f"manifest says {manifest.tarball.sha256} and {manifest.tarball.size}: it changed "
-            "after it was written; nothing was restored"
-        )
-    found: dict[tuple[str, str], CollectionContents] = {}
+def manifest_for(
+    store: s3.Store, key: str, *, require: bool = False, allow_unverified: bool = False
+) -> manifests.Manifest | None:
+    """The manifest beside the tarball at `key`; None for a runbook tarball without one.
+    RestoreFailed ("manifest missing") when one must exist: the caller requires it, or
+    chatops wrote the tarball (its owner metadata) and `allow_unverified` is false."""
     try:
-        for entry, reader in _entries(downloaded.path):
-            if databases is not None and entry.database not in databases:
-                continue
-            coll = found.setdefault(
-                (entry.database, entry.collection),
-                CollectionContents(entry.database, entry.collection),
-            )
-            if entry.kind == "metadata":
-                coll.metadata = layout.parse_metadata(reader.read(), entry.collection)
-                continue
-            coll.has_bson = True
-            framer = Framer()
-            while chunk := reader.read(READ_CHUNK):
-                coll.tally.update(framer.feed(chunk))
-            framer.close()
-    except _UNREADABLE as err:
-        raise VerificationFailed(f"the tarball is damaged: {err}; nothing was restored") from err
-    contents = Contents(list(found.values()), manifest)
-    if databases is not None:
-        missing = set(databases) - set(contents.databases)
-        if missing:
-            raise RestoreFailed(
-                f"database(s) {', '.join(sorted(missing))} not in the backup "
-                f"(it has: {', '.join(contents.databases) or 'none'}); nothing was restored"
-            )
-    if manifest is not None:
-        _check_against(contents, manifest, databases)
-    return contents
-
-
-def _check_against(
-    contents: Contents, manifest: Manifest, databases: Collection[str] | None
-) -> None:
-    found = {(c.database, c.name): c for c in contents.collections}
-    problems = []
-    for want in manifest.collections:
-        if databases is not None and want.database not in databases:
-            continue
-        got = found.pop((want.database, want.name), None)
-        if got is None:
-            problems.append(f"{want.database}.{want.name} is missing")
-        elif (got.tally.documents, got.tally.bytes, got.tally.sha256) != (
-            want.documents,
-            want.bson_bytes,
-            want.sha256,
-        ):
-            problems.append(
-                f"{want.database}.{want.name} has {got.tally.documents} documents and "
-                f"{got.tally.bytes} bytes (sha256 {got.tally.sha256[:12]}), the manifest "
-                f"{want.documents} and {want.bson_bytes} (sha256 {want.sha256[:12]})"
-            )
-    problems += [f"{db}.{name} is not in the manifest" for db, name in found]
-    if problems:
-        raise VerificationFailed(
-            "the tarball does not match its manifest: "
-            + "; ".join(problems[:5])
-            + "; nothing was restored"
-        )
-
-
-def load(
-    mongo: Mongo, downloaded: Downloaded, contents: Contents, request: RestoreRequest
-) -> RestoreResult:
-    """Restore the inspected tarball into MongoDB and, with `verify`, check the result."""
-
-    def target(db: str) -> str:
-        return request.rename.get(db, db)
-
-    selected = [
-        c
-        for c in contents.collections
-        if request.databases is None or c.database in request.databases
-    ]
-    try:
-        if request.mode == "DropDatabase":
-            for db in sorted({target(c.database) for c in selected}):
-                mongo.drop_database(db)
-        for c in selected:
-            if request.mode == "DropCollections":
-                mongo.drop_collection(target(c.database), c.name)
-            if not c.is_view:
-                options = c.metadata.options if c.metadata else {}
-                mongo.create_collection(target(c.database), c.name, options)
-        inserted = _insert_all(mongo, downloaded, request)
-        results = []
-        for c in selected:
-            indexes = c.metadata.secondary_indexes() if c.metadata and not c.is_view else []
-            mongo.create_indexes(target(c.database), c.name, indexes)
-            if c.is_view and c.metadata is not None:
-                mongo.create_collection(target(c.database), c.name, c.metadata.options)
-            done, duplicates = inserted.get((c.database, c.name), (0, 0))
-            results.append(
-                CollectionResult(target(c.database), c.name, done, duplicates, len(indexes))
-            )
+        raw = store.get(layout.manifest_key_for(key))
     except ChatopsError as err:
-        raise RestoreFailed(f"restore failed: {err}") from err
-    result = RestoreResult(results, verified=False, with_manifest=contents.manifest is not None)
-    if request.verify:
-        verify.restored(mongo, [c for c in selected if not c.is_view], request.mode, request.rename)
-        result = dataclasses.replace(result, verified=True)
-    return result
-
-
-def _insert_all(
-    mongo: Mongo, downloaded: Downloaded, request: RestoreRequest
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """Insert every `.bson` entry's documents in batches; (inserted, duplicates) each."""
-    rename = request.rename
-    counts: dict[tuple[str, str], tuple[int, int]] = {}
+        raise RestoreFailed(f"reading the manifest of {key} failed: {err}") from err
+    if raw is not None:
+        try:
+            return manifests.parse(raw)
+        except ValueError as err:
+            raise VerificationFailed(f"the manifest of {key} is unreadable: {err}") from err
+    if require:
+        raise RestoreFailed(f"manifest missing: {key} has none, it is an incomplete backup")
     try:
-        for entry, reader in _entries(downloaded.path):
-            if entry.kind != "bson":
-                continue
-            if request.databases is not None and entry.database not in request.databases:
-                continue
-            db = rename.get(entry.database, entry.database)
-            framer, batch, batch_bytes = Framer(), [], 0
-            done = duplicates = 0
-            while chunk := reader.read(READ_CHUNK):
-                for doc in documents(framer.feed(chunk)):
-                    batch.append(doc)
-                    batch_bytes += len(doc)
-                    if batch_bytes >= INSERT_BYTES or len(batch) >= INSERT_DOCUMENTS:
-                        written = mongo.insert_raw(db, entry.collection, batch)
-                        done, duplicates = done + written.inserted, duplicates + written.duplicates
-                        batch, batch_bytes = [], 0
-            if batch:
-                written = mongo.insert_raw(db, entry.collection, batch)
-                done, duplicates = done + written.inserted, duplicates + written.duplicates
-            if duplicates and request.mode != "Merge":
-                raise RestoreFailed(
-                    f"{db}.{entry.collection}: {duplicates} document(s) already existed "
-                    f"although mode {request.mode} had dropped the data first"
-                )
-            counts[(entry.database, entry.collection)] = (done, duplicates)
-    except _CORRUPT as err:  # the file changed on disk since inspect()
-        raise VerificationFailed(f"the downloaded tarball became unreadable: {err}") from err
-    return counts
+        head = store.head(key)
+    except ChatopsError as err:
+        raise RestoreFailed(f"reading {key} failed: {err}") from err
+    if head is None:
+        raise RestoreFailed(f"{key} does not exist")
+    owner = head[1].get(layout.OWNER_METADATA)
+    if owner and not allow_unverified:
+        raise RestoreFailed(
+            f"manifest missing: {key} was written by chatops (ChatBackup {owner}) but its "
+            "manifest is gone, so it cannot be verified; nothing was restored (set "
+            "spec.source.s3.allowUnverified to restore it anyway)"
+        )
+    return None
+
+
+def fetch(
+    store: s3.Store, key: str, directory: str, databases: Collection[str] | None = None,
+    *, require_manifest: bool = False, allow_unverified: bool = False,
+) -> tuple[Downloaded, Contents]:
+    """The tarball downloaded and inspected: everything checked that can be checked
+    without the database."""
+    manifest = manifest_for(
+        store, key, require=require_manifest, allow_unverified=allow_unverified
+    )
+    try:
+        downloaded = download(store, key, directory)
+    except ChatopsError as err:
+        raise RestoreFailed(f"downloading {key} failed: {err}") from err
+    try:
+        return downloaded, inspect(downloaded, manifest, databases)
+    except BaseException:
+        os.unlink(downloaded.path)
+        raise
 
 
 def restore(
@@ -301,28 +166,213 @@ def restore(
     directory: str,
     *,
     require_manifest: bool = False,
+    allow_unverified: bool = False,
 ) -> RestoreResult:
-    """Download, inspect and load the tarball at `key`, checked against the manifest beside
-    it. A tarball without one (made by hand with mongodump) is restored when
-    `require_manifest` is false, verified against its own `.bson` files."""
+    """Fetch, inspect and load the tarball at `key` (see the module's docstring)."""
+    downloaded, contents = fetch(
+        store, key, directory, request.databases,
+        require_manifest=require_manifest, allow_unverified=allow_unverified,
+    )
     try:
-        raw = store.get(layout.manifest_key_for(key))
-    except ChatopsError as err:
-        raise RestoreFailed(f"reading the manifest of {key} failed: {err}") from err
-    manifest = None
-    if raw is not None:
-        try:
-            manifest = manifests.parse(raw)
-        except ValueError as err:
-            raise VerificationFailed(f"the manifest of {key} is unreadable: {err}") from err
-    elif require_manifest:
-        raise RestoreFailed(f"{key} has no manifest: it is an incomplete backup")
-    try:
-        downloaded = download(store, key, directory)
-    except ChatopsError as err:
-        raise RestoreFailed(f"downloading {key} failed: {err}") from err
-    try:
-        contents = inspect(downloaded, manifest, request.databases)
         return load(mongo, downloaded, contents, request)
     finally:
         os.unlink(downloaded.path)
+
+
+# -- the load ---------------------------------------------------------------------------
+
+
+class _Server:
+    """`swap.Server` on the Mongo adapter; counts what each Merge inserted."""
+
+    def __init__(self, mongo: Mongo, metadata: Mapping[tuple[str, str], CollectionContents]):
+        self.mongo, self._metadata = mongo, metadata
+        self.merged: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def names(self, database: str) -> dict[str, Mapping[str, Any] | None]:
+        return self.mongo.namespaces(database)
+
+    def rename(self, database: str, old: str, new: str) -> None:
+        self.mongo.rename_collection(database, old, new)
+
+    def drop(self, database: str, name: str) -> None:
+        self.mongo.drop_collection(database, name)
+
+    def create_view(self, database: str, name: str, options: Mapping[str, Any]) -> None:
+        self.mongo.create_collection(database, name, options)
+
+    def merge(self, database: str, source: str, target: str) -> swap.Undo:
+        inserted_ids: list[Any] = []
+        duplicates = 0
+        for batch in self.mongo.raw_batches(database, source, "primary"):
+            docs = [bytes(d) for d in documents(batch)]
+            written = self.mongo.insert_raw(database, target, docs)
+            refused = set(written.refused)
+            duplicates += written.duplicates
+            inserted_ids += [
+                RawBSONDocument(d)["_id"] for i, d in enumerate(docs) if i not in refused
+            ]
+        backup = self._metadata.get((database, target))
+        specs = backup.metadata.secondary_indexes() if backup and backup.metadata else []
+        created = self.mongo.create_indexes(database, target, specs)
+        self.merged[(database, target)] = (len(inserted_ids), duplicates)
+
+        def undo() -> None:
+            self.mongo.drop_indexes(database, target, created)
+            self.mongo.delete_ids(database, target, inserted_ids)
+
+        return undo
+
+
+def load(
+    mongo: Mongo,
+    downloaded: Downloaded,
+    contents: Contents,
+    request: RestoreRequest,
+    *,
+    interrupt: Callable[[], bool] = lambda: False,
+) -> RestoreResult:
+    """Restore the inspected tarball into MongoDB, all or nothing (see `swap`)."""
+    token = request.token or uuid.uuid4().hex[:12]
+
+    def target(db: str) -> str:
+        return request.rename.get(db, db)
+
+    selected = [
+        c for c in contents.collections
+        if request.databases is None or c.database in request.databases
+    ]
+    plans = _plans(selected, request, token, target)
+    server = _Server(mongo, {(target(c.database), c.name): c for c in selected})
+    try:
+        present = {p.database: server.names(p.database) for p in plans}
+        started = [p for p in plans if p.started(present[p.database])]
+        if started:  # an earlier run was killed during its commit: finish it
+            leftovers = [n for p in started for n in swap.roll_forward(server, p)]
+            plans = [p for p in plans if p not in started]
+        else:
+            leftovers = []
+        for plan in plans:
+            swap.clean(server, plan)
+            _probe_names(mongo, plan, present[plan.database])
+    except ChatopsError as err:
+        raise RestoreFailed(f"restore failed: {err}") from err
+    try:
+        if plans:
+            _load_temporaries(mongo, downloaded, selected, request, token, target, interrupt)
+            if request.verify:
+                verify.restored(mongo, [
+                    verify.Check(target(c.database), swap.temp_name(token, c.name), c)
+                    for c in selected if not c.is_view
+                ])
+    except BaseException as err:
+        for plan in plans:
+            swap.clean(server, plan)
+        if isinstance(err, VerificationFailed | Interrupted):
+            raise
+        if isinstance(err, ChatopsError):
+            raise RestoreFailed(f"restore failed: {err}; nothing was restored") from err
+        raise
+    try:
+        leftovers += swap.commit_all(server, plans)
+    except swap.CommitFailed as failed:
+        for plan in plans:
+            swap.clean(server, plan)
+        if failed.undone:
+            raise RestoreFailed(
+                f"restore failed while putting the collections in place: {failed}; every "
+                "collection was put back as it was"
+            ) from failed.cause
+        raise RestoreFailed(
+            f"restore failed while putting the collections in place: {failed}, and putting "
+            f"them back failed too ({failed.undo_error}): the database is part-restored, "
+            "run the restore again"
+        ) from failed.cause
+    results = []
+    for c in selected:
+        db = target(c.database)
+        indexes = len(c.metadata.secondary_indexes()) if c.metadata and not c.is_view else 0
+        done, duplicates = server.merged.get((db, c.name), (c.tally.documents, 0))
+        results.append(CollectionResult(db, c.name, done, duplicates, indexes))
+    return RestoreResult(
+        results, verified=request.verify, with_manifest=contents.manifest is not None,
+        leftovers=tuple(leftovers),
+    )
+
+
+def _plans(
+    selected: list[CollectionContents], request: RestoreRequest, token: str,
+    target: Callable[[str], str],
+) -> list[swap.Plan]:
+    plans = []
+    for db in sorted({target(c.database) for c in selected}):
+        mine = [c for c in selected if target(c.database) == db]
+        plans.append(swap.Plan(
+            database=db, token=token, mode=request.mode,
+            collections=tuple(c.name for c in mine if not c.is_view),
+            views={c.name: dict(c.metadata.options) for c in mine if c.is_view and c.metadata},
+        ))
+    return plans
+
+
+def _probe_names(mongo: Mongo, plan: swap.Plan, present: Mapping[str, object]) -> None:
+    """Ask the server whether it accepts each name the commit will create (FerretDB
+    allows shorter names than MongoDB): create and drop it, while nothing is changed."""
+    for name in (*plan.collections, *plan.views):
+        if name in present:
+            continue
+        try:
+            mongo.create_collection(plan.database, name, {})
+            mongo.drop_collection(plan.database, name)
+        except ChatopsError as err:
+            raise RestoreFailed(
+                f"{plan.database}.{name[:60]}… cannot be created on the target server "
+                f"({err}); nothing was restored"
+            ) from err
+
+
+def _load_temporaries(
+    mongo: Mongo, downloaded: Downloaded, selected: list[CollectionContents],
+    request: RestoreRequest, token: str, target: Callable[[str], str],
+    interrupt: Callable[[], bool],
+) -> None:
+    """Every collection into its temporary collection: options, documents, indexes."""
+    wanted = {(c.database, c.stem): c for c in selected if not c.is_view}
+    for each in wanted.values():
+        options = each.metadata.options if each.metadata else {}
+        mongo.create_collection(target(each.database), swap.temp_name(token, each.name), options)
+    try:
+        for entry, reader in entries(downloaded.path):
+            c = wanted.get((entry.database, entry.stem))
+            if entry.kind != "bson" or c is None:
+                continue
+            db, temp = target(c.database), swap.temp_name(token, c.name)
+            framer, batch, batch_bytes = Framer(), [], 0
+            duplicates = 0
+
+            def insert(batch: list[memoryview], db: str = db, temp: str = temp) -> int:
+                if interrupt():
+                    raise Interrupted(f"stopped while loading {db}")
+                return mongo.insert_raw(db, temp, batch).duplicates
+
+            while chunk := reader.read(READ_CHUNK):
+                for doc in documents(framer.feed(chunk)):
+                    batch.append(doc)
+                    batch_bytes += len(doc)
+                    if batch_bytes >= INSERT_BYTES or len(batch) >= INSERT_DOCUMENTS:
+                        duplicates += insert(batch)
+                        batch, batch_bytes = [], 0
+            if batch:
+                duplicates += insert(batch)
+            if duplicates:
+                raise RestoreFailed(
+                    f"{db}.{c.name}: {duplicates} document(s) of the backup share an _id "
+                    "(or a unique key) with another"
+                )
+    except CORRUPT as err:  # the file changed on disk since inspect()
+        raise VerificationFailed(f"the downloaded tarball became unreadable: {err}") from err
+    for each in wanted.values():
+        if interrupt():
+            raise Interrupted("stopped before building the indexes")
+        indexes = each.metadata.secondary_indexes() if each.metadata else []
+        mongo.create_indexes(target(each.database), swap.temp_name(token, each.name), indexes)

@@ -38,7 +38,6 @@ Reason = Literal[
     "OnDemand",
     "Scheduled",
     "FirstRun",
-    "Running",
     "Suspended",
     "DeadlineExceeded",
     "NotDue",
@@ -108,8 +107,6 @@ class Observation:
     """The ChatBackup's creationTimestamp."""
     last_schedule_time: datetime.datetime | None = None
     """status.lastScheduleTime: the scheduled time of the last run started (or skipped)."""
-    running: bool = False
-    """A run is in progress."""
     on_demand: bool = False
     """A human asked for a run now, and it has not been served yet."""
 
@@ -137,8 +134,6 @@ def decide(schedule: Schedule, seen: Observation) -> Decision:
     """Whether to start a backup now."""
     now = seen.now
     upcoming = None if schedule.suspend else schedule.next_after(now)
-    if seen.running:
-        return Decision(False, "Running", next_time=upcoming)
     if seen.on_demand:
         return Decision(True, "OnDemand", next_time=upcoming)
     if schedule.cron is None:

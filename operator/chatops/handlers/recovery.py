@@ -1,6 +1,10 @@
 """ChatRecovery: one daemon per object, advancing its restore one step at a time on a
 thread of its own until it has ended. An operator restarted midway starts the daemon
-again, and the first look resumes from the status."""
+again, and the first look resumes from the status.
+
+A recovery deleted mid-run is settled (the app brought back, see `runner.settle`) by its
+daemon as it stops, or, when it was deleted while no operator ran (kopf starts no daemon
+for an object being deleted), by the event handler."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from chatops.recovery import runner
 from chatops.recovery.steps import Workspace
 
 log = logging.getLogger("chatops.recovery")
+_LOOK_FAILED = (ChatopsError, client.ApiException, OSError)
 
 
 @kopf.daemon(GROUP, VERSION, "chatrecoveries", cancellation_timeout=30)
@@ -27,6 +32,7 @@ async def recovery(
     assert namespace is not None  # ChatRecovery is namespaced
     api = memo["api"]
     workspace = Workspace()
+    memo["daemon"] = True
     try:
         while not stopped:
             try:
@@ -36,13 +42,49 @@ async def recovery(
                         api, namespace, name, workspace, daemons.poster(api), lambda: bool(stopped)
                     ),
                 )
-            except (ChatopsError, client.ApiException, OSError) as err:
-                log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
+            except Exception as err:  # a look that failed is tried again, never the daemon
+                if isinstance(err, _LOOK_FAILED):
+                    log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
+                else:
+                    log.exception("%s/%s: a look failed", namespace, name)
                 await stopped.wait(daemons.ERROR_BACKOFF)
                 continue
             if look.done:
-                return
+                break
             if look.delay:
                 await stopped.wait(look.delay)
+        reason = stopped.reason
+        if reason is not None and reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            await _settle(api, namespace, name, workspace)
     finally:
+        memo["daemon"] = False
         workspace.close()
+
+
+@kopf.on.delete(GROUP, VERSION, "chatrecoveries", optional=True)
+async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Settle a deleted recovery once no daemon of ours works on it (its daemon settles
+    it itself as it stops; this covers a deletion while no operator ran, and a settle
+    that failed, which kopf retries)."""
+    assert namespace is not None
+    if memo.get("daemon"):
+        raise kopf.TemporaryError("the recovery's daemon is stopping", delay=2)
+    api = memo["api"]
+    try:
+        await in_thread(
+            f"chatops-recovery-settle-{namespace}-{name}",
+            lambda: runner.settle(api, namespace, name, Workspace(), daemons.poster(api)),
+        )
+    except _LOOK_FAILED as err:
+        raise kopf.TemporaryError(f"settling the deletion: {type(err).__name__}", delay=5) from err
+
+
+async def _settle(api: client.ApiClient, namespace: str, name: str, workspace: Workspace) -> None:
+    try:
+        await in_thread(
+            f"chatops-recovery-settle-{namespace}-{name}",
+            lambda: runner.settle(api, namespace, name, workspace, daemons.poster(api)),
+        )
+    except _LOOK_FAILED as err:  # the deletion handler tries again
+        log.warning("%s/%s: settling the deletion: %s: %s", namespace, name,
+                    type(err).__name__, err)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import json
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 from kubernetes import client, config
@@ -39,7 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Handler progress goes in annotations, not status: status is the API a user reads,
     # and its schema has no room for kopf's records.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -48,6 +51,27 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
     logging.getLogger("kopf.objects").addFilter(_quiet_wakes)
+
+
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration, kept as a digest of the spec, labels and
+    annotations instead of a copy of them.
+
+    kopf stores it to tell a create from an update from nothing new; only change
+    handlers read it, and chatops' (`on.delete`) read no diff. A copy of the spec sits
+    in the annotations beside `kubectl apply`'s own copy, and all of an object's
+    annotations share 256 KiB: with a spec over about 128 KiB (long queries, a large pod
+    template) the API server refused kopf's patch storing it, and kopf retried it
+    forever. A digest is 80 bytes whatever the spec. An `on.update` handler added later
+    still fires on every change, but its `diff` names only `digest`: read the body, not
+    the diff."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        encoded = json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()
+        return cast(kopf.BodyEssence, {"digest": hashlib.sha256(encoded).hexdigest()})
 
 
 async def _heartbeat() -> None:

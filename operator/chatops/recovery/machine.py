@@ -6,9 +6,10 @@ before and after it.
 
 Everything is in `status.steps`, so an operator killed at any point resumes from there: a
 step found Running was interrupted and runs again from its start (each is idempotent:
-quiescing keeps the replicas it recorded first, a DropDatabase or DropCollections restore
-drops what a half-done one wrote). A failed step skips the rest but Resume, which scales
-the app back up whatever happened: a failed restore never leaves the app down.
+quiescing keeps the replicas it recorded first; a restore drops the temporary collections
+a half-done one loaded, or finishes the renames of a commit it began, see `backup.swap`).
+A failed step skips the rest but Resume, which scales the app back up whatever happened:
+a failed restore never leaves the app down.
 """
 
 from __future__ import annotations

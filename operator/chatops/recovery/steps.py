@@ -16,19 +16,18 @@ import datetime
 import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
+from chatops.adapters import http
 from chatops.adapters.kube import Cluster
-from chatops.adapters.lease import Lease, Renewal, lease_name
+from chatops.adapters.lease import Lease, Renewal
 from chatops.adapters.mongo import Mongo
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
-from chatops.backup import credentials, layout, restore, verify
-from chatops.backup import manifest as manifests
+from chatops.backup import credentials, restore, verify
+from chatops.backup.contents import Contents, Downloaded
 from chatops.errors import RestoreFailed
 from chatops.recovery import machine, source
 
@@ -59,8 +58,8 @@ class Workspace:
     renewal: Renewal | None = None
     lease: Lease | None = None
     directory: str | None = None
-    downloaded: restore.Downloaded | None = None
-    contents: restore.Contents | None = None
+    downloaded: Downloaded | None = None
+    contents: Contents | None = None
 
     def release(self) -> None:
         if self.renewal is not None:
@@ -98,6 +97,8 @@ class Context:
     write: Callable[[ChatRecoveryStatus, ChatRecoveryStatus], None]
     """Patch the status from the first to the second."""
     stopped: Callable[[], bool]
+    uid: str = ""
+    """The ChatRecovery's uid: names its temporary collections across restarts."""
     _plan: source.Plan | None = None
 
     @property
@@ -126,9 +127,8 @@ def _hold_lease(ctx: Context) -> None:
     if ws.renewal is not None and ws.renewal.lost is None:
         return
     ws.release()
-    lease = Lease(
-        ctx.api, ctx.namespace, lease_name(ctx.plan.secrets.mongo_uri), ctx.identity
-    )
+    with Mongo(ctx.plan.secrets.mongo_uri) as mongo:  # the Lease is named by the server
+        lease = Lease.database(ctx.api, mongo.identity(), ctx.identity)
     told = None
     while (holder := lease.acquire()) is not None:
         if holder != told:
@@ -187,7 +187,7 @@ def _store(ctx: Context) -> Any:
     return credentials.store(ctx.plan.storage, ctx.plan.secrets)
 
 
-def _fetch(ctx: Context) -> tuple[restore.Downloaded, restore.Contents]:
+def _fetch(ctx: Context) -> tuple[Downloaded, Contents]:
     """Download and inspect the tarball (once per process)."""
     ws = ctx.workspace
     if ws.downloaded is not None and ws.contents is not None:
@@ -195,50 +195,53 @@ def _fetch(ctx: Context) -> tuple[restore.Downloaded, restore.Contents]:
     backup = ctx.status.backup
     if backup is None:
         raise RestoreFailed("no backup resolved (the Resolve step did not record one)")
-    store = _store(ctx)
-    raw = store.get(layout.manifest_key_for(backup.key))
-    manifest = None
-    if raw is not None:
-        try:
-            manifest = manifests.parse(raw)
-        except ValueError as err:
-            raise RestoreFailed(f"the manifest of {backup.key} is unreadable: {err}") from None
-    elif ctx.plan.require_manifest:
-        raise RestoreFailed(f"{backup.key} has no manifest: it is an incomplete backup")
     if ws.directory is None:
         ws.directory = tempfile.mkdtemp(prefix=f"chatops-restore-{ctx.namespace}-{ctx.name}-")
-    downloaded = restore.download(store, backup.key, ws.directory)
-    contents = restore.inspect(downloaded, manifest, ctx.plan.databases)
-    ws.downloaded, ws.contents = downloaded, contents
-    return downloaded, contents
+    ws.downloaded, ws.contents = restore.fetch(
+        _store(ctx), backup.key, ws.directory, ctx.plan.databases,
+        require_manifest=ctx.plan.require_manifest, allow_unverified=ctx.plan.allow_unverified,
+    )
+    return ws.downloaded, ws.contents
 
 
 def download(ctx: Context) -> str:
     _hold_lease(ctx)
     ctx.workspace.downloaded = ctx.workspace.contents = None  # this step always re-checks
     downloaded, contents = _fetch(ctx)
-    checked = "its manifest" if contents.manifest else "its own .bson files (no manifest)"
+    checked = (
+        "checked against its manifest" if contents.manifest
+        else "NOT verified against a manifest (none beside it): checked against its own files"
+    )
     return (
         f"{downloaded.size} bytes, sha256 {downloaded.sha256[:12]}…; "
-        f"{len(contents.collections)} collection(s) checked against {checked}"
+        f"{len(contents.collections)} collection(s) {checked}"
     )
 
 
 def _request(ctx: Context) -> restore.RestoreRequest:
-    """Verification is a step of its own (Verify), so the load does not verify."""
-    return restore.RestoreRequest(mode=ctx.spec.mode, databases=ctx.plan.databases, verify=False)
+    """The loaded collections are checked before the commit; Verify checks the targets
+    again after it."""
+    return restore.RestoreRequest(
+        mode=ctx.spec.mode, databases=ctx.plan.databases, verify=ctx.spec.verify,
+        token=ctx.uid.replace("-", "")[:12],
+    )
 
 
 def load(ctx: Context) -> str:
     _hold_lease(ctx)
     downloaded, contents = _fetch(ctx)
     with Mongo(ctx.plan.secrets.mongo_uri) as mongo:
-        result = restore.load(mongo, downloaded, contents, _request(ctx))
+        try:
+            result = restore.load(mongo, downloaded, contents, _request(ctx), interrupt=ctx.stopped)
+        except restore.Interrupted:
+            raise Stopped() from None
     ctx.save(ctx.status.model_copy(update={"restored_documents": result.documents}))
     databases = sorted({c.database for c in result.collections})
+    left = f"; could not drop {', '.join(result.leftovers)}" if result.leftovers else ""
     return (
-        f"{result.documents} documents into {', '.join(databases)} ({ctx.spec.mode}); "
-        f"{sum(c.indexes for c in result.collections)} index(es) built"
+        f"{result.documents} documents into {', '.join(databases)} ({ctx.spec.mode}), loaded "
+        f"beside the data and put in place at once; "
+        f"{sum(c.indexes for c in result.collections)} index(es) built{left}"
     )
 
 
@@ -248,13 +251,14 @@ def check(ctx: Context) -> str:
     _hold_lease(ctx)
     _, contents = _fetch(ctx)
     wanted = ctx.plan.databases
-    selected = [
-        c for c in contents.collections
+    exact = ctx.spec.mode != "Merge"
+    checks = [
+        verify.Check(c.database, c.name, c, exact=exact) for c in contents.collections
         if not c.is_view and (wanted is None or c.database in wanted)
     ]
     with Mongo(ctx.plan.secrets.mongo_uri) as mongo:
-        verify.restored(mongo, selected, ctx.spec.mode, {})
-    return f"{len(selected)} collection(s) match the backup: counts, digests and indexes"
+        verify.restored(mongo, checks)
+    return f"{len(checks)} collection(s) match the backup: counts, digests and indexes"
 
 
 def resume(ctx: Context) -> str:
@@ -270,17 +274,6 @@ def resume(ctx: Context) -> str:
     return "scaled back: " + ", ".join(f"{n} to {r}" for n, r in quiesced.items())
 
 
-def _probe(url: str, timeout: float) -> str | None:
-    """None when `url` answers 2xx; why not, otherwise."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return None if 200 <= reply.status < 300 else f"{url}: HTTP {reply.status}"
-    except urllib.error.HTTPError as err:
-        return f"{url}: HTTP {err.code}"
-    except (OSError, ValueError) as err:
-        return f"{url}: {type(err).__name__}: {err}"
-
-
 def health(ctx: Context) -> str:
     post = ctx.spec.post_restore
     if not post.health_checks:
@@ -289,7 +282,9 @@ def health(ctx: Context) -> str:
     deadline = time.monotonic() + post.timeout_seconds
     told = ""
     while True:
-        failing = [p for c in post.health_checks if (p := _probe(c.url, c.timeout_seconds))]
+        failing = [
+            p for c in post.health_checks if (p := http.probe(c.url, c.timeout_seconds))
+        ]
         if not failing:
             took = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
             return f"{len(post.health_checks)} health check(s) answered 2xx after {took:.0f} s"

@@ -61,7 +61,7 @@ def test_parse_key_knows_only_backups_directly_under_the_prefix(
         ("chat/messages.bson", layout.Entry("chat", "messages", "bson")),
         ("./chat/messages.bson", layout.Entry("chat", "messages", "bson")),
         ("dump/chat/users.metadata.json", layout.Entry("chat", "users", "metadata")),
-        ("./dump/chat/a+b%2Fc.bson", layout.Entry("chat", "a b/c", "bson")),
+        ("./dump/chat/a+b%2Fc.bson", layout.Entry("chat", "a+b%2Fc", "bson")),
         ("chat/system.views.bson", None),
         ("admin/$admin.system.users.bson", None),
         ("oplog.bson", None),
@@ -76,11 +76,61 @@ def test_parse_entry_reads_mongodump_trees_however_they_were_tarred(
     assert layout.parse_entry(name) == expected
 
 
-def test_collection_names_are_escaped_like_mongo_tools() -> None:
-    # Go's url.QueryEscape: space as +, everything but [A-Za-z0-9-_.~] percent-encoded.
-    assert layout.bson_entry("chat", "a b/c$d~e") == "chat/a+b%2Fc%24d~e.bson"
-    entry = layout.parse_entry(layout.metadata_entry("chat", "a b/c$d~e"))
-    assert entry == layout.Entry("chat", "a b/c$d~e", "metadata")
+LONG_PREFIX = "aVery" + "Very" * 44
+# mongo-tools' own vector (mongodump/mongodump_test.go): the name, and the file it writes.
+MONGO_TOOLS_NAME = LONG_PREFIX + "/Long/Collection/Name/Consisting/Of/Many/Characters"
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        # Go's url.QueryEscape: space as +, everything but [A-Za-z0-9-_.~] percent-encoded.
+        ("a b/c$d~e", "a+b%2Fc%24d~e"),
+        ("salons-☕", "salons-%E2%98%95"),
+        ("x" * 238, "x" * 238),  # at the limit: as it is
+        ("x" * 239, "x" * 208 + "%24" + "Nq75d-cu3iRxNs-ce3Tvf9gagoU"),
+        (
+            MONGO_TOOLS_NAME,
+            LONG_PREFIX + "%2FLong%2FCollection%2FName%24FUVlwTrb2eHN1RUE1swI1fFzWmA",
+        ),
+    ],
+)
+def test_file_names_are_mongodumps_byte_for_byte(name: str, stem: str) -> None:
+    assert layout.escape_collection(name) == stem
+    assert layout.bson_entry("chat", name) == f"chat/{stem}.bson"
+    assert len(f"{stem}.metadata.json.gz".encode()) <= 255
+    entry = layout.parse_entry(layout.metadata_entry("chat", name))
+    assert entry == layout.Entry("chat", stem, "metadata")
+    assert entry.file_name == (None if len(stem) == 238 and "%24" in stem else name)
+
+
+@pytest.mark.parametrize(
+    ("database", "name", "problem"),
+    [
+        ("chat", "messages", None),
+        ("chat", "a b/c", None),
+        ("chat", "", "empty"),
+        ("chat", "a$b", "'$'"),
+        ("chat", "a\0b", "NUL"),
+        ("chat", "system.js", "system."),
+        ("chat", ".hidden", "'.'"),
+        ("chat", "x" * 250, None),
+        ("chat", "x" * 251, "over MongoDB's 255"),
+        ("chat", "é" * 126, "over MongoDB's 255"),  # bytes, not characters
+    ],
+)
+def test_invalid_names_are_found_before_anything_is_restored(
+    database: str, name: str, problem: str | None
+) -> None:
+    found = layout.invalid_name(database, name)
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_a_shortened_file_name_needs_the_metadatas_collection_name() -> None:
+    named = layout.parse_metadata(b'{"indexes":[],"collectionName":"long name"}', None)
+    assert named.collection_name == "long name"
+    with pytest.raises(ValueError, match="shortened file name has no collectionName"):
+        layout.parse_metadata(b'{"indexes":[]}', None)
 
 
 def test_metadata_is_mongodumps_canonical_extended_json_byte_for_byte() -> None:

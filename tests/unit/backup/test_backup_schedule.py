@@ -107,14 +107,6 @@ def test_suspend_stops_scheduled_runs_but_not_a_human_request() -> None:
     assert asked.run and asked.reason == "OnDemand" and asked.scheduled_time is None
 
 
-def test_forbid_never_starts_while_a_run_is_going() -> None:
-    s = Schedule("0 * * * *")
-    for on_demand in (False, True):
-        d = run_at(s, utc(2026, 2, 1, 8, 1), last=utc(2026, 2, 1, 3), running=True,
-                   on_demand=on_demand)
-        assert not d.run and d.reason == "Running"
-
-
 def test_no_schedule_runs_once_now() -> None:
     s = Schedule(None)
     first = run_at(s, utc(2026, 2, 1))
