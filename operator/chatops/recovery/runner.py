@@ -87,14 +87,14 @@ def advance(
     decision = machine.decide(status, problems, now(), generation)
     if decision.step is not None:
         finalizers.add(cluster, PLURAL, body, FINALIZER)  # before anything is scaled down
+    elif decision.status.phase in machine.TERMINAL:  # the app is back (Resume ran): let
+        finalizers.remove(cluster, PLURAL, body, FINALIZER)  # go before saying it ended
     cluster.write_status(PLURAL, namespace, name, status, decision.status)
     for told in decision.events:
         post(ref, told)
     step = decision.step
     if step is None:
         workspace.close()
-        if decision.status.phase in machine.TERMINAL:  # the app is back (Resume ran)
-            finalizers.remove(cluster, PLURAL, body, FINALIZER)
         return Look(done=True)
     ctx = steps.Context(
         api, cluster, namespace, name, ChatRecoverySpec.model_validate(body["spec"]),
