@@ -28,6 +28,9 @@ QUIESCED_BY = f"{GROUP}/quiesced-by"
 """On a Deployment a ChatRecovery stopped: which one (`namespace/name`)."""
 REVISION = f"{GROUP}/revision"
 """Label and annotation of a release's Deployments and pods: the revision they run."""
+RELEASED_FROM = f"{GROUP}/released-from"
+"""Label on a Deployment or Service a deleted ChatRelease left serving: the release's
+name. A ChatRelease of that name created again adopts it, and the label goes."""
 
 
 def request(what: str, now: datetime.datetime) -> str:

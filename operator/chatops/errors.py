@@ -5,6 +5,7 @@
     │   └── UnknownPlaceholder   a metric query names a {{placeholder}} chatops cannot fill
     ├── TrafficRoutingError  an HTTPRoute, Ingress or Service cannot carry the traffic split
     │                        asked for; names the object and what it must contain
+    ├── RevisionUnavailable  a Deployment cannot be put back on a revision: nothing kept it
     ├── MetricsUnavailable   Prometheus gave no single number: unreachable, HTTP error, bad
     │                        query, or more than one series (an Error measurement, not a Fail)
     ├── StorageError         S3 refused or failed a request (bucket, key, error code)
@@ -76,6 +77,17 @@ class TrafficRoutingError(ChatopsError):
     """Traffic cannot be moved as asked: the user's routing object is missing, does not route
     to the Services the release owns, or the router cannot express the weight. Retrying
     does not help until a human fixes the object the message names."""
+
+    def __init__(self, resource: str, problem: str) -> None:
+        self.resource = resource
+        self.problem = problem
+        super().__init__(f"{resource}: {problem}")
+
+
+class RevisionUnavailable(ChatopsError):
+    """A rolling rollback cannot put a Deployment back on the stable version: neither the
+    ControllerRevision chatops keeps nor a ReplicaSet holds that template. A human must
+    apply it; the release says so instead of claiming a rollback."""
 
     def __init__(self, resource: str, problem: str) -> None:
         self.resource = resource

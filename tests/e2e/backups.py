@@ -235,7 +235,8 @@ class PrivateFerretDB:
 class CuttableProxy:
     """A TCP forwarder to a private S3 server that the test can cut, as if the server
     went away, while the server keeps its state (so a test can look at what the
-    operator's run left behind: parts, pending uploads)."""
+    operator's run left behind: parts, pending uploads); or hold, so that new connections
+    wait (a run stays mid-upload) until `restore`."""
 
     def __init__(self, target_port: int) -> None:
         self.target = target_port
@@ -243,6 +244,8 @@ class CuttableProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._open = threading.Event()
         self._open.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", self.port))
@@ -257,15 +260,19 @@ class CuttableProxy:
             if not self._open.is_set():
                 conn.close()
                 continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                conn.close()
-                continue
-            with self._lock:
-                self._sockets += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
+
+    def _forward(self, conn: socket.socket) -> None:
+        self._flowing.wait()
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            conn.close()
+            return
+        with self._lock:
+            self._sockets += [conn, upstream]
+        for a, b in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -289,10 +296,16 @@ class CuttableProxy:
                     s.close()
             self._sockets.clear()
 
+    def hold(self) -> None:
+        """New connections are accepted but wait, unanswered, until `restore`."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._open.set()
+        self._flowing.set()
 
     def close(self) -> None:
+        self._flowing.set()
         self._server.close()
         self.cut()
 

@@ -5,7 +5,6 @@ an operator process per test that needs them."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import urllib.request
 import uuid
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "env"))
 
 import localenv  # noqa: E402
-from support import GROUP, kubectl, wait_for  # noqa: E402
+from support import GROUP, kubectl, operator_process, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -90,30 +89,8 @@ def operator(crds: None, tmp_path: Path) -> Iterator[Path]:
     log = tmp_path / "operator.log"
     port = localenv.free_port()
     (tmp_path / "metrics.url").write_text(f"http://127.0.0.1:{port}/metrics")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chatops.cli",
-                "run",
-                "--log-level",
-                "debug",
-                "--metrics-port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with operator_process(log, port):
         yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -234,10 +234,14 @@ def stable_ingress(api: client.ApiClient, namespace: str, name: str = "chat") ->
     )
 
 
-def canary_ingress_weight(api: client.ApiClient, namespace: str, name: str = "chat") -> int | None:
-    """The canary-weight of `<name>-canary`, None when there is no canary Ingress."""
+def canary_ingress_weight(
+    api: client.ApiClient, namespace: str, name: str = "chat", release: str = "chat"
+) -> int | None:
+    """The canary-weight of `<name>-<release>-canary`, None when there is no canary Ingress."""
     try:
-        ingress = client.NetworkingV1Api(api).read_namespaced_ingress(f"{name}-canary", namespace)
+        ingress = client.NetworkingV1Api(api).read_namespaced_ingress(
+            f"{name}-{release}-canary", namespace
+        )
     except client.ApiException as err:
         if err.status == 404:
             return None

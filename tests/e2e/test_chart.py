@@ -68,6 +68,14 @@ def test_the_chart_lints_and_every_manifest_passes_a_server_side_dry_run(
         assert dry.returncode == 0, dry.stderr
 
 
+def test_the_chart_renders_without_a_kube_version(environment: dict[str, str]) -> None:
+    """Issue 8 case 21: `helm template charts/chatops` as README's reader types it, with
+    no --kube-version (helm then assumes its own default Kubernetes version)."""
+    rendered = helm("template", "chatops", str(CHART)).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert {"Deployment", "ServiceAccount", "ClusterRole"} <= kinds
+
+
 @pytest.fixture
 def installed(api: client.ApiClient, namespace: str) -> Iterator[tuple[str, str]]:
     """The chart installed in its own namespace, watching `namespace`; yields the

@@ -263,14 +263,16 @@ def test_a_backup_waits_for_the_database_lease(
     environment: dict[str, str], mongo_client: MongoClient[dict[str, Any]], database: str,
     api: client.ApiClient,
 ) -> None:
-    from chatops.adapters.lease import Lease, lease_name
+    from chatops.adapters.lease import Lease
+    from chatops.adapters.mongo import Mongo
 
     mongo_client[database].rooms.insert_one({"name": "lobby"})
     s3_url = environment["S3_ENDPOINT_URL"]
     bucket = new_bucket(s3_url)
     uri = uri_with_password(environment["MONGODB_URI"])
     create_secrets(core, namespace, uri)
-    other = Lease(api, namespace, lease_name(uri), "chatrecovery/elsewhere/restore")
+    with Mongo(uri) as mongo:
+        other = Lease.database(api, mongo.identity(), "chatrecovery/elsewhere/restore")
     assert other.acquire() is None
     create(custom, namespace, "chatbackups", "ChatBackup", "waiting",
            backup_spec(s3_url, bucket, database))

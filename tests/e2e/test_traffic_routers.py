@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import releases as rel
+from chatops import ownership
 from chatops.errors import TrafficRoutingError
 from chatops.traffic.gatewayapi import GatewayAPIRouter
 from chatops.traffic.nginx import NginxRouter
@@ -141,8 +143,19 @@ def ingress_path(prefix: str, service: str) -> client.V1HTTPIngressPath:
     )
 
 
+def release_owner(custom: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
+    """A real ChatRelease `chat` (no operator acts on it) to own the canary Ingress."""
+    rel.create(
+        custom,
+        namespace,
+        RELEASE,
+        rel.release_spec("1.0", rel.canary(), {"nginx": {"ingress": "chat"}}),
+    )
+    return ownership.owner(rel.get(custom, namespace, RELEASE))
+
+
 def test_nginx_router_generates_updates_and_removes_the_canary_ingress(
-    api: client.ApiClient, namespace: str
+    crds: None, api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
     networking = client.NetworkingV1Api(api)
     networking.create_namespaced_ingress(
@@ -169,14 +182,17 @@ def test_nginx_router_generates_updates_and_removes_the_canary_ingress(
             ),
         ),
     )
-    router = NginxRouter(api, "chat")
+    owner = release_owner(custom, namespace)
+    router = NginxRouter(api, "chat", owner)
 
     router.set_weights(namespace, RELEASE, splits(10))
-    canary = networking.read_namespaced_ingress("chat-canary", namespace)
+    canary = networking.read_namespaced_ingress("chat-chat-canary", namespace)
     assert canary.metadata.annotations["nginx.ingress.kubernetes.io/canary"] == "true"
     assert canary.metadata.annotations["nginx.ingress.kubernetes.io/canary-weight"] == "10"
     assert canary.metadata.labels["app.kubernetes.io/managed-by"] == "chatops"
-    assert not canary.metadata.owner_references
+    assert [(o.uid, o.controller) for o in canary.metadata.owner_references] == [
+        (owner["uid"], True)
+    ]
     assert canary.spec.ingress_class_name == "nginx"
     assert canary.spec.tls[0].hosts == ["chat.example.com"]
     assert [(p.path, p.backend.service.name) for p in canary.spec.rules[0].http.paths] == [
@@ -185,14 +201,14 @@ def test_nginx_router_generates_updates_and_removes_the_canary_ingress(
     ]
 
     router.set_weights(namespace, RELEASE, splits(25))
-    canary = networking.read_namespaced_ingress("chat-canary", namespace)
+    canary = networking.read_namespaced_ingress("chat-chat-canary", namespace)
     assert canary.metadata.annotations["nginx.ingress.kubernetes.io/canary-weight"] == "25"
     assert router.get_weights(namespace, RELEASE, splits(0)) == {
         "api": {"chat-api-blue": 75, "chat-api-green": 25},
         "frontend": {"chat-frontend-blue": 75, "chat-frontend-green": 25},
     }
     router.set_weights(namespace, RELEASE, splits(25))  # a repeat writes nothing
-    again = networking.read_namespaced_ingress("chat-canary", namespace)
+    again = networking.read_namespaced_ingress("chat-chat-canary", namespace)
     assert again.metadata.resource_version == canary.metadata.resource_version
 
     router.finalize(namespace, RELEASE, splits(0))
@@ -211,8 +227,10 @@ def test_nginx_router_generates_updates_and_removes_the_canary_ingress(
 
 
 def test_nginx_router_leaves_a_canary_ingress_it_does_not_own(
-    api: client.ApiClient, namespace: str
+    crds: None, api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
+    """Case 7 of issue 8: an Ingress of the canary's name that the release does not
+    control — even one carrying chatops' labels — is never edited or deleted."""
     networking = client.NetworkingV1Api(api)
     rules = [
         client.V1IngressRule(
@@ -221,20 +239,24 @@ def test_nginx_router_leaves_a_canary_ingress_it_does_not_own(
             )
         )
     ]
-    for name in ("chat", "chat-canary"):
+    labels = {"app.kubernetes.io/managed-by": "chatops", "chatops.dev/release": RELEASE}
+    for name in ("chat", "chat-chat-canary"):
         networking.create_namespaced_ingress(
             namespace,
             client.V1Ingress(
-                metadata=client.V1ObjectMeta(name=name), spec=client.V1IngressSpec(rules=rules)
+                metadata=client.V1ObjectMeta(name=name, labels=labels),
+                spec=client.V1IngressSpec(rules=rules),
             ),
         )
-    router = NginxRouter(api, "chat")
-    with pytest.raises(
-        TrafficRoutingError, match="chat-canary: exists but is not managed by chatops"
-    ):
+    router = NginxRouter(api, "chat", release_owner(custom, namespace))
+    refusal = (
+        f"Ingress {namespace}/chat-chat-canary: exists but is not controlled by ChatRelease chat"
+    )
+    with pytest.raises(TrafficRoutingError, match=refusal):
         router.set_weights(namespace, RELEASE, splits(10))
-    router.finalize(namespace, RELEASE, splits(0))
-    theirs = networking.read_namespaced_ingress("chat-canary", namespace)
+    with pytest.raises(TrafficRoutingError, match=refusal):
+        router.finalize(namespace, RELEASE, splits(0))
+    theirs = networking.read_namespaced_ingress("chat-chat-canary", namespace)
     assert not (theirs.metadata.annotations or {}).get("nginx.ingress.kubernetes.io/canary")
 
 

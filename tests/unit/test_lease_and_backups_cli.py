@@ -6,34 +6,59 @@ import datetime
 
 import pytest
 
-from chatops.adapters.lease import Holding, hosts_of, lease_name
+from chatops.adapters.lease import Holding, database_lease_name, lease_namespace
+from chatops.adapters.mongo import resolve, uri_problem
 from chatops.commands.backups import human_age, human_size, render
 
 NOW = datetime.datetime(2026, 11, 26, 3, 0, tzinfo=datetime.UTC)
 
 
+def test_two_names_of_one_server_are_one_deployment() -> None:
+    """Case 13: `localhost` and `127.0.0.1` reach one server, so they meet on one Lease."""
+    assert resolve("localhost", 27017) == resolve("127.0.0.1", 27017) == ["127.0.0.1:27017"]
+    assert resolve("no-such-host.invalid", 27017) == ["no-such-host.invalid:27017"]
+
+
+def test_the_database_lease_is_named_by_identity_and_lives_in_one_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = database_lease_name("servers/127.0.0.1:27017")
+    assert a == database_lease_name("servers/127.0.0.1:27017")
+    assert a.startswith("chatops-db-") and len(a) == len("chatops-db-") + 16
+    assert database_lease_name("replicaset/rs0") != a
+    monkeypatch.delenv("CHATOPS_LEASE_NAMESPACE", raising=False)
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert lease_namespace() == "default"
+    monkeypatch.setenv("POD_NAMESPACE", "chatops-system")
+    assert lease_namespace() == "chatops-system"
+    monkeypatch.setenv("CHATOPS_LEASE_NAMESPACE", "leases")
+    assert lease_namespace() == "leases"
+
+
 @pytest.mark.parametrize(
-    ("uri", "hosts"),
+    ("uri", "refused"),
     [
-        (
-            "mongodb://chat:pw@Mongo-0:27017,mongo-1:27017/chat?replicaSet=rs0",
-            "mongo-0:27017,mongo-1:27017",
-        ),
-        ("mongodb://mongo-1:27017,mongo-0:27017/", "mongo-0:27017,mongo-1:27017"),
-        ("mongodb+srv://u:p@cluster.example.net/?retryWrites=true", "cluster.example.net"),
+        ("mongodb://chat:pw@mongo-0:27017,mongo-1:27017/chat?replicaSet=rs0", False),
+        ("mongodb+srv://u:p%40ss@cluster.example.net/?retryWrites=true", False),
+        ("mongodb://mongo:27017/", False),
+        ("mongodb://h/db?authMechanismProperties=a@b", False),
+        ("mongodb://chat:Zq7@Xw9/Vb4@127.0.0.1:1/", True),  # pymongo reads host "Xw9"
+        ("mongodb://chat:Zq7@Xw9@127.0.0.1:1/", True),
+        ("mongodb://chat:Zq7?Xw9@h/", True),
+        ("mongodb://chat:Zq7#Xw9@h/", True),
+        ("mongodb://chat:Zq7%Xw9@h/", True),
+        ("mongodb://chat:Zq7:Xw9@h/", True),
+        ("http://h/", True),
+        ("mongodb:///db", True),
     ],
 )
-def test_a_deployment_is_its_hosts_whatever_the_credentials_and_options(
-    uri: str, hosts: str
-) -> None:
-    assert hosts_of(uri) == hosts
-
-
-def test_every_connection_string_of_one_deployment_names_the_same_lease() -> None:
-    a = lease_name("mongodb://backup:one@mongo-0:27017/chat?authSource=admin")
-    b = lease_name("mongodb://restore:two@mongo-0:27017/")
-    assert a == b and a.startswith("chatops-db-") and len(a) == len("chatops-db-") + 16
-    assert lease_name("mongodb://other:27017/") != a
+def test_a_connection_string_pymongo_would_misread_is_refused(uri: str, refused: bool) -> None:
+    """Case 15: refused without quoting any part of it."""
+    problem = uri_problem(uri)
+    assert (problem is not None) is refused
+    if problem is not None:
+        for part in ("Zq7", "Xw9", "Vb4", "chat", "127.0.0.1"):
+            assert part not in problem
 
 
 @pytest.mark.parametrize(

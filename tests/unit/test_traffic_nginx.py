@@ -7,9 +7,24 @@ from typing import Any
 import pytest
 
 from chatops.errors import TrafficRoutingError
-from chatops.traffic.nginx import canary_ingress, differs, is_ours, observed_weights
+from chatops.traffic.nginx import (
+    canary_ingress,
+    canary_name,
+    differs,
+    is_ours,
+    not_ours,
+    observed_weights,
+)
 from chatops.traffic.router import Split
 
+OWNER = {
+    "apiVersion": "chatops.dev/v1alpha1",
+    "kind": "ChatRelease",
+    "name": "chat",
+    "uid": "u-1",
+    "controller": True,
+    "blockOwnerDeletion": False,
+}
 API = Split("api", "chat-api-blue", "chat-api-green", 10)
 FRONTEND = Split("frontend", "chat-frontend-blue", "chat-frontend-green", 10)
 
@@ -58,8 +73,8 @@ def backends(ingress: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_canary_ingress_mirrors_the_stable_one_towards_the_canary_colors() -> None:
-    canary = canary_ingress(STABLE, "chat", [API, FRONTEND])
-    assert canary["metadata"]["name"] == "chat-canary"
+    canary = canary_ingress(STABLE, "chat", [API, FRONTEND], OWNER)
+    assert canary["metadata"]["name"] == "chat-chat-canary"
     assert canary["metadata"]["namespace"] == "prod"
     assert canary["spec"]["ingressClassName"] == "nginx"
     assert canary["spec"]["tls"] == STABLE["spec"]["tls"]
@@ -76,7 +91,8 @@ def test_canary_ingress_mirrors_the_stable_one_towards_the_canary_colors() -> No
         "app.kubernetes.io/managed-by": "chatops",
         "chatops.dev/release": "chat",
     }
-    assert "ownerReferences" not in canary["metadata"]
+    # Controlled by its ChatRelease: deleting the release deletes its canary.
+    assert canary["metadata"]["ownerReferences"] == [OWNER]
     assert "resourceVersion" not in canary["metadata"]
     assert backends(STABLE)[0] == ("/api", "chat-api"), "the stable Ingress is not modified"
 
@@ -84,7 +100,7 @@ def test_canary_ingress_mirrors_the_stable_one_towards_the_canary_colors() -> No
 def test_default_backend_of_a_component_follows_the_canary() -> None:
     stable = stable_ingress(path("/", "chat-frontend"))
     stable["spec"]["defaultBackend"] = {"service": {"name": "chat-api", "port": {"number": 80}}}
-    canary = canary_ingress(stable, "chat", [API, FRONTEND])
+    canary = canary_ingress(stable, "chat", [API, FRONTEND], OWNER)
     assert canary["spec"]["defaultBackend"]["service"]["name"] == "chat-api-green"
 
 
@@ -116,7 +132,7 @@ def test_a_stable_ingress_that_cannot_carry_the_canary_is_refused(
     stable: dict[str, Any], splits: list[Split], message: str
 ) -> None:
     with pytest.raises(TrafficRoutingError, match=message):
-        canary_ingress(stable, "chat", splits)
+        canary_ingress(stable, "chat", splits, OWNER)
 
 
 @pytest.mark.parametrize(
@@ -183,20 +199,50 @@ def test_what_we_generate_reads_back_as_the_weight_we_asked_for() -> None:
         splits = [
             Split(s.component, s.stable_service, s.canary_service, weight) for s in (API, FRONTEND)
         ]
-        assert observed_weights(canary_ingress(STABLE, "chat", splits), splits) == {
+        assert observed_weights(canary_ingress(STABLE, "chat", splits, OWNER), splits) == {
             s.component: s.wanted() for s in splits
         }
 
 
 def test_a_canary_ingress_is_rewritten_only_when_it_changed() -> None:
-    desired = canary_ingress(STABLE, "chat", [API, FRONTEND])
+    desired = canary_ingress(STABLE, "chat", [API, FRONTEND], OWNER)
     stored = {**desired, "metadata": {**desired["metadata"], "resourceVersion": "3", "uid": "u"}}
     assert not differs(stored, desired)
     heavier = canary_ingress(
         STABLE,
         "chat",
         [Split(s.component, s.stable_service, s.canary_service, 25) for s in (API, FRONTEND)],
+        OWNER,
     )
     assert differs(stored, heavier)
-    assert is_ours(stored)
-    assert not is_ours(STABLE)
+    assert is_ours(stored, OWNER)
+    assert not is_ours(STABLE, OWNER)
+    # A copy of our labels is not ownership: only the controller reference counts.
+    copied = {**stored, "metadata": {**stored["metadata"], "ownerReferences": []}}
+    assert not is_ours(copied, OWNER)
+    other = {**OWNER, "name": "chat-2", "uid": "u-2"}
+    assert not is_ours(stored, other)
+    assert "is not controlled by ChatRelease chat-2 (its controller: ChatRelease/chat)" in str(
+        not_ours(stored, "chat-2")
+    )
+
+
+@pytest.mark.parametrize(
+    ("ingress", "release", "expected"),
+    [
+        ("chat", "chat", "chat-chat-canary"),
+        ("public", "chat-eu", "public-chat-eu-canary"),
+    ],
+)
+def test_each_release_has_its_own_canary_ingress(ingress: str, release: str, expected: str) -> None:
+    assert canary_name(ingress, release) == expected
+
+
+def test_a_long_canary_name_stays_a_valid_name_and_unique() -> None:
+    long_a, long_b = "a" * 200 + "x", "a" * 200 + "y"
+    names = {canary_name("i" * 60, long_a), canary_name("i" * 60, long_b)}
+    assert len(names) == 2 and all(len(n) <= 253 for n in names)
+    stable = stable_ingress(path("/api", f"{long_a}-api"))
+    split = Split("api", f"{long_a}-api-blue", f"{long_a}-api-green", 10)
+    labels = canary_ingress(stable, long_a, [split], OWNER)["metadata"]["labels"]
+    assert len(labels["chatops.dev/release"]) <= 63

@@ -16,6 +16,7 @@ from chatops.traffic.router import Split
 from chatops.traffic.service import ServiceRouter, observed_weights, selector_patch
 
 COLOR = "chatops.dev/color"
+OWNER = {"apiVersion": "chatops.dev/v1alpha1", "kind": "ChatRelease", "name": "chat", "uid": "u-1"}
 SELECTOR = {
     "app.kubernetes.io/instance": "chat",
     "app.kubernetes.io/component": "api",
@@ -124,7 +125,7 @@ def test_the_router_is_chosen_by_traffic_routing(
     spec = ChatReleaseSpec.model_validate(
         {"components": [COMPONENT], "strategy": strategy, "trafficRouting": routing}
     )
-    router = router_for(spec, client.ApiClient())
+    router = router_for(spec, client.ApiClient(), OWNER)
     assert isinstance(router, expected)
     if isinstance(router, GatewayAPIRouter):
         assert router.http_route == "chat"
@@ -143,4 +144,4 @@ def test_a_canary_without_weighted_routing_is_refused() -> None:
     )
     spec = valid.model_copy(update={"traffic_routing": None})
     with pytest.raises(InvalidSpec, match=r"spec\.trafficRouting"):
-        router_for(spec, client.ApiClient())
+        router_for(spec, client.ApiClient(), OWNER)

@@ -27,3 +27,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $ns := .Values.secretNamespaces | default .Values.watchNamespaces | default (list .Release.Namespace) -}}
 {{- toJson $ns -}}
 {{- end -}}
+
+{{/*
+Kubernetes >= 1.30 (CEL validation rules in the CRDs), checked only against a real
+cluster: `lookup` answers only when helm talks to one (install, upgrade, --dry-run=server),
+so `helm template` renders for any target without --kube-version.
+*/}}
+{{- define "chatops.requireKubernetes" -}}
+{{- if lookup "v1" "Namespace" "" "kube-system" -}}
+{{- if semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version -}}
+{{- fail (printf "chatops needs Kubernetes 1.30 or newer (its CRDs use CEL validation rules); this cluster is %s" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

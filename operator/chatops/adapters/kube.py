@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -16,6 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from chatops.annotations import QUIESCED_BY, REVISION
 from chatops.api.common import GROUP, VERSION, Model
+from chatops.errors import RevisionUnavailable
 from chatops.events import Event
 
 FIELD_MANAGER = "chatops"
@@ -175,7 +176,8 @@ class Cluster:
 
     def restore_revision(self, namespace: str, deployment: str, revision: str) -> None:
         """Put a Deployment back on the pod template it had at `revision`, taken from its
-        own ReplicaSet history (what `kubectl rollout undo` does)."""
+        own ReplicaSet history (what `kubectl rollout undo` does): for Deployments made
+        before chatops kept their templates (`restore_kept`)."""
         sets = self.apps.list_namespaced_replica_set(
             namespace, label_selector=f"{REVISION}={revision}"
         ).items
@@ -188,12 +190,83 @@ class Cluster:
             )
         ]
         if not mine:
-            raise LookupError(f"no ReplicaSet of Deployment {deployment} has revision {revision}")
+            raise RevisionUnavailable(
+                f"Deployment {namespace}/{deployment}",
+                f"cannot go back to revision {revision}: no ControllerRevision kept it and "
+                "no ReplicaSet of it is left; apply the stable version's template by hand",
+            )
         template = self.api.sanitize_for_serialization(mine[0].spec.template)
         template["metadata"]["labels"].pop("pod-template-hash", None)
         self.apps.patch_namespaced_deployment(
             deployment, namespace, {"spec": {"template": template}}
         )
+
+    def restore_kept(self, namespace: str, name: str, replicas: int) -> bool:
+        """Apply the Deployment kept in ControllerRevision `name`, at `replicas`: a
+        rollback that needs no ReplicaSet history. False when nothing is kept there."""
+        try:
+            kept = self.apps.read_namespaced_controller_revision(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        manifest = dict(kept.data)
+        manifest["spec"] = {**manifest["spec"], "replicas": replicas}
+        self.apply(manifest)
+        return True
+
+    def keep_template(self, manifest: dict[str, Any], selector: str, keep: Collection[str]) -> None:
+        """Create the ControllerRevision `manifest` (a kept Deployment), then delete those
+        matching `selector` whose revision label is not in `keep`, so they stay as many
+        as the controller remembers. One that exists holds the same revision already."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            self.apps.create_namespaced_controller_revision(namespace, manifest)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return
+        for kept in self.apps.list_namespaced_controller_revision(
+            namespace, label_selector=selector
+        ).items:
+            if (kept.metadata.labels or {}).get(REVISION) in keep:
+                continue
+            try:
+                self.apps.delete_namespaced_controller_revision(kept.metadata.name, namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        """Whether `namespace` is being deleted: nothing can be created there any more
+        (the API server refuses with 403 "being terminated") and all goes anyway."""
+        try:
+            found = self.core.read_namespace(namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        return bool(found.metadata.deletion_timestamp) or found.status.phase == "Terminating"
+
+    def listed(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Deployments or Services matching `selector`, as plain objects."""
+        if kind == "Deployment":
+            items = self.apps.list_namespaced_deployment(namespace, label_selector=selector)
+        else:
+            items = self.core.list_namespaced_service(namespace, label_selector=selector)
+        found: list[dict[str, Any]] = self.api.sanitize_for_serialization(items.items)
+        return found
+
+    def patch_metadata(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A merge patch of a Deployment's or Service's metadata; gone is fine."""
+        try:
+            if kind == "Deployment":
+                self.apps.patch_namespaced_deployment(name, namespace, patch)
+            else:
+                self.core.patch_namespaced_service(name, namespace, patch)
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def job(self, namespace: str, name: str) -> client.V1Job | None:
         """The Job `name` with its status; None when there is none."""

@@ -1,4 +1,5 @@
-"""Leases (coordination.k8s.io/v1) that keep two things from happening at once.
+"""Leases (coordination.k8s.io/v1) that keep two things from happening at once: the one
+implementation of a Lease in chatops.
 
 - The database Lease, one per MongoDB deployment: a backup and a restore of the same
   database never run at once (the restore would race the dump, or the dump would save a
@@ -7,16 +8,22 @@
   on an object at a time, even with several replicas (or a restarted process whose
   predecessor is not quite dead). A `Running` status whose worker Lease is still renewed
   is a run going on elsewhere, not an interrupted one.
+- The leader Lease (`Election`): with several replicas, only one acts.
 
-Whoever holds the Lease renews it every `RENEW_SECONDS`; a holder that dies stops
-renewing, and after `LEASE_SECONDS` anyone may take it. The holder identity names the
-resource and its uid (`chatbackup/ns/name uid=…`), so an operator restarted in the middle
-of a run takes its own Lease back at once instead of waiting for it to expire.
+Whoever holds a Lease renews it well within its duration; a holder that dies stops
+renewing, and after the duration anyone may take it. The holder identity names the
+resource (`chatbackup/ns/name`), so an operator restarted in the middle of a run takes its
+own Lease back at once instead of waiting for it to expire.
 
-The Lease is named after the deployment's hosts, not the database: a backup of every
-database and a restore of one of them must exclude each other too. The cost is that two
-backups of different databases on one server take turns, which also spares the server.
-Updates use the Lease's resourceVersion, so two contenders never both win.
+The database Lease is named after the deployment's identity as the server tells it, not
+the connection string: the replica set name from `hello` when there is one, else the
+server addresses resolved to IPs (see `Mongo.identity`). So `localhost` and `127.0.0.1`,
+or an SRV record and a seed list, meet on one Lease. It is kept in one namespace for all
+(`lease_namespace`: the operator's own), so runs from every namespace meet there. It is
+per server, not per database: a backup of every database and a restore of one of them
+must exclude each other too; two backups of different databases on one server take
+turns, which also spares the server. Updates carry the Lease's resourceVersion, so two
+contenders never both win.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ import datetime
 import hashlib
 import logging
 import os
-import re
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -37,24 +44,22 @@ from kubernetes.client.rest import ApiException
 LEASE_SECONDS = 30
 RENEW_SECONDS = 10
 PREFIX = "chatops-db-"
+NAMESPACE_ENV = "CHATOPS_LEASE_NAMESPACE"
 PROCESS = f"{socket.gethostname()}-{os.getpid()}"
 """This operator process, as a worker Lease's holder."""
 log = logging.getLogger("chatops.lease")
 
 
-def hosts_of(uri: str) -> str:
-    """The host list of a connection string, without scheme, credentials, database and
-    options, lowercased and sorted: the identity of a MongoDB deployment."""
-    rest = re.sub(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", "", uri)
-    rest = rest.split("/", 1)[0].split("?", 1)[0]
-    rest = rest.rsplit("@", 1)[-1]
-    return ",".join(sorted(h.strip().lower() for h in rest.split(",") if h.strip()))
+def lease_namespace() -> str:
+    """Where database Leases live, for every namespace's runs to meet: `--lease-namespace`
+    (`$CHATOPS_LEASE_NAMESPACE`), else the operator's own namespace (`$POD_NAMESPACE`, set
+    by the chart), else `default`."""
+    return os.environ.get(NAMESPACE_ENV) or os.environ.get("POD_NAMESPACE") or "default"
 
 
-def lease_name(uri: str) -> str:
-    """`chatops-db-<hash of the hosts>`: the same for every resource reaching that
-    MongoDB, whatever credentials or options its connection string has."""
-    return PREFIX + hashlib.sha256(hosts_of(uri).encode()).hexdigest()[:16]
+def database_lease_name(identity: str) -> str:
+    """`chatops-db-<hash of the deployment's identity>` (see `Mongo.identity`)."""
+    return PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def worker_lease_name(kind: str, name: str) -> str:
@@ -95,14 +100,24 @@ class Lease:
         """The worker Lease of one object, for this process."""
         return cls(api, namespace, worker_lease_name(kind, name), PROCESS)
 
-    def __init__(self, api: client.ApiClient, namespace: str, name: str, identity: str) -> None:
+    @classmethod
+    def database(cls, api: client.ApiClient, identity: str, holder: str) -> Lease:
+        """The database Lease of the deployment `identity` (`Mongo.identity`), in the
+        namespace where every namespace's runs meet."""
+        return cls(api, lease_namespace(), database_lease_name(identity), holder)
+
+    def __init__(
+        self, api: client.ApiClient, namespace: str, name: str, identity: str,
+        seconds: int = LEASE_SECONDS,
+    ) -> None:
         self._api = client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
+        self.seconds = seconds
 
     def _body(self, now: datetime.datetime, version: str | None, acquired: bool) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": LEASE_SECONDS,
+            "leaseDurationSeconds": self.seconds,
             "renewTime": _micro(now),
         }
         if acquired:
@@ -129,7 +144,7 @@ class Lease:
         spec = lease.spec
         renewed = spec.renew_time or spec.acquire_time
         return (
-            Holding(spec.holder_identity, renewed, spec.lease_duration_seconds or LEASE_SECONDS),
+            Holding(spec.holder_identity, renewed, spec.lease_duration_seconds or self.seconds),
             str(lease.metadata.resource_version),
         )
 
@@ -159,7 +174,7 @@ class Lease:
         if found is None or found[0].holder != self.identity:
             return
         body = self._body(_now(), found[1], False)
-        body["spec"] = {"holderIdentity": None, "leaseDurationSeconds": LEASE_SECONDS}
+        body["spec"] = {"holderIdentity": None, "leaseDurationSeconds": self.seconds}
         try:
             self._api.replace_namespaced_lease(self.name, self.namespace, body)
         except ApiException as err:
@@ -199,3 +214,61 @@ class Renewal:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=RENEW_SECONDS)
+
+
+class Election:
+    """Leader election on a Lease, so two replicas of the operator can run and only one
+    acts (as controller-runtime and Argo Rollouts do). A replica waits until the Lease is
+    free or expired, takes it, then renews it every third of its duration; when renewals
+    fail for longer than the Lease lasts, another replica may already act: `keep` calls
+    `lost`, and the process exits (its Deployment restarts it as a standby)."""
+
+    def __init__(
+        self, api: client.ApiClient, namespace: str, identity: str,
+        name: str = "chatops-leader", lease_seconds: int = 15,
+    ) -> None:
+        self.lease = Lease(api, namespace, name, identity, lease_seconds)
+        self.lease_seconds = lease_seconds
+
+    @property
+    def where(self) -> str:
+        return f"{self.lease.namespace}/{self.lease.name}"
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until this replica leads (True) or `stop` is set (False)."""
+        waiting_said = False
+        while not stop.is_set():
+            try:
+                if self.lease.acquire() is None:
+                    log.info("leading as %s (Lease %s)", self.lease.identity, self.where)
+                    return True
+            except (ApiException, OSError) as err:
+                log.warning("cannot reach the Lease %s: %s", self.where, err)
+            if not waiting_said:
+                log.info("standing by: another replica holds Lease %s", self.where)
+                waiting_said = True
+            stop.wait(self.lease_seconds / 3)
+        return False
+
+    def keep(self, lost: Callable[[], None], stop: threading.Event) -> threading.Thread:
+        """Renew every third of the Lease in a thread; call `lost` when it cannot be
+        renewed before it expires."""
+
+        def renew() -> None:
+            last = _now()
+            while not stop.wait(self.lease_seconds / 3):
+                try:
+                    if self.lease.acquire() is None:
+                        last = _now()
+                        continue
+                    log.error("the Lease %s was taken over", self.where)
+                except (ApiException, OSError) as err:
+                    log.warning("cannot renew the Lease: %s", err)
+                    if _now() - last < datetime.timedelta(seconds=self.lease_seconds * 2 / 3):
+                        continue
+                lost()
+                return
+
+        thread = threading.Thread(target=renew, name="lease", daemon=True)
+        thread.start()
+        return thread

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -30,6 +32,54 @@ _READ_PREFERENCES: dict[str, read_preferences._ServerMode] = {
     "secondaryPreferred": read_preferences.SecondaryPreferred(),
     "nearest": read_preferences.Nearest(),
 }
+
+
+_SCHEMES = ("mongodb://", "mongodb+srv://")
+_ESCAPE = "@ : / ? # [ ] %"
+
+
+def uri_problem(uri: str) -> str | None:
+    """Why pymongo would misread this connection string, or None. Never quotes it.
+
+    pymongo takes the hosts from between the last `@` before the first `/` and that
+    `/`: a password with an unescaped `/`, `?` or `@` leaves a piece of it read as a host
+    name, which then shows in every error. Such a string is refused before it is used."""
+    scheme = next((s for s in _SCHEMES if uri.startswith(s)), None)
+    if scheme is None:
+        return "the connection string must start with mongodb:// or mongodb+srv://"
+    rest = uri[len(scheme):]
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    after = rest[len(authority):]
+    userinfo, _, hosts = authority.rpartition("@")
+    bad = (
+        "@" in after.split("?", 1)[0]
+        or (after.startswith("?") and "@" in after)
+        or "@" in userinfo
+        or userinfo.count(":") > 1
+        or any(c in userinfo for c in "/?#[]")
+        or re.search(r"%(?![0-9A-Fa-f]{2})", userinfo) is not None
+        or "#" in hosts
+    )
+    if bad:
+        return (
+            "the user name or password in the connection string has a character that "
+            f"must be percent-encoded ({_ESCAPE}); write them with urllib.parse.quote_plus"
+        )
+    if not hosts:
+        return "the connection string names no host"
+    return None
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """`ip:port` of every IPv4 address of `host` (its IPv6 ones when it has none; the name
+    itself when it does not resolve), so two names of one server compare equal."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return [f"{host.lower()}:{port}"]
+    v4 = sorted({str(f[4][0]) for f in found if f[0] == socket.AF_INET})
+    v6 = sorted({str(f[4][0]) for f in found if f[0] == socket.AF_INET6})
+    return [f"{ip}:{port}" for ip in v4 or v6] or [f"{host.lower()}:{port}"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +105,9 @@ class Mongo:
 
     def __init__(self, uri: str, *, timeout_ms: int = 10_000, app_name: str = "chatops") -> None:
         self._secrets = uri_secrets(uri)
+        problem = uri_problem(uri)
+        if problem is not None:  # credentials.read refuses these first, naming the Secret
+            raise DatabaseError(f"MongoDB connect: {problem}")
         with self.errors("connect"):
             self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
                 uri,
@@ -82,6 +135,20 @@ class Mongo:
         self.close()
 
     # -- reading ----------------------------------------------------------------------
+
+    def identity(self) -> str:
+        """What names this deployment whatever connection string reached it: the replica
+        set name (`hello.setName`), else the servers' addresses resolved to IPs, so
+        `localhost` and `127.0.0.1`, or an SRV record and its seed list, are one. Replica
+        sets of the same name in different places are taken for one (they take turns on
+        the database Lease, which is harmless)."""
+        with self.errors("hello"):
+            hello = self._client.admin.command("hello")
+            nodes = set(self._client.nodes) or {self._client.address or ("", 0)}
+        name = hello.get("setName")
+        if name:
+            return f"replicaset/{name}"
+        return "servers/" + ",".join(sorted(a for h, p in nodes for a in resolve(h, p or 27017)))
 
     def server_version(self) -> str:
         with self.errors("buildInfo"):

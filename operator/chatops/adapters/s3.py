@@ -5,6 +5,12 @@ A `Store` is one bucket reached with one set of credentials. Every error leaves 
 module as a `StorageError` naming the operation, bucket, key and the store's error code,
 scrubbed of credentials. Multipart uploads choose their part size from the expected
 size, so a large database never runs into S3's 10,000-part limit.
+
+Writes never replace an object: every PutObject and CompleteMultipartUpload is
+conditional (`If-None-Match: *`, which AWS, MinIO and moto honour), a multipart upload
+first checks that its key is free, and once written the object is read back (HEAD) to
+check it carries the metadata this writer gave it, for stores that ignore the condition.
+A key that is taken raises `KeyTaken`, and nothing was overwritten.
 """
 
 from __future__ import annotations
@@ -83,6 +89,14 @@ class PendingUpload:
     initiated: datetime.datetime
 
 
+class KeyTaken(StorageError):
+    """The key already holds an object (someone else's): nothing was written over it."""
+
+
+TAKEN = ("PreconditionFailed", "ConditionalRequestConflict")
+"""Error codes of a conditional write that lost: the key is taken (or being taken)."""
+
+
 class Store:
     """One bucket of an S3-compatible store."""
 
@@ -120,11 +134,19 @@ class Store:
             yield
         except botocore.exceptions.ClientError as err:
             error = err.response.get("Error", {})
+            if error.get("Code") in TAKEN:
+                raise self.taken(doing, key) from None
             text = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
             raise StorageError(f"S3 {doing} {where}: {redact(text, self._secrets)}") from None
         except (botocore.exceptions.BotoCoreError, OSError) as err:
             text = redact(str(err), self._secrets)
             raise StorageError(f"S3 {doing} {where}: {type(err).__name__}: {text}") from None
+
+    def taken(self, doing: str, key: str) -> KeyTaken:
+        return KeyTaken(
+            f"S3 {doing} s3://{self.bucket}/{key}: the key already holds another object; "
+            "nothing was overwritten"
+        )
 
     # -- objects ----------------------------------------------------------------------
 
@@ -135,6 +157,7 @@ class Store:
         content_type: str = "application/json",
         metadata: Mapping[str, str] | None = None,
     ) -> None:
+        """Write a new object; KeyTaken if the key holds one already."""
         with self.errors("PutObject", key):
             self.client.put_object(
                 Bucket=self.bucket,
@@ -142,8 +165,19 @@ class Store:
                 Body=data,
                 ContentType=content_type,
                 Metadata=dict(metadata or {}),
+                IfNoneMatch="*",
                 **self.encryption,
             )
+        self.verify_written(key, metadata or {}, "PutObject")
+
+    def verify_written(self, key: str, metadata: Mapping[str, str], doing: str) -> None:
+        """The object at `key` is the one just written: it carries `metadata` (a store that
+        ignored If-None-Match and let another writer win shows theirs)."""
+        found = self.head(key)
+        if found is None:
+            raise StorageError(f"S3 {doing} s3://{self.bucket}/{key}: not there after writing")
+        if any(found[1].get(k) != v for k, v in metadata.items()):
+            raise self.taken(doing, key)
 
     def get(self, key: str) -> bytes | None:
         """A small object's bytes; None if there is no such key."""
@@ -271,6 +305,8 @@ class MultipartUpload:
         if number > MAX_PARTS:
             raise StorageError(f"S3 UploadPart s3://{store.bucket}/{self.key}: over 10,000 parts")
         if self.upload_id is None:
+            if store.head(self.key) is not None:  # before uploading gigabytes for nothing
+                raise store.taken("CreateMultipartUpload", self.key)
             with store.errors("CreateMultipartUpload", self.key):
                 self.upload_id = str(
                     store.client.create_multipart_upload(
@@ -307,7 +343,9 @@ class MultipartUpload:
                     Key=self.key,
                     UploadId=self.upload_id,
                     MultipartUpload={"Parts": self._parts},
+                    IfNoneMatch="*",
                 )
+            store.verify_written(self.key, self._metadata, "CompleteMultipartUpload")
         self._buffer.clear()
         return self.size
 

@@ -76,7 +76,8 @@ class S3Endpoint(Model):
     region: bounds.Region = "us-east-1"
     """Bucket region."""
     endpoint: bounds.URL | None = None
-    """Endpoint URL of an S3-compatible store (MinIO, Ceph, …); none means AWS."""
+    """Endpoint URL of an S3-compatible store (MinIO, Ceph, …), with a host
+    (`https://minio.example:9000`); none means AWS."""
     force_path_style: bool = False
     """Address the bucket in the path rather than the host name (most non-AWS stores)."""
     credentials_secret_ref: S3CredentialsSecretRef | None = None
@@ -88,11 +89,16 @@ class S3Endpoint(Model):
 
 
 class S3Storage(S3Endpoint):
-    """Where backups are written: `<prefix>mongodb_YYYYmmdd_HHMMSS.tar.gz` and its
-    `.manifest.json`."""
+    """Where backups are written: `<prefix>mongodb_YYYYmmdd_HHMMSS_<uid8>.tar.gz` and its
+    `.manifest.json`, `<uid8>` being the first 8 characters of the ChatBackup's uid.
+    Several ChatBackups may share a bucket and prefix: keys never collide, S3 writes never
+    replace an object, and each ChatBackup counts, lists, restores and deletes only the
+    backups its uid wrote (a re-created ChatBackup of the same name starts afresh; the old
+    one's backups stay, restorable with a ChatRecovery's `source.s3`)."""
 
     prefix: bounds.KeyPrefix = ""
-    """Key prefix, empty or ending in `/`, at most 256 characters."""
+    """Key prefix, empty or ending in `/`, at most 256 characters; may be shared with other
+    ChatBackups."""
 
 
 class Storage(Model):
@@ -137,7 +143,9 @@ class ChatBackupSpec(Model):
     retention: Retention = Field(default_factory=Retention)
     """What to keep."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
-    """On deleting the ChatBackup: keep its S3 objects, or delete them."""
+    """On deleting the ChatBackup: keep its S3 objects (no finalizer: deleting it never
+    waits for the operator), or delete the objects its uid wrote (a finalizer holds the
+    deletion until they are gone)."""
 
 
 BackupResult = Literal["Running", "Succeeded", "Failed"]
@@ -147,7 +155,8 @@ class BackupRecord(Model):
     """One backup run."""
 
     id: str
-    """Backup id, the timestamp in its name (YYYYmmdd_HHMMSS)."""
+    """Backup id, the UTC start time and the ChatBackup's uid prefix, as in its key
+    (YYYYmmdd_HHMMSS_<uid8>); never reused."""
     key: str | None = None
     """S3 key of the tarball."""
     size: int | None = None

@@ -5,8 +5,8 @@ that reached the operator some other way gets `Accepted=False` naming the same f
 
 Every string a user writes has a length cap, every integer a maximum and every list a
 maximum length: no value can overflow datetime arithmetic or a Kubernetes int32, and
-the typed part of the largest spec the schema admits stays far below the 256 KiB that
-all of an object's annotations share (kubectl's last-applied copy of it lives there).
+chatops' own fields at their largest (pod templates aside) stay far below the 256 KiB
+that all of an object's annotations share (kubectl's last-applied copy lives there).
 
 Patterns use only what RE2 (the API server), Rust's regex (pydantic) and Python's `re`
 read alike: ASCII classes, no `\\d`, `\\w` or `\\s`, which are Unicode-aware outside RE2.

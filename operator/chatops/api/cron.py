@@ -16,11 +16,12 @@ lists, ranges and steps, and for what a regular expression cannot see:
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
+
+from chatops.api.bounds import cel_string
 
 _MACROS = "@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
 
@@ -53,7 +54,7 @@ def _cel_value(text: str) -> str:
     return f"({text} in {_CEL_NAMES} ? {_CEL_NAMES}[{text}] : int({text}))"
 
 
-_SHAPED = f"!self.matches({json.dumps(PATTERN)}) || "
+_SHAPED = f"!self.matches({cel_string(PATTERN)}) || "
 _RANGE = "[0-9A-Z]+-[0-9A-Z]+"
 _LOW, _HIGH = _cel_value("r.split('-')[0]"), _cel_value("r.split('-')[1]")
 UPWARD_RANGES = _SHAPED + f"self.findAll('{_RANGE}').all(r, {_LOW} <= {_HIGH})"
@@ -106,7 +107,7 @@ Schedule = Annotated[
         max_length=100,
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": f"self.matches({json.dumps(PATTERN)})", "message": SHAPE_MESSAGE},
+                {"rule": f"self.matches({cel_string(PATTERN)})", "message": SHAPE_MESSAGE},
                 {"rule": UPWARD_RANGES, "message": RANGE_MESSAGE},
                 {"rule": ONE_QUESTION_MARK, "message": QUESTION_MESSAGE},
             ]

@@ -52,6 +52,8 @@ class PodSpec(Model):
 
     containers: list[Container] = Field(min_length=1, max_length=20)
     """The pod's containers (at least one)."""
+    init_containers: list[Container] | None = Field(default=None, max_length=20)
+    """The pod's init containers; their images are checked as the containers' are."""
 
 
 _KEY_MESSAGE = "a key is at most 317 characters (a 253-character prefix, /, a name of 63)"
@@ -333,7 +335,8 @@ class GatewayAPIRouting(Model):
 
 
 class NginxRouting(Model):
-    """A generated `<ingress>-canary` Ingress with NGINX canary annotations."""
+    """A generated canary Ingress `<ingress>-<release>-canary` with NGINX canary
+    annotations, one per release, owned by the ChatRelease (deleted with it)."""
 
     ingress: Name
     """The stable Ingress (same namespace) to mirror as a canary Ingress."""
@@ -438,6 +441,12 @@ class ChatReleaseSpec(Model):
     """A new version not Available within this time is rolled back (at most a day)."""
     history_limit: int = Field(default=10, ge=1, le=100)
     """How many past releases status.history keeps."""
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """What deleting the ChatRelease does to the app. `Retain` (the default): traffic
+    goes back to the stable color, the other color is deleted, and the stable color's
+    Deployments and all Services keep serving, released from the ChatRelease and
+    labelled `chatops.dev/released-from`; a ChatRelease created again with the same name
+    adopts them. `Delete`: every Deployment and Service of the release is deleted."""
 
 
 # -- status ---------------------------------------------------------------------------
@@ -454,8 +463,8 @@ class HistoryEntry(Model):
     """Revision hash of the components' templates."""
     images: dict[str, str] = Field(default_factory=dict)
     """Image per component (`component/container` → image)."""
-    result: Literal["Succeeded", "RolledBack", "Failed"]
-    """How it ended."""
+    result: Literal["Succeeded", "RolledBack", "Failed", "Superseded"]
+    """How it ended; `Superseded`: a newer version replaced it before it finished."""
     started_at: str | None = None
     """When it started (RFC 3339)."""
     finished_at: str | None = None

@@ -38,7 +38,10 @@ def problems(kind: str, spec: dict[str, Any]) -> list[str]:
         SPECS[kind].model_validate(spec)
         found = []
     except pydantic.ValidationError as err:
-        found = [f"{field_path(e['loc'])}: {e['msg']}" for e in err.errors()]
+        found = [
+            f"{field_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        ]
     named = {problem.split(": ", 1)[0] for problem in found}
     if kind == "ChatBackup":
         found += _backup_problems(spec, named)

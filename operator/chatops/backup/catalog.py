@@ -10,8 +10,9 @@ from chatops.backup.retention import StoredBackup
 
 
 def list_backups(store: s3.Store, prefix: str) -> list[StoredBackup]:
-    """Every backup id under `prefix`, oldest first, with its manifest read. A tarball
-    without manifest is asked for its owner metadata (one HEAD each: there are few)."""
+    """Every backup id under `prefix`, oldest first, with its manifest read, whoever
+    wrote it (callers keep their own by uid). A tarball without manifest is asked for its
+    owner metadata (one HEAD each: there are few)."""
     objects: dict[str, dict[str, s3.StoredObject]] = {}
     for obj in store.objects(prefix):
         name = layout.parse_key(prefix, obj.key)
@@ -21,7 +22,7 @@ def list_backups(store: s3.Store, prefix: str) -> list[StoredBackup]:
     for backup, parts in sorted(objects.items()):
         tarball, manifest_obj = parts.get("tarball"), parts.get("manifest")
         manifest = None
-        owner = None
+        owner = uid = None
         if manifest_obj is not None:
             raw = store.get(manifest_obj.key)
             try:
@@ -29,10 +30,12 @@ def list_backups(store: s3.Store, prefix: str) -> list[StoredBackup]:
             except ValueError:
                 manifest = None
             if manifest is not None and manifest.source is not None:
-                owner = manifest.source.ref
+                owner, uid = manifest.source.ref, manifest.source.uid
         elif tarball is not None:
             head = store.head(tarball.key)
-            owner = head[1].get(layout.OWNER_METADATA) if head else None
+            if head is not None:
+                owner = head[1].get(layout.OWNER_METADATA)
+                uid = head[1].get(layout.UID_METADATA)
         found.append(
             StoredBackup(
                 id=backup,
@@ -41,6 +44,7 @@ def list_backups(store: s3.Store, prefix: str) -> list[StoredBackup]:
                 manifest_key=manifest_obj.key if manifest_obj else None,
                 manifest=manifest,
                 owner=owner,
+                uid=uid,
                 last_modified=max(o.last_modified for o in parts.values()),
             )
         )

@@ -44,10 +44,11 @@ class Observation:
     """The `chatops.dev/backup-now` annotation is set."""
     leftover: StoredBackup | None = None
     """What S3 holds under the id of a `lastBackup` still marked Running."""
-
-    @property
-    def owner(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    uid: str = ""
+    """The ChatBackup's uid: part of every backup id, and what ownership is by."""
+    unresolved: tuple[str, ...] = ()
+    """References the spec names that the cluster does not have (a missing Secret or key,
+    a connection string that must be percent-encoded): no run starts until they resolve."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +66,6 @@ class Decision:
     status: ChatBackupStatus
     start: Start | None = None
     clear_on_demand: bool = False
-    abort_upload: str | None = None
-    """Key of an interrupted run's multipart upload, to abort."""
     events: tuple[Event, ...] = ()
     requeue_after: float = IDLE_LOOK
 
@@ -88,11 +87,50 @@ class Outcome:
     retention_problem: str = ""
 
 
+REFERENCE_RECHECK = 10.0
+"""Seconds between looks while a referenced Secret is missing, so the backup starts soon
+after it appears (the operator may `get` Secrets, never watch them)."""
+
+
 def _accepted(seen: Observation) -> Condition:
-    ok = not seen.problems
+    if seen.problems:
+        return condition(
+            "Accepted", "False", "InvalidSpec", "; ".join(seen.problems), seen.now,
+            seen.generation,
+        )
+    if seen.unresolved:
+        return condition(
+            "Accepted", "False", "ReferenceNotFound",
+            "; ".join(seen.unresolved) + "; no backup runs until this is fixed", seen.now,
+            seen.generation,
+        )
     return condition(
-        "Accepted", "True" if ok else "False", "SpecValid" if ok else "InvalidSpec",
-        "the spec is valid" if ok else "; ".join(seen.problems), seen.now, seen.generation,
+        "Accepted", "True", "SpecValid", "the spec is valid and its Secrets are there",
+        seen.now, seen.generation,
+    )
+
+
+def stalled(
+    status: ChatBackupStatus, problem: str, now: datetime.datetime, generation: int
+) -> ChatBackupStatus:
+    """The status saying looks fail on an unexpected error (kstatus' `Stalled`), so it is
+    seen in `kubectl get -o yaml` and by Argo CD instead of only in the operator's log."""
+    told = condition(
+        "Stalled", "True", "UnexpectedError",
+        f"{problem}; the operator keeps looking, backing off (its log has the traceback)",
+        now, generation,
+    )
+    return status.model_copy(update={"conditions": set_condition(status.conditions, told)})
+
+
+def _unstalled(
+    conditions: list[Condition], now: datetime.datetime, generation: int
+) -> list[Condition]:
+    if not any(c.type == "Stalled" and c.status == "True" for c in conditions):
+        return conditions
+    return set_condition(
+        conditions,
+        condition("Stalled", "False", "LookSucceeded", "looks succeed again", now, generation),
     )
 
 
@@ -109,17 +147,18 @@ def _with_record(status: ChatBackupStatus, record: BackupRecord) -> list[BackupR
     return sorted(runs, key=lambda r: r.id)[-MAX_RECORDS:]
 
 
-def settle_interrupted(seen: Observation) -> tuple[ChatBackupStatus, str | None, list[Event]]:
-    """The status once a run left Running by a dead operator is settled; the upload to
-    abort, if any; the Events to tell."""
+def settle_interrupted(seen: Observation) -> tuple[ChatBackupStatus, list[Event]]:
+    """The status once a run left Running by a dead operator is settled (the runner has
+    aborted its upload, if any), and the Events to tell."""
     status, last = seen.status, seen.status.last_backup
     if last is None or last.result != "Running":
-        return status, None, []
+        return status, []
     found = seen.leftover
     if (
         found is not None
         and found.complete
-        and found.owner == seen.owner
+        and bool(seen.uid)
+        and found.uid == seen.uid
         and found.manifest is not None
     ):
         outcome = Outcome(
@@ -127,7 +166,7 @@ def settle_interrupted(seen: Observation) -> tuple[ChatBackupStatus, str | None,
             found.manifest.finished_at, found.manifest,
         )
         status, events = finish(status, outcome, seen.now, seen.generation)
-        return status, None, [*events]
+        return status, [*events]
     message = (
         "interrupted: the operator stopped during the run; its partial upload was "
         "aborted and no manifest was written"
@@ -137,7 +176,7 @@ def settle_interrupted(seen: Observation) -> tuple[ChatBackupStatus, str | None,
         last.id, last.key or "", started or seen.now, seen.now, None, message=message
     )
     status, events = finish(status, outcome, seen.now, seen.generation)
-    return status, last.key, events
+    return status, events
 
 
 def decide(seen: Observation) -> Decision:
@@ -150,8 +189,9 @@ def decide(seen: Observation) -> Decision:
             update={"conditions": conditions, "observed_generation": seen.generation}
         )
         return Decision(status)
-    status, abort, events = settle_interrupted(seen)
+    status, events = settle_interrupted(seen)
     conditions = set_condition(status.conditions, _accepted(seen))
+    conditions = _unstalled(conditions, seen.now, seen.generation)
     sched = schedule.Schedule(
         spec.schedule, spec.time_zone, spec.suspend, spec.starting_deadline_seconds
     )
@@ -174,6 +214,17 @@ def decide(seen: Observation) -> Decision:
     requeue = verdict.requeue_after(seen.now) or IDLE_LOOK
     start = None
     clear = False
+    if seen.unresolved:
+        # Nothing starts, nothing is recorded as run: the times that pass are counted as
+        # missed and run once when the references resolve (within the deadline).
+        previous = next((c for c in seen.status.conditions if c.type == "Accepted"), None)
+        if previous is None or previous.message != _accepted(seen).message:
+            events.append(Event("Warning", "ReferenceNotFound", _accepted(seen).message))
+        update["conditions"] = conditions
+        return Decision(
+            status.model_copy(update=update), events=tuple(events),
+            requeue_after=min(requeue, REFERENCE_RECHECK),
+        )
     if verdict.reason == "DeadlineExceeded" and verdict.scheduled_time is not None:
         update["last_schedule_time"] = now_rfc3339(verdict.scheduled_time)
         events.append(
@@ -184,9 +235,10 @@ def decide(seen: Observation) -> Decision:
             )
         )
     elif verdict.run:
-        backup = layout.backup_id(seen.now)
+        backup = layout.backup_id(seen.now, seen.uid)
         if backup <= _latest_id(status):
-            # One backup per second at most: the id is the tarball's name.
+            # One backup per second at most: the id is the tarball's name, and ids of one
+            # ChatBackup only ever grow (a clock that went back waits for it).
             requeue = 1.0
         else:
             start = Start(
@@ -222,7 +274,6 @@ def decide(seen: Observation) -> Decision:
         status.model_copy(update=update),
         start=start,
         clear_on_demand=clear,
-        abort_upload=abort,
         events=tuple(events),
         requeue_after=requeue,
     )

@@ -14,6 +14,7 @@ from kubernetes import client
 
 from chatops.adapters import s3
 from chatops.adapters.kube import Cluster
+from chatops.adapters.mongo import uri_problem
 from chatops.adapters.redact import redact, uri_secrets
 from chatops.api.backup import MongoURISecretRef, S3Endpoint
 from chatops.errors import InvalidSpec
@@ -67,15 +68,69 @@ def read(
     storage: S3Endpoint,
     storage_field: str,
 ) -> Secrets:
-    """The run's secrets; InvalidSpec naming the field and the Secret when one is missing."""
-    uri = _secret(cluster, resource, namespace, mongo_field, mongo.name, mongo.key)
+    """The run's secrets; InvalidSpec naming the field and the Secret when one is missing
+    (or the connection string would be misread)."""
+    uri = read_uri(cluster, resource, namespace, mongo, mongo_field)
+    return Secrets(uri, read_s3(cluster, resource, namespace, storage, storage_field))
+
+
+def read_uri(
+    cluster: Cluster, resource: str, namespace: str, mongo: MongoURISecretRef, field: str
+) -> str:
+    """The connection string, refused (without quoting it) if pymongo would misread it."""
+    uri = _secret(cluster, resource, namespace, field, mongo.name, mongo.key)
+    problem = uri_problem(uri)
+    if problem is not None:
+        raise InvalidSpec(
+            resource, field, f"Secret {namespace}/{mongo.name} key {mongo.key!r}: {problem}"
+        )
+    return uri
+
+
+def read_s3(
+    cluster: Cluster, resource: str, namespace: str, storage: S3Endpoint, storage_field: str
+) -> s3.Credentials | None:
+    """The S3 key pair the spec names; None for the default AWS chain."""
     ref = storage.credentials_secret_ref
     if ref is None:
-        return Secrets(uri)
+        return None
     field = f"{storage_field}.credentialsSecretRef"
     key_id = _secret(cluster, resource, namespace, field, ref.name, ref.access_key_id_key)
     secret = _secret(cluster, resource, namespace, field, ref.name, ref.secret_access_key_key)
-    return Secrets(uri, s3.Credentials(key_id, secret))
+    return s3.Credentials(key_id, secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """The Secrets a resource's spec names, and the fields naming them."""
+
+    resource: str
+    namespace: str
+    mongo: MongoURISecretRef
+    mongo_field: str
+    storage: S3Endpoint
+    storage_field: str
+
+    def read(self, cluster: Cluster) -> Secrets:
+        return read(cluster, self.resource, self.namespace, self.mongo, self.mongo_field,
+                    self.storage, self.storage_field)
+
+    def unresolved(self, cluster: Cluster) -> list[str]:
+        """What the referenced Secrets lack, one `field: problem` each (empty when a run
+        could read everything it needs). Checked at every look, so a Secret that appears or
+        is fixed is noticed without waiting for the schedule; the values are dropped."""
+        found = []
+        for check in (
+            lambda: read_uri(cluster, self.resource, self.namespace, self.mongo,
+                             self.mongo_field),
+            lambda: read_s3(cluster, self.resource, self.namespace, self.storage,
+                            self.storage_field),
+        ):
+            try:
+                check()
+            except InvalidSpec as err:
+                found.append(f"{err.field}: {err.problem}")
+        return found
 
 
 def store(endpoint: S3Endpoint, secrets: Secrets) -> s3.Store:

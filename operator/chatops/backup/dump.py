@@ -48,6 +48,9 @@ class DumpRequest:
     read_preference: str = "secondaryPreferred"
     source: ManifestSource | None = None
     """The ChatBackup making it, recorded in the manifest for retention."""
+    backup: str | None = None
+    """The backup id the ChatBackup chose for this run; none derives it from the start
+    time and the source's uid (`layout.backup_id`)."""
     spool_dir: str | None = None
     """Where a large collection's compressed body waits for its tar header."""
     spool_memory: int = 8 * 1024 * 1024
@@ -83,7 +86,8 @@ def dump(
     timeoutSeconds passed) stops the dump as a failure. Raises BackupFailed, with
     nothing left in S3, on any failure."""
     started = now()
-    backup = layout.backup_id(started)
+    uid = request.source.uid if request.source else None
+    backup = request.backup or layout.backup_id(started, uid or "")
     key = layout.tarball_key(request.prefix, backup)
     where = f"backup {backup} (s3://{store.bucket}/{key})"
     upload: s3.MultipartUpload | None = None
@@ -92,7 +96,7 @@ def dump(
         server_version = mongo.server_version()
         databases = _databases(mongo, request.database)
         expected = sum(mongo.data_size(db) for db in databases)
-        owner = {layout.OWNER_METADATA: request.source.ref} if request.source else {}
+        owner = owner_metadata(request.source)
         upload = store.upload(key, s3.choose_part_size(expected), owner)
         writer = tarstream.TarGzWriter(upload)
         run = _Run(mongo, writer, upload, request, interrupt, progress)
@@ -114,13 +118,24 @@ def dump(
             collections=run.collections,
             tarball=TarballManifest(key=key, size=writer.size, sha256=writer.sha256),
         )
-        store.put(layout.manifest_key(request.prefix, backup), manifest.to_json())
+        store.put(layout.manifest_key(request.prefix, backup), manifest.to_json(),
+                  metadata=owner)
         return manifest
     except (ChatopsError, ValueError) as err:
         raise BackupFailed(f"{where} failed: {err}{_clean_up(store, upload, completed)}") from err
     except BaseException:
         _clean_up(store, upload, completed)
         raise
+
+
+def owner_metadata(source: ManifestSource | None) -> dict[str, str]:
+    """The S3 user metadata that says which ChatBackup wrote an object."""
+    if source is None:
+        return {}
+    found = {layout.OWNER_METADATA: source.ref}
+    if source.uid:
+        found[layout.UID_METADATA] = source.uid
+    return found
 
 
 def _clean_up(store: s3.Store, upload: s3.MultipartUpload | None, completed: bool) -> str:

@@ -2,8 +2,13 @@
 
 A backup is the runbook's own artifact, so a human can still restore it by hand:
 
-    <prefix>mongodb_YYYYmmdd_HHMMSS.tar.gz          gzip tar of a mongodump directory
-    <prefix>mongodb_YYYYmmdd_HHMMSS.manifest.json   written last; without it, no backup
+    <prefix>mongodb_YYYYmmdd_HHMMSS_<run>.tar.gz          gzip tar of a mongodump directory
+    <prefix>mongodb_YYYYmmdd_HHMMSS_<run>.manifest.json   written last; without it, no backup
+
+The id is the runbook's UTC start time plus `<run>`, the first 8 characters of the
+ChatBackup's uid: two ChatBackups writing into one prefix in the same second never share
+a key (and the S3 writes are conditional besides, so nothing is ever overwritten). Keys
+without `<run>` (the runbook's own, or chatops before 0.3) are read the same way.
 
 Inside the tar, as `mongodump --out DIR` writes it:
 
@@ -37,26 +42,36 @@ from bson import json_util
 from bson.binary import Binary
 
 ID_FORMAT = "%Y%m%d_%H%M%S"
-ID_PATTERN = r"[0-9]{8}_[0-9]{6}"
+ID_PATTERN = r"[0-9]{8}_[0-9]{6}(?:_[0-9a-z]{1,16})?"
+RUN_LENGTH = 8
+"""Characters of the ChatBackup's uid in its backup ids."""
 TARBALL_SUFFIX = ".tar.gz"
 MANIFEST_SUFFIX = ".manifest.json"
 _KEY = re.compile(rf"^mongodb_(?P<id>{ID_PATTERN})(?P<suffix>\.tar\.gz|\.manifest\.json)$")
 
 OWNER_METADATA = "chatops-backup"
-"""S3 user metadata on a tarball: the ChatBackup (`namespace/name`) that wrote it. A
-tarball without it (say the runbook's own backups) is never deleted by retention."""
+"""S3 user metadata on a tarball: the ChatBackup (`namespace/name`) that wrote it, for
+humans."""
+UID_METADATA = "chatops-backup-uid"
+"""S3 user metadata on a tarball: the uid of the ChatBackup that wrote it. Ownership is by
+uid: a tarball without it (the runbook's own backups, a ChatBackup of the same name in
+another cluster) is never deleted by retention nor adopted."""
 
 
-def backup_id(at: datetime.datetime) -> str:
-    """The id of a backup started at `at`: its UTC time to the second, `20261126_031500`."""
-    return at.astimezone(datetime.UTC).strftime(ID_FORMAT)
+def backup_id(at: datetime.datetime, uid: str = "") -> str:
+    """The id of a backup started at `at` by the ChatBackup of this uid: its UTC time to
+    the second and the uid's first characters, `20261126_031500_3f9a2c1b`."""
+    stamp = at.astimezone(datetime.UTC).strftime(ID_FORMAT)
+    run = re.sub(r"[^0-9a-z]", "", uid.lower())[:RUN_LENGTH]
+    return f"{stamp}_{run}" if run else stamp
 
 
 def id_time(backup: str) -> datetime.datetime:
     """When the backup with this id started (UTC); ValueError if it is not an id."""
     if not re.fullmatch(ID_PATTERN, backup):
-        raise ValueError(f"not a backup id: {backup!r} (expected YYYYmmdd_HHMMSS)")
-    return datetime.datetime.strptime(backup, ID_FORMAT).replace(tzinfo=datetime.UTC)
+        raise ValueError(f"not a backup id: {backup!r} (expected YYYYmmdd_HHMMSS[_run])")
+    stamp = backup[: len("YYYYmmdd_HHMMSS")]
+    return datetime.datetime.strptime(stamp, ID_FORMAT).replace(tzinfo=datetime.UTC)
 
 
 def tarball_key(prefix: str, backup: str) -> str:

@@ -4,13 +4,15 @@ Pure: `RetentionPolicy.expired(backups, now)` reads what is in S3 (see `catalog`
 says what to delete. The complaints users have of other backup tools are the rules:
 
 - Only *good* backups of *this* ChatBackup count: manifest present and readable, made by
-  this ChatBackup, its tarball present with the size the manifest says. A failed run
-  never pushes a good backup out of `keepLast`.
+  this ChatBackup (by uid: a re-created ChatBackup of the same name, or one of the same
+  name in another cluster writing into the same bucket, is someone else), its tarball
+  present with the size the manifest says. A failed run never pushes a good backup out
+  of `keepLast`.
 - The newest good backup is never deleted, whatever `maxAge` says.
 - An incomplete upload (a tarball this ChatBackup wrote that never got its manifest, or a
   manifest whose tarball is gone) is cleaned up once older than `incomplete_after`
   (longer than a run may take, so a run finishing right now is left alone). A tarball
-  with no owner metadata, like the runbook's own backups, is never touched.
+  with no owner uid, like the runbook's own backups, is never touched.
 - A backup's tarball and manifest are deleted together.
 """
 
@@ -34,7 +36,10 @@ class StoredBackup:
     manifest: Manifest | None = None
     """The manifest parsed; None when absent or unreadable."""
     owner: str | None = None
-    """`namespace/name` of the ChatBackup that wrote it (manifest or tarball metadata)."""
+    """`namespace/name` of the ChatBackup that wrote it (manifest or tarball metadata), to
+    tell a human; ownership is by `uid`."""
+    uid: str | None = None
+    """uid of the ChatBackup that wrote it; None for objects not written by chatops."""
     last_modified: datetime.datetime | None = None
     """When the newest of its objects was written."""
 
@@ -76,15 +81,19 @@ class Expiry:
 
 @dataclasses.dataclass(frozen=True)
 class RetentionPolicy:
-    owner: str
-    """`namespace/name` of the ChatBackup whose backups this policy governs."""
+    uid: str
+    """uid of the ChatBackup whose backups this policy governs."""
     keep_last: int = 30
     max_age: datetime.timedelta | None = None
     incomplete_after: datetime.timedelta = datetime.timedelta(hours=2)
 
+    def owns(self, backup: StoredBackup) -> bool:
+        """Whether this ChatBackup wrote it: its uid, never its name."""
+        return bool(self.uid) and backup.uid == self.uid
+
     def good(self, backups: list[StoredBackup]) -> list[StoredBackup]:
         """This ChatBackup's complete backups, newest first."""
-        mine = [b for b in backups if b.owner == self.owner and b.complete]
+        mine = [b for b in backups if self.owns(b) and b.complete]
         return sorted(mine, key=lambda b: b.id, reverse=True)
 
     def expired(self, backups: list[StoredBackup], now: datetime.datetime) -> Expiry:
@@ -98,14 +107,9 @@ class RetentionPolicy:
         incomplete = [
             b
             for b in backups
-            if b.owner == self.owner
+            if self.owns(b)
             and not b.complete
             and b.last_modified is not None
             and now - b.last_modified > self.incomplete_after
         ]
         return Expiry(tuple(kept), tuple(expired), tuple(incomplete))
-
-    def latest(self, backups: list[StoredBackup]) -> StoredBackup | None:
-        """The newest good backup (a ChatRecovery's `id: latest`)."""
-        good = self.good(backups)
-        return good[0] if good else None

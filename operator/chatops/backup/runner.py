@@ -21,11 +21,13 @@ from kubernetes import client
 from chatops import telemetry
 from chatops.adapters import s3
 from chatops.adapters.kube import Cluster
-from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal, lease_name
+from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.mongo import Mongo
+from chatops.adapters.redact import redact
 from chatops.annotations import BACKUP_NOW
 from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec, ChatBackupStatus
+from chatops.api.common import Condition
 from chatops.backup import catalog, controller, credentials, dump
 from chatops.backup.controller import Observation, Outcome, Start
 from chatops.backup.manifest import ManifestSource
@@ -49,7 +51,7 @@ class Run:
 
     namespace: str
     name: str
-    uid: str | None
+    uid: str
     generation: int
     spec: ChatBackupSpec
     start: Start
@@ -112,10 +114,14 @@ def _look(
     spec = None if problems else ChatBackupSpec.model_validate(body["spec"])
     annotations = meta.get("annotations") or {}
     request = annotations.get(BACKUP_NOW)
+    uid = str(meta.get("uid") or "")
     leftover = None
     last = status.last_backup
     if spec is not None and last is not None and last.result == "Running":
         leftover = _leftover(cluster, namespace, name, spec, last.id, last.key)
+    unresolved = () if spec is None else tuple(
+        _references(namespace, name, spec).unresolved(cluster)
+    )
     seen = Observation(
         namespace=namespace,
         name=name,
@@ -127,6 +133,8 @@ def _look(
         problems=problems,
         on_demand=request is not None,
         leftover=leftover,
+        uid=uid,
+        unresolved=unresolved,
     )
     decision = controller.decide(seen)
     # Status first: a crash before the annotation is cleared runs the backup twice, never
@@ -144,8 +152,7 @@ def _look(
         return Look(decision.requeue_after)
     failed = tuple(r.key for r in status.backups if r.result == "Failed" and r.key)
     run = Run(
-        namespace, name, meta.get("uid"), seen.generation, spec, decision.start, _ref(body),
-        worker, failed,
+        namespace, name, uid, seen.generation, spec, decision.start, _ref(body), worker, failed,
     )
     return Look(decision.requeue_after, run)
 
@@ -170,13 +177,35 @@ def _leftover(
     return found[0] if found else None
 
 
+def _references(namespace: str, name: str, spec: ChatBackupSpec) -> credentials.References:
+    return credentials.References(
+        f"ChatBackup {namespace}/{name}", namespace, spec.mongodb.uri_secret_ref,
+        "spec.mongodb.uriSecretRef", spec.storage.s3, "spec.storage.s3",
+    )
+
+
 def _secrets(
     cluster: Cluster, namespace: str, name: str, spec: ChatBackupSpec
 ) -> credentials.Secrets:
-    return credentials.read(
-        cluster, f"ChatBackup {namespace}/{name}", namespace, spec.mongodb.uri_secret_ref,
-        "spec.mongodb.uriSecretRef", spec.storage.s3, "spec.storage.s3",
-    )
+    return _references(namespace, name, spec).read(cluster)
+
+
+def stalled(api: client.ApiClient, namespace: str, name: str, err: Exception) -> None:
+    """Put an unexpected error of a look into status (scrubbed of URI credentials)."""
+    cluster = Cluster(api)
+    try:
+        body = cluster.get(PLURAL, namespace, name)
+        if body is None:
+            return
+        # Only the conditions are read: the rest of the status may be what broke the look.
+        raw = (body.get("status") or {}).get("conditions") or []
+        old = ChatBackupStatus(conditions=[Condition.model_validate(c) for c in raw])
+        generation = int(body["metadata"].get("generation") or 0)
+        problem = redact(f"unexpected {type(err).__name__} in a look: {err}")[:1000]
+        new = controller.stalled(old, problem, now(), generation)
+        cluster.patch_status(PLURAL, namespace, name, {"conditions": new.wire()["conditions"]})
+    except Exception:  # the status itself cannot be read or written: the log has it
+        log.exception("%s/%s: cannot record the unexpected error in status", namespace, name)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -214,7 +243,21 @@ def _execute(
         secrets = _secrets(cluster, job.namespace, job.name, spec)
     except InvalidSpec as err:
         return _failed(job, str(err))
-    lease = Lease(api, job.namespace, lease_name(secrets.mongo_uri), job.identity)
+    try:
+        with Mongo(secrets.mongo_uri) as mongo:
+            return _with_lease(api, cluster, job, mongo, secrets, deadline, stopped, post)
+    except ChatopsError as err:
+        return _failed(job, secrets.scrub(str(err)))
+
+
+def _with_lease(
+    api: client.ApiClient, cluster: Cluster, job: Run, mongo: Mongo,
+    secrets: credentials.Secrets, deadline: float, stopped: Callable[[], bool],
+    post: EventSink,
+) -> Outcome:
+    """Take the database Lease (named by what the server says it is), then dump."""
+    spec = job.spec
+    lease = Lease.database(api, mongo.identity(), job.identity)
     try:
         problem = _acquire(cluster, lease, job, deadline, stopped, post)
     except (client.ApiException, OSError) as err:
@@ -239,12 +282,11 @@ def _execute(
             database=spec.mongodb.database,
             read_preference=spec.mongodb.read_preference,
             source=ManifestSource(namespace=job.namespace, name=job.name, uid=job.uid),
+            backup=job.start.id,
         )
-        with Mongo(secrets.mongo_uri) as mongo:
-            manifest = dump.dump(
-                mongo, store, request, now=lambda: next(clock, None) or now(),
-                interrupt=interrupt,
-            )
+        manifest = dump.dump(
+            mongo, store, request, now=lambda: next(clock, None) or now(), interrupt=interrupt,
+        )
         deleted, retention_problem = _retention(store, job)
         return Outcome(
             job.start.id, manifest.tarball.key, started, manifest.finished_at, manifest,
@@ -294,7 +336,7 @@ def _acquire(
 def _retention(store: s3.Store, job: Run) -> tuple[tuple[str, ...], str]:
     """Apply keepLast/maxAge to this ChatBackup's backups; (ids deleted, problem)."""
     policy = RetentionPolicy(
-        owner=f"{job.namespace}/{job.name}",
+        uid=job.uid,
         keep_last=job.spec.retention.keep_last,
         max_age=controller.max_age(job.spec),
     )
@@ -337,14 +379,17 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
 # -- deletion -------------------------------------------------------------------------------
 
 
-def delete_backups(api: client.ApiClient, namespace: str, name: str, spec: ChatBackupSpec) -> int:
-    """`deletionPolicy: Delete`: every object this ChatBackup wrote, complete or not."""
+def delete_backups(
+    api: client.ApiClient, namespace: str, name: str, uid: str, spec: ChatBackupSpec
+) -> int:
+    """`deletionPolicy: Delete`: every object this ChatBackup (this uid) wrote, complete or
+    not; never another's, whatever its name."""
     cluster = Cluster(api)
     secrets = _secrets(cluster, namespace, name, spec)
     store = credentials.store(spec.storage.s3, secrets)
-    owner = f"{namespace}/{name}"
+    policy = RetentionPolicy(uid=uid)
     try:
-        mine = [b for b in catalog.list_backups(store, spec.storage.s3.prefix) if b.owner == owner]
+        mine = [b for b in catalog.list_backups(store, spec.storage.s3.prefix) if policy.owns(b)]
         catalog.delete(store, mine)
     except ChatopsError as err:
         raise ChatopsError(secrets.scrub(str(err))) from None

@@ -86,6 +86,7 @@ def _backups(args: argparse.Namespace) -> int:
     from chatops.adapters.kube import Cluster
     from chatops.api.backup import ChatBackupSpec
     from chatops.backup import catalog, credentials
+    from chatops.backup.retention import RetentionPolicy
     from chatops.commands.kube import connect
     from chatops.errors import ChatopsError
 
@@ -105,10 +106,12 @@ def _backups(args: argparse.Namespace) -> int:
             "spec.mongodb.uriSecretRef", spec.storage.s3, "spec.storage.s3",
         )
         store = credentials.store(spec.storage.s3, secrets)
-        found = [b for b in catalog.list_backups(store, spec.storage.s3.prefix)
-                 if b.owner == owner]
+        everything = catalog.list_backups(store, spec.storage.s3.prefix)
     except ChatopsError as err:
         raise CommandError(str(err)) from None
+    policy = RetentionPolicy(uid=str(body["metadata"].get("uid") or ""))
+    found = [b for b in everything if policy.owns(b)]
+    others = len(everything) - len(found)
     rows = [
         {
             "id": b.id,
@@ -121,6 +124,11 @@ def _backups(args: argparse.Namespace) -> int:
         for b in found
     ]
     where = f"s3://{spec.storage.s3.bucket}/{spec.storage.s3.prefix}"
+    if others:
+        # Backups of another ChatBackup (elsewhere, or an earlier one of this name): never
+        # counted nor deleted by this one; restore them with a ChatRecovery's source.s3.
+        print(f"chatbackup {owner}: {others} other backup(s) in {where} belong to other "
+              "ChatBackups (by uid) and are left alone")
     if not rows:
         print(f"chatbackup {owner}: no backups in {where}")
         return 0

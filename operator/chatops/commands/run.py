@@ -52,6 +52,12 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         default=os.environ.get("POD_NAMESPACE", "default"),
         help="namespace of the leader Lease (default: $POD_NAMESPACE or default)",
     )
+    run.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="namespace of the database Leases, where backups and restores from every "
+        "namespace meet (default: $POD_NAMESPACE or default)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +71,15 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.log_level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    if args.lease_namespace:
+        from chatops.adapters.lease import NAMESPACE_ENV
+
+        os.environ[NAMESPACE_ENV] = args.lease_namespace
     if args.metrics_port:
         telemetry.serve(args.metrics_port)
     stop = threading.Event()
     if args.leader_elect:
-        from chatops.leader import Election
+        from chatops.adapters.lease import Election
 
         identity = f"{socket.gethostname()}-{os.getpid()}"
         election = Election(api_client(), args.leader_namespace, identity)
@@ -83,9 +93,25 @@ def run(args: argparse.Namespace) -> int:
         "clusterwide": not args.namespace,
         "namespaces": args.namespace or (),
     }
+    if args.namespace:
+        kwargs["settings"] = _namespaced_settings(kopf)
     kopf.run(**kwargs)
     stop.set()
     return 0
+
+
+def _namespaced_settings(kopf: Any) -> Any:
+    """kopf settings for `--namespace`: serve exactly the namespaces named.
+
+    kopf's namespace discovery, at startup, leaves out a namespace being deleted whose
+    content is still blocked — by our own finalizers — so an operator started after the
+    namespace was deleted would never finish them and the namespace would stay
+    Terminating forever. The names given are exact, so there is nothing to discover:
+    without scanning, kopf watches each of them whatever its phase (and takes the CRDs
+    present at startup, which the chart installs first)."""
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    return settings
 
 
 def _lost() -> None:

@@ -5,13 +5,21 @@ records it, and sleeps until the next scheduled time or a change wakes it.
 While the daemon runs a backup it does not look, so `concurrencyPolicy: Forbid` holds by
 construction and the status has one writer at a time. Stopping the operator (or deleting
 the ChatBackup) interrupts the dump, which aborts its upload and records Failed.
+
+Only a ChatBackup with `deletionPolicy: Delete` carries chatops' finalizer: its deletion
+has work to do (the backups in S3). Any other is deleted at once, operator or not, so a
+namespace or an uninstalled operator never leaves it hanging. (kopf puts a finalizer on
+every object with a daemon; ours needs none: a deleted object's run is stopped by the
+daemon's stop flag and aborts its own upload.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -33,15 +41,14 @@ async def wake(memo: Any, meta: kopf.Meta, **_: Any) -> None:
     daemons.wake(memo, meta)
 
 
-@kopf.daemon(GROUP, VERSION, "chatbackups", cancellation_timeout=60)
 async def backup(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     assert namespace is not None  # ChatBackup is namespaced
     woken = daemons.alarm(memo)
     api = memo["api"]
+    backoff = daemons.Backoff()
     while not stopped:
-        delay = daemons.ERROR_BACKOFF
         try:
             look = await asyncio.to_thread(runner.look, api, namespace, name, daemons.poster(api))
             if look.run is not None:
@@ -57,27 +64,51 @@ async def backup(
                     memo["running"] = False
                 continue
             delay = look.requeue_after
+            backoff.succeeded()
         except (ChatopsError, client.ApiException, OSError) as err:
+            delay = backoff.failed()
             log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
+        except Exception as err:  # a bug: say so in status, and look again later
+            delay = backoff.failed()
+            log.exception("%s/%s: unexpected error in a look", namespace, name)
+            await asyncio.to_thread(runner.stalled, api, namespace, name, err)
         await daemons.nap(woken, stopped, delay)
+
+
+def _without_finalizer() -> None:
+    """The daemon, registered as kopf.daemon does but without the finalizer kopf gives
+    every daemon: see the module's docstring."""
+    kopf.daemon(GROUP, VERSION, "chatbackups", cancellation_timeout=60)(backup)
+    spawning = kopf.get_default_registry()._spawning
+    for index, handler in enumerate(spawning._handlers):
+        if getattr(handler, "fn", None) is backup:
+            spawning._handlers[index] = dataclasses.replace(handler, requires_finalizer=False)
+
+
+_without_finalizer()
+
+
+def _deletes_backups(spec: Mapping[str, Any], **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete"
 
 
 DELETE_TRIES = 10
 """Tries (30 s apart) at deleting a ChatBackup's backups before keeping them."""
 
 
-@kopf.on.delete(GROUP, VERSION, "chatbackups")
+@kopf.on.delete(GROUP, VERSION, "chatbackups", when=_deletes_backups)
 def delete(
     spec: kopf.Spec,
     name: str,
     namespace: str | None,
+    uid: str | None,
     memo: Any,
     logger: kopf.Logger,
     retry: int,
     **_: Any,
 ) -> None:
-    """`deletionPolicy: Delete` removes this ChatBackup's backups from S3 before the
-    finalizer goes; `Retain` (the default) keeps them.
+    """`deletionPolicy: Delete` removes this ChatBackup's backups (by its uid) from S3
+    before the finalizer goes; `Retain` (the default) has no finalizer and keeps them.
 
     When they cannot be deleted — its Secrets went first, as when the whole namespace is
     deleted, or S3 stays away — it gives up after a few tries and keeps them: a stuck
@@ -87,11 +118,11 @@ def delete(
     if memo.get("running"):
         raise kopf.TemporaryError("a backup is still stopping; deleting after it", delay=5)
     parsed = ChatBackupSpec.model_validate(dict(spec))
-    if parsed.deletion_policy != "Delete":
+    if parsed.deletion_policy != "Delete" or not uid:
         logger.info("deletionPolicy Retain: the backups stay in S3")
         return
     try:
-        count = runner.delete_backups(memo["api"], namespace, name, parsed)
+        count = runner.delete_backups(memo["api"], namespace, name, uid, parsed)
     except InvalidSpec as err:  # a Secret is gone: retrying cannot help
         logger.warning(f"deletionPolicy Delete: the backups are kept in S3: {err}")
         return

@@ -16,9 +16,10 @@ from kubernetes import client
 
 from chatops import telemetry
 from chatops.api.common import GROUP, VERSION
+from chatops.errors import ChatopsError
 from chatops.events import EventSink
 from chatops.handlers import daemons
-from chatops.release import runner
+from chatops.release import deletion, runner
 
 log = logging.getLogger("chatops.release")
 
@@ -44,7 +45,7 @@ async def release(
     while not stopped:
         try:
             with telemetry.look_seconds.time():
-                look = await asyncio.to_thread(runner.look, api, namespace, name, post)
+                look = await asyncio.to_thread(_look, memo, api, namespace, name, post)
             delay = look.requeue_after
             backoff.succeeded()
         except Exception as err:  # whatever it is, it is reported, not re-raised
@@ -64,3 +65,43 @@ async def _report(
     except Exception as failed:  # the API server is away too: the log has said it
         log.warning("%s/%s: cannot report it: %s: %s", namespace, name,
                     type(failed).__name__, failed)
+
+
+def _look(
+    memo: Any, api: client.ApiClient, namespace: str, name: str, post: EventSink
+) -> runner.Look:
+    """One look, marked in `memo` while it runs: a deletion waits for a look in flight,
+    whose actions could otherwise move traffic after the deletion moved it back."""
+    memo["looking"] = True
+    try:
+        return runner.look(api, namespace, name, post)
+    finally:
+        memo["looking"] = False
+
+
+TRAFFIC_TRIES = 10
+"""Rounds (2 s apart) of failing to move traffic back before a deletion keeps both colors."""
+
+
+@kopf.on.delete(GROUP, VERSION, "chatreleases")
+async def deleted(name: str, namespace: str | None, memo: Any, retry: int, **_: Any) -> None:
+    """The live version outlives its ChatRelease: traffic back to the stable color, the
+    other color deleted, the rest released (`deletionPolicy: Retain`), or everything
+    deleted (`Delete`); see `release/teardown.py`. The finalizer stays until it is done,
+    so a restarted operator finishes it."""
+    assert namespace is not None
+    if memo.get("looking"):
+        raise kopf.TemporaryError("a look is finishing; deleting after it", delay=1)
+    failed = memo.get("traffic_error")
+    stuck = str(failed) if failed is not None and retry >= TRAFFIC_TRIES else None
+    try:
+        waiting = await asyncio.to_thread(
+            deletion.finish, memo["api"], namespace, name, daemons.poster(memo["api"]), stuck
+        )
+    except ChatopsError as err:
+        memo["traffic_error"] = err
+        raise kopf.TemporaryError(f"deleting: {err}", delay=2) from None
+    except client.ApiException as err:
+        raise kopf.TemporaryError(f"deleting: {err.status} {err.reason}", delay=2) from None
+    if waiting is not None:
+        raise kopf.TemporaryError(waiting, delay=1)

@@ -24,7 +24,7 @@ from kubernetes import client
 
 from chatops.adapters import finalizers
 from chatops.adapters.kube import Cluster
-from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal, lease_name
+from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.mongo import Mongo
 from chatops.adapters.redact import redact
 from chatops.api import validation
@@ -186,12 +186,13 @@ def _let_go(
     try:
         spec = ChatRecoverySpec.model_validate(body["spec"])
         plan = source.plan(cluster, namespace, name, spec)
-        identity = f"chatrecovery/{namespace}/{name}"
-        Lease(cluster.api, namespace, lease_name(plan.secrets.mongo_uri), identity).release()
-        said = ["database Lease released"]
+        holder = f"chatrecovery/{namespace}/{name}"
+        said: list[str] = []
         replaced: list[str] = []
-        if token:
-            with Mongo(plan.secrets.mongo_uri) as mongo:
+        with Mongo(plan.secrets.mongo_uri) as mongo:
+            Lease.database(cluster.api, mongo.identity(), holder).release()
+            said.append("database Lease released")
+            if token:
                 for db in mongo.database_names():
                     for coll in mongo.namespaces(db):
                         if coll.startswith(f"{swap.TEMP}-{token}-"):

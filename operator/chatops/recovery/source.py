@@ -26,6 +26,8 @@ class Plan:
     """The ChatBackup's prefix (backupRef only)."""
     owner: str | None
     """`namespace/name` of the ChatBackup (backupRef only)."""
+    owner_uid: str | None
+    """uid of the ChatBackup (backupRef only): only its own backups are restored by ref."""
     backup_id: str | None
     mongo_ref: MongoURISecretRef
     mongo_field: str
@@ -61,7 +63,8 @@ def plan(cluster: Cluster, namespace: str, name: str, spec: ChatRecoverySpec) ->
         )
         return Plan(
             storage=backup.storage.s3, key=None, prefix=backup.storage.s3.prefix,
-            owner=f"{namespace}/{ref.name}", backup_id=ref.id, mongo_ref=mongo_ref,
+            owner=f"{namespace}/{ref.name}", owner_uid=str(body["metadata"].get("uid") or ""),
+            backup_id=ref.id, mongo_ref=mongo_ref,
             mongo_field=field, databases=databases, require_manifest=True,
             allow_unverified=False, secrets=secrets,
         )
@@ -73,7 +76,7 @@ def plan(cluster: Cluster, namespace: str, name: str, spec: ChatRecoverySpec) ->
         s3, "spec.source.s3",
     )
     return Plan(
-        storage=s3, key=s3.key, prefix="", owner=None, backup_id=None,
+        storage=s3, key=s3.key, prefix="", owner=None, owner_uid=None, backup_id=None,
         mongo_ref=target.uri_secret_ref, mongo_field="spec.target.mongodb.uriSecretRef",
         databases=databases, require_manifest=False, allow_unverified=s3.allow_unverified,
         secrets=secrets,
@@ -86,8 +89,8 @@ def resolve(plan: Plan) -> RestoredBackup:
     store = credentials.store(plan.storage, plan.secrets)
     if plan.key is not None:
         return RestoredBackup(key=plan.key)
-    assert plan.owner is not None
-    policy = RetentionPolicy(owner=plan.owner)
+    assert plan.owner is not None and plan.owner_uid is not None
+    policy = RetentionPolicy(uid=plan.owner_uid)
     good = policy.good(catalog.list_backups(store, plan.prefix))
     if plan.backup_id in (None, "latest"):
         chosen = good[0] if good else None

@@ -23,7 +23,7 @@ from kubernetes import client
 
 from chatops.adapters import http
 from chatops.adapters.kube import Cluster
-from chatops.adapters.lease import Lease, Renewal, lease_name
+from chatops.adapters.lease import Lease, Renewal
 from chatops.adapters.mongo import Mongo
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
 from chatops.backup import credentials, restore, verify
@@ -128,9 +128,8 @@ def _hold_lease(ctx: Context) -> None:
     if ws.renewal is not None and ws.renewal.lost is None:
         return
     ws.release()
-    lease = Lease(
-        ctx.api, ctx.namespace, lease_name(ctx.plan.secrets.mongo_uri), ctx.identity
-    )
+    with Mongo(ctx.plan.secrets.mongo_uri) as mongo:  # the Lease is named by the server
+        lease = Lease.database(ctx.api, mongo.identity(), ctx.identity)
     told = None
     while (holder := lease.acquire()) is not None:
         if holder != told:

@@ -25,10 +25,12 @@ from chatops.release.model import (
     Action,
     ApplyDeployment,
     ApplyServices,
+    Color,
     Decision,
     Observation,
     ScaleDeployment,
     SetTraffic,
+    other,
 )
 from chatops.release.plan import BUSY, STEADY, Plan
 from chatops.release.strategies import progress
@@ -38,6 +40,7 @@ from chatops.release.transitions import (
     not_ready,
     past,
     start,
+    supersede,
     traffic_shows,
     weights_shown,
 )
@@ -64,7 +67,7 @@ def decide(obs: Observation) -> Decision:
         )
     elif desired != status.canary_revision:
         # A newer version replaces the one in flight; it starts over from no traffic.
-        plan = start(obs, Plan(status), desired)
+        plan = start(obs, supersede(obs, desired), desired)
     else:
         plan = progress(obs)
     return _finish(obs, plan)
@@ -82,32 +85,42 @@ def _held(obs: Observation, recoveries: list[str]) -> Plan:
     return plan
 
 
+def _first_color(obs: Observation) -> Color:
+    """Where a first release runs: blue, or the one color whose Deployments a deleted
+    ChatRelease of the same name left serving (adopted, they go on serving there)."""
+    if obs.status.active_color is not None:
+        return obs.status.active_color
+    left = {color for (_, color) in obs.deployments}
+    return "green" if left == {"green"} else "blue"
+
+
 def _first_release(obs: Observation, desired: str) -> Plan:
-    """Nothing to compare with yet: run the version on blue and give it all traffic."""
+    """Nothing to compare with yet: run the version on one color and give it all traffic."""
     spec, status, now = obs.spec, obs.status, obs.now
     fresh = status.canary_revision != desired  # a new version restarts the deadline
     started = (
         now_rfc3339(now) if fresh or not status.release_started_at else status.release_started_at
     )
+    color = _first_color(obs)
     plan = Plan(status)
     plan.update(
-        active_color="blue",
+        active_color=color,
         canary_revision=desired,
         release_started_at=started,
         canary_version=rev.summary(spec),
     )
-    plan.act(ApplyServices("blue"))
+    plan.act(ApplyServices(color))
     for c in spec.components:
-        plan.act(ApplyDeployment(c.name, "blue", desired, c.replicas))
-    pending = not_ready(obs, "blue", desired)
+        plan.act(ApplyDeployment(c.name, color, desired, c.replicas))
+    pending = not_ready(obs, color, desired)
     if not pending:
-        plan.act(SetTraffic("green", 0))
-    if not pending and not traffic_shows(obs, "blue", 100):
-        # Live means serving: not Succeeded until the router shows all traffic on blue.
+        plan.act(SetTraffic(other(color), 0))
+    if not pending and not traffic_shows(obs, color, 100):
+        # Live means serving: not Succeeded until the router shows all traffic on it.
         plan.update(
             phase="Progressing",
-            message=f"first release: waiting for the router to send all traffic to blue "
-            f"({weights_shown(obs, 'blue')})",
+            message=f"first release: waiting for the router to send all traffic to {color} "
+            f"({weights_shown(obs, color)})",
         )
         plan.requeue(BUSY)
     elif not pending:
@@ -160,7 +173,18 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
     keep_stable(obs, plan)
     if desired == status.aborted_revision:
         last = status.history[-1].message if status.history else "rolled back"
-        if status.phase != "RolledBack":  # e.g. back from a hold
+        active = plan.status.active_color
+        assert active is not None
+        # RolledBack only once the cluster shows the stable version back and Available
+        # (a rolling rollback re-applies its template, which takes a rollout).
+        pending = not_ready(obs, active, status.stable_revision)
+        if pending:
+            plan.update(
+                phase="Degraded",
+                message=f"rolling back to {status.stable_version}: waiting for {pending}; {last}",
+            )
+            plan.requeue(BUSY)
+        elif status.phase != "RolledBack":  # e.g. back from a hold
             plan.update(phase="RolledBack", message=f"rolled back: {last}")
         return plan
     if plan.status.phase in ("Failed", "Promoting"):

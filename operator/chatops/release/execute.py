@@ -108,16 +108,26 @@ def _do(
     namespace, name, spec = obs.namespace, obs.name, obs.spec
     components = {c.name: c for c in spec.components}
     if isinstance(action, ApplyDeployment):
-        cluster.apply(
-            manifests.deployment(
-                body,
-                spec,
-                components[action.component],
-                action.color,
-                action.revision,
-                action.replicas,
-            )
+        wanted = manifests.deployment(
+            body,
+            spec,
+            components[action.component],
+            action.color,
+            action.revision,
+            action.replicas,
         )
+        # kept first: whatever runs a revision can always be put back on it
+        remembered = {
+            action.revision,
+            *(r for r in (decision.status.stable_revision, obs.status.stable_revision) if r),
+            *(h.revision for h in decision.status.history),
+        }
+        cluster.keep_template(
+            manifests.kept_template(body, wanted),
+            manifests.kept_selector(name, action.component),
+            remembered,
+        )
+        cluster.apply(wanted)
     elif isinstance(action, ScaleDeployment):
         cluster.scale(
             namespace,
@@ -125,11 +135,7 @@ def _do(
             action.replicas,
         )
     elif isinstance(action, RestoreRevision):
-        cluster.restore_revision(
-            namespace,
-            manifests.deployment_name(name, action.component, action.color),
-            action.revision,
-        )
+        restore(cluster, namespace, name, action, components[action.component].replicas)
     elif isinstance(action, ApplyServices):
         for c in spec.components:
             for color in COLORS:
@@ -142,3 +148,15 @@ def _do(
     elif isinstance(action, StartSmokeTest):
         revision = decision.status.canary_revision or ""
         cluster.apply(manifests.smoke_job(body, spec, action.job, action.color, revision))
+
+
+def restore(
+    cluster: Cluster, namespace: str, release: str, action: RestoreRevision, replicas: int
+) -> None:
+    """Put the component's Deployment back on `action.revision`: from the template the
+    release kept (a ControllerRevision), else — a Deployment made before templates were
+    kept — from its ReplicaSet history; raises RevisionUnavailable when neither has it."""
+    kept = manifests.template_name(release, action.component, action.revision)
+    if not cluster.restore_kept(namespace, kept, replicas):
+        deployment = manifests.deployment_name(release, action.component, action.color)
+        cluster.restore_revision(namespace, deployment, action.revision)

@@ -1,15 +1,24 @@
 """The objects a ChatRelease owns, as manifests: per component a Deployment and a
-Service per color, and the stable Service; the smoke-test Job. Pure: the handler applies
-them (server-side apply) and they are owned by the ChatRelease, so deleting it deletes
-them."""
+Service per color, and the stable Service; the smoke-test Job; the kept pod templates.
+Pure: the handler applies them (server-side apply).
+
+The Deployments and Services carry the release's labels but no ownerReference: they
+serve live traffic, and the garbage collector would delete them with the ChatRelease —
+at once under a foreground deletion (Argo CD's default prune), whatever finalizer waits.
+Only the ChatRelease's deletion handler decides their end (`release/teardown.py`): kept
+and marked `chatops.dev/released-from` (`deletionPolicy: Retain`), or handed to the
+garbage collector by an ownerReference (`Delete`, and the canary color). The smoke-test
+Job and the kept templates are owned by the ChatRelease: nothing serves from them."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
-from chatops.annotations import REVISION
+from chatops.annotations import RELEASED_FROM, REVISION
 from chatops.api.release import ChatReleaseSpec, Component
+from chatops.ownership import bounded, owner
 from chatops.traffic.router import (
     COLOR_LABEL,
     COMPONENT_LABEL,
@@ -22,21 +31,25 @@ from chatops.traffic.router import (
 Manifest = dict[str, Any]
 
 
-def owner(release: dict[str, Any]) -> dict[str, Any]:
-    """The ownerReference to the ChatRelease `release` (its body)."""
-    meta = release["metadata"]
-    return {
-        "apiVersion": release["apiVersion"],
-        "kind": release["kind"],
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def deployment_name(release: str, component: str, color: str) -> str:
     return f"{release}-{component}-{color}"
+
+
+def template_name(release: str, component: str, revision: str) -> str:
+    """The ControllerRevision keeping `component`'s Deployment at `revision`."""
+    return bounded(f"{release}-{component}-{revision}")
+
+
+def owned_selector(release: str, released: bool = False) -> str:
+    """The label selector of the Deployments and Services chatops made for `release`:
+    those it still owns, or (`released`) those a deleted namesake left serving."""
+    mark = RELEASED_FROM if released else f"!{RELEASED_FROM}"
+    return f"{INSTANCE_LABEL}={release},{MANAGED_BY_LABEL}={MANAGED_BY},{mark}"
+
+
+def kept_selector(release: str, component: str) -> str:
+    """The label selector of `component`'s kept templates."""
+    return f"{INSTANCE_LABEL}={release},{COMPONENT_LABEL}={component}"
 
 
 def selector(release: str, component: str, color: str | None = None) -> dict[str, str]:
@@ -46,13 +59,18 @@ def selector(release: str, component: str, color: str | None = None) -> dict[str
     return labels
 
 
-def _meta(name: str, namespace: str, release: dict[str, Any], labels: dict[str, str]) -> Manifest:
+def _meta(name: str, namespace: str, labels: dict[str, str]) -> Manifest:
     return {
         "name": name,
         "namespace": namespace,
         "labels": {**labels, MANAGED_BY_LABEL: MANAGED_BY},
-        "ownerReferences": [owner(release)],
     }
+
+
+def _owned_meta(
+    name: str, namespace: str, release: Mapping[str, Any], labels: dict[str, str]
+) -> Manifest:
+    return {**_meta(name, namespace, labels), "ownerReferences": [owner(release)]}
 
 
 def deployment(
@@ -73,7 +91,7 @@ def deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            **_meta(deployment_name(name, component.name, color), namespace, release, labels),
+            **_meta(deployment_name(name, component.name, color), namespace, labels),
             "annotations": {REVISION: revision},
         },
         "spec": {
@@ -113,7 +131,7 @@ def service(
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(service_name, namespace, release, selector(name, component.name)),
+        "metadata": _meta(service_name, namespace, selector(name, component.name)),
         "spec": {
             "selector": selector(name, component.name, color),
             "ports": [
@@ -156,10 +174,76 @@ def smoke_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _meta(job, namespace, release, {INSTANCE_LABEL: name, REVISION: revision}),
+        "metadata": _owned_meta(
+            job, namespace, release, {INSTANCE_LABEL: name, REVISION: revision}
+        ),
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": spec.smoke_test.timeout_seconds,
             "template": template,
         },
     }
+
+
+def kept_template(release: Mapping[str, Any], deployment_manifest: Manifest) -> Manifest:
+    """A ControllerRevision holding `deployment_manifest` (as a StatefulSet keeps its
+    pod templates): a rolling rollback re-applies it, however many ReplicaSets the
+    Deployment kept. Owned by the ChatRelease; immutable once created."""
+    meta = deployment_manifest["metadata"]
+    labels = meta["labels"]
+    revision = meta["annotations"][REVISION]
+    name = template_name(release["metadata"]["name"], labels[COMPONENT_LABEL], revision)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": _owned_meta(
+            name,
+            meta["namespace"],
+            release,
+            {
+                INSTANCE_LABEL: labels[INSTANCE_LABEL],
+                COMPONENT_LABEL: labels[COMPONENT_LABEL],
+                REVISION: revision,
+            },
+        ),
+        "data": deployment_manifest,
+        "revision": 1,
+    }
+
+
+def released(meta: Mapping[str, Any], release: str, uid: str) -> Manifest:
+    """The merge patch that lets a deleted ChatRelease's object live on: marked with
+    `chatops.dev/released-from`, without an ownerReference to it (one written by an
+    older chatops would let the garbage collector take it). The resourceVersion makes
+    the list replacement safe against a concurrent edit."""
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") != uid]
+    return {
+        "metadata": {
+            "labels": {RELEASED_FROM: release},
+            "ownerReferences": refs or None,
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+    }
+
+
+def handed_over(meta: Mapping[str, Any], release: Mapping[str, Any]) -> Manifest | None:
+    """The merge patch giving the object to the garbage collector: an ownerReference to
+    the ChatRelease being deleted, which the collector follows once it is gone. None when
+    it has one already."""
+    uid = release["metadata"]["uid"]
+    refs = list(meta.get("ownerReferences") or [])
+    if any(r.get("uid") == uid for r in refs):
+        return None
+    mine = {**owner(release), "controller": not any(r.get("controller") for r in refs)}
+    return {
+        "metadata": {
+            "ownerReferences": [*refs, mine],
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+    }
+
+
+def adopted() -> Manifest:
+    """The merge patch a ChatRelease created again applies to what its namesake left:
+    the released mark goes (the next apply rewrites the rest)."""
+    return {"metadata": {"labels": {RELEASED_FROM: None}}}

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes import client
 
-from chatops import telemetry
+from chatops import ownership, telemetry
 from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api import validation
@@ -73,7 +73,9 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         _refuse(cluster, body, status, generation, now)
         return Look(None, 60)
     spec = ChatReleaseSpec.model_validate(body["spec"])
-    router = router_for(spec, api)
+    if status.stable_revision is None:  # new: take back what a namesake left serving
+        _adopt(cluster, namespace, name)
+    router = router_for(spec, api, ownership.owner(body))
     obs = Observation(
         name=name,
         namespace=namespace,
@@ -92,6 +94,15 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     if decision.needs:
         decision = decide(_probed(cluster, obs, decision))
     return _carry_out(cluster, router, body, obs, decision, post)
+
+
+def _adopt(cluster: Cluster, namespace: str, name: str) -> None:
+    """What a deleted ChatRelease of this name left serving is this one's again: the
+    released mark goes (the apply of the first release rewrites the rest)."""
+    selector = manifests.owned_selector(name, released=True)
+    for kind in ("Deployment", "Service"):
+        for obj in cluster.listed(kind, namespace, selector):
+            cluster.patch_metadata(kind, namespace, obj["metadata"]["name"], manifests.adopted())
 
 
 def report_failure(

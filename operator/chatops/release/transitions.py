@@ -63,6 +63,29 @@ def start(obs: Observation, plan: Plan, desired: str) -> Plan:
     return plan
 
 
+def supersede(obs: Observation, desired: str) -> Plan:
+    """The version in flight gives way to a newer one: a history entry and an Event say
+    so, naming both (the caller then starts the newer one)."""
+    status, spec, now = obs.status, obs.spec, obs.now
+    assert status.canary_revision is not None
+    newer = f"{rev.summary(spec)} (revision {desired})"
+    entry = HistoryEntry(
+        revision=status.canary_revision,
+        result="Superseded",
+        started_at=status.release_started_at,
+        finished_at=now_rfc3339(now),
+        message=f"{status.canary_version} superseded by {newer} before it finished",
+    )
+    plan = Plan(status)
+    plan.update(history=st.append_history(status.history, entry, spec.history_limit))
+    plan.event(
+        "Normal",
+        "Superseded",
+        f"{status.canary_version} (revision {status.canary_revision}) superseded by {newer}",
+    )
+    return plan
+
+
 def abort(obs: Observation, reason: str, why: str) -> Plan:
     """Traffic back to the stable color first; the new version scales down after
     `abortScaleDownDelaySeconds` (a rolling update is put back on its old template)."""
@@ -82,8 +105,12 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
     at = now + datetime.timedelta(seconds=st.abort_scale_down_delay(spec))
     plan = Plan(status)
     plan.update(
-        phase="RolledBack",
-        message=f"rolled back {status.canary_version}: {why}",
+        # In place, the stable template must roll out again before it is back: until the
+        # Deployments show it, the release is Degraded (see `_between_releases`).
+        phase="Degraded" if rolling else "RolledBack",
+        message=f"rolling back {status.canary_version}: {why}"
+        if rolling
+        else f"rolled back {status.canary_version}: {why}",
         canary_weight=0,
         aborted_revision=status.canary_revision,
         canary_revision=None,

@@ -1,6 +1,6 @@
 """Traffic routers: how a release moves new connections between the two colors.
 
-    router_for(spec, api_client) -> TrafficRouter
+    router_for(spec, api_client, owner) -> TrafficRouter
     TrafficRouter.set_weights / get_weights / finalize, on Splits
 
 Implementations: `gatewayapi` (HTTPRoute backendRef weights), `nginx` (a generated

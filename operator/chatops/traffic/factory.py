@@ -3,6 +3,9 @@ chooses by mesh provider)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from kubernetes import client
 
 from chatops.api.release import ChatReleaseSpec
@@ -13,14 +16,17 @@ from chatops.traffic.router import TrafficRouter
 from chatops.traffic.service import ServiceRouter
 
 
-def router_for(spec: ChatReleaseSpec, api_client: client.ApiClient) -> TrafficRouter:
+def router_for(
+    spec: ChatReleaseSpec, api_client: client.ApiClient, owner: Mapping[str, Any]
+) -> TrafficRouter:
     """The router named by `spec.trafficRouting`. Without one, the stable Service's
-    selector is the router: blue-green switches it, a rolling update never moves it."""
+    selector is the router: blue-green switches it, a rolling update never moves it.
+    `owner` is the ownerReference to the ChatRelease, for what a router generates."""
     routing = spec.traffic_routing
     if routing is not None and routing.gateway_api is not None:
         return GatewayAPIRouter(api_client, routing.gateway_api.http_route)
     if routing is not None and routing.nginx is not None:
-        return NginxRouter(api_client, routing.nginx.ingress)
+        return NginxRouter(api_client, routing.nginx.ingress, owner)
     if spec.strategy.canary is not None:
         raise InvalidSpec(
             "ChatRelease",

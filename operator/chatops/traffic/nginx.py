@@ -1,11 +1,16 @@
-"""NGINX Ingress: a generated `<ingress>-canary` Ingress, as the legacy runbook does.
+"""NGINX Ingress: a generated canary Ingress per release, as the legacy runbook does.
 
 ingress-nginx splits traffic between an Ingress and a "canary" Ingress with the same
 hosts and paths, marked `nginx.ingress.kubernetes.io/canary: "true"` and weighted by
 `canary-weight`. The user owns the stable Ingress (routing to the stable Services
-`<release>-<component>`); chatops owns the canary one, rebuilds it from the stable one at
-every weight change (so an edit of the stable Ingress reaches the canary), and deletes it
-when the release ends.
+`<release>-<component>`); chatops owns the canary one, `<ingress>-<release>-canary`,
+rebuilds it from the stable one at every weight change (so an edit of the stable Ingress
+reaches the canary), and deletes it when the release ends.
+
+Each release has its own canary Ingress, controlled by its ChatRelease through an
+ownerReference (as Argo Rollouts' NGINX router does): two releases behind one stable
+Ingress never share one, and a deleted release's canary goes with it. An Ingress of that
+name that the release does not control is never edited or deleted.
 
 Only `nginx.ingress.kubernetes.io/*` annotations are copied: labels and annotations such
 as Argo CD's tracking label would make a GitOps tool adopt, then prune, our object.
@@ -21,6 +26,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from chatops.errors import TrafficRoutingError
+from chatops.ownership import LABEL_LIMIT, bounded, controlled_by, controller
 from chatops.traffic.router import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -38,8 +44,9 @@ RELEASE_LABEL = "chatops.dev/release"
 ATTEMPTS = 3
 
 
-def canary_name(ingress: str) -> str:
-    return f"{ingress}-canary"
+def canary_name(ingress: str, release: str) -> str:
+    """The canary Ingress of `release` behind the stable Ingress `ingress`."""
+    return bounded(f"{ingress}-{release}-canary")
 
 
 def describe(namespace: str, name: str) -> str:
@@ -59,11 +66,12 @@ def _rewrite_backend(
 
 
 def canary_ingress(
-    stable: Mapping[str, Any], release: str, splits: Sequence[Split]
+    stable: Mapping[str, Any], release: str, splits: Sequence[Split], owner: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The canary Ingress for `stable`: its hosts, TLS and class, only the paths that
-    route a component, each sent to that component's canary color, weighted by the
-    split. All splits must share one weight: NGINX weighs a canary Ingress as a whole."""
+    """The canary Ingress of `release` for `stable`: its hosts, TLS and class, only the
+    paths that route a component, each sent to that component's canary color, weighted
+    by the split, controlled by `owner` (the ownerReference to the ChatRelease). All
+    splits must share one weight: NGINX weighs a canary Ingress as a whole."""
     meta = stable.get("metadata", {})
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     weights = {split.canary_weight for split in splits}
@@ -117,18 +125,31 @@ def canary_ingress(
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": {
-            "name": canary_name(name),
+            "name": canary_name(name, release),
             "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, RELEASE_LABEL: release},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, RELEASE_LABEL: bounded(release, LABEL_LIMIT)},
             "annotations": annotations,
+            "ownerReferences": [dict(owner)],
         },
         "spec": spec,
     }
 
 
-def is_ours(ingress: Mapping[str, Any]) -> bool:
-    labels = ingress.get("metadata", {}).get("labels") or {}
-    return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY)
+def is_ours(ingress: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    """Whether `ingress` is the release's to edit or delete: controlled by its
+    ChatRelease (`owner`, the ownerReference to it). A label can be copied; a uid not."""
+    return controlled_by(ingress.get("metadata", {}), owner["uid"])
+
+
+def not_ours(ingress: Mapping[str, Any], release: str) -> TrafficRoutingError:
+    """The refusal to touch an Ingress of the canary's name that is someone else's."""
+    meta = ingress.get("metadata", {})
+    return TrafficRoutingError(
+        describe(meta.get("namespace", ""), meta.get("name", "")),
+        f"exists but is not controlled by ChatRelease {release} (its controller: "
+        f"{controller(meta)}); chatops never edits or deletes it: rename or delete it so "
+        "chatops can generate the release's canary Ingress",
+    )
 
 
 def differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
@@ -138,6 +159,7 @@ def differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
         current.get("spec") != desired["spec"]
         or (now.get("annotations") or {}) != want["annotations"]
         or any((now.get("labels") or {}).get(k) != v for k, v in want["labels"].items())
+        or now.get("ownerReferences") != want["ownerReferences"]
     )
 
 
@@ -174,15 +196,19 @@ def observed_weights(canary: Mapping[str, Any] | None, splits: Sequence[Split]) 
 
 
 class NginxRouter:
-    """Keeps `<ingress>-canary` in step with the stable Ingress and the canary weight."""
+    """Keeps the release's canary Ingress in step with the stable Ingress and the canary
+    weight; `owner` is the ownerReference to the ChatRelease it belongs to."""
 
-    def __init__(self, api_client: client.ApiClient, ingress: str) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, ingress: str, owner: Mapping[str, Any]
+    ) -> None:
         self._client = api_client
         self._api = client.NetworkingV1Api(api_client)
         self.ingress = ingress
+        self.owner = owner
 
     def set_weights(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
-        name = canary_name(self.ingress)
+        name = canary_name(self.ingress, release)
         for attempt in range(1, ATTEMPTS + 1):
             stable = self._read(namespace, self.ingress)
             if stable is None:
@@ -191,17 +217,13 @@ class NginxRouter:
                     "not found; spec.trafficRouting.nginx.ingress names the stable Ingress, "
                     "which must route each component to <release>-<component>",
                 )
-            desired = canary_ingress(stable, release, splits)
+            desired = canary_ingress(stable, release, splits, self.owner)
             current = self._read(namespace, name)
             try:
                 if current is None:
                     self._api.create_namespaced_ingress(namespace, desired)
-                elif not is_ours(current):
-                    raise TrafficRoutingError(
-                        describe(namespace, name),
-                        f"exists but is not managed by chatops (label {MANAGED_BY_LABEL}); "
-                        "rename or delete it so chatops can generate the canary Ingress",
-                    )
+                elif not is_ours(current, self.owner):
+                    raise not_ours(current, release)
                 elif differs(current, desired):
                     desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                     self._api.replace_namespaced_ingress(name, namespace, desired)
@@ -212,17 +234,28 @@ class NginxRouter:
                     raise
 
     def get_weights(self, namespace: str, release: str, splits: Sequence[Split]) -> Weights:
-        return observed_weights(self._read(namespace, canary_name(self.ingress)), splits)
+        canary = self._read(namespace, canary_name(self.ingress, release))
+        if canary is not None and not is_ours(canary, self.owner):
+            raise not_ours(canary, release)
+        return observed_weights(canary, splits)
 
     def finalize(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
-        name = canary_name(self.ingress)
+        """Delete the release's canary Ingress; refuse, naming it, when an Ingress of
+        that name is not the release's."""
+        name = canary_name(self.ingress, release)
         current = self._read(namespace, name)
-        if current is None or not is_ours(current):
+        if current is None:
             return
+        if not is_ours(current, self.owner):
+            raise not_ours(current, release)
+        uid = current["metadata"].get("uid")
         try:
-            self._api.delete_namespaced_ingress(name, namespace)
+            # Preconditioned on the uid read: never a same-named Ingress created meanwhile.
+            self._api.delete_namespaced_ingress(
+                name, namespace, body=client.V1DeleteOptions(preconditions={"uid": uid})
+            )
         except ApiException as err:
-            if err.status != 404:
+            if err.status not in (404, 409):
                 raise
 
     def _read(self, namespace: str, name: str) -> dict[str, Any] | None:

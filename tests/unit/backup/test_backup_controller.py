@@ -21,6 +21,7 @@ from chatops.backup.manifest import Manifest, ManifestSource, TarballManifest
 from chatops.backup.retention import StoredBackup
 
 UTC = datetime.UTC
+UID = "3f9a2c1b-0000-4000-8000-000000000001"
 CREATED = datetime.datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 NOW = datetime.datetime(2026, 11, 26, 3, 0, 5, tzinfo=UTC)
 
@@ -41,14 +42,15 @@ def seen(
     return Observation(
         namespace="chat", name="nightly", now=now, created_at=CREATED, generation=1,
         spec=kw.pop("spec", spec(schedule="0 3 * * *")), status=status or ChatBackupStatus(),
-        **kw,
+        uid=kw.pop("uid", UID), **kw,
     )
 
 
 def manifest(backup: str = "20261126_030005", owner: str = "nightly") -> Manifest:
     started = datetime.datetime(2026, 11, 26, 3, 0, 5, tzinfo=UTC)
     return Manifest(
-        id=backup, source=ManifestSource(namespace="chat", name=owner), server_version="7.0",
+        id=backup, source=ManifestSource(namespace="chat", name=owner, uid=UID),
+        server_version="7.0",
         databases=["chat"], started_at=started,
         finished_at=started + datetime.timedelta(seconds=12), collections=[],
         tarball=TarballManifest(key=f"nightly/mongodb_{backup}.tar.gz", size=1000, sha256="ab"),
@@ -96,6 +98,7 @@ def test_when_a_look_starts_a_run(
     if decision.start is not None:
         assert decision.start.reason == reason
         assert decision.start.key == f"nightly/mongodb_{decision.start.id}.tar.gz"
+        assert decision.start.id.endswith("_3f9a2c1b")
         last = decision.status.last_backup
         assert last is not None and last.result == "Running" and last.id == decision.start.id
 
@@ -130,7 +133,7 @@ def test_an_on_demand_run_clears_its_annotation_but_not_the_schedule_time() -> N
 
 def test_two_runs_in_one_second_would_share_a_name_so_the_second_waits() -> None:
     status = ChatBackupStatus(
-        last_backup=BackupRecord(id="20261126_030005", result="Succeeded")
+        last_backup=BackupRecord(id="20261126_030005_3f9a2c1b", result="Succeeded")
     )
     decision = decide(seen(status, on_demand=True))
     assert decision.start is None and not decision.clear_on_demand
@@ -141,7 +144,6 @@ def test_an_interrupted_run_is_failed_and_its_upload_aborted() -> None:
     decision = decide(seen(running(), now=NOW + datetime.timedelta(minutes=3)))
     last = decision.status.last_backup
     assert last is not None and last.result == "Failed" and "interrupted" in last.message
-    assert decision.abort_upload == "nightly/mongodb_20261126_030005.tar.gz"
     ready = next(c for c in decision.status.conditions if c.type == "Ready")
     assert (ready.status, ready.reason) == ("False", "BackupFailed")
 
@@ -150,12 +152,43 @@ def test_an_interrupted_run_whose_backup_completed_counts_as_a_success() -> None
     found = StoredBackup(
         id="20261126_030005", tarball_key="nightly/mongodb_20261126_030005.tar.gz",
         tarball_size=1000, manifest_key="nightly/mongodb_20261126_030005.manifest.json",
-        manifest=manifest(), owner="chat/nightly",
+        manifest=manifest(), owner="chat/nightly", uid=UID,
     )
     decision = decide(seen(running(), now=NOW + datetime.timedelta(minutes=3), leftover=found))
     assert decision.status.last_backup is not None
     assert decision.status.last_backup.result == "Succeeded"
-    assert decision.abort_upload is None
+
+
+def test_a_completed_backup_of_another_uid_under_that_id_is_not_adopted() -> None:
+    """Case 10: a ChatBackup of the same name (re-created, or in another cluster) wrote it."""
+    found = StoredBackup(
+        id="20261126_030005", tarball_key="nightly/mongodb_20261126_030005.tar.gz",
+        tarball_size=1000, manifest_key="nightly/mongodb_20261126_030005.manifest.json",
+        manifest=manifest(), owner="chat/nightly", uid=UID,
+    )
+    later = NOW + datetime.timedelta(minutes=3)
+    decision = decide(seen(running(), now=later, leftover=found, uid="other-uid"))
+    assert decision.status.last_backup is not None
+    assert decision.status.last_backup.result == "Failed"
+
+
+def test_a_missing_secret_holds_every_run_and_says_which_field() -> None:
+    """Case 19: Accepted=False naming the field; no run starts, the schedule is not spent,
+    and the look comes back soon to notice the Secret when it appears."""
+    problem = "spec.mongodb.uriSecretRef: Secret chat/mongo does not exist; create it"
+    decision = decide(seen(unresolved=(problem,)))
+    assert decision.start is None and decision.status.last_schedule_time is None
+    accepted = next(c for c in decision.status.conditions if c.type == "Accepted")
+    assert (accepted.status, accepted.reason) == ("False", "ReferenceNotFound")
+    assert problem in accepted.message
+    assert decision.requeue_after <= 10
+    assert [e.reason for e in decision.events] == ["ReferenceNotFound"]
+    again = decide(seen(decision.status, unresolved=(problem,)))
+    assert again.events == ()  # told once
+    resolved = decide(seen(decision.status))
+    assert resolved.start is not None and resolved.start.reason == "Scheduled"
+    accepted = next(c for c in resolved.status.conditions if c.type == "Accepted")
+    assert accepted.status == "True"
 
 
 def test_a_success_records_the_backup_and_ready() -> None:
