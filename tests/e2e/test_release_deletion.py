@@ -86,7 +86,9 @@ def _canary_release(
     )
 
 
+@pytest.mark.parametrize("cascade", ["background", "foreground"])
 def test_deleting_a_release_at_25_percent_keeps_the_live_version_serving(
+    cascade: str,
     operator: Path,
     api: client.ApiClient,
     namespace: str,
@@ -95,10 +97,11 @@ def test_deleting_a_release_at_25_percent_keeps_the_live_version_serving(
 ) -> None:
     """Case 2: `kubectl delete crel` mid-canary moves traffic back to the stable color,
     removes the canary, and releases the stable version, which keeps serving; a
-    ChatRelease created again adopts it."""
+    ChatRelease created again adopts it. Also under a foreground deletion (Argo CD's
+    default prune), where the garbage collector deletes every dependent at once."""
     _canary_release(api, custom, namespace)
 
-    kubectl("delete", "crel", "chat", "-n", namespace, "--wait=false")
+    kubectl("delete", "crel", "chat", "-n", namespace, "--wait=false", f"--cascade={cascade}")
     wait_for(lambda: _gone(custom, namespace, "chat"), timeout=60, what="the ChatRelease gone")
 
     weights = rel.route_weights(api, namespace)
