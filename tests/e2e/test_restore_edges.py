@@ -436,6 +436,8 @@ def test_deleting_a_recovery_mid_restore_brings_the_app_back_and_lets_go(
     told = next(e.message for e in core.list_namespaced_event(namespace).items
                 if e.reason == "RecoveryDeleted")
     assert "scaled back" in told and "Lease released" in told
+    assert "nothing was restored" in told  # stopped before its commit, not failed
+    assert "RestoreFailed" not in reasons(core, namespace, "doomed")
     leases = client.CoordinationV1Api(api).list_lease_for_all_namespaces().items
     holders = [lease.spec.holder_identity or "" for lease in leases]
     assert not [h for h in holders if h.startswith(f"chatrecovery/{namespace}/doomed")]
