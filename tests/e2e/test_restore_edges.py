@@ -303,12 +303,45 @@ def test_a_chatops_tarball_whose_manifest_was_deleted_is_refused_unless_allowed(
 # -- case 14 ----------------------------------------------------------------------------
 
 
+def test_a_malformed_tarball_fails_the_recovery_and_brings_the_app_back(
+    environment: dict[str, str], operator: Path, namespace: str,
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, apps: client.AppsV1Api,
+    mongo_client: MongoClient[dict[str, Any]], database: str, tmp_path: Path,
+) -> None:
+    """Case 14: a metadata file whose `options` is not a document used to raise a
+    TypeError out of the step, and the daemon restarted forever with the app at 0. Now the
+    step fails with a message and the app is scaled back."""
+    seed(mongo_client, database, 200)
+    folder = _runbook_tarball(environment, database, tmp_path, "odd")
+    (folder / database / "rooms.metadata.json").write_bytes(b'{"options":[1],"indexes":[]}')
+    tarball = _tar(folder, tmp_path / "mongodb_20261126_031500.tar.gz")
+    bucket = new_bucket(environment["S3_ENDPOINT_URL"])
+    _upload(environment, bucket, tarball, "odd/mongodb_20261126_031500.tar.gz")
+    before = fingerprint(mongo_client, database)
+    deployment(apps, namespace, "chat-api", 2)
+
+    create_secrets(core, namespace, uri_with_password(environment["MONGODB_URI"]))
+    create(custom, namespace, "chatrecoveries", "ChatRecovery", "odd", {
+        "source": {"s3": _from_s3(environment, bucket, "odd/mongodb_20261126_031500.tar.gz")},
+        "target": {"mongodb": {"uriSecretRef": {"name": "mongo"}, "database": database}},
+        "mode": "DropDatabase", "quiesce": {"deployments": ["chat-api"]},
+    })
+    ended = recovery_ended(custom, namespace, "odd", timeout=120)
+    assert ended["phase"] == "Failed", ended
+    assert "metadata" in ended["message"] and "scaled back up" in ended["message"]
+    assert apps.read_namespaced_deployment("chat-api", namespace).spec.replicas == 2
+    assert fingerprint(mongo_client, database) == before
+    body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "chatrecoveries", "odd")
+    assert "chatops.dev/recovery-running" not in (body["metadata"].get("finalizers") or [])
+
+
 class HeldProxy(CuttableProxy):
     """A TCP forwarder that can hold every byte until released: a restore that reaches
     the database through it waits in Restoring for as long as the test needs."""
 
     def __init__(self, target_port: int) -> None:
         self.flowing = threading.Event()
+        self.flowing.set()
         super().__init__(target_port)
 
     def _pipe(self, src: Any, dst: Any) -> None:  # type: ignore[override]
@@ -368,6 +401,11 @@ def test_deleting_a_recovery_mid_restore_brings_the_app_back_and_lets_go(
         "mode": "DropDatabase",
         "quiesce": {"deployments": ["chat-api", "chat-worker"]},
     })
+    # Resolve reaches the database once (the Lease is named by the server's identity);
+    # the next connection is the restore's own: hold it from the moment the app quiesces.
+    wait_for(lambda: status(custom, namespace, "chatrecoveries", "doomed").get("phase")
+             == "Quiescing", timeout=120, interval=0.05, what="doomed Quiescing")
+    held.flowing.clear()
     wait_for(lambda: status(custom, namespace, "chatrecoveries", "doomed").get("phase")
              == "Restoring", timeout=120, interval=0.1, what="doomed Restoring")
     assert apps.read_namespaced_deployment("chat-api", namespace).spec.replicas == 0
@@ -398,6 +436,8 @@ def test_deleting_a_recovery_mid_restore_brings_the_app_back_and_lets_go(
     told = next(e.message for e in core.list_namespaced_event(namespace).items
                 if e.reason == "RecoveryDeleted")
     assert "scaled back" in told and "Lease released" in told
+    assert "nothing was restored" in told  # stopped before its commit, not failed
+    assert "RestoreFailed" not in reasons(core, namespace, "doomed")
     leases = client.CoordinationV1Api(api).list_lease_for_all_namespaces().items
     holders = [lease.spec.holder_identity or "" for lease in leases]
     assert not [h for h in holders if h.startswith(f"chatrecovery/{namespace}/doomed")]

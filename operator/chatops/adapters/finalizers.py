@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from chatops.adapters.kube import Cluster
 from chatops.api.common import GROUP, VERSION
 
@@ -19,19 +21,33 @@ def has(body: Mapping[str, Any], finalizer: str) -> bool:
 
 
 def add(cluster: Cluster, plural: str, body: Mapping[str, Any], finalizer: str) -> None:
-    """Put `finalizer` on the object `body` (as read) unless it is there."""
+    """Put `finalizer` on the object `body` (as read) unless it is there. The list is
+    tested as read; when kopf changed it meanwhile, it is read again (a few times)."""
     meta = body["metadata"]
-    present = list(meta.get("finalizers") or [])
-    if finalizer in present:
-        return
-    patch: list[dict[str, Any]] = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-        {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
-    ]
-    cluster.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
-        _content_type="application/json-patch+json",
-    )
+    for _ in range(3):
+        present = list(meta.get("finalizers") or [])
+        if finalizer in present:
+            return
+        patch: list[dict[str, Any]] = (
+            [{"op": "test", "path": "/metadata/finalizers", "value": present}] if present
+            else [{"op": "test", "path": "/metadata/resourceVersion",
+                   "value": meta["resourceVersion"]}]
+        )
+        patch.append({"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]})
+        try:
+            cluster.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
+                _content_type="application/json-patch+json",
+            )
+            return
+        except ApiException as err:
+            if err.status not in (409, 422):
+                raise
+        fresh = cluster.get(plural, meta["namespace"], meta["name"])
+        if fresh is None:
+            return
+        meta = fresh["metadata"]
+    raise ApiException(status=409, reason=f"the finalizers of {meta['name']} keep changing")
 
 
 def remove(cluster: Cluster, plural: str, body: Mapping[str, Any], finalizer: str) -> None:

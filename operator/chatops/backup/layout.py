@@ -256,8 +256,16 @@ def parse_metadata(data: bytes, collection: str | None) -> CollectionMetadata:
         doc = json_util.loads(data.decode(), json_options=json_util.CANONICAL_JSON_OPTIONS)
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"metadata of {collection!r} is not Extended JSON: {err}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("indexes", []), list):
-        raise ValueError(f"metadata of {collection!r} is not a mongodump metadata document")
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("indexes", []), list)
+        or not all(isinstance(i, dict) for i in doc.get("indexes", []))
+        or not isinstance(doc.get("options") or {}, dict)
+    ):
+        raise ValueError(
+            f"metadata of {collection!r} is not a mongodump metadata document (options "
+            "must be a document, indexes a list of documents)"
+        )
     name = doc.get("collectionName") or collection
     if not isinstance(name, str) or not name:
         raise ValueError(

@@ -85,11 +85,12 @@ def _backups(args: argparse.Namespace) -> int:
     from kubernetes import client
 
     from chatops.adapters.kube import Cluster
+    from chatops.api import validation
     from chatops.api.backup import ChatBackupSpec
     from chatops.backup import catalog, credentials
     from chatops.backup.retention import RetentionPolicy
     from chatops.commands.kube import connect
-    from chatops.errors import ChatopsError
+    from chatops.errors import ChatopsError, InvalidSpec
 
     api, namespace = connect(args.namespace)
     cluster = Cluster(api)
@@ -99,8 +100,11 @@ def _backups(args: argparse.Namespace) -> int:
         raise CommandError(f"reading chatbackup {namespace}/{args.name}: {err.reason}") from None
     if body is None:
         raise CommandError(f"chatbackup {namespace}/{args.name} not found")
-    spec = ChatBackupSpec.model_validate(body["spec"])
     owner = f"{namespace}/{args.name}"
+    try:
+        spec = validation.parsed(ChatBackupSpec, "ChatBackup", body["spec"], f"chatbackup {owner}")
+    except InvalidSpec as err:
+        raise CommandError(str(err)) from None
     try:
         secrets = credentials.read(
             cluster, f"ChatBackup {owner}", namespace, spec.mongodb.uri_secret_ref,

@@ -83,19 +83,20 @@ def advance(
     decision = machine.decide(status, problems, clock.now(), generation)
     if decision.step is not None:
         finalizers.add(cluster, PLURAL, body, FINALIZER)  # before anything is scaled down
+    elif decision.status.phase in machine.TERMINAL:  # the app is back (Resume ran): let
+        finalizers.remove(cluster, PLURAL, body, FINALIZER)  # go before saying it ended
     cluster.write_status(PLURAL, namespace, name, status, decision.status)
     for told in decision.events:
         post(ref, told)
     step = decision.step
     if step is None:
         workspace.close()
-        if decision.status.phase in machine.TERMINAL:  # the app is back (Resume ran)
-            finalizers.remove(cluster, PLURAL, body, FINALIZER)
         return Look(done=True)
     ctx = steps.Context(
         api, cluster, namespace, name, ChatRecoverySpec.model_validate(body["spec"]),
         decision.status, step, workspace,
-        lambda old, new: cluster.write_status(PLURAL, namespace, name, old, new), stopped,
+        lambda old, new: cluster.write_status(PLURAL, namespace, name, old, new),
+        lambda: stopped() or _deleted(cluster, namespace, name),
         uid=str(body["metadata"].get("uid") or ""),
     )
     event: Event | None
@@ -109,8 +110,8 @@ def advance(
     except steps.Retry as retry:
         ctx.progress(str(retry))
         return Look(done=False, delay=RETRY_AFTER)
-    except steps.Stopped:
-        return Look(done=True)
+    except steps.Stopped:  # the next look settles a deletion; a stopping operator exits
+        return Look(done=False)
     except Exception as err:  # any failure of a step fails the recovery, never the daemon
         text = str(err) if isinstance(err, ChatopsError) else f"{type(err).__name__}: {err}"
         if isinstance(err, InvalidSpec):
@@ -126,6 +127,16 @@ def advance(
         post(ref, event)
     log.info("%s/%s: %s %s", namespace, name, step, new.message)
     return Look(done=False)
+
+
+def _deleted(cluster: Cluster, namespace: str, name: str) -> bool:
+    """Whether the ChatRecovery is being deleted: asked between a restore's batches, so a
+    deletion stops the restore before its commit even before kopf tells the daemon."""
+    try:
+        body = cluster.get(PLURAL, namespace, name)
+    except (client.ApiException, OSError):
+        return False
+    return body is None or bool(body["metadata"].get("deletionTimestamp"))
 
 
 def settle(

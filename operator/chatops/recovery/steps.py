@@ -97,6 +97,7 @@ class Context:
     write: Callable[[ChatRecoveryStatus, ChatRecoveryStatus], None]
     """Patch the status from the first to the second."""
     stopped: Callable[[], bool]
+    """The operator is stopping or the ChatRecovery is being deleted: leave off."""
     uid: str = ""
     """The ChatRecovery's uid: names its temporary collections across restarts."""
     _plan: source.Plan | None = None

@@ -11,14 +11,13 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
 
 from chatops import clock, ownership, telemetry
+from chatops.adapters import http
 from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api import validation
@@ -213,13 +212,7 @@ def _health(obs: Observation, color: Color) -> dict[str, str | None]:
             else f"http://{context.service}.{obs.namespace}.svc:{check.port or c.service.port}"
             f"{check.path}"
         )
-        try:
-            with urllib.request.urlopen(url, timeout=check.timeout_seconds) as reply:
-                out[c.name] = None if 200 <= reply.status < 300 else f"HTTP {reply.status}"
-        except urllib.error.HTTPError as err:
-            out[c.name] = f"HTTP {err.code} from {url}"
-        except (OSError, ValueError) as err:
-            out[c.name] = f"{url}: {err}"
+        out[c.name] = http.probe(url, check.timeout_seconds)
     return out
 
 

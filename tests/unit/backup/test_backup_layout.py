@@ -176,8 +176,9 @@ def test_parse_metadata_of_an_old_mongodump_uses_the_file_name() -> None:
 def test_parse_metadata_refuses_garbage() -> None:
     with pytest.raises(ValueError, match="rooms"):
         layout.parse_metadata(b"{not json", "rooms")
-    with pytest.raises(ValueError, match="rooms"):
-        layout.parse_metadata(json.dumps({"indexes": 3}).encode(), "rooms")
+    for garbage in ({"indexes": 3}, {"indexes": [5]}, {"indexes": [], "options": [1]}):
+        with pytest.raises(ValueError, match="rooms"):
+            layout.parse_metadata(json.dumps(garbage).encode(), "rooms")
 
 
 def test_secondary_indexes_leave_out_id_ns_and_v() -> None:
