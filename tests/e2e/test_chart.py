@@ -171,7 +171,8 @@ def test_the_installed_operator_releases_under_its_own_rbac(
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            # as the chart's Deployment sets it: the leader and database Leases live there
+            env={**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": system},
         )
     try:
         rel.http_route(api, namespace)
