@@ -341,6 +341,7 @@ class HeldProxy(CuttableProxy):
 
     def __init__(self, target_port: int) -> None:
         self.flowing = threading.Event()
+        self.flowing.set()
         super().__init__(target_port)
 
     def _pipe(self, src: Any, dst: Any) -> None:  # type: ignore[override]
@@ -400,6 +401,11 @@ def test_deleting_a_recovery_mid_restore_brings_the_app_back_and_lets_go(
         "mode": "DropDatabase",
         "quiesce": {"deployments": ["chat-api", "chat-worker"]},
     })
+    # Resolve reaches the database once (the Lease is named by the server's identity);
+    # the next connection is the restore's own: hold it from the moment the app quiesces.
+    wait_for(lambda: status(custom, namespace, "chatrecoveries", "doomed").get("phase")
+             == "Quiescing", timeout=120, interval=0.05, what="doomed Quiescing")
+    held.flowing.clear()
     wait_for(lambda: status(custom, namespace, "chatrecoveries", "doomed").get("phase")
              == "Restoring", timeout=120, interval=0.1, what="doomed Restoring")
     assert apps.read_namespaced_deployment("chat-api", namespace).spec.replicas == 0
@@ -430,6 +436,8 @@ def test_deleting_a_recovery_mid_restore_brings_the_app_back_and_lets_go(
     told = next(e.message for e in core.list_namespaced_event(namespace).items
                 if e.reason == "RecoveryDeleted")
     assert "scaled back" in told and "Lease released" in told
+    assert "nothing was restored" in told  # stopped before its commit, not failed
+    assert "RestoreFailed" not in reasons(core, namespace, "doomed")
     leases = client.CoordinationV1Api(api).list_lease_for_all_namespaces().items
     holders = [lease.spec.holder_identity or "" for lease in leases]
     assert not [h for h in holders if h.startswith(f"chatrecovery/{namespace}/doomed")]

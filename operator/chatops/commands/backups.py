@@ -14,6 +14,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from chatops import clock
 from chatops.annotations import BACKUP_NOW as ON_DEMAND
 from chatops.commands import CommandError
 
@@ -139,7 +140,7 @@ def _backups(args: argparse.Namespace) -> int:
     good = sum(1 for r in rows if r["state"] == "complete")
     print(f"chatbackup {owner}: {good} complete backup(s) in {where} "
           f"(keepLast {spec.retention.keep_last})")
-    print(render(rows, datetime.datetime.now(datetime.UTC)), end="")
+    print(render(rows, clock.now()), end="")
     return 0
 
 
@@ -149,7 +150,7 @@ def _backup_now(args: argparse.Namespace) -> int:
     from chatops.commands.kube import connect
 
     api, namespace = connect(args.namespace)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
             "chatops.dev", "v1alpha1", namespace, PLURAL, args.name,

@@ -25,7 +25,15 @@ log = logging.getLogger("chatops.recovery")
 _LOOK_FAILED = (ChatopsError, client.ApiException, OSError)
 
 
-@kopf.daemon(GROUP, VERSION, "chatrecoveries", cancellation_timeout=30)
+STOP_GRACE = 60.0
+"""Seconds a stopped daemon has to leave off by itself before kopf cancels it: a restore
+stops at its next batch (and a commit, a few renames, finishes), so its thread is never
+left running while the deletion is settled or the workspace removed."""
+
+
+@kopf.daemon(
+    GROUP, VERSION, "chatrecoveries", cancellation_backoff=STOP_GRACE, cancellation_timeout=30
+)
 async def recovery(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:

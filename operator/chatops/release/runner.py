@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes import client
 
-from chatops import ownership, telemetry
+from chatops import clock, ownership, telemetry
 from chatops.adapters import http
 from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
@@ -65,7 +65,7 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     body = cluster.get(PLURAL, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return Look(None, 60)
-    now = datetime.datetime.now(datetime.UTC)
+    now = clock.now()
     status = ChatReleaseStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     if validation.problems("ChatRelease", body.get("spec") or {}):
@@ -118,7 +118,7 @@ def report_failure(
     old = ChatReleaseStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     problem = redact(f"unexpected {type(err).__name__} in the look: {err}")
-    now = datetime.datetime.now(datetime.UTC)
+    now = clock.now()
     if st.action_problem(old) != problem:
         post(body, Event("Warning", "LookFailed", f"cannot carry out the release: {problem}"))
     cluster.write_status(PLURAL, namespace, name, old, st.stuck(old, "LookFailed", problem, now,
