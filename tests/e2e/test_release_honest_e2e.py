@@ -338,16 +338,33 @@ def test_a_look_that_raises_is_said_in_status_once_and_backs_off(
     cannot read, as a hand edit or a restore of an older backup can leave: the API server
     accepts any string as a time) is said in `Reconciled=False` (reason LookFailed) and
     one Warning Event, retried after a growing delay, and recovers once it is fixed."""
-    steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]
+    steps = [{"setWeight": 10}, {"pause": {"duration": "1h"}}, {"setWeight": 100}]
     rel.http_route(api, namespace)
-    _first_release(custom, namespace, rel.release_spec("1.0", {"canary": {"steps": steps}}, ROUTE))
+    spec = rel.release_spec("1.0", {"canary": {"steps": steps}}, ROUTE)
+    spec.pop("analysis")  # no measurements: the status in the pause stays as it is
+    _first_release(custom, namespace, spec)
     rel.set_version(custom, namespace, "chat", "1.1")
-    rel.wait_phase(custom, namespace, "chat", "Paused", timeout=90)
-    custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, "chat", {"status": {"analysisStartedAt": "yesterday"}}
+    wait_for(
+        lambda: "until" in rel.status(custom, namespace, "chat").get("message", ""),
+        timeout=90,
+        what="the canary in its pause",
     )
-    rel.annotate(custom, namespace, "chat", "poke", "1")  # wake it now
-    problem = _reconciled_false(custom, namespace)
+
+    def broken() -> dict[str, Any] | None:
+        """The status broken, again if a look in flight wrote over the first edit."""
+        body = rel.get(custom, namespace, "chat")
+        found = _condition(body, "Reconciled")
+        if found.get("status") == "False":
+            return found
+        if body["status"].get("stepStartedAt") != "yesterday":
+            custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, "chat",
+                {"status": {"stepStartedAt": "yesterday", "analysisStartedAt": "yesterday"}},
+            )
+            rel.annotate(custom, namespace, "chat", "poke", body["metadata"]["resourceVersion"])
+        return None
+
+    problem = wait_for(broken, timeout=90, what="the unreadable status reported")
     assert problem["reason"] == "LookFailed" and "unexpected" in problem["message"]
     assert "yesterday" in rel.status(custom, namespace, "chat")["message"]
     wait_for(
@@ -363,7 +380,8 @@ def test_a_look_that_raises_is_said_in_status_once_and_backs_off(
 
     custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, "chat",
-        {"status": {"analysisStartedAt": "2026-12-01T00:00:00Z"}},
+        {"status": {"stepStartedAt": "2026-12-01T00:00:00Z",
+                    "analysisStartedAt": "2026-12-01T00:00:00Z"}},
     )
     rel.annotate(custom, namespace, "chat", "poke", "2")
     wait_for(
