@@ -212,6 +212,15 @@ def test_the_installed_operator_releases_under_its_own_rbac(
             last = backups.finished_run(custom, namespace, "nightly", timeout=120)
             mongo.drop_database(database)
         assert last["result"] == "Succeeded" and last["documents"] == 100, last
+        # and a deletion, which releases the live version with the same least privilege
+        kubectl("delete", "crel", "chat", "-n", namespace, "--wait=false")
+        wait_for(
+            lambda: "chat" not in kubectl("get", "crel", "-n", namespace, "-o", "name").stdout,
+            timeout=60,
+            what="the ChatRelease deleted",
+        )
+        live = client.AppsV1Api(api).read_namespaced_deployment("chat-api-green", namespace)
+        assert (live.metadata.labels or {}).get("chatops.dev/released-from") == "chat"
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -57,10 +57,8 @@ def tenant(environment: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def prometheus(environment: dict[str, str]) -> Iterator[PrometheusProvider]:
-    provider = PrometheusProvider(environment["PROMETHEUS_URL"], token="tok-e2e-secret")
-    yield provider
-    provider.close()
+def prometheus(environment: dict[str, str]) -> PrometheusProvider:
+    return PrometheusProvider(environment["PROMETHEUS_URL"], token="tok-e2e-secret")
 
 
 def test_the_provider_returns_the_error_rate_the_exporter_plays(

@@ -79,10 +79,16 @@ def _canary_release(
     rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
     rel.set_version(custom, namespace, "chat", "1.1")
     _at_25(custom, namespace)
-    assert rel.route_weights(api, namespace)["chat-api-green"] == 25
+    wait_for(  # the status is written before the action it announces
+        lambda: rel.route_weights(api, namespace)["chat-api-green"] == 25,
+        timeout=30,
+        what="the route at 25 %",
+    )
 
 
+@pytest.mark.parametrize("cascade", ["background", "foreground"])
 def test_deleting_a_release_at_25_percent_keeps_the_live_version_serving(
+    cascade: str,
     operator: Path,
     api: client.ApiClient,
     namespace: str,
@@ -91,10 +97,11 @@ def test_deleting_a_release_at_25_percent_keeps_the_live_version_serving(
 ) -> None:
     """Case 2: `kubectl delete crel` mid-canary moves traffic back to the stable color,
     removes the canary, and releases the stable version, which keeps serving; a
-    ChatRelease created again adopts it."""
+    ChatRelease created again adopts it. Also under a foreground deletion (Argo CD's
+    default prune), where the garbage collector deletes every dependent at once."""
     _canary_release(api, custom, namespace)
 
-    kubectl("delete", "crel", "chat", "-n", namespace, "--wait=false")
+    kubectl("delete", "crel", "chat", "-n", namespace, "--wait=false", f"--cascade={cascade}")
     wait_for(lambda: _gone(custom, namespace, "chat"), timeout=60, what="the ChatRelease gone")
 
     weights = rel.route_weights(api, namespace)
@@ -454,3 +461,38 @@ def test_a_namespace_deleted_while_no_operator_ran_is_released_by_the_next_one(
         wait_for(namespace_gone, timeout=120, what=f"namespace {doomed} gone")
     finally:
         _stop(second)
+
+
+def test_a_deletion_made_while_no_operator_ran_is_finished_by_the_next_one(
+    crds: None,
+    api: client.ApiClient,
+    namespace: str,
+    custom: client.CustomObjectsApi,
+    tmp_path: Path,
+) -> None:
+    """Case 2, restartable: the ChatRelease is deleted mid-canary while the operator is
+    down; the finalizer holds it, and the next operator moves traffic back and releases
+    the live version as if it had been there."""
+    port = backups.free_port()
+    first = _operator(tmp_path / "operator.log", port)
+    try:
+        _canary_release(api, custom, namespace)
+    finally:
+        _stop(first)
+    kubectl("delete", "crel", "chat", "-n", namespace, "--wait=false")
+    assert rel.get(custom, namespace, "chat")["metadata"].get("deletionTimestamp")
+    assert rel.route_weights(api, namespace)["chat-api-green"] == 25  # nobody acted yet
+    second = _operator(tmp_path / "operator.log", port)
+    try:
+        wait_for(lambda: _gone(custom, namespace, "chat"), timeout=60, what="the ChatRelease gone")
+    finally:
+        _stop(second)
+    assert rel.route_weights(api, namespace) == {
+        "chat-api-blue": 100,
+        "chat-api-green": 0,
+        "chat-web-blue": 100,
+        "chat-web-green": 0,
+    }
+    live = _deployments(api, namespace)["chat-api-blue"]
+    assert (live.metadata.labels or {}).get("chatops.dev/released-from") == "chat"
+    assert live.spec.replicas == 2

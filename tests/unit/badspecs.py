@@ -10,7 +10,7 @@ malformed duration, cron schedule, URL or image, and the checks only the operato
 make (time zone, a schedule that never fires, an unknown query placeholder, a port out
 of range).
 
-Shared with tests/e2e/test_bad_input.py, which sends a sample to the real API server.
+Shared with tests/e2e/test_bad_input_e2e.py, which sends a sample to the real API server.
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ import datetime
 
 import pytest
 
-from chatops.api.analysis import Analysis, Measurement, Verdict
+from chatops.api.analysis import Analysis, AnalysisRun, Measurement, Verdict
 from chatops.metrics.analysis import (
     Outcome,
+    count,
     due,
-    last_measured_at,
-    measurements_since,
+    last_round_at,
     next_measurement_at,
     outcome,
 )
@@ -77,6 +77,17 @@ def runs(**by_key: str) -> list[Measurement]:
                 )
             )
     return out
+
+
+START = "2026-03-01T12:00:00Z"
+
+
+def counted(measurements: list[Measurement], started_at: str = START) -> AnalysisRun | None:
+    """The run's counters after each round of `measurements` was counted in turn."""
+    run = None
+    for time in dict.fromkeys(m.time for m in measurements):
+        run = count(run, started_at, [m for m in measurements if m.time == time])
+    return run or count(None, started_at, [])
 
 
 @pytest.mark.parametrize(
@@ -180,15 +191,15 @@ def runs(**by_key: str) -> list[Measurement]:
     ],
 )
 def test_outcome(measurements: dict[str, str], expected: Outcome, why: str) -> None:
-    got, message = outcome(ANALYSIS, runs(**measurements))
+    got, message = outcome(ANALYSIS, counted(runs(**measurements)))
     assert got == expected
     assert why in message
 
 
 def test_a_component_not_yet_measured_holds_success_back() -> None:
     measured = runs(api_error_rate="P", api_latency="P")
-    assert outcome(ANALYSIS, measured)[0] == "Successful"
-    got, message = outcome(ANALYSIS, measured, components=["api", "frontend"])
+    assert outcome(ANALYSIS, counted(measured))[0] == "Successful"
+    got, message = outcome(ANALYSIS, counted(measured), components=["api", "frontend"])
     assert got == "Running"
     assert "frontend has not passed yet" in message
 
@@ -196,24 +207,95 @@ def test_a_component_not_yet_measured_holds_success_back() -> None:
 def test_with_default_limits_one_failure_rolls_back_and_four_errors_are_tolerated() -> None:
     analysis = Analysis()  # the runbook's metrics, failureLimit 0, consecutiveErrorLimit 4
     names = [m.name.replace("-", "_") for m in analysis.metrics]
-    assert outcome(analysis, runs(**{f"api_{n}": "P" for n in names}))[0] == "Successful"
+    assert outcome(analysis, counted(runs(**{f"api_{n}": "P" for n in names})))[0] == "Successful"
     fail_one = {f"api_{n}": "P" for n in names} | {"api_error_rate": "PF"}
-    assert outcome(analysis, runs(**fail_one))[0] == "Failed"
+    assert outcome(analysis, counted(runs(**fail_one)))[0] == "Failed"
     four_errors = {f"api_{n}": "P" for n in names} | {"api_error_rate": "PEEEE"}
-    assert outcome(analysis, runs(**four_errors))[0] == "Running"
+    assert outcome(analysis, counted(runs(**four_errors)))[0] == "Running"
     five_errors = {f"api_{n}": "P" for n in names} | {"api_error_rate": "PEEEEE"}
-    assert outcome(analysis, runs(**five_errors))[0] == "Failed"
+    assert outcome(analysis, counted(runs(**five_errors)))[0] == "Failed"
 
 
-def test_a_run_is_the_measurements_since_its_start() -> None:
-    history = runs(api_error_rate="FFPP")  # taken at 12:00:00 .. 12:00:03
-    step_started = T0 + datetime.timedelta(seconds=2, microseconds=400_000)
-    this_run = measurements_since(history, step_started)
-    assert [m.message for m in this_run] == ["Pass #2", "Pass #3"]
-    assert last_measured_at(history) == at(3)
-    assert last_measured_at([]) is None
-    # The failures of an earlier step do not count against this one.
-    assert outcome(ANALYSIS, history)[0] == "Failed"
-    assert outcome(ANALYSIS, this_run, components=["api"])[1] == "latency on api has not passed yet"
-    # A measurement in the step's first second belongs to the step.
-    assert due(Analysis(interval="30s"), step_started, at(2), at(31)) is False
+def test_a_run_counts_only_its_own_rounds() -> None:
+    history = runs(api_error_rate="FFPP")  # rounds at 12:00:00 .. 12:00:03
+    step_started = "2026-03-01T12:00:02.400000Z"
+    # Rounds before the run started belong to an earlier step: they do not count.
+    run = counted(history, started_at=step_started)
+    assert run is not None and run.rounds == 1 and run.metrics[0].passed == 1
+    assert last_round_at(run) == at(3)
+    assert outcome(ANALYSIS, counted(history))[0] == "Failed"
+    assert outcome(ANALYSIS, run, components=["api"])[1] == "latency on api has not passed yet"
+
+
+def test_a_round_in_the_first_instant_of_a_run_counts() -> None:
+    started = "2026-03-01T12:00:05.700000Z"
+    first = runs(api_error_rate="F")[0].model_copy(update={"time": started})
+    run = count(None, started, [first])
+    assert run is not None and run.rounds == 1 and run.metrics[0].failed == 1
+    # An old status wrote whole seconds: its run started before the cut, and a round
+    # later in that second is the run's too.
+    late = first.model_copy(update={"time": "2026-03-01T12:00:05.900000Z"})
+    run = count(None, "2026-03-01T12:00:05Z", [late])
+    assert run is not None and run.rounds == 1
+
+
+def test_a_round_is_counted_once_however_often_it_is_given() -> None:
+    round_ = runs(api_error_rate="F", api_latency="F")
+    once = count(None, START, round_)
+    assert count(once, START, round_) == once
+    assert count(count(once, START, []), START, round_) == once
+
+
+def test_a_new_run_starts_from_zero_and_never_recounts_the_last_round() -> None:
+    round_ = runs(api_error_rate="F")
+    old = count(None, "2026-03-01T11:59:00Z", round_)
+    # The next step starts in the same look as the round that ended the previous one.
+    new = count(old, round_[0].time, round_)
+    assert new is not None and new.started_at == round_[0].time
+    assert new.rounds == 0 and new.metrics == []
+    assert outcome(ANALYSIS, new)[0] == "Running"
+    assert count(old, None, round_) is None  # no run in progress, no counters
+
+
+def test_counters_are_exact_over_many_rounds() -> None:
+    """Far more rounds than status.analysis keeps: every failure still counts."""
+    analysis = Analysis.model_validate(
+        {"failureLimit": 3, "metrics": [{"name": "error-rate", "query": "q", "max": 0.01}]}
+    )
+    run = None
+    for n in range(500):
+        verdict: Verdict = "Fail" if n in (7, 170, 333, 499) else "Pass"
+        m = Measurement(
+            metric="error-rate",
+            component="api",
+            query="q",
+            verdict=verdict,
+            time=(T0 + datetime.timedelta(seconds=n)).isoformat(),
+        )
+        run = count(run, START, [m])
+        assert outcome(analysis, run)[0] == ("Failed" if n == 499 else "Successful")
+    assert run is not None and (run.rounds, run.metrics[0].failed) == (500, 4)
+
+
+def test_consecutive_errors_are_counted_across_any_number_of_rounds() -> None:
+    analysis = Analysis.model_validate(
+        {
+            "consecutiveErrorLimit": 30,
+            "metrics": [{"name": "error-rate", "query": "q", "max": 0.01}],
+        }
+    )
+    verdicts: list[Verdict] = ["Pass", *(["Error"] * 31)]
+    run = None
+    for n, verdict in enumerate(verdicts):
+        m = Measurement(
+            metric="error-rate",
+            component="api",
+            query="q",
+            verdict=verdict,
+            message="Prometheus unreachable",
+            time=(T0 + datetime.timedelta(seconds=n)).isoformat(),
+        )
+        run = count(run, START, [m])
+        expected = "Failed" if n == 31 else "Running" if n else "Successful"
+        assert outcome(analysis, run)[0] == expected
+    assert run is not None and run.metrics[0].consecutive_errors == 31

@@ -176,6 +176,21 @@ RELEASES = [
         "setWeight: 120 > 100",
         id="invalid-spec",
     ),
+    pytest.param(
+        release(
+            "Progressing",
+            "cannot carry out the release: Deployment prod/chat-api-green: 422",
+            conditions=[
+                condition(
+                    "Reconciled", "False", "ActionFailed",
+                    "Deployment prod/chat-api-green: 422 Unprocessable Entity: invalid label",
+                )
+            ],
+        ),
+        "Degraded",
+        "ActionFailed: Deployment prod/chat-api-green",
+        id="action-refused",
+    ),
     pytest.param(release(None), "Progressing", "start the release", id="observed-no-phase"),
     pytest.param(
         obj("ChatRelease", {"observedGeneration": 3, "phase": "Exploded"}),

@@ -4,7 +4,7 @@
 The operator's validation (`validation.problems`, which sets `Accepted=False`) checks
 every bound and rule the API server checks, plus what only it can: so whatever got past
 the API server (an older CRD, a spec installed by hand), status names the field. The
-same specs go to the real API server in tests/e2e/test_bad_input.py.
+same specs go to the real API server in tests/e2e/test_bad_input_e2e.py.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import kopf
 import pytest
 
 from chatops.api import bounds, crd, cron, validation
+from chatops.api.backup import ChatBackupSpec
+from chatops.errors import InvalidSpec
 from chatops.handlers.settings import DigestDiffBaseStorage
 from test_crds import nodes
 
@@ -192,3 +194,31 @@ def test_cron_schedules_a_user_would_misread_are_refused(
     schedule: str, problem: str | None
 ) -> None:
     assert cron.problem(schedule) == problem
+
+
+def test_an_object_stored_under_looser_bounds_is_read_as_invalid_naming_its_field() -> None:
+    """A ChatBackup stored before its CRD had bounds (read when deleting it, or as the
+    source of a restore) gives InvalidSpec naming the field, not a crash."""
+    backup = {
+        "mongodb": {"uriSecretRef": {"name": "mongo"}},
+        "storage": {"s3": {"bucket": "chat-backups", "region": "x" * 100_000}},
+    }
+    with pytest.raises(InvalidSpec) as refused:
+        validation.parsed(ChatBackupSpec, "ChatBackup", backup, "ChatBackup chat/nightly")
+    assert refused.value.field == "spec.storage.s3.region"
+    assert "x" * 100 not in str(refused.value)
+    backup["storage"]["s3"]["region"] = "eu-west-1"  # type: ignore[index]
+    good = validation.parsed(ChatBackupSpec, "ChatBackup", backup, "ChatBackup chat/nightly")
+    assert good.storage.s3.region == "eu-west-1"
+
+
+def test_no_handler_reads_the_diff_that_the_digest_replaces() -> None:
+    """kopf keeps a digest of the spec, not a copy: a handler reading a diff (on.update,
+    on.field) would see only the digest change. Today's change handlers are all on.delete."""
+    import chatops.handlers.backup
+    import chatops.handlers.recovery
+    import chatops.handlers.release  # noqa: F401 - registering is importing
+
+    handlers = kopf.get_default_registry()._changing.get_all_handlers()
+    assert handlers
+    assert {(h.reason, h.field) for h in handlers} == {(kopf.Reason.DELETE, None)}

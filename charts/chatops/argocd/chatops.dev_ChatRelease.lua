@@ -10,6 +10,8 @@
 --                                                 version was rolled back / never came up
 --   status older than the spec     -> Progressing the operator has not looked at it yet
 --   condition Accepted=False       -> Degraded    the spec cannot be acted on
+--   condition Reconciled=False     -> Degraded    an action the cluster refuses (or an
+--                                                 unexpected error) holds the release
 
 local function condition(status, kind)
   if status.conditions == nil then
@@ -71,6 +73,13 @@ local accepted = condition(status, "Accepted")
 if accepted ~= nil and accepted.status == "False" then
   hs.status = "Degraded"
   hs.message = "Invalid spec: " .. text(accepted.message, text(accepted.reason, "not accepted"))
+  return hs
+end
+
+local reconciled = condition(status, "Reconciled")
+if reconciled ~= nil and reconciled.status == "False" then
+  hs.status = "Degraded"
+  hs.message = text(reconciled.reason, "ActionFailed") .. ": " .. text(reconciled.message, "an action failed")
   return hs
 end
 

@@ -6,7 +6,6 @@ controller turns what it reads here into its own observation."""
 from __future__ import annotations
 
 import base64
-import datetime
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from chatops import clock
 from chatops.annotations import QUIESCED_BY, REVISION
 from chatops.api.common import GROUP, VERSION, Model
 from chatops.errors import RevisionUnavailable
@@ -73,7 +73,7 @@ class Cluster:
         synchronously: when this returns, a reader sees it, so a controller posts it
         before the status that it explains. Events are auxiliary: a refused one is logged."""
         meta = ref["metadata"]
-        now = datetime.datetime.now(datetime.UTC).isoformat()
+        now = clock.now().isoformat()
         message = event.message
         if len(message) > EVENT_MESSAGE_LIMIT:
             message = message[: EVENT_MESSAGE_LIMIT - 1] + "…"

@@ -41,6 +41,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from chatops import clock
+
 LEASE_SECONDS = 30
 RENEW_SECONDS = 10
 PREFIX = "chatops-db-"
@@ -86,10 +88,6 @@ class Holding:
 def _micro(now: datetime.datetime) -> str:
     # MicroTime wants exactly six fractional digits; isoformat() drops them at .000000.
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 class Lease:
@@ -150,7 +148,7 @@ class Lease:
 
     def acquire(self) -> str | None:
         """Take or renew the Lease; None when we hold it now, else who holds it."""
-        now = _now()
+        now = clock.now()
         found = self.holding()
         try:
             if found is None:
@@ -173,7 +171,7 @@ class Lease:
         found = self.holding()
         if found is None or found[0].holder != self.identity:
             return
-        body = self._body(_now(), found[1], False)
+        body = self._body(clock.now(), found[1], False)
         body["spec"] = {"holderIdentity": None, "leaseDurationSeconds": self.seconds}
         try:
             self._api.replace_namespaced_lease(self.name, self.namespace, body)
@@ -255,16 +253,16 @@ class Election:
         renewed before it expires."""
 
         def renew() -> None:
-            last = _now()
+            last = clock.now()
             while not stop.wait(self.lease_seconds / 3):
                 try:
                     if self.lease.acquire() is None:
-                        last = _now()
+                        last = clock.now()
                         continue
                     log.error("the Lease %s was taken over", self.where)
                 except (ApiException, OSError) as err:
                     log.warning("cannot renew the Lease: %s", err)
-                    if _now() - last < datetime.timedelta(seconds=self.lease_seconds * 2 / 3):
+                    if clock.now() - last < datetime.timedelta(seconds=self.lease_seconds * 2 / 3):
                         continue
                 lost()
                 return

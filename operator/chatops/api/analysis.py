@@ -146,3 +146,55 @@ class Measurement(Model):
     """When it was taken (RFC 3339)."""
     message: str = ""
     """Why the verdict, e.g. the threshold or the error."""
+
+
+MESSAGE_LIMIT = 512
+"""Characters of a measurement's message kept in the run's counters."""
+
+
+class MetricCount(Model):
+    """How one metric of one component fared so far in the analysis run in progress."""
+
+    metric: str = Field(max_length=63)
+    """Metric name."""
+    component: str = Field(max_length=63)
+    """Component measured."""
+    passed: int = Field(default=0, ge=0)
+    """Pass verdicts."""
+    failed: int = Field(default=0, ge=0)
+    """Fail verdicts; more than `failureLimit` rolls the release back."""
+    inconclusive: int = Field(default=0, ge=0)
+    """Inconclusive verdicts; more than `inconclusiveLimit` pauses for a human."""
+    errors: int = Field(default=0, ge=0)
+    """Error verdicts (the query could not be answered), in all."""
+    consecutive_errors: int = Field(default=0, ge=0)
+    """Error verdicts since the last answered query; more than `consecutiveErrorLimit`
+    rolls the release back."""
+    last_verdict: Verdict | None = None
+    """The verdict of the latest measurement."""
+    last_message: str = Field(default="", max_length=MESSAGE_LIMIT)
+    """Why the latest verdict."""
+    last_failure: str = Field(default="", max_length=MESSAGE_LIMIT)
+    """Why the latest Fail, if any: the reason a rollback names."""
+
+
+class AnalysisRun(Model):
+    """The counters of one analysis run (a canary pause, a pre-promotion analysis, a
+    post-promotion or rolling window): every measurement round of the run counted once,
+    however few of its measurements `status.analysis` keeps for people to read. The
+    limits are judged from these counters (as Argo Rollouts keeps its counters apart from
+    `measurementRetention`)."""
+
+    started_at: str = Field(max_length=40)
+    """The `status.analysisStartedAt` of the run these counters belong to: a run that
+    starts later starts from zero."""
+    rounds: int = Field(default=0, ge=0)
+    """Rounds of measurements counted (one round measures every metric of every
+    component)."""
+    last_round_at: str | None = Field(default=None, max_length=40)
+    """When the latest round counted was taken. A round is identified by its time and
+    counted only when it is newer, so a round is never counted twice, even when the
+    operator restarts (the round's measurements and these counters are written in the
+    same status patch)."""
+    metrics: list[MetricCount] = Field(default_factory=list, max_length=200)
+    """Counters per metric and component."""

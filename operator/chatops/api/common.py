@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from chatops import clock
+
 GROUP = "chatops.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -95,8 +97,9 @@ class Condition(Model):
 
 
 def now_rfc3339(now: datetime.datetime) -> str:
-    """RFC 3339 with a `Z`, the form the API server and kubectl print."""
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC with microseconds and a `Z` (`chatops.clock.rfc3339`): a
+    duration counted from a time in status is never shortened by a cut to the second."""
+    return clock.rfc3339(now)
 
 
 def condition(

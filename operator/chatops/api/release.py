@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from chatops.api import bounds
-from chatops.api.analysis import Analysis, Measurement
+from chatops.api.analysis import Analysis, AnalysisRun, Measurement
 from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name
 
@@ -151,8 +151,9 @@ class BlueGreen(Model):
     """How long the analysis watches the new color after the switch (the runbook's
     "monitor 10 minutes"), at most 24h; a failure in this window switches back."""
     scale_down_delay_seconds: bounds.Seconds = 30
-    """How long the old color keeps running after the switch, so established WebSocket
-    connections drain (at most a day)."""
+    """How long the old color keeps running after the promotion, so established WebSocket
+    connections drain; counted from when the router shows no new connections going to
+    it, and never less than this long after the switch (at most a day)."""
     abort_scale_down_delay_seconds: bounds.Seconds = 30
     """After a rollback, how long the failed color keeps running before scale-down (at
     most a day)."""
@@ -162,7 +163,8 @@ class Pause(Model):
     """Wait at the current weight while the analysis runs."""
 
     duration: bounds.WeekDuration | None = None
-    """How long to wait, at most 168h (a week); none waits for `chatops.dev/promote`."""
+    """How long to wait, counted from when the router shows the step's weight, at most
+    168h (a week); none waits for `chatops.dev/promote`."""
 
 
 _STEP_RULES = (
@@ -236,8 +238,9 @@ class Canary(Model):
     """Steps in order (at most 40); the default is 10 → 25 → 50 → 100 with 5-minute
     pauses."""
     scale_down_delay_seconds: bounds.Seconds = 30
-    """After promotion, how long the old version keeps running so connections drain (at
-    most a day)."""
+    """After promotion, how long the old version keeps running so connections drain,
+    counted from when the router shows no new connections going to it (at most a
+    day)."""
     abort_scale_down_delay_seconds: bounds.Seconds = 30
     """After a rollback, how long the canary keeps running before scale-down (at most a
     day)."""
@@ -480,6 +483,13 @@ class ScaleDown(Model):
     """The color to scale down."""
     at: str
     """Not before this time (RFC 3339): until then it keeps serving open connections."""
+    delay_seconds: bounds.Seconds = 0
+    """The drain window (`scaleDownDelaySeconds`, or `abortScaleDownDelaySeconds` after a
+    rollback), counted from `since`."""
+    since: str | None = None
+    """When the router was first seen sending the color no new connections (RFC 3339):
+    the drain window starts then, not when the switch was decided, so established
+    connections get at least the whole window."""
 
 
 class ChatReleaseStatus(Model):
@@ -525,8 +535,12 @@ class ChatReleaseStatus(Model):
     `chatops.dev/retry` is set."""
     scale_down: ScaleDown | None = None
     """A color waiting for its drain window to pass before it is scaled to zero."""
+    analysis_run: AnalysisRun | None = None
+    """The counters of the analysis run in progress, from which its limits are judged."""
     analysis: list[Measurement] = Field(default_factory=list, max_length=200)
-    """Recent measurements, newest last."""
+    """Measurements for people to read, oldest first: the latest of every metric of
+    every component, and the most recent others (60 in all, or one per metric and
+    component when there are more)."""
     history: list[HistoryEntry] = Field(default_factory=list)
     """Past releases, newest last."""
     conditions: list[Condition] = Field(default_factory=list)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import re
 import zoneinfo
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 from croniter import CroniterBadDateError, croniter
@@ -22,6 +22,7 @@ from chatops.api.backup import ChatBackupSpec
 from chatops.api.common import Condition, Model, condition, set_condition
 from chatops.api.recovery import ChatRecoverySpec
 from chatops.api.release import ChatReleaseSpec
+from chatops.errors import InvalidSpec
 
 SPECS: dict[str, type[Model]] = {
     "ChatRelease": ChatReleaseSpec,
@@ -93,6 +94,20 @@ def _backup_problems(spec: dict[str, Any], named: set[str]) -> list[str]:
         except (CroniterBadDateError, ValueError):  # e.g. 31 February
             found.append(f"spec.schedule: {schedule!r} never fires")
     return found
+
+
+M = TypeVar("M", bound=Model)
+
+
+def parsed(model: type[M], kind: str, spec: dict[str, Any], resource: str) -> M:
+    """`spec` as its model, or InvalidSpec naming its first problem: for code reading an
+    object it did not accept itself (a referenced ChatBackup, one being deleted), which
+    may have been stored under an older CRD with looser bounds."""
+    found = problems(kind, spec)
+    if found:
+        field, _, problem = found[0].partition(": ")
+        raise InvalidSpec(resource, field, problem)
+    return model.model_validate(spec)
 
 
 def accepted(

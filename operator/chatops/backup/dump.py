@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from chatops import clock
 from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
 from chatops.backup import layout, tarstream
@@ -67,16 +68,12 @@ class Progress:
     parts_uploaded: int
 
 
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 def dump(
     mongo: Mongo,
     store: s3.Store,
     request: DumpRequest,
     *,
-    now: Callable[[], datetime.datetime] = utcnow,
+    now: Callable[[], datetime.datetime] = clock.now,
     interrupt: Callable[[], str | None] = lambda: None,
     progress: Callable[[Progress], None] = lambda _: None,
 ) -> Manifest:

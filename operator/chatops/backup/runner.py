@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes import client
 
-from chatops import telemetry
+from chatops import clock, telemetry
 from chatops.adapters import s3
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
@@ -39,10 +39,6 @@ PLURAL = "chatbackups"
 LEASE_POLL = 2.0
 log = logging.getLogger("chatops.backup")
 
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +121,7 @@ def _look(
     seen = Observation(
         namespace=namespace,
         name=name,
-        now=now(),
+        now=clock.now(),
         created_at=datetime.datetime.fromisoformat(meta["creationTimestamp"]),
         generation=int(meta.get("generation") or 0),
         spec=spec,
@@ -202,7 +198,7 @@ def stalled(api: client.ApiClient, namespace: str, name: str, err: Exception) ->
         old = ChatBackupStatus(conditions=[Condition.model_validate(c) for c in raw])
         generation = int(body["metadata"].get("generation") or 0)
         problem = redact(f"unexpected {type(err).__name__} in a look: {err}")[:1000]
-        new = controller.stalled(old, problem, now(), generation)
+        new = controller.stalled(old, problem, clock.now(), generation)
         cluster.patch_status(PLURAL, namespace, name, {"conditions": new.wire()["conditions"]})
     except Exception:  # the status itself cannot be read or written: the log has it
         log.exception("%s/%s: cannot record the unexpected error in status", namespace, name)
@@ -230,7 +226,7 @@ def run(api: client.ApiClient, job: Run, stopped: Callable[[], bool], post: Even
 
 
 def _failed(job: Run, message: str) -> Outcome:
-    return Outcome(job.start.id, job.start.key, job.start.started_at, now(), None, message)
+    return Outcome(job.start.id, job.start.key, job.start.started_at, clock.now(), None, message)
 
 
 def _execute(
@@ -274,7 +270,7 @@ def _with_lease(
         return renewal.lost
 
     started = job.start.started_at
-    clock = iter([started])
+    first = iter([started])
     try:
         store = credentials.store(spec.storage.s3, secrets)
         request = dump.DumpRequest(
@@ -285,7 +281,8 @@ def _with_lease(
             backup=job.start.id,
         )
         manifest = dump.dump(
-            mongo, store, request, now=lambda: next(clock, None) or now(), interrupt=interrupt,
+            mongo, store, request, now=lambda: next(first, None) or clock.now(),
+            interrupt=interrupt,
         )
         deleted, retention_problem = _retention(store, job)
         return Outcome(
@@ -342,7 +339,7 @@ def _retention(store: s3.Store, job: Run) -> tuple[tuple[str, ...], str]:
     )
     try:
         backups = catalog.list_backups(store, job.spec.storage.s3.prefix)
-        expiry = policy.expired(backups, now())
+        expiry = policy.expired(backups, clock.now())
         doomed = [*expiry.expired, *expiry.incomplete]
         if doomed:
             catalog.delete(store, doomed)
@@ -362,7 +359,7 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
         return
     old = ChatBackupStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
-    new, events = controller.finish(old, outcome, now(), generation)
+    new, events = controller.finish(old, outcome, clock.now(), generation)
     cluster.write_status(PLURAL, job.namespace, job.name, old, new)
     for event in events:
         post(job.ref, event)

@@ -14,6 +14,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from chatops import clock
 from chatops.annotations import BACKUP_NOW as ON_DEMAND
 from chatops.commands import CommandError
 
@@ -84,11 +85,12 @@ def _backups(args: argparse.Namespace) -> int:
     from kubernetes import client
 
     from chatops.adapters.kube import Cluster
+    from chatops.api import validation
     from chatops.api.backup import ChatBackupSpec
     from chatops.backup import catalog, credentials
     from chatops.backup.retention import RetentionPolicy
     from chatops.commands.kube import connect
-    from chatops.errors import ChatopsError
+    from chatops.errors import ChatopsError, InvalidSpec
 
     api, namespace = connect(args.namespace)
     cluster = Cluster(api)
@@ -98,8 +100,11 @@ def _backups(args: argparse.Namespace) -> int:
         raise CommandError(f"reading chatbackup {namespace}/{args.name}: {err.reason}") from None
     if body is None:
         raise CommandError(f"chatbackup {namespace}/{args.name} not found")
-    spec = ChatBackupSpec.model_validate(body["spec"])
     owner = f"{namespace}/{args.name}"
+    try:
+        spec = validation.parsed(ChatBackupSpec, "ChatBackup", body["spec"], f"chatbackup {owner}")
+    except InvalidSpec as err:
+        raise CommandError(str(err)) from None
     try:
         secrets = credentials.read(
             cluster, f"ChatBackup {owner}", namespace, spec.mongodb.uri_secret_ref,
@@ -135,7 +140,7 @@ def _backups(args: argparse.Namespace) -> int:
     good = sum(1 for r in rows if r["state"] == "complete")
     print(f"chatbackup {owner}: {good} complete backup(s) in {where} "
           f"(keepLast {spec.retention.keep_last})")
-    print(render(rows, datetime.datetime.now(datetime.UTC)), end="")
+    print(render(rows, clock.now()), end="")
     return 0
 
 
@@ -145,7 +150,7 @@ def _backup_now(args: argparse.Namespace) -> int:
     from chatops.commands.kube import connect
 
     api, namespace = connect(args.namespace)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         client.CustomObjectsApi(api).patch_namespaced_custom_object(
             "chatops.dev", "v1alpha1", namespace, PLURAL, args.name,

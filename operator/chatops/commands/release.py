@@ -12,11 +12,11 @@ and the operator removes it only if it still has the value it acted on: a second
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from chatops import clock
 from chatops.annotations import ABORT, PROMOTE, RETRY, request
 from chatops.commands import CommandError, release_view
 
@@ -83,7 +83,7 @@ def _annotate(key: str, what: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _set_annotation(args: argparse.Namespace, key: str, how: str, what: str) -> int:
-    value = request(how, datetime.datetime.now(datetime.UTC))
+    value = request(how, clock.now())
     with _connect(args.namespace) as releases:
         body = releases.request(args.name, key, value, PENDING_WAIT)
     print(f"chatrelease {releases.namespace}/{args.name}: asked to {what} ({key}={value})")

@@ -3,7 +3,10 @@ next, and what the measurements so far say about the release.
 
 Semantics follow Argo Rollouts' AnalysisRun (`failureLimit`, `inconclusiveLimit`,
 `consecutiveErrorLimit`, counted per metric), counted here per (metric, component)
-since one ChatRelease measures every component, and made stricter where DESIGN.md says:
+since one ChatRelease measures every component, and made stricter where DESIGN.md says.
+The limits are judged from counters kept per analysis run (`count`, `AnalysisRun` in
+status), never from the measurements kept for people to read, so a failure is never
+forgotten because its measurement scrolled out of `status.analysis`:
 
 - an Error (Prometheus unreachable, a bad query) is not a failure: it holds the
   release where it is and never lets it promote; only more than `consecutiveErrorLimit`
@@ -24,7 +27,16 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from chatops.api.analysis import Analysis, Measurement, Metric, Verdict
+from chatops import clock
+from chatops.api.analysis import (
+    MESSAGE_LIMIT,
+    Analysis,
+    AnalysisRun,
+    Measurement,
+    Metric,
+    MetricCount,
+    Verdict,
+)
 from chatops.api.common import seconds
 from chatops.errors import ChatopsError, UnknownPlaceholder
 
@@ -137,12 +149,10 @@ def judge(
 def next_measurement_at(
     analysis: Analysis, started_at: datetime.datetime, last_measured_at: datetime.datetime | None
 ) -> datetime.datetime:
-    """When the next measurement is due: `initialDelay` after traffic moved, then every
-    `interval`. A measurement older than `started_at` belongs to an earlier step."""
+    """When the next measurement is due: `initialDelay` after the run started, then
+    every `interval`. A measurement older than `started_at` belongs to an earlier run."""
     first = started_at + datetime.timedelta(seconds=seconds(analysis.initial_delay))
-    # Status times are whole seconds: compare at that precision, or a measurement taken in
-    # the step's first second would look older than the step.
-    if last_measured_at is None or last_measured_at < started_at.replace(microsecond=0):
+    if last_measured_at is None or last_measured_at < started_at:
         return first
     return max(first, last_measured_at + datetime.timedelta(seconds=seconds(analysis.interval)))
 
@@ -158,82 +168,106 @@ def due(
     return now >= next_measurement_at(analysis, started_at, last_measured_at)
 
 
-def measured_at(measurement: Measurement) -> datetime.datetime:
-    """When a recorded measurement was taken (its RFC 3339 `time`)."""
-    return datetime.datetime.fromisoformat(measurement.time.replace("Z", "+00:00"))
+def last_round_at(run: AnalysisRun | None) -> datetime.datetime | None:
+    """When the run's latest counted round was taken; None before its first."""
+    if run is None or not run.rounds or run.last_round_at is None:
+        return None
+    return clock.parse(run.last_round_at)
 
 
-def measurements_since(
-    measurements: Sequence[Measurement], started_at: datetime.datetime
-) -> list[Measurement]:
-    """The measurements of the run that began at `started_at` (a step's pause, the
-    post-promotion window), out of everything `status.analysis` keeps."""
-    start = started_at.replace(microsecond=0)
-    return [m for m in measurements if measured_at(m) >= start]
+def count(
+    run: AnalysisRun | None, started_at: str | None, measurements: Sequence[Measurement]
+) -> AnalysisRun | None:
+    """The counters of the run that started at `started_at` (`status.analysisStartedAt`)
+    after the new `measurements` (one round or none), oldest first.
+
+    Counters of another run are dropped: a new run starts from zero. A round (the
+    measurements that share a `time`) is counted when it was taken at or after the run
+    started and after the last round counted, so counting the same round twice changes
+    nothing; the last round's time is kept across runs, so a round counted for one run
+    (the pause that just ended) is not counted again for the next one started in the
+    same look. No run in progress (`started_at` None): no counters."""
+    if started_at is None:
+        return None
+    counted = run.last_round_at if run is not None else None
+    if run is None or run.started_at != started_at:
+        run = AnalysisRun(started_at=started_at, last_round_at=counted)
+    start = clock.parse(started_at)
+    rounds: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        rounds.setdefault(m.time, []).append(m)
+    for time in sorted(rounds, key=clock.parse):
+        at = clock.parse(time)
+        if at < start or (run.last_round_at is not None and at <= clock.parse(run.last_round_at)):
+            continue
+        run = _counted(run, time, rounds[time])
+    return run
 
 
-def last_measured_at(measurements: Sequence[Measurement]) -> datetime.datetime | None:
-    """When the newest of `measurements` was taken, for `due`."""
-    return max((measured_at(m) for m in measurements), default=None)
-
-
-@dataclass(frozen=True)
-class _Tally:
-    metric: str
-    component: str
-    verdicts: tuple[Verdict, ...]
-    last_messages: dict[Verdict, str]
-
-    def count(self, verdict: Verdict) -> int:
-        return self.verdicts.count(verdict)
-
-    def errors_in_a_row(self) -> int:
-        run = 0
-        for verdict in reversed(self.verdicts):
-            if verdict != "Error":
-                break
-            run += 1
-        return run
-
-    def why(self, verdict: Verdict) -> str:
-        return f"{self.metric} on {self.component}: " + self.last_messages.get(verdict, "")
-
-
-def _assess(analysis: Analysis, tally: _Tally) -> tuple[Outcome, str]:
-    failed, inconclusive = tally.count("Fail"), tally.count("Inconclusive")
-    errors = tally.errors_in_a_row()
-    where = f"{tally.metric} on {tally.component}"
-    if failed > analysis.failure_limit:
-        return "Failed", (
-            f"{where} failed {failed} time(s), more than failureLimit "
-            f"{analysis.failure_limit}; last: {tally.last_messages['Fail']}"
+def _counted(run: AnalysisRun, time: str, measurements: Sequence[Measurement]) -> AnalysisRun:
+    counts = {(c.metric, c.component): c for c in run.metrics}
+    for m in measurements:
+        key = (m.metric, m.component)
+        counts[key] = _tallied(
+            counts.get(key) or MetricCount(metric=m.metric, component=m.component), m
         )
-    if inconclusive > analysis.inconclusive_limit:
+    return run.model_copy(
+        update={"rounds": run.rounds + 1, "last_round_at": time, "metrics": list(counts.values())}
+    )
+
+
+def _tallied(c: MetricCount, m: Measurement) -> MetricCount:
+    message = m.message[:MESSAGE_LIMIT]
+    update: dict[str, object] = {
+        "last_verdict": m.verdict,
+        "last_message": message,
+        "consecutive_errors": c.consecutive_errors + 1 if m.verdict == "Error" else 0,
+    }
+    if m.verdict == "Pass":
+        update["passed"] = c.passed + 1
+    elif m.verdict == "Fail":
+        update.update(failed=c.failed + 1, last_failure=message)
+    elif m.verdict == "Inconclusive":
+        update["inconclusive"] = c.inconclusive + 1
+    else:
+        update["errors"] = c.errors + 1
+    return c.model_copy(update=update)
+
+
+def _assess(analysis: Analysis, c: MetricCount) -> tuple[Outcome, str]:
+    where = f"{c.metric} on {c.component}"
+    if c.failed > analysis.failure_limit:
+        return "Failed", (
+            f"{where} failed {c.failed} time(s), more than failureLimit "
+            f"{analysis.failure_limit}; last: {c.last_failure}"
+        )
+    if c.inconclusive > analysis.inconclusive_limit:
+        last = f"; last: {c.last_message}" if c.last_verdict == "Inconclusive" else ""
         return "Inconclusive", (
-            f"{where} was inconclusive {inconclusive} time(s), more than inconclusiveLimit "
-            f"{analysis.inconclusive_limit}; last: {tally.last_messages['Inconclusive']}"
+            f"{where} was inconclusive {c.inconclusive} time(s), more than inconclusiveLimit "
+            f"{analysis.inconclusive_limit}{last}"
         )
-    if errors > analysis.consecutive_error_limit:
+    if c.consecutive_errors > analysis.consecutive_error_limit:
         return "Failed", (
-            f"{where} errored {errors} time(s) in a row, more than consecutiveErrorLimit "
-            f"{analysis.consecutive_error_limit}; last: {tally.last_messages['Error']}"
+            f"{where} errored {c.consecutive_errors} time(s) in a row, more than "
+            f"consecutiveErrorLimit {analysis.consecutive_error_limit}; last: {c.last_message}"
         )
-    if errors:
+    if c.consecutive_errors:
         return "Running", f"{where} errored, holding until a measurement succeeds: " + (
-            tally.last_messages["Error"]
+            c.last_message
         )
-    if "Pass" not in tally.verdicts:
+    if not c.passed:
         return "Running", f"{where} has not passed yet"
     return "Successful", f"{where} passed"
 
 
 def outcome(
     analysis: Analysis,
-    measurements: Sequence[Measurement],
+    run: AnalysisRun | None,
     components: Collection[str] | None = None,
 ) -> tuple[Outcome, str]:
-    """What the measurements of one analysis run (one pause, one post-promotion window;
-    oldest first) say, and why:
+    """What the counters of one analysis run (one pause, one post-promotion window) say,
+    and why:
 
     - Failed: a (metric, component) failed more than `failureLimit` times, or errored
       more than `consecutiveErrorLimit` times in a row: roll back;
@@ -242,29 +276,25 @@ def outcome(
     - Running: keep measuring; errors below the limit land here, so they hold the
       release and never promote it;
     - Successful: every metric of every component (`components`, by default those
-      measured) passed at least once, none is over a limit, none last errored.
+      counted) passed at least once, none is over a limit, none last errored.
 
-    Measurements of metrics no longer in the spec are ignored."""
+    Counters of metrics no longer in the spec are ignored."""
     names = [m.name for m in analysis.metrics]
-    measured = [m for m in measurements if m.metric in names]
+    counts = {(c.metric, c.component): c for c in (run.metrics if run is not None else [])}
     wanted = (
         list(components)
         if components is not None
-        else list(dict.fromkeys(m.component for m in measured))
+        else list(dict.fromkeys(c for (metric, c) in counts if metric in names))
     )
-    if not wanted:
+    if not wanted or run is None or not run.rounds:
         return "Running", "no measurement yet"
-    results = []
-    for component in wanted:
-        for name in names:
-            mine = [m for m in measured if m.metric == name and m.component == component]
-            tally = _Tally(
-                name,
-                component,
-                tuple(m.verdict for m in mine),
-                {m.verdict: m.message for m in mine},
-            )
-            results.append(_assess(analysis, tally))
+    results = [
+        _assess(
+            analysis, counts.get((name, component)) or MetricCount(metric=name, component=component)
+        )
+        for component in wanted
+        for name in names
+    ]
     for worst in ("Failed", "Inconclusive", "Running"):
         for result, message in results:
             if result == worst:

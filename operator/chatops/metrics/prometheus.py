@@ -117,9 +117,6 @@ class PrometheusProvider:
             raise self._unavailable(_connection_problem(err, self._timeout)) from None
         return one_number(result, self.address)
 
-    def close(self) -> None:
-        self._prometheus.close()
-
     def _unavailable(self, problem: str) -> MetricsUnavailable:
         if self._token:
             problem = problem.replace(self._token, "*****")

@@ -15,13 +15,13 @@ no finalizer of ours: deleting it, or uninstalling chatops, never waits on it.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
+from chatops import clock
 from chatops.adapters import finalizers
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
@@ -41,10 +41,6 @@ FINALIZER = f"{GROUP}/recovery-running"
 RETRY_AFTER = 5.0
 log = logging.getLogger("chatops.recovery")
 
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +80,7 @@ def advance(
     status = ChatRecoveryStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     problems = tuple(validation.problems("ChatRecovery", body.get("spec") or {}))
-    decision = machine.decide(status, problems, now(), generation)
+    decision = machine.decide(status, problems, clock.now(), generation)
     if decision.step is not None:
         finalizers.add(cluster, PLURAL, body, FINALIZER)  # before anything is scaled down
     elif decision.status.phase in machine.TERMINAL:  # the app is back (Resume ran): let
@@ -106,10 +102,10 @@ def advance(
     event: Event | None
     try:
         message = steps.STEP[step](ctx)
-        new = machine.succeed(ctx.status, step, message, now())
+        new = machine.succeed(ctx.status, step, message, clock.now())
         event = Event("Normal", step, message)
     except steps.Skip as skip:
-        new = machine.succeed(ctx.status, step, str(skip), now(), skipped=True)
+        new = machine.succeed(ctx.status, step, str(skip), clock.now(), skipped=True)
         event = None
     except steps.Retry as retry:
         ctx.progress(str(retry))
@@ -124,7 +120,7 @@ def advance(
             log.exception("%s/%s: %s raised", namespace, name, step)
             text = f"unexpected error: {text}"
         text = _scrub(ctx, text)
-        new = machine.fail(ctx.status, step, text, now())
+        new = machine.fail(ctx.status, step, text, clock.now())
         event = Event("Warning", f"{step}Failed", text)
     ctx.save(new)
     if event is not None:

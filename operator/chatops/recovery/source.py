@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from chatops.adapters.kube import Cluster
+from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec, MongoURISecretRef, S3Endpoint
 from chatops.api.recovery import ChatRecoverySpec, RestoredBackup
 from chatops.backup import catalog, credentials
@@ -52,7 +53,9 @@ def plan(cluster: Cluster, namespace: str, name: str, spec: ChatRecoverySpec) ->
                 resource, "spec.source.backupRef.name",
                 f"ChatBackup {namespace}/{ref.name} does not exist",
             )
-        backup = ChatBackupSpec.model_validate(body["spec"])
+        backup = validation.parsed(
+            ChatBackupSpec, "ChatBackup", body["spec"], f"ChatBackup {namespace}/{ref.name}"
+        )
         mongo_ref = target.uri_secret_ref if target else backup.mongodb.uri_secret_ref
         field = "spec.target.mongodb.uriSecretRef" if target else (
             f"ChatBackup {ref.name} spec.mongodb.uriSecretRef"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
+from chatops import clock
 from chatops.adapters import http
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import Lease, Renewal
@@ -279,7 +279,7 @@ def health(ctx: Context) -> str:
     post = ctx.spec.post_restore
     if not post.health_checks:
         raise Skip("no postRestore.healthChecks")
-    started = datetime.datetime.now(datetime.UTC)
+    started = clock.now()
     deadline = time.monotonic() + post.timeout_seconds
     told = ""
     while True:
@@ -287,7 +287,7 @@ def health(ctx: Context) -> str:
             p for c in post.health_checks if (p := http.probe(c.url, c.timeout_seconds))
         ]
         if not failing:
-            took = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+            took = (clock.now() - started).total_seconds()
             return f"{len(post.health_checks)} health check(s) answered 2xx after {took:.0f} s"
         if time.monotonic() > deadline:
             raise RestoreFailed(

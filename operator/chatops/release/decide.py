@@ -19,6 +19,7 @@ from chatops.annotations import ABORT, PROMOTE, RETRY
 from chatops.api.common import now_rfc3339
 from chatops.api.release import HistoryEntry
 from chatops.events import Event
+from chatops.metrics.analysis import count
 from chatops.release import revision as rev
 from chatops.release import status as st
 from chatops.release.model import (
@@ -203,9 +204,17 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
 def _finish(obs: Observation, plan: Plan) -> Decision:
     """Drop actions the cluster already satisfies, add conditions and a phase Event."""
     old = obs.status
-    analysis = [*plan.status.analysis, *obs.measurements][-st.KEEP_MEASUREMENTS :]
+    # The round measured for this look is counted in the same status patch that keeps
+    # it, whatever branch decided (an abort starts from the observed status): counted
+    # once, since `count` skips a round it has already counted.
+    run = count(plan.status.analysis_run, plan.status.analysis_started_at, obs.measurements)
+    analysis = st.kept_measurements([*plan.status.analysis, *obs.measurements], obs.spec)
     new = plan.status.model_copy(
-        update={"analysis": analysis, "observed_generation": obs.generation}
+        update={
+            "analysis": analysis,
+            "analysis_run": run,
+            "observed_generation": obs.generation,
+        }
     )
     new = st.with_conditions(new, obs.now, obs.generation)
     events = list(plan.events)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
 
-from chatops import ownership, telemetry
+from chatops import clock, ownership, telemetry
+from chatops.adapters import http
 from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api import validation
@@ -66,7 +65,7 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     body = cluster.get(PLURAL, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return Look(None, 60)
-    now = datetime.datetime.now(datetime.UTC)
+    now = clock.now()
     status = ChatReleaseStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     if validation.problems("ChatRelease", body.get("spec") or {}):
@@ -119,7 +118,7 @@ def report_failure(
     old = ChatReleaseStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     problem = redact(f"unexpected {type(err).__name__} in the look: {err}")
-    now = datetime.datetime.now(datetime.UTC)
+    now = clock.now()
     if st.action_problem(old) != problem:
         post(body, Event("Warning", "LookFailed", f"cannot carry out the release: {problem}"))
     cluster.write_status(PLURAL, namespace, name, old, st.stuck(old, "LookFailed", problem, now,
@@ -213,13 +212,7 @@ def _health(obs: Observation, color: Color) -> dict[str, str | None]:
             else f"http://{context.service}.{obs.namespace}.svc:{check.port or c.service.port}"
             f"{check.path}"
         )
-        try:
-            with urllib.request.urlopen(url, timeout=check.timeout_seconds) as reply:
-                out[c.name] = None if 200 <= reply.status < 300 else f"HTTP {reply.status}"
-        except urllib.error.HTTPError as err:
-            out[c.name] = f"HTTP {err.code} from {url}"
-        except (OSError, ValueError) as err:
-            out[c.name] = f"{url}: {err}"
+        out[c.name] = http.probe(url, check.timeout_seconds)
     return out
 
 

@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 
+from chatops.api.analysis import Measurement
 from chatops.api.common import Condition, ConditionStatus, condition, set_condition
 from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus, HistoryEntry
 
 ACCEPTED = "Accepted"
 KEEP_MEASUREMENTS = 60
-"""Measurements kept in status.analysis: enough to explain the last steps."""
+"""Measurements kept in status.analysis for people to read: enough to explain the last
+rounds. Nothing is judged from them (the limits use `status.analysisRun`'s counters)."""
+
+
+def kept_measurements(
+    measurements: Sequence[Measurement], spec: ChatReleaseSpec
+) -> list[Measurement]:
+    """What `status.analysis` keeps of `measurements` (oldest first): the latest of
+    every metric of every component in the spec, so each one shows whatever the number
+    of components and metrics, then the most recent others, `KEEP_MEASUREMENTS` in all
+    (or one per metric and component when there are more: at most 10 x 20 = 200)."""
+    wanted = {
+        (m.name, c.name)
+        for m in (spec.analysis.metrics if spec.analysis else [])
+        for c in spec.components
+    }
+    latest = {(m.metric, m.component): i for i, m in enumerate(measurements)}
+    keep = {i for key, i in latest.items() if key in wanted}
+    room = KEEP_MEASUREMENTS - len(keep)
+    for i in reversed(range(len(measurements))):
+        if room <= 0:
+            break
+        if i not in keep:
+            keep.add(i)
+            room -= 1
+    return [m for i, m in enumerate(measurements) if i in keep]
 
 
 def append_history(

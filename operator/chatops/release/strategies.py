@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import datetime
 
+from chatops import clock
 from chatops.annotations import PROMOTE
-from chatops.api.analysis import Measurement
 from chatops.api.common import now_rfc3339, seconds
-from chatops.metrics.analysis import Outcome, next_measurement_at, outcome
+from chatops.metrics.analysis import Outcome, count, last_round_at, next_measurement_at, outcome
 from chatops.release.model import (
     ApplyDeployment,
     Color,
@@ -164,7 +164,9 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     if pause.duration is None:
         plan.update(phase="Paused", message=f"{where}: paused until chatops.dev/promote")
         return plan
-    started = datetime.datetime.fromisoformat(plan.status.step_started_at or now_rfc3339(now))
+    # The step (and so its pause) started at the first look that saw the router show
+    # its weight, with microseconds: it lasts at least its duration at that weight.
+    started = clock.parse(plan.status.step_started_at or now_rfc3339(now))
     end = started + datetime.timedelta(seconds=seconds(pause.duration))
     if now < end:
         left = (end - now).total_seconds()
@@ -264,7 +266,7 @@ def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window
     if verdict == "Inconclusive":
         plan.update(phase="Paused", message=f"analysis inconclusive ({why}); promote or abort")
         return plan
-    start = datetime.datetime.fromisoformat(since or now_rfc3339(obs.now))
+    start = clock.parse(since or now_rfc3339(obs.now))
     end = start + datetime.timedelta(seconds=seconds(window))
     if obs.now < end:
         left = (end - obs.now).total_seconds()
@@ -278,21 +280,17 @@ def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window
 
 
 def _analysis(obs: Observation, plan: Plan, color: Color) -> tuple[Outcome, str]:
-    """The current analysis run: its measurements so far (those taken strictly after it
-    started), whether one is due now, and what they say."""
+    """The current analysis run: its counters with this look's round (if one was
+    taken), whether a round is due now, and what the counters say."""
     analysis = obs.spec.analysis
     if analysis is None:
         return "Successful", "no analysis configured"
-    started = datetime.datetime.fromisoformat(
-        plan.status.analysis_started_at or now_rfc3339(obs.now)
-    )
-    run: list[Measurement] = [
-        m
-        for m in (*plan.status.analysis, *obs.measurements)
-        if datetime.datetime.fromisoformat(m.time) > started
-    ]
-    last = max((datetime.datetime.fromisoformat(m.time) for m in run), default=None)
-    due_at = next_measurement_at(analysis, started, last)
+    if plan.status.analysis_started_at is None:
+        plan.update(analysis_started_at=now_rfc3339(obs.now))
+    started_at = plan.status.analysis_started_at
+    run = count(plan.status.analysis_run, started_at, obs.measurements)
+    plan.update(analysis_run=run)
+    due_at = next_measurement_at(analysis, clock.parse(started_at or ""), last_round_at(run))
     if not obs.measurements and obs.now >= due_at:
         plan.need(measure=color)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 
+from chatops import clock
 from chatops.api.common import now_rfc3339
 from chatops.api.release import HistoryEntry, ScaleDown
 from chatops.release import revision as rev
@@ -119,7 +120,11 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
         promoted_at=None,
         release_started_at=None,
         history=st.append_history(status.history, entry, spec.history_limit),
-        scale_down=None if rolling else ScaleDown(color=canary, at=now_rfc3339(at)),
+        scale_down=None
+        if rolling
+        else ScaleDown(
+            color=canary, at=now_rfc3339(at), delay_seconds=st.abort_scale_down_delay(spec)
+        ),
     )
     if rolling:
         assert status.stable_revision is not None
@@ -173,7 +178,16 @@ def promote(obs: Observation, plan: Plan) -> Plan:
         promoted_at=None,
         analysis_started_at=None,
         step_started_at=None,
-        scale_down=None if new == active else ScaleDown(color=active, at=now_rfc3339(at)),
+        scale_down=None
+        if new == active
+        else ScaleDown(
+            color=active,
+            at=now_rfc3339(at),
+            delay_seconds=st.scale_down_delay(spec),
+            # the router shows all new connections on the new color since the switch
+            # (blue-green) or since this look (canary): the drain counts from then
+            since=status.promoted_at or now_rfc3339(now),
+        ),
         history=st.append_history(status.history, entry, spec.history_limit),
     )
     if new != active:
@@ -205,12 +219,16 @@ def keep_stable(obs: Observation, plan: Plan) -> None:
     if drain is None:
         return
     plan.act(FinalizeTraffic(active))
-    due = datetime.datetime.fromisoformat(drain.at)
-    if now < due:
-        plan.requeue((due - now).total_seconds())
-        return
     if any(obs.weights.get(c.name, {}).get(drain.color, 0) for c in spec.components):
         plan.requeue(BUSY)  # traffic has not left it yet: never scale down under it
+        return
+    if drain.since is None:  # the first look to see no new connections go to it
+        drain = drain.model_copy(update={"since": now_rfc3339(now)})
+        plan.update(scale_down=drain)
+    since = clock.parse(drain.since or now_rfc3339(now))
+    due = max(clock.parse(drain.at), since + datetime.timedelta(seconds=drain.delay_seconds))
+    if now < due:
+        plan.requeue((due - now).total_seconds())
         return
     for c in spec.components:
         plan.act(ScaleDeployment(c.name, drain.color, 0))
