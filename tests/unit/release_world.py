@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -108,6 +108,8 @@ class World:
     smoke: str | None = "Succeeded"
     annotations: dict[str, str] = field(default_factory=dict)
     templates: dict[tuple[str, Color], list[str]] = field(default_factory=dict)
+    kept: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """(component, revision) → container images, as chatops' ControllerRevisions keep them."""
     events: list[tuple[str, str]] = field(default_factory=list)
     actions: list[Any] = field(default_factory=list)
     generation: int = 1
@@ -182,14 +184,21 @@ class World:
         spec = self.parsed
         for action in decision.actions:
             if isinstance(action, ApplyDeployment):
-                self._run(action.component, action.color, action.revision, action.replicas)
+                component = next(c for c in spec.components if c.name == action.component)
+                images = {c.name: c.image for c in component.template.spec.containers}
+                self._run(
+                    action.component, action.color, action.revision, action.replicas, images
+                )
             elif isinstance(action, ScaleDeployment):
                 d = self.deployments.get((action.component, action.color))
                 if d is not None:
-                    self._run(action.component, action.color, d.revision, action.replicas)
+                    self._run(
+                        action.component, action.color, d.revision, action.replicas, d.images
+                    )
             elif isinstance(action, RestoreRevision):
                 d = self.deployments[(action.component, action.color)]
-                self._run(action.component, action.color, action.revision, d.replicas)
+                kept = self.kept.get((action.component, action.revision), {})
+                self._run(action.component, action.color, action.revision, d.replicas, kept)
             elif isinstance(action, SetTraffic) and self.routable:
                 for c in spec.components:
                     self.weights[c.name] = {
@@ -202,8 +211,17 @@ class World:
             ):
                 self.annotations.pop(action.key, None)
 
-    def _run(self, name: str, color: Color, revision: str | None, replicas: int) -> None:
+    def _run(
+        self,
+        name: str,
+        color: Color,
+        revision: str | None,
+        replicas: int,
+        images: Mapping[str, str],
+    ) -> None:
         ok = revision not in self.broken
+        if revision is not None and images:
+            self.kept[(name, revision)] = dict(images)  # as the ControllerRevisions keep them
         self.deployments[(name, color)] = DeploymentState(
             component=name,
             color=color,
@@ -211,6 +229,7 @@ class World:
             replicas=replicas,
             available=replicas if ok else 0,
             updated=replicas,
+            images=dict(images),
         )
 
     def run_until(self, done: Callable[[World], bool], ticks: int = 200) -> None:

@@ -224,6 +224,8 @@ def test_reverting_the_spec_mid_release_keeps_stable() -> None:
     world.release("1.0")
     world.tick()
     assert world.status.phase == "Succeeded"
+    # history names what was rolled back, not the version the spec went back to
+    assert world.status.history[-1].images == {"api/api": "chat-api:1.1", "web/web": "chat-web:1.1"}
     assert world.serving() == {"api": {"blue": 100}, "web": {"blue": 100}}
     world.run_until(lambda w: w.replicas("green") == {"api": 0, "web": 0})
 

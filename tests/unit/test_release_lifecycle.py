@@ -32,6 +32,8 @@ def test_a_version_superseded_mid_canary_leaves_a_history_entry_and_an_event() -
     world.tick(advance=False)
     entry = world.status.history[-1]
     assert (entry.revision, entry.result) == (first, "Superseded")
+    # the images of the version that gave way, from its Deployments, not the newer spec
+    assert entry.images == {"api/api": "chat-api:1.1", "web/web": "chat-web:1.1"}
     assert "chat-api:1.1,chat-web:1.1 superseded by chat-api:1.2,chat-web:1.2" in entry.message
     reasons = dict(world.events)
     assert f"(revision {first}) superseded by chat-api:1.2,chat-web:1.2" in reasons["Superseded"]

@@ -49,6 +49,9 @@ class DeploymentState:
     """Whether the Deployment controller has seen the newest spec."""
     quiesced_by: str | None = None
     """The ChatRecovery that stopped it for a restore, if one did."""
+    images: Mapping[str, str] = field(default_factory=dict)
+    """Container name → image of its pod template: what the version runs, for history
+    even after the spec moved on."""
 
     @property
     def ready(self) -> bool:

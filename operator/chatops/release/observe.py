@@ -39,6 +39,7 @@ def deployments(
             updated=status.updated_replicas or 0,
             current=(status.observed_generation or 0) >= (d.metadata.generation or 0),
             quiesced_by=(d.metadata.annotations or {}).get(QUIESCED_BY),
+            images={c.name: c.image for c in d.spec.template.spec.containers or []},
         )
     return out
 

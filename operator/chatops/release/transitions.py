@@ -72,6 +72,7 @@ def supersede(obs: Observation, desired: str) -> Plan:
     newer = f"{rev.summary(spec)} (revision {desired})"
     entry = HistoryEntry(
         revision=status.canary_revision,
+        images=images_of(obs, status.canary_revision),
         result="Superseded",
         started_at=status.release_started_at,
         finished_at=now_rfc3339(now),
@@ -87,6 +88,20 @@ def supersede(obs: Observation, desired: str) -> Plan:
     return plan
 
 
+def images_of(obs: Observation, revision: str) -> dict[str, str]:
+    """`component/container` → image of `revision`, as its Deployments run it: the spec
+    may already name another version (a revert, a newer version) when history records
+    this one."""
+    if revision == rev.revision(obs.spec):
+        return rev.images(obs.spec)
+    return {
+        f"{d.component}/{container}": image
+        for d in obs.deployments.values()
+        if d.revision == revision
+        for container, image in d.images.items()
+    }
+
+
 def abort(obs: Observation, reason: str, why: str) -> Plan:
     """Traffic back to the stable color first; the new version scales down after
     `abortScaleDownDelaySeconds` (a rolling update is put back on its old template)."""
@@ -97,7 +112,7 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
     rolling = canary == active
     entry = HistoryEntry(
         revision=status.canary_revision,
-        images=rev.images(spec),
+        images=images_of(obs, status.canary_revision),
         result="RolledBack",
         started_at=status.release_started_at,
         finished_at=now_rfc3339(now),
