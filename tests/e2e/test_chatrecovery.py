@@ -23,14 +23,17 @@ from backups import (
     create_secrets,
     deployment,
     finished_run,
+    free_port,
     new_bucket,
     reasons,
     recovery_ended,
     s3_spec,
+    status,
     steps,
     uri_with_password,
 )
-from support import wait_for
+from chatops.api.common import GROUP, VERSION
+from support import operator_process, wait_for
 from test_backup_engine import fingerprint, indexes, seed, tool
 
 pytestmark = pytest.mark.e2e
@@ -186,3 +189,46 @@ def test_a_corrupted_tarball_fails_the_recovery_before_the_database_is_touched(
     assert apps.read_namespaced_deployment("chat-api", namespace).spec.replicas == 2
     assert {"DownloadFailed", "RecoveryFailed"} <= set(reasons(core, namespace, "bad"))
     assert_no_secrets(custom, core, namespace, operator)
+
+
+def _stalled(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any] | None:
+    found = status(custom, namespace, "chatrecoveries", name)
+    return next((c for c in found.get("conditions") or [] if c["type"] == "Stalled"), None)
+
+
+def test_a_look_that_raises_is_told_in_status_and_cleared_once_looks_succeed(
+    environment: dict[str, str], crds: None, namespace: str, tmp_path: Path,
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, database: str,
+) -> None:
+    """Issue 8, case 18 (ChatRecovery half): a status edited by hand (a phase whose steps
+    are missing) makes every look raise outside any step. It is said in a `Stalled`
+    condition, not only retried in the log, and a look that succeeds again clears it."""
+    s3_url = environment["S3_ENDPOINT_URL"]
+    create_secrets(core, namespace, uri_with_password(environment["MONGODB_URI"]))
+    source = {**s3_spec(s3_url, new_bucket(s3_url), prefix=""), "key": "runbook/none.tar.gz"}
+    del source["prefix"]
+    create(custom, namespace, "chatrecoveries", "ChatRecovery", "hand-edited", {
+        "source": {"s3": source},
+        "target": {"mongodb": {"uriSecretRef": {"name": "mongo"}, "database": database}},
+        "mode": "Merge",
+    })
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "chatrecoveries", "hand-edited",
+        {"status": {"phase": "Quiescing", "steps": [{"name": "Quiesce", "state": "Running"}]}},
+    )
+    with operator_process(tmp_path / "operator.log", free_port()):
+        stalled = wait_for(
+            lambda: (c := _stalled(custom, namespace, "hand-edited")) and c["status"] == "True"
+            and c, timeout=60, what="Stalled=True",
+        )
+        assert stalled["reason"] == "UnexpectedError"
+        assert "no Resolve step" in stalled["message"]
+        # the human puts the status right: the next look goes on, and says so
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "chatrecoveries", "hand-edited",
+            {"status": {"phase": None, "steps": None}},
+        )
+        ended = recovery_ended(custom, namespace, "hand-edited", timeout=120)
+        assert ended["phase"] == "Failed"  # the source object does not exist
+        cleared = _stalled(custom, namespace, "hand-edited")
+        assert cleared is not None and cleared["status"] == "False", cleared

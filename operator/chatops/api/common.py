@@ -141,3 +141,32 @@ def set_condition(
     if not replaced:
         out.append(new)
     return out
+
+
+STALLED = "Stalled"
+"""kstatus' condition for looks that fail on an unexpected error (ChatBackup, ChatRecovery)."""
+
+
+def stalled(
+    conditions: list[Condition], problem: str, now: datetime.datetime, generation: int
+) -> list[Condition]:
+    """`Stalled=True` (reason UnexpectedError): looks fail on something no branch expects,
+    so it is seen in `kubectl get -o yaml` and by Argo CD, not only in the operator's log."""
+    told = condition(
+        STALLED, "True", "UnexpectedError",
+        f"{problem}; the operator keeps looking, backing off (its log has the traceback)",
+        now, generation,
+    )
+    return set_condition(conditions, told)
+
+
+def unstalled(
+    conditions: list[Condition], now: datetime.datetime, generation: int
+) -> list[Condition]:
+    """`Stalled=False` once a look succeeds again (unchanged if it was not stalled)."""
+    if not any(c.type == STALLED and c.status == "True" for c in conditions):
+        return conditions
+    return set_condition(
+        conditions,
+        condition(STALLED, "False", "LookSucceeded", "looks succeed again", now, generation),
+    )

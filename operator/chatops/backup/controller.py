@@ -16,7 +16,14 @@ import datetime
 
 from chatops.annotations import BACKUP_NOW as ON_DEMAND
 from chatops.api.backup import BackupRecord, ChatBackupSpec, ChatBackupStatus
-from chatops.api.common import Condition, condition, now_rfc3339, seconds, set_condition
+from chatops.api.common import (
+    Condition,
+    condition,
+    now_rfc3339,
+    seconds,
+    set_condition,
+    unstalled,
+)
 from chatops.backup import layout, schedule
 from chatops.backup.manifest import Manifest
 from chatops.backup.retention import StoredBackup
@@ -110,30 +117,6 @@ def _accepted(seen: Observation) -> Condition:
     )
 
 
-def stalled(
-    status: ChatBackupStatus, problem: str, now: datetime.datetime, generation: int
-) -> ChatBackupStatus:
-    """The status saying looks fail on an unexpected error (kstatus' `Stalled`), so it is
-    seen in `kubectl get -o yaml` and by Argo CD instead of only in the operator's log."""
-    told = condition(
-        "Stalled", "True", "UnexpectedError",
-        f"{problem}; the operator keeps looking, backing off (its log has the traceback)",
-        now, generation,
-    )
-    return status.model_copy(update={"conditions": set_condition(status.conditions, told)})
-
-
-def _unstalled(
-    conditions: list[Condition], now: datetime.datetime, generation: int
-) -> list[Condition]:
-    if not any(c.type == "Stalled" and c.status == "True" for c in conditions):
-        return conditions
-    return set_condition(
-        conditions,
-        condition("Stalled", "False", "LookSucceeded", "looks succeed again", now, generation),
-    )
-
-
 def _latest_id(status: ChatBackupStatus) -> str:
     ids = [r.id for r in status.backups]
     if status.last_backup is not None:
@@ -191,7 +174,7 @@ def decide(seen: Observation) -> Decision:
         return Decision(status)
     status, events = settle_interrupted(seen)
     conditions = set_condition(status.conditions, _accepted(seen))
-    conditions = _unstalled(conditions, seen.now, seen.generation)
+    conditions = unstalled(conditions, seen.now, seen.generation)
     sched = schedule.Schedule(
         spec.schedule, spec.time_zone, spec.suspend, spec.starting_deadline_seconds
     )

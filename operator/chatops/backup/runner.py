@@ -23,11 +23,9 @@ from chatops.adapters import s3
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.mongo import Mongo
-from chatops.adapters.redact import redact
 from chatops.annotations import BACKUP_NOW
 from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec, ChatBackupStatus
-from chatops.api.common import Condition
 from chatops.backup import catalog, controller, credentials, dump
 from chatops.backup.controller import Observation, Outcome, Start
 from chatops.backup.manifest import ManifestSource
@@ -184,24 +182,6 @@ def _secrets(
     cluster: Cluster, namespace: str, name: str, spec: ChatBackupSpec
 ) -> credentials.Secrets:
     return _references(namespace, name, spec).read(cluster)
-
-
-def stalled(api: client.ApiClient, namespace: str, name: str, err: Exception) -> None:
-    """Put an unexpected error of a look into status (scrubbed of URI credentials)."""
-    cluster = Cluster(api)
-    try:
-        body = cluster.get(PLURAL, namespace, name)
-        if body is None:
-            return
-        # Only the conditions are read: the rest of the status may be what broke the look.
-        raw = (body.get("status") or {}).get("conditions") or []
-        old = ChatBackupStatus(conditions=[Condition.model_validate(c) for c in raw])
-        generation = int(body["metadata"].get("generation") or 0)
-        problem = redact(f"unexpected {type(err).__name__} in a look: {err}")[:1000]
-        new = controller.stalled(old, problem, clock.now(), generation)
-        cluster.patch_status(PLURAL, namespace, name, {"conditions": new.wire()["conditions"]})
-    except Exception:  # the status itself cannot be read or written: the log has it
-        log.exception("%s/%s: cannot record the unexpected error in status", namespace, name)
 
 
 # -- the run --------------------------------------------------------------------------------

@@ -72,7 +72,9 @@ async def backup(
         except Exception as err:  # a bug: say so in status, and look again later
             delay = backoff.failed()
             log.exception("%s/%s: unexpected error in a look", namespace, name)
-            await asyncio.to_thread(runner.stalled, api, namespace, name, err)
+            await asyncio.to_thread(
+                daemons.report_stalled, api, runner.PLURAL, namespace, name, err
+            )
         await daemons.nap(woken, stopped, delay)
 
 

@@ -10,13 +10,19 @@ neither generation nor annotations, so they wake nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
 from kubernetes import client
 
+from chatops import clock
 from chatops.adapters.kube import Cluster
+from chatops.adapters.redact import redact
+from chatops.api.common import Condition, stalled
 from chatops.events import EventSink
+
+log = logging.getLogger("chatops")
 
 ERROR_BACKOFF = 5.0
 """Seconds before a look that failed (API or network trouble) is tried again."""
@@ -28,6 +34,28 @@ def poster(api: client.ApiClient) -> EventSink:
     """Posts an Event synchronously through the API (kopf's own `kopf.event` only queues
     it for later), so a controller can post it before the status that it explains."""
     return Cluster(api).post_event
+
+
+def report_stalled(
+    api: client.ApiClient, plural: str, namespace: str, name: str, err: Exception
+) -> None:
+    """Put an unexpected error of a look into the object's status as `Stalled=True`
+    (scrubbed of URI credentials), so it is never only in the log. Only the conditions
+    are read: the rest of the status may be what broke the look. The next look that
+    succeeds sets it False (`api.common.unstalled`)."""
+    cluster = Cluster(api)
+    try:
+        body = cluster.get(plural, namespace, name)
+        if body is None:
+            return
+        raw = (body.get("status") or {}).get("conditions") or []
+        old = [Condition.model_validate(c) for c in raw]
+        generation = int(body["metadata"].get("generation") or 0)
+        problem = redact(f"unexpected {type(err).__name__} in a look: {err}")[:1000]
+        new = stalled(old, problem, clock.now(), generation)
+        cluster.patch_status(plural, namespace, name, {"conditions": [c.wire() for c in new]})
+    except Exception:  # the status itself cannot be read or written: the log has it
+        log.exception("%s/%s: cannot record the unexpected error in status", namespace, name)
 
 
 class Backoff:

@@ -8,6 +8,7 @@ for an object being deleted), by the event handler."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -41,6 +42,7 @@ async def recovery(
     api = memo["api"]
     workspace = Workspace()
     memo["daemon"] = True
+    backoff = daemons.Backoff()
     try:
         while not stopped:
             try:
@@ -51,12 +53,17 @@ async def recovery(
                     ),
                 )
             except Exception as err:  # a look that failed is tried again, never the daemon
+                delay = backoff.failed()
                 if isinstance(err, _LOOK_FAILED):
                     log.warning("%s/%s: %s: %s", namespace, name, type(err).__name__, err)
-                else:
+                else:  # a bug: said in status (Stalled), not only in the log
                     log.exception("%s/%s: a look failed", namespace, name)
-                await stopped.wait(daemons.ERROR_BACKOFF)
+                    await asyncio.to_thread(
+                        daemons.report_stalled, api, runner.PLURAL, namespace, name, err
+                    )
+                await stopped.wait(delay)
                 continue
+            backoff.succeeded()
             if look.done:
                 break
             if look.delay:

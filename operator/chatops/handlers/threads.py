@@ -35,6 +35,8 @@ async def in_thread(name: str, work: Callable[[], T]) -> T:
         try:
             result = context.run(work)
         except BaseException as err:  # handed to the awaiting coroutine
+            if isinstance(err, StopIteration):  # a Future refuses it: the await would hang
+                err = RuntimeError(f"StopIteration escaped {name}: {err}")
             loop.call_soon_threadsafe(settle, None, err)
         else:
             loop.call_soon_threadsafe(settle, result, None)

@@ -59,7 +59,10 @@ class Decision:
 
 
 def _step(status: ChatRecoveryStatus, name: StepName) -> Step:
-    return next(s for s in status.steps if s.name == name)
+    for step in status.steps:
+        if step.name == name:
+            return step
+    raise ValueError(f"status.steps has no {name} step (was the status edited by hand?)")
 
 
 def _replace(status: ChatRecoveryStatus, new: Step) -> list[Step]:

@@ -28,7 +28,7 @@ from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.mongo import Mongo
 from chatops.adapters.redact import redact
 from chatops.api import validation
-from chatops.api.common import GROUP
+from chatops.api.common import GROUP, unstalled
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
 from chatops.backup import swap
 from chatops.errors import ChatopsError, InvalidSpec
@@ -80,7 +80,13 @@ def advance(
     status = ChatRecoveryStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     problems = tuple(validation.problems("ChatRecovery", body.get("spec") or {}))
-    decision = machine.decide(status, problems, clock.now(), generation)
+    now = clock.now()
+    decision = machine.decide(status, problems, now, generation)
+    # this look got this far: an earlier unexpected error no longer holds it
+    conditions = unstalled(decision.status.conditions, now, generation)
+    decision = dataclasses.replace(
+        decision, status=decision.status.model_copy(update={"conditions": conditions})
+    )
     if decision.step is not None:
         finalizers.add(cluster, PLURAL, body, FINALIZER)  # before anything is scaled down
     elif decision.status.phase in machine.TERMINAL:  # the app is back (Resume ran): let
