@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from chatops import clock
 from chatops.api.analysis import DEFAULT_METRICS, Analysis
 from chatops.errors import MetricsUnavailable
-from chatops.metrics.analysis import QueryContext, outcome, render
+from chatops.metrics.analysis import QueryContext, count, outcome, render
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
 from support import wait_for
@@ -162,14 +163,17 @@ def test_prometheus_stopped_is_an_error_that_holds_the_release(
             prometheus.query(query)
         assert "unreachable" in str(raised.value)
         assert "tok-e2e-secret" not in str(raised.value)
-        errored = measure(prometheus, analysis, context(tenant, "chat-api-green"), now)
+        later = now + datetime.timedelta(seconds=1)  # the next round
+        errored = measure(prometheus, analysis, context(tenant, "chat-api-green"), later)
     finally:
         localenv.restart("prometheus")
         wait_for(lambda: _ready(environment), timeout=120, what="Prometheus ready again")
     assert {m.verdict for m in errored} == {"Error"}
     # One error after a pass holds the release: not promoted, not rolled back.
-    assert outcome(analysis, [*passed, *errored])[0] == "Running"
-    assert outcome(analysis, errored)[0] == "Running"
+    started = clock.rfc3339(now)
+    after_both = count(count(None, started, passed), started, errored)
+    assert outcome(analysis, after_both)[0] == "Running"
+    assert outcome(analysis, count(None, started, errored))[0] == "Running"
 
     # Back up, the same provider answers again, with the exporter's value.
     wait_for(lambda: prometheus.query(query) == 0.0, timeout=60, what="answers after restart")
