@@ -77,9 +77,12 @@ def test_the_chart_renders_without_a_kube_version(environment: dict[str, str]) -
 
 
 @pytest.fixture
-def installed(api: client.ApiClient, namespace: str) -> Iterator[tuple[str, str]]:
-    """The chart installed in its own namespace, watching `namespace`; yields the
-    operator's namespace and ServiceAccount."""
+def installed(
+    crds: None, api: client.ApiClient, namespace: str
+) -> Iterator[tuple[str, str]]:
+    """The chart installed in its own namespace, watching `namespace` (its CRDs applied
+    first, as the chart's README says: `--skip-crds` here); yields the operator's
+    namespace and ServiceAccount."""
     system = f"chatops-{uuid.uuid4().hex[:6]}"
     values = {"watchNamespaces": [namespace], "replicas": 1}
     helm(
