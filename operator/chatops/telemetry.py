@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from chatops.api.release import ChatReleaseStatus, ReleasePhase
+from chatops.api.release_status import ChatReleaseStatus, ReleasePhase
 
 PHASES: tuple[ReleasePhase, ...] = (
     "Progressing",

@@ -214,7 +214,14 @@ def test_prometheus_outage_holds_the_release_until_it_is_back(
     )
     localenv.stop("prometheus")
     try:
-        time.sleep(12)  # four pauses' worth: without Prometheus nothing may advance
+        # Four rounds measured without Prometheus (2 s apart: well past the 3 s pause):
+        # none of them may advance the release.
+        def errored_rounds() -> int:
+            run = rel.status(custom, namespace, "chat").get("analysisRun") or {}
+            return min((m["consecutiveErrors"] for m in run.get("metrics", [])), default=0)
+
+        wait_for(lambda: errored_rounds() >= 4, timeout=60, interval=0.3,
+                 what="four rounds measured during the outage")
         held = rel.status(custom, namespace, "chat")
         assert held["canaryWeight"] == 10 and held["phase"] == "Progressing"
         assert rel.route_weights(api, namespace)["chat-api-green"] == 10

@@ -20,7 +20,7 @@ import yaml
 from chatops.api.backup import BackupRecord, ChatBackupStatus
 from chatops.api.common import Condition
 from chatops.api.recovery import ChatRecoveryStatus, Step
-from chatops.api.release import ChatReleaseStatus
+from chatops.api.release_status import ChatReleaseStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ROOT / "charts" / "chatops" / "argocd"

@@ -5,7 +5,7 @@ when looks keep failing (case 18)."""
 
 from __future__ import annotations
 
-from chatops.api.release import ChatReleaseStatus
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.handlers.daemons import MAX_BACKOFF, Backoff
 from chatops.release.model import Decision, Manual
 from release_world import World, released, spec

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.release.decide import decide
 from chatops.release.model import (
     ApplyDeployment,

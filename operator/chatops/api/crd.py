@@ -21,7 +21,8 @@ from pydantic_core import core_schema
 from chatops.api.backup import ChatBackupSpec, ChatBackupStatus
 from chatops.api.common import GROUP, VERSION
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus
 
 Schema = dict[str, Any]
 

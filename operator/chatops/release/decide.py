@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from chatops.annotations import ABORT, PROMOTE, RETRY
 from chatops.api.common import now_rfc3339
-from chatops.api.release import HistoryEntry
+from chatops.api.release_status import HistoryEntry
 from chatops.events import Event
 from chatops.metrics.analysis import count
 from chatops.release import revision as rev

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from chatops import ownership
 from chatops.adapters.kube import Cluster
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.events import Event, EventSink
 from chatops.release import execute, manifests
 from chatops.release.execute import splits

@@ -17,7 +17,8 @@ from typing import Literal
 
 from chatops.annotations import ABORT, PROMOTE, RETRY, what
 from chatops.api.analysis import Measurement
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.events import Event
 
 Color = Literal["blue", "green"]

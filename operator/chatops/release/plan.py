@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from chatops.api.release import ChatReleaseStatus
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.events import Event
 from chatops.release.model import Action, Color, Needs, SetTraffic
 

@@ -22,7 +22,8 @@ from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api import validation
 from chatops.api.analysis import Measurement
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.errors import ChatopsError, MetricsUnavailable
 from chatops.events import Event, EventSink
 from chatops.metrics.analysis import QueryContext, render

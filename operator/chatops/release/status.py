@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from chatops.api.analysis import Measurement
 from chatops.api.common import Condition, ConditionStatus, condition, set_condition
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus, HistoryEntry
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus, HistoryEntry
 
 ACCEPTED = "Accepted"
 KEEP_MEASUREMENTS = 60

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chatops.annotations import REVISION
-from chatops.api.release import ChatReleaseSpec, ChatReleaseStatus
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.release.model import Color, FinalizeTraffic, RestoreRevision, SetTraffic, other
 from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL
 

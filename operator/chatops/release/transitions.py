@@ -7,7 +7,7 @@ import datetime
 
 from chatops import clock
 from chatops.api.common import now_rfc3339
-from chatops.api.release import HistoryEntry, ScaleDown
+from chatops.api.release_status import HistoryEntry, ScaleDown
 from chatops.release import revision as rev
 from chatops.release import status as st
 from chatops.release.model import (
