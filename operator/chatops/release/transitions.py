@@ -4,10 +4,11 @@ keep the stable version whole between releases."""
 from __future__ import annotations
 
 import datetime
+from typing import Literal
 
 from chatops import clock
 from chatops.api.common import now_rfc3339
-from chatops.api.release_status import HistoryEntry, ScaleDown
+from chatops.api.release_status import ChatReleaseStatus, HistoryEntry, ScaleDown
 from chatops.release import revision as rev
 from chatops.release import status as st
 from chatops.release.model import (
@@ -67,17 +68,11 @@ def start(obs: Observation, plan: Plan, desired: str) -> Plan:
 def supersede(obs: Observation, desired: str) -> Plan:
     """The version in flight gives way to a newer one: a history entry and an Event say
     so, naming both (the caller then starts the newer one)."""
-    status, spec, now = obs.status, obs.spec, obs.now
+    status, spec = obs.status, obs.spec
     assert status.canary_revision is not None
     newer = f"{rev.summary(spec)} (revision {desired})"
-    entry = HistoryEntry(
-        revision=status.canary_revision,
-        images=images_of(obs, status.canary_revision),
-        result="Superseded",
-        started_at=status.release_started_at,
-        finished_at=now_rfc3339(now),
-        message=f"{status.canary_version} superseded by {newer} before it finished",
-    )
+    entry = ended(obs, status, "Superseded",
+                  f"{status.canary_version} superseded by {newer} before it finished")
     plan = Plan(status)
     plan.update(history=st.append_history(status.history, entry, spec.history_limit))
     plan.event(
@@ -102,6 +97,24 @@ def images_of(obs: Observation, revision: str) -> dict[str, str]:
     }
 
 
+def ended(
+    obs: Observation,
+    status: ChatReleaseStatus,
+    result: Literal["Succeeded", "RolledBack", "Superseded"],
+    message: str,
+) -> HistoryEntry:
+    """The history entry of the version in flight (`status.canary_revision`), ending now."""
+    assert status.canary_revision is not None
+    return HistoryEntry(
+        revision=status.canary_revision,
+        images=images_of(obs, status.canary_revision),
+        result=result,
+        started_at=status.release_started_at,
+        finished_at=now_rfc3339(obs.now),
+        message=message,
+    )
+
+
 def abort(obs: Observation, reason: str, why: str) -> Plan:
     """Traffic back to the stable color first; the new version scales down after
     `abortScaleDownDelaySeconds` (a rolling update is put back on its old template)."""
@@ -110,14 +123,7 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
     assert active is not None and status.canary_revision is not None
     canary = new_color(obs, active)
     rolling = canary == active
-    entry = HistoryEntry(
-        revision=status.canary_revision,
-        images=images_of(obs, status.canary_revision),
-        result="RolledBack",
-        started_at=status.release_started_at,
-        finished_at=now_rfc3339(now),
-        message=why,
-    )
+    entry = ended(obs, status, "RolledBack", why)
     at = now + datetime.timedelta(seconds=st.abort_scale_down_delay(spec))
     plan = Plan(status)
     plan.update(
@@ -159,14 +165,7 @@ def promote(obs: Observation, plan: Plan) -> Plan:
     active = status.active_color
     assert active is not None and status.canary_revision is not None
     new = new_color(obs, active)
-    entry = HistoryEntry(
-        revision=status.canary_revision,
-        images=rev.images(spec),
-        result="Succeeded",
-        started_at=status.release_started_at,
-        finished_at=now_rfc3339(now),
-        message="promoted",
-    )
+    entry = ended(obs, status, "Succeeded", "promoted")
     if new != active and not traffic_shows(obs, new, 100):
         # Stable is what serves: all traffic on the new color first, as the router shows.
         plan.act(SetTraffic(new, 100))
