@@ -4,6 +4,7 @@ and Prometheus scraping a test exporter, all on 127.0.0.1, without Docker.
     python env/localenv.py up       build what is missing, start what is not given
     python env/localenv.py down     stop everything `up` started
     python env/localenv.py status   print what runs where
+    python env/localenv.py session CMD...   run commands in turn with it up (see `session`)
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
 S3_ENDPOINT_URL, PROMETHEUS_URL and EXPORTER_URL, which tests, the demo and the operator
@@ -335,9 +336,11 @@ def start_exporter() -> str:
     return url
 
 
-def start_prometheus(exporter: str) -> str:
-    port = free_port()
-    config = STATE / "prometheus.yml"
+def prometheus_command(exporter: str, port: int, home: Path) -> list[str]:
+    """Prometheus on 127.0.0.1:`port` scraping `exporter` every second, keeping its config
+    and data in `home` (the environment's own, or a test's private one)."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "prometheus.yml"
     target = exporter.removeprefix("http://")
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -345,18 +348,20 @@ def start_prometheus(exporter: str) -> str:
         "- job_name: chat-app\n"
         f"  static_configs: [{{targets: ['{target}']}}]\n"
     )
-    spawn(
-        "prometheus",
-        [
-            shutil.which("prometheus") or "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={STATE / 'prometheus'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-lifecycle",
-            "--storage.tsdb.retention.time=1d",
-            "--log.level=warn",
-        ],
-    )
+    return [
+        shutil.which("prometheus") or "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={home / 'prometheus'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=1d",
+        "--log.level=warn",
+    ]
+
+
+def start_prometheus(exporter: str) -> str:
+    port = free_port()
+    spawn("prometheus", prometheus_command(exporter, port, STATE))
     url = f"http://127.0.0.1:{port}"
     wait_until("Prometheus", lambda: http_ok(f"{url}/-/ready"))
     return url
@@ -453,11 +458,33 @@ def status() -> None:
     print(json.dumps({"running": running(), **env}, indent=2))
 
 
+def session(commands: list[str]) -> int:
+    """Run each shell command in turn against the environment, every one even after a
+    failure (so a run reports all its phases), starting the environment first if it is
+    not up and stopping it at the end if it was started here. The first failure's code."""
+    started = not running()
+    up()
+    stop("operator")  # the demo's operator acts on every namespace; the tests run their own
+    code = 0
+    try:
+        for command in commands:
+            log(f"running: {command}")
+            done = subprocess.run(command, shell=True).returncode
+            code = code or done
+    finally:
+        if started:
+            down()
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
-    command = parser.parse_args().command
-    {"up": up, "down": down, "status": status}[command]()
+    parser.add_argument("command", choices=["up", "down", "status", "session"])
+    parser.add_argument("commands", nargs="*", help="session: shell commands to run in turn")
+    args = parser.parse_args()
+    if args.command == "session":
+        sys.exit(session(args.commands))
+    {"up": up, "down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,10 +18,7 @@ from chatops.errors import MetricsUnavailable
 from chatops.metrics.analysis import QueryContext, count, outcome, render
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
-from support import wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "env"))
-import localenv
+from support import PrivatePrometheus, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -131,13 +126,6 @@ def test_queries_that_are_not_one_number_are_errors_that_say_why(
     assert "tok-e2e-secret" not in bad
 
 
-def _ready(environment: dict[str, str]) -> bool:
-    try:
-        return localenv.http_ok(f"{environment['PROMETHEUS_URL']}/-/ready")
-    except OSError:
-        return False
-
-
 def _error_of(provider: PrometheusProvider, query: str) -> str:
     try:
         provider.query(query)
@@ -147,8 +135,10 @@ def _error_of(provider: PrometheusProvider, query: str) -> str:
 
 
 def test_prometheus_stopped_is_an_error_that_holds_the_release(
-    environment: dict[str, str], tenant: str, prometheus: PrometheusProvider
+    environment: dict[str, str], tenant: str, own_prometheus: PrivatePrometheus
 ) -> None:
+    # A Prometheus of this test's own: the shared one must keep serving the others.
+    prometheus = PrometheusProvider(own_prometheus.url, token="tok-e2e-secret")
     play(environment["EXPORTER_URL"], tenant, "chat-api-green", rps=100)
     analysis = Analysis()
     query = render(ERROR_RATE.query, context(tenant, "chat-api-green"))
@@ -157,7 +147,7 @@ def test_prometheus_stopped_is_an_error_that_holds_the_release(
     passed = measure(prometheus, analysis, context(tenant, "chat-api-green"), now)
     assert {m.verdict for m in passed} == {"Pass"}
 
-    localenv.stop("prometheus")
+    own_prometheus.stop()
     try:
         with pytest.raises(MetricsUnavailable) as raised:
             prometheus.query(query)
@@ -166,8 +156,7 @@ def test_prometheus_stopped_is_an_error_that_holds_the_release(
         later = now + datetime.timedelta(seconds=1)  # the next round
         errored = measure(prometheus, analysis, context(tenant, "chat-api-green"), later)
     finally:
-        localenv.restart("prometheus")
-        wait_for(lambda: _ready(environment), timeout=120, what="Prometheus ready again")
+        own_prometheus.start()  # same address, same data
     assert {m.verdict for m in errored} == {"Error"}
     # One error after a pass holds the release: not promoted, not rolled back.
     started = clock.rfc3339(now)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,9 @@ import pytest
 from kubernetes import client
 
 import releases as rel
-from support import wait_for
+from support import PrivatePrometheus, wait_for
 
 pytestmark = pytest.mark.e2e
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "env"))
-import localenv  # noqa: E402
 
 KEPT = 60
 """What status.analysis kept, and what the old judging counted from."""
@@ -73,9 +70,11 @@ def _two_metrics() -> list[dict[str, Any]]:
 
 
 def _in_a_long_pause(
-    api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str, **limits: Any
+    api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str,
+    prometheus: str | None = None, **limits: Any,
 ) -> None:
-    """Release 1.0, then 1.1 into a five-minute pause at 10 %, measured every second."""
+    """Release 1.0, then 1.1 into a five-minute pause at 10 %, measured every second (by
+    `prometheus`, else the shared one)."""
     _route(api, namespace, list(rel.COMPONENTS))
     rel.play(namespace, "chat", "blue")
     rel.play(namespace, "chat", "green")
@@ -88,6 +87,8 @@ def _in_a_long_pause(
     }
     spec = rel.release_spec("1.0", strategy, {"gatewayAPI": {"httpRoute": "chat"}}, health=False)
     spec["analysis"].update(interval="1s", metrics=_two_metrics(), **limits)
+    if prometheus:
+        spec["analysis"]["prometheus"]["address"] = prometheus
     rel.create(custom, namespace, "chat", spec)
     rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
     rel.set_version(custom, namespace, "chat", "1.1")
@@ -193,20 +194,15 @@ def test_failures_spread_over_a_long_pause_roll_back(
 
 
 def test_a_prometheus_outage_longer_than_the_kept_window_rolls_back(
-    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi,
+    own_prometheus: PrivatePrometheus,
 ) -> None:
-    """The real Prometheus is stopped for more rounds than status keeps and more than
-    consecutiveErrorLimit: every round errors, and the release rolls back."""
+    """A real Prometheus (the test's own) is stopped for more rounds than status keeps and
+    more than consecutiveErrorLimit: every round errors, and the release rolls back."""
     errors = ROUNDS_KEPT + 1  # more than the old judging could ever see in a row
-    _in_a_long_pause(api, custom, namespace, consecutiveErrorLimit=errors)
-    localenv.stop("prometheus")
-    try:
-        done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
-    finally:
-        localenv.restart("prometheus")
-        localenv.wait_until(
-            "Prometheus", lambda: localenv.http_ok(f"{os.environ['PROMETHEUS_URL']}/-/ready")
-        )
+    _in_a_long_pause(api, custom, namespace, own_prometheus.url, consecutiveErrorLimit=errors)
+    own_prometheus.stop()
+    done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
     assert f"errored {errors + 1} time(s) in a row" in done["message"], done["message"]
     assert f"more than consecutiveErrorLimit {errors}" in done["message"]
     run = done["analysisRun"]

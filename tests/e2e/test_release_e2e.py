@@ -15,11 +15,9 @@ from kubernetes import client
 
 import releases as rel
 import support
-from support import wait_for
+from support import PrivatePrometheus, wait_for
 
 pytestmark = pytest.mark.e2e
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "env"))
-import localenv  # noqa: E402
 
 
 def _events(api: client.ApiClient, namespace: str) -> list[tuple[str, str]]:
@@ -195,10 +193,13 @@ def test_bad_canary_rolls_back_and_says_why(
 
 
 def test_prometheus_outage_holds_the_release_until_it_is_back(
-    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi,
+    own_prometheus: PrivatePrometheus,
 ) -> None:
     rel.http_route(api, namespace)
     spec = rel.release_spec("1.0", rel.canary(pause="3s"), {"gatewayAPI": {"httpRoute": "chat"}})
+    # A Prometheus of this test's own, so the outage is this release's alone.
+    spec["analysis"]["prometheus"]["address"] = own_prometheus.url
     spec["analysis"]["consecutiveErrorLimit"] = 1000
     # Right after Prometheus is back, a 5 s rate() has no samples yet for a scrape or two:
     # those rounds are Inconclusive (no data is never a pass), which would pause for a
@@ -212,7 +213,7 @@ def test_prometheus_outage_holds_the_release_until_it_is_back(
         interval=0.2,
         what="step 10",
     )
-    localenv.stop("prometheus")
+    own_prometheus.stop()
     try:
         # Four rounds measured without Prometheus (2 s apart: well past the 3 s pause):
         # none of them may advance the release.
@@ -227,7 +228,7 @@ def test_prometheus_outage_holds_the_release_until_it_is_back(
         assert rel.route_weights(api, namespace)["chat-api-green"] == 10
         assert any(m["verdict"] == "Error" for m in held["analysis"])
     finally:
-        localenv.restart("prometheus")
+        own_prometheus.start()
     done = rel.wait_phase(custom, namespace, "chat", "Succeeded", "Promoting", timeout=90)
     assert done["activeColor"] == "green"
 
