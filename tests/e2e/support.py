@@ -80,13 +80,35 @@ def operator_env(namespaces: Sequence[str]) -> dict[str, str]:
 def start_operator(
     log: Path, metrics_port: int, namespaces: Sequence[str], *extra: str
 ) -> subprocess.Popen[bytes]:
-    """`chatops run` (see `operator_command`) appending to `log`; stop it with
-    `stop_operator` or send it a signal."""
+    """`chatops run` (see `operator_command`) appending to `log`, returned once it serves
+    /readyz; stop it with `stop_operator` or send it a signal."""
     with open(log, "ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             operator_command(metrics_port, namespaces, *extra),
             stdout=out, stderr=subprocess.STDOUT, env=operator_env(namespaces),
         )
+    wait_ready(proc, metrics_port, log)
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen[bytes], metrics_port: int, log: Path) -> None:
+    """Until the operator answers /readyz (leading or standing by): its imports are done
+    and it is about to watch. A test's own waits then time what the operator does, not
+    how long Python takes to start it on a busy machine (many seconds under load)."""
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"the operator exited ({proc.returncode}) at start:\n{tail}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics_port}/readyz", timeout=2
+            ) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=180, interval=0.2, what="the operator to serve /readyz")
 
 
 def stop_operator(proc: subprocess.Popen[bytes]) -> None:
