@@ -1,7 +1,8 @@
 """The environment's own network namespace, where the pods' addresses live.
 
-kwok gives pods IPs from their node's podCIDR (inside POD_CIDR); the API server refuses loopback addresses in
-EndpointSlices, so the range is a private one, put on the `lo` of a network namespace of
+kwok gives pods IPs from their node's podCIDR (inside POD_CIDR); the API server refuses
+loopback addresses in EndpointSlices, so the range is a private one, put on the `lo` of
+a network namespace of
 this checkout's own (`chatops-<8 hex of sha1 of the checkout's path>`, so several
 checkouts' environments coexist). Everything that connects to a pod runs in it: the chat
 app simulator's pod sockets, Traefik, Prometheus, the load generators. On the host a
