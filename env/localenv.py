@@ -84,6 +84,7 @@ def bin_dir(part: str) -> Path:
         "mongotools": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
+        "prometheus": v["PROMETHEUS_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
@@ -97,25 +98,6 @@ def tool_path() -> str:
 def build(parts: list[str]) -> None:
     if parts:
         subprocess.run([str(ROOT / "env" / "build.sh"), *parts], check=True)
-
-
-def debian(packages: dict[str, str]) -> None:
-    """Install Debian packages whose command is missing, when we may (root + apt)."""
-    missing = [pkg for cmd, pkg in packages.items() if shutil.which(cmd) is None]
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(
-            f"missing {', '.join(missing)}: install them (apt-get install {' '.join(missing)})"
-        )
-    log(f"installing Debian packages: {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-    )
 
 
 # -- processes ------------------------------------------------------------------------
@@ -454,7 +436,7 @@ def start_prometheus(kubeconfig: str, exporter: str | None) -> str:
         "prometheus",
         [
             "ip", "netns", "exec", NETNS,
-            shutil.which("prometheus") or "prometheus",
+            str(bin_dir("prometheus") / "prometheus"),
             f"--config.file={config}",
             f"--storage.tsdb.path={STATE / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{port}",
@@ -522,8 +504,8 @@ def up() -> dict[str, str]:
         "exporter": "EXPORTER_URL" not in have and "PROMETHEUS_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    debian({"prometheus": "prometheus"} if need["prometheus"] else {})
-    build(["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"])
+    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
+    build([*parts, *(["prometheus"] if need["prometheus"] else [])])
 
     env = dict(have)
     if need["kubernetes"]:
