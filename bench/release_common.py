@@ -141,7 +141,7 @@ def cluster(mode: str, nodes: int = 3) -> Iterator[Cluster]:
         os.environ["KUBECONFIG"] = kubeconfig = localenv.start_cluster()
         localenv.start_netns(kubeconfig)
         os.environ["CHATAPP_URL"] = localenv.start_chatapp(kubeconfig)
-        os.environ["PROMETHEUS_URL"] = localenv.start_prometheus(kubeconfig, None)
+        os.environ["PROMETHEUS_URL"] = localenv.start_prometheus(kubeconfig)
         took = time.monotonic() - started
         yield Cluster(
             f"a private kwok control plane, {nodes} fake nodes (started in {took:.0f} s)",
