@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "env"))
 
 import localenv  # noqa: E402
-from support import GROUP, PrivatePrometheus, kubectl, operator_process, wait_for  # noqa: E402
+from support import GROUP, kubectl, operator_process, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -113,12 +113,12 @@ def namespaces(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterato
     finally:
         for name in names:
             core.delete_namespace(name, propagation_policy="Background")
-            # The exporter's series of this namespace's versions go too, so its scrapes
-            # stay small however many tests ran.
-            forget = urllib.request.Request(
-                f"{os.environ['EXPORTER_URL']}/targets/{name}", method="DELETE"
-            )
-            urllib.request.urlopen(forget, timeout=10).close()
+            # The simulator forgets the namespace's traffic and versions (its pods go too).
+            for path in (f"/traffic/{name}", f"/versions?namespace={name}"):
+                forget = urllib.request.Request(
+                    f"{os.environ['CHATAPP_URL']}{path}", method="DELETE"
+                )
+                urllib.request.urlopen(forget, timeout=10).close()
 
 
 @pytest.fixture
@@ -172,14 +172,3 @@ def database(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
     yield name
     mongo_client.drop_database(name)
 
-
-@pytest.fixture
-def own_prometheus(environment: dict[str, str], tmp_path: Path) -> Iterator[PrivatePrometheus]:
-    """A Prometheus of the test's own (see `support.PrivatePrometheus`), started: for tests
-    that stop Prometheus, which the shared one must never be."""
-    prometheus = PrivatePrometheus(tmp_path / "prometheus")
-    prometheus.start()
-    try:
-        yield prometheus
-    finally:
-        prometheus.stop()

@@ -133,35 +133,3 @@ def operator_process(
     finally:
         stop_operator(proc)
 
-
-class PrivatePrometheus:
-    """A Prometheus of the test's own, scraping the shared exporter as the environment's
-    does, on a port of its own: a test may stop it (an outage) and start it again — same
-    address, same data — without taking Prometheus away from the tests running beside it."""
-
-    def __init__(self, home: Path) -> None:
-        import localenv
-
-        self._localenv = localenv
-        self.port = localenv.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._argv = localenv.prometheus_command(os.environ["EXPORTER_URL"], self.port, home)
-        self._log = home / "prometheus.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self._log, "ab") as out:
-            self._proc = subprocess.Popen(self._argv, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(self.ready, timeout=120, interval=0.2, what=f"Prometheus at {self.url} ready")
-
-    def ready(self) -> bool:
-        try:
-            return bool(self._localenv.http_ok(f"{self.url}/-/ready"))
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=30)
-            self._proc = None

@@ -11,9 +11,8 @@ measurements hold (15 rounds of 2 components x 2 metrics).
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import urllib.request
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,11 @@ import pytest
 from kubernetes import client
 
 import releases as rel
-from support import PrivatePrometheus, wait_for
+from support import wait_for
 
 pytestmark = pytest.mark.e2e
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "env"))
+import localenv  # noqa: E402
 
 KEPT = 60
 """What status.analysis kept, and what the old judging counted from."""
@@ -70,14 +71,11 @@ def _two_metrics() -> list[dict[str, Any]]:
 
 
 def _in_a_long_pause(
-    api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str,
-    prometheus: str | None = None, **limits: Any,
+    api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str, **limits: Any
 ) -> None:
-    """Release 1.0, then 1.1 into a five-minute pause at 10 %, measured every second (by
-    `prometheus`, else the shared one)."""
+    """Release 1.0, then 1.1 into a five-minute pause at 10 %, measured every second."""
     _route(api, namespace, list(rel.COMPONENTS))
-    rel.play(namespace, "chat", "blue")
-    rel.play(namespace, "chat", "green")
+    rel.traffic(namespace, "chat", "blue", "green")
     strategy = {
         "canary": {
             "steps": [{"setWeight": 10}, {"pause": {"duration": "5m"}}, {"setWeight": 100}],
@@ -87,8 +85,6 @@ def _in_a_long_pause(
     }
     spec = rel.release_spec("1.0", strategy, {"gatewayAPI": {"httpRoute": "chat"}}, health=False)
     spec["analysis"].update(interval="1s", metrics=_two_metrics(), **limits)
-    if prometheus:
-        spec["analysis"]["prometheus"]["address"] = prometheus
     rel.create(custom, namespace, "chat", spec)
     rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
     rel.set_version(custom, namespace, "chat", "1.1")
@@ -151,14 +147,14 @@ def test_failures_spread_over_a_long_pause_roll_back(
     while rounds.count("Fail") <= limit:
         bursts += 1
         assert bursts <= 8, rounds.verdicts
-        rel.play(namespace, "chat", "green", errorRate=0.5)
+        rel.play(namespace, "1.1", errorRate=0.5)  # the canary's version
         wait_for(
             lambda: rounds.poll().get("phase") == "RolledBack" or rounds.since_last("Fail") == 0,
             timeout=30,
             interval=0.1,
             what="a failed round",
         )
-        rel.play(namespace, "chat", "green", errorRate=0.0)
+        rel.play(namespace, "1.1", errorRate=0.0)
         if rounds.count("Fail") > limit or rounds.status.get("phase") == "RolledBack":
             break
         wait_for(
@@ -193,16 +189,22 @@ def test_failures_spread_over_a_long_pause_roll_back(
     assert rel.route_weights(api, namespace)["chat-api-blue"] == 100
 
 
+@pytest.mark.serial  # stops the Prometheus every test shares
 def test_a_prometheus_outage_longer_than_the_kept_window_rolls_back(
-    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi,
-    own_prometheus: PrivatePrometheus,
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
 ) -> None:
-    """A real Prometheus (the test's own) is stopped for more rounds than status keeps and
-    more than consecutiveErrorLimit: every round errors, and the release rolls back."""
+    """The real Prometheus is stopped for more rounds than status keeps and more than
+    consecutiveErrorLimit: every round errors, and the release rolls back."""
     errors = ROUNDS_KEPT + 1  # more than the old judging could ever see in a row
-    _in_a_long_pause(api, custom, namespace, own_prometheus.url, consecutiveErrorLimit=errors)
-    own_prometheus.stop()
-    done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
+    _in_a_long_pause(api, custom, namespace, consecutiveErrorLimit=errors)
+    localenv.stop("prometheus")
+    try:
+        done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
+    finally:
+        localenv.restart("prometheus")
+        localenv.wait_until(
+            "Prometheus", lambda: localenv.http_ok(f"{os.environ['PROMETHEUS_URL']}/-/ready")
+        )
     assert f"errored {errors + 1} time(s) in a row" in done["message"], done["message"]
     assert f"more than consecutiveErrorLimit {errors}" in done["message"]
     run = done["analysisRun"]
@@ -221,9 +223,9 @@ def test_every_component_shows_its_measurements_with_ten_components_and_seven_me
     kept: each (metric, component) still shows its latest measurement."""
     components = [f"c{i}" for i in range(10)]
     _route(api, namespace, components)
-    for c in components:
+    for c in components:  # a little traffic each: the test counts measurements shown
         for color in ("blue", "green"):
-            _play(namespace, f"chat-{c}-{color}")
+            rel.chatapp("PUT", f"/traffic/{namespace}/chat-{c}-{color}", {"rps": 5})
     metrics = [
         {**metric, "name": f"{metric['name']}-{n}"}
         for n, metric in enumerate([*rel.metrics(), *rel.metrics(), rel.metrics()[0]])
@@ -261,15 +263,6 @@ def test_every_component_shows_its_measurements_with_ten_components_and_seven_me
     assert len(status["analysis"]) <= 200
     run = status["analysisRun"]
     assert {(c["metric"], c["component"]) for c in run["metrics"]} == wanted
-
-
-def _play(namespace: str, service: str) -> None:
-    request = urllib.request.Request(
-        f"{os.environ['EXPORTER_URL']}/targets/{namespace}/{service}",
-        method="PUT",
-        data=json.dumps({"rps": 50}).encode(),
-    )
-    urllib.request.urlopen(request, timeout=5).close()
 
 
 def _image(component: dict[str, Any], name: str, version: str) -> dict[str, Any]:
