@@ -14,9 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
+from chatops import clock
 from chatops.api import bounds
 from chatops.api.bounds import Rule
-from chatops import clock
 from chatops.api.common import Model, Name, seconds
 
 MiB = 1024 * 1024
