@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -278,7 +279,7 @@ def timeline(bases: Sequence[Base], slices: Sequence[Slice]) -> Timeline:
             windows[-1] = Window(last.start, max(last.end, end), (*last.bases, base.id), used)
         else:
             windows.append(Window(base.consistent, end, (base.id,), len(carried)))
-    gaps = tuple(Gap(a.end, b.start) for a, b in zip(windows, windows[1:], strict=False))
+    gaps = tuple(Gap(a.end, b.start) for a, b in itertools.pairwise(windows))
     return Timeline(tuple(windows), gaps)
 
 

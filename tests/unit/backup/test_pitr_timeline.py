@@ -207,8 +207,12 @@ def test_slice_keys_round_trip_and_other_keys_are_not_slices() -> None:
 
 
 @settings(max_examples=50)
-@given(st.datetimes(min_value=datetime.datetime(2000, 1, 1), max_value=datetime.datetime(2100, 1, 1),
-                    timezones=st.just(datetime.UTC)))
+@given(
+    st.datetimes(
+        min_value=datetime.datetime(2000, 1, 1), max_value=datetime.datetime(2100, 1, 1),
+        timezones=st.just(datetime.UTC),
+    )
+)
 def test_a_time_is_inclusive_to_its_second_and_a_release_start_exclusive(
     at: datetime.datetime,
 ) -> None:
