@@ -319,6 +319,14 @@ def plan(bases: Sequence[Base], slices: Sequence[Slice], until: Ts, asked: str) 
     base = max(older, key=lambda b: (b.consistent, b.id))
     carried, end = chain(base.consistent, slices)
     if end.t < until.t:  # the archive has ops of until's second: all of them replay
+        later = [s for s in slices if s.previous > end]
+        if later and min(s.previous for s in later) < until:
+            resumes = min(s.previous for s in later)
+            raise Refused(
+                f"{asked}: the archive is broken after {end.rfc3339()} ({end}): no slice "
+                f"holds the ops after it, the next one starts after {resumes.rfc3339()} "
+                f"({resumes}) — a slice is missing or was deleted; {_windows(line)}"
+            )
         gap = next((g for g in line.gaps if g.after < until < g.before), None)
         if gap is not None:
             raise Refused(

@@ -235,3 +235,14 @@ def test_a_manifest_round_trips_and_a_foreign_file_is_refused() -> None:
     with pytest.raises(ValueError, match="not a chatops slice manifest"):
         pitr.parse_manifest(b'{"format": "something else"}')
     assert set(string.hexdigits) >= set(manifest.sha256)
+
+
+def test_a_missing_slice_is_named_as_a_break_not_as_the_end_of_the_archive() -> None:
+    ops = [Ts(T0 + s, 1) for s in range(0, 20)]
+    base = Base("b1", ops[0])
+    slices = cut(base.consistent, ops[1:], [5, 10, 15])
+    holed = [s for i, s in enumerate(slices) if i != 1]
+    with pytest.raises(Refused, match="a slice is missing") as refused:
+        pitr.plan([base], holed, Ts(T0 + 17, pitr.MAX_ORDINAL), "T")
+    assert slices[0].last.rfc3339() in str(refused.value)
+    assert pitr.plan([base], holed, Ts(T0 + 3, pitr.MAX_ORDINAL), "T").slices == (slices[0],)
