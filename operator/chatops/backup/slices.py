@@ -56,6 +56,9 @@ def consistent_time(manifest: Manifest) -> Ts | None:
     if found is None:
         return None
     ts = getattr(found, "ts", found)
+    if isinstance(ts, dict):
+        ts = ts.get("ts", ts)
+        return Ts(int(ts["t"]), int(ts["i"]))
     return Ts(int(ts.t), int(ts.i))
 
 
