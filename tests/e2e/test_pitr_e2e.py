@@ -216,9 +216,10 @@ def recover(
         "source": {"backupRef": {"name": "chat"}}, "mode": "DropDatabase",
         "pointInTime": point, **extra,
     })
-    return recovery_ended(custom, namespace, name, timeout=240)
+    return recovery_ended(custom, namespace, name, timeout=600)
 
 
+@pytest.mark.timeout(1500)
 def test_a_sigkilled_archiver_leaves_every_op_once_and_restores_to_any_second(
     environment: dict[str, str], own_operator: Operator, namespace: str,
     custom: client.CustomObjectsApi, core: client.CoreV1Api,
@@ -239,7 +240,7 @@ def test_a_sigkilled_archiver_leaves_every_op_once_and_restores_to_any_second(
         for _ in range(3):  # killed mid-archive, three times, each after it went on
             before = wait_for(lambda: archived_to(custom, namespace, "chat") > (0, 0)
                               and archived_to(custom, namespace, "chat"),
-                              timeout=90, what="ops archived")
+                              timeout=300, what="ops archived")
             written = writer.n + rng.randint(3, 40)  # killed somewhere between two uploads
             wait_for(lambda w=written: writer.n >= w, timeout=30, interval=0.01,
                      what="more writes")
@@ -259,7 +260,7 @@ def test_a_sigkilled_archiver_leaves_every_op_once_and_restores_to_any_second(
     finally:
         writer.stop()
     last = oplog_ts(mongo_client, database)[-1]
-    wait_for(lambda: archived_to(custom, namespace, "chat") >= last, timeout=60, interval=0.3,
+    wait_for(lambda: archived_to(custom, namespace, "chat") >= last, timeout=300, interval=0.3,
              what="the archive to catch up with the oplog")
 
     # every op of the database after the first base, exactly once, in oplog order
@@ -320,6 +321,7 @@ def _consistent(endpoint: str, bucket: str, tarball: str) -> tuple[int, int]:
     return int(ts["t"]), int(ts["i"])
 
 
+@pytest.mark.timeout(1200)
 def test_an_oplog_rolled_over_while_the_operator_is_down_is_a_gap_and_a_new_base(
     environment: dict[str, str], own_operator: Operator, namespace: str,
     custom: client.CustomObjectsApi, core: client.CoreV1Api,
@@ -391,6 +393,7 @@ def test_an_oplog_rolled_over_while_the_operator_is_down_is_a_gap_and_a_new_base
         mongo_client.drop_database(f"{database}_filler")
 
 
+@pytest.mark.timeout(1200)
 def test_a_restore_to_before_a_bad_release_undoes_its_writes(
     environment: dict[str, str], own_operator: Operator, namespace: str, api: client.ApiClient,
     custom: client.CustomObjectsApi, core: client.CoreV1Api,

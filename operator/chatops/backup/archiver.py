@@ -44,11 +44,15 @@ KIND = "ChatBackupArchive"
 runs' Lease, so a long backup never stops the archive, nor the other way round."""
 POLL = 0.25
 """Seconds between two reads of the oplog that found nothing new."""
-HOUSEKEEPING = 30.0
+HOUSEKEEPING = 60.0
 """Seconds between merges, retention and the check that the spec still asks for it."""
 RECHECK = 5.0
 """Seconds before looking again while waiting (for a base backup, for the oplog)."""
 log = logging.getLogger("chatops.archive")
+
+
+def window_first(window: oplog_io.Window | None) -> Ts | None:
+    return None if window is None else Ts(window.first.t, window.first.i)
 
 
 def _entry_ts(raw: bytes | memoryview) -> Ts:
@@ -174,48 +178,55 @@ class Session:
         except (client.ApiException, OSError):
             log.warning("%s/%s: cannot write the archive's status", self.namespace, self.name)
 
-    def _look(self) -> archive.Tail | archive.Wait | archive.Lost:
+    def _look(self, oldest: Ts | None = None) -> archive.Tail | archive.Wait | archive.Lost:
+        """Where to tail from, from what S3 holds. The oplog is not scanned for it (on
+        FerretDB every query of it reads it whole): the first read after the position
+        tells whether it is still there; `oldest` is what that read found first."""
         self.listing = slices.listing(self.store, self.prefix, self.uid)
-        window = oplog_io.window(self.mongo)
-        span = None if window is None else (Ts(window.first.t, window.first.i),
-                                            Ts(window.last.t, window.last.i))
-        seen = archive.Observed(self.listing.slices, self.listing.bases, span)
         line = pitr.timeline(self.listing.bases, self.listing.slices)
+        oplog: tuple[Ts, Ts] | None = None
+        if oplog_io.exists(self.mongo):
+            floor = oldest or Ts(0, 0)
+            oplog = (floor, floor)
+        seen = archive.Observed(self.listing.slices, self.listing.bases, oplog)
         at = archive.position(seen)
         self.status = self.status.model_copy(update={
             "slices": len(self.listing.slices),
             "restorable_from": line.windows[0].start.rfc3339() if line.windows else None,
-            "oplog_first_time": span[0].rfc3339() if span else None,
             "last_archived_time": at.rfc3339() if at is not None else None,
             "last_archived_ts": at.wire() if at is not None else None,
         })
-        if span is not None:
-            telemetry.record_oplog(self.namespace, self.name, span[0].t, span[1].t)
         if at is not None:
-            telemetry.record_archived(self.namespace, self.name, at.t, span[1].t if span else at.t)
+            telemetry.record_archived(self.namespace, self.name, at.t, at.t)
         return archive.resume(seen)
 
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> float:
+        oldest: Ts | None = None
         while not self.stopped():
-            decision = self._look()
+            decision = self._look(oldest)
+            oldest = None
             if isinstance(decision, archive.Lost):
                 self._lost(decision)
                 if isinstance(decision.then, archive.Wait):
                     self.save(state="Gap", message=decision.then.reason)
                     return RECHECK
                 decision = decision.then
-                base = next(b for b in self.listing.bases if b.consistent == decision.after) \
-                    if self.listing else None
+                base = next(
+                    (b for b in self.listing.bases if b.consistent == decision.after), None
+                ) if self.listing else None
                 if base is not None:
                     self.status = archive.resumed(self.status, base)
             if isinstance(decision, archive.Wait):
                 self.save(state=decision.state, message=decision.reason)
                 return RECHECK
             self.save(state="Archiving", message=f"tailing the oplog after {decision.after}")
-            if not self._tail(decision.after):
-                return 0.0  # the spec changed or the cursor ended: look again at once
+            ended = self._tail(decision.after)
+            if ended is True:
+                return 0.0
+            if isinstance(ended, Ts):  # the oplog no longer holds the position
+                oldest = ended
         return 0.0
 
     def _lost(self, lost: archive.Lost) -> None:
@@ -230,27 +241,21 @@ class Session:
         self.save()
         self.wake_backups()
 
-    def _tail(self, after: Ts) -> bool:
-        """Tail and upload until stopped (True) or the look must be made again (False)."""
+    def _tail(self, after: Ts) -> bool | Ts:
+        """Tail and upload until stopped (True), the look must be made again (False), or
+        the oplog lost the position (the oldest op it holds instead)."""
         buffer = Buffer()
         previous = after
-        checked = False
         next_chores = time.monotonic() + HOUSEKEEPING
-        cursor = self._polled(after)
+        polls = self._polled(after)
         try:
-            for batch in cursor:
-                if batch is not None:
-                    for raw in documents(batch):
-                        entry = oplog.parse(raw)
-                        if self.namespaces.includes(entry):
-                            buffer.add(Ts(entry.ts.t, entry.ts.i), bytes(raw))
-                if not checked:
-                    # The oplog only ever loses its oldest ops: if it still holds `after`
-                    # now, the cursor read every op after it.
-                    window = oplog_io.window(self.mongo)
-                    if window is None or Ts(window.first.t, window.first.i) > after:
-                        return False
-                    checked = True
+            for polled in polls:
+                if isinstance(polled, Ts):
+                    if buffer.entries:
+                        self._flush(previous, buffer)
+                    return polled
+                for ts, raw in polled:
+                    buffer.add(ts, raw)
                 telemetry.record_pending(
                     self.namespace, self.name, buffer.entries[0][0].t if buffer.entries else None
                 )
@@ -269,31 +274,49 @@ class Session:
                         return False
                     self._chores()
         finally:
-            cursor.close()
-        if buffer.entries:
-            self._flush(previous, buffer)
+            polls.close()
         return False
 
-    def _polled(self, after: Ts) -> Generator[bytes | None, None, None]:
-        """The oplog's entries after `after` as they come: raw batches, and None after
-        each look that found nothing new. It polls rather than tails: FerretDB's
-        tailable cursors die when they catch up (a real replica set's oplog reads see
-        only entries without holes before them, so a poll skips none either)."""
+    def _polled(
+        self, after: Ts
+    ) -> Generator[list[tuple[Ts, bytes]] | Ts, None, None]:
+        """What the oplog holds after `after`, poll after poll: the new entries of the
+        backed-up databases (an empty list when there are none), or, once, the oldest
+        entry the oplog holds when it no longer holds the position read from (it rolled
+        past it). Each poll reads from the position itself (`ts >= position`, every
+        database), so its first entry proves nothing was lost in between. It polls rather
+        than tails: FerretDB's tailable cursors die once they have caught up (a replica
+        set's oplog reads see no entry with a hole before it, so a poll skips none)."""
         position = after
         while True:
-            found = False
-            for batch in oplog_io.read(
-                self.mongo, oplog.OpTime(position.t, position.i), None, self.namespaces
-            ):
-                last = None
+            fresh: list[tuple[Ts, bytes]] = []
+            first = True
+            below = oplog.OpTime(position.t, position.i - 1) if position.i else (
+                oplog.OpTime(position.t - 1, pitr.MAX_ORDINAL)
+            )
+            for batch in oplog_io.read(self.mongo, below, None, None):
                 for raw in documents(batch):
-                    last = raw
-                if last is not None:
-                    position = _entry_ts(last)
-                    found = True
-                yield batch
-            yield None
-            if not found:
+                    entry = oplog.parse(raw)
+                    at = Ts(entry.ts.t, entry.ts.i)
+                    if first:
+                        first = False
+                        if at == position:
+                            continue
+                        # not an entry itself (a base's position may be none), or rolled
+                        # past: only the oplog's window tells which
+                        oldest = window_first(oplog_io.window(self.mongo))
+                        if oldest is None or oldest > position:
+                            yield oldest or at
+                            return
+                    position = at
+                    if self.namespaces.includes(entry):
+                        fresh.append((at, bytes(raw)))
+            if first:  # not even the position: the oplog was emptied or replaced
+                window = oplog_io.window(self.mongo)
+                yield window_first(window) or position
+                return
+            yield fresh
+            if not fresh:
                 time.sleep(POLL)
 
     def _flush(self, previous: Ts, buffer: Buffer) -> Ts:
@@ -327,7 +350,14 @@ class Session:
         return spec == self.spec
 
     def _chores(self) -> None:
-        """Merge short slices, delete what no kept base needs, refresh the counts."""
+        """Merge short slices, delete what no kept base needs, refresh the counts and
+        the oplog window."""
+        window = oplog_io.window(self.mongo)
+        if window is not None:
+            telemetry.record_oplog(self.namespace, self.name, window.first.t, window.last.t)
+            self.status = self.status.model_copy(
+                update={"oplog_first_time": clock.rfc3339(window.first.time)}
+            )
         look = slices.listing(self.store, self.prefix, self.uid)
         if not look.bases:
             return
