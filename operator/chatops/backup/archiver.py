@@ -213,14 +213,10 @@ class Session:
                     self.save(state="Gap", message=decision.then.reason)
                     return RECHECK
                 decision = decision.then
-                base = next(
-                    (b for b in self.listing.bases if b.consistent == decision.after), None
-                ) if self.listing else None
-                if base is not None:
-                    self.status = archive.resumed(self.status, base)
             if isinstance(decision, archive.Wait):
                 self.save(state=decision.state, message=decision.reason)
                 return RECHECK
+            self._resumed_after_gap(decision.after)
             self.save(state="Archiving", message=f"tailing the oplog after {decision.after}")
             ended = self._tail(decision.after)
             if ended is True:
@@ -228,6 +224,15 @@ class Session:
             if isinstance(ended, Ts):  # the oplog no longer holds the position
                 oldest = ended
         return 0.0
+
+    def _resumed_after_gap(self, after: Ts) -> None:
+        """Tailing from a base backup taken after the open gap closes it."""
+        gap = archive.open_gap(self.status)
+        if gap is None or self.listing is None:
+            return
+        base = next((b for b in self.listing.bases if b.consistent == after), None)
+        if base is not None and base.consistent > Ts.of(gap.start_ts):
+            self.status = archive.resumed(self.status, base)
 
     def _lost(self, lost: archive.Lost) -> None:
         self.status, new = archive.with_gap(self.status, lost, clock.now())
