@@ -17,7 +17,9 @@ import datetime
 
 from chatops.api.common import now_rfc3339
 from chatops.api.pitr import ArchiveGap, ArchiveStatus
-from chatops.backup.pitr import Base, Slice, Ts
+from chatops.backup import pitr
+from chatops.backup.oplog import OpTime
+from chatops.backup.pitr import Base, Slice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Observed:
     """Complete slices of this ChatBackup."""
     bases: tuple[Base, ...]
     """Complete point-in-time base backups of this ChatBackup."""
-    oplog: tuple[Ts, Ts] | None
+    oplog: tuple[OpTime, OpTime] | None
     """The oplog's first and last position; None when the server keeps none."""
 
 
@@ -36,7 +38,7 @@ class Observed:
 class Tail:
     """Read the oplog after `after` (the previous of the next slice)."""
 
-    after: Ts
+    after: OpTime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,18 +54,16 @@ class Lost:
     """The oplog rolled past the archive: ops after `after` and before `oldest` are gone.
     `then` is what to do next: tail from a base after the gap, or wait for one."""
 
-    after: Ts
-    oldest: Ts
+    after: OpTime
+    oldest: OpTime
     then: Tail | Wait
 
 
-def position(seen: Observed) -> Ts | None:
+def position(seen: Observed) -> OpTime | None:
     """Where the archive stands: the furthest the slices carry it from any base, or
     the newest base's consistent time when it reaches further (or there are no slices).
     """
-    from chatops.backup import pitr
-
-    reach: Ts | None = None
+    reach: OpTime | None = None
     for base in seen.bases:
         _, end = pitr.chain(base.consistent, seen.slices)
         reach = end if reach is None else max(reach, end)
@@ -113,8 +113,9 @@ def with_gap(
     if any(g.start_ts.t == lost.after.t and g.start_ts.i == lost.after.i for g in status.gaps):
         return status, False
     gap = ArchiveGap(
-        start=lost.after.rfc3339(), start_ts=lost.after.wire(), end=lost.oldest.rfc3339(),
-        end_ts=lost.oldest.wire(), detected_at=now_rfc3339(now),
+        start=pitr.rfc3339(lost.after), start_ts=pitr.wire(lost.after),
+        end=pitr.rfc3339(lost.oldest), end_ts=pitr.wire(lost.oldest),
+        detected_at=now_rfc3339(now),
     )
     return status.model_copy(update={"gaps": [*status.gaps, gap][-20:]}), True
 
@@ -129,8 +130,8 @@ def resumed(status: ArchiveStatus, base: Base) -> ArchiveStatus:
 
 def gap_message(lost: Lost) -> str:
     return (
-        f"the oplog rolled past the archive: ops from {lost.after.rfc3339()} ({lost.after}) "
-        f"to {lost.oldest.rfc3339()} ({lost.oldest}) are lost; no restore can target a "
+        f"the oplog rolled past the archive: ops from {lost.after} "
+        f"to {lost.oldest} are lost; no restore can target a "
         "time between them"
     )
 

@@ -34,8 +34,8 @@ from chatops.api.pitr import ArchiveStatus
 from chatops.backup import archive, credentials, oplog, pitr, slices
 from chatops.backup.bsonstream import documents
 from chatops.backup.manifest import ManifestSource
-from chatops.backup.pitr import Ts
-from chatops.errors import ChatopsError, InvalidSpec
+from chatops.backup.oplog import OpTime
+from chatops.errors import ChatopsError, InvalidSpec, OplogGap
 from chatops.events import Event, EventSink
 
 PLURAL = "chatbackups"
@@ -51,25 +51,35 @@ RECHECK = 5.0
 log = logging.getLogger("chatops.archive")
 
 
-def window_first(window: oplog_io.Window | None) -> Ts | None:
-    return None if window is None else Ts(window.first.t, window.first.i)
+def _napped(seconds: float, stopped: Callable[[], bool]) -> bool:
+    """Wait between two polls; True (stop tailing) once the archiver must stop."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if stopped():
+            return True
+        time.sleep(min(0.05, seconds))
+    return stopped()
 
 
-def _entry_ts(raw: bytes | memoryview) -> Ts:
+def window_first(window: oplog_io.Window | None) -> OpTime | None:
+    return None if window is None else OpTime(window.first.t, window.first.i)
+
+
+def _entry_ts(raw: bytes | memoryview) -> OpTime:
     at = oplog.parse(raw).ts
-    return Ts(at.t, at.i)
+    return OpTime(at.t, at.i)
 
 
 @dataclasses.dataclass
 class Buffer:
     """Ops read and not yet uploaded."""
 
-    entries: list[tuple[Ts, bytes]] = dataclasses.field(default_factory=list)
+    entries: list[tuple[OpTime, bytes]] = dataclasses.field(default_factory=list)
     size: int = 0
     since: float | None = None
     """time.monotonic() when the oldest of them was read."""
 
-    def add(self, ts: Ts, raw: bytes) -> None:
+    def add(self, ts: OpTime, raw: bytes) -> None:
         if not self.entries:
             self.since = time.monotonic()
         self.entries.append((ts, raw))
@@ -178,23 +188,23 @@ class Session:
         except (client.ApiException, OSError):
             log.warning("%s/%s: cannot write the archive's status", self.namespace, self.name)
 
-    def _look(self, oldest: Ts | None = None) -> archive.Tail | archive.Wait | archive.Lost:
+    def _look(self, oldest: OpTime | None = None) -> archive.Tail | archive.Wait | archive.Lost:
         """Where to tail from, from what S3 holds. The oplog is not scanned for it (on
         FerretDB every query of it reads it whole): the first read after the position
         tells whether it is still there; `oldest` is what that read found first."""
         self.listing = slices.listing(self.store, self.prefix, self.uid)
         line = pitr.timeline(self.listing.bases, self.listing.slices)
-        oplog: tuple[Ts, Ts] | None = None
+        oplog: tuple[OpTime, OpTime] | None = None
         if oplog_io.exists(self.mongo):
-            floor = oldest or Ts(0, 0)
+            floor = oldest or OpTime(0, 0)
             oplog = (floor, floor)
         seen = archive.Observed(self.listing.slices, self.listing.bases, oplog)
         at = archive.position(seen)
         self.status = self.status.model_copy(update={
             "slices": len(self.listing.slices),
-            "restorable_from": line.windows[0].start.rfc3339() if line.windows else None,
-            "last_archived_time": at.rfc3339() if at is not None else None,
-            "last_archived_ts": at.wire() if at is not None else None,
+            "restorable_from": pitr.rfc3339(line.windows[0].start) if line.windows else None,
+            "last_archived_time": pitr.rfc3339(at) if at is not None else None,
+            "last_archived_ts": pitr.wire(at) if at is not None else None,
         })
         if at is not None:
             telemetry.record_archived(self.namespace, self.name, at.t, at.t)
@@ -203,7 +213,7 @@ class Session:
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> float:
-        oldest: Ts | None = None
+        oldest: OpTime | None = None
         while not self.stopped():
             decision = self._look(oldest)
             oldest = None
@@ -221,17 +231,17 @@ class Session:
             ended = self._tail(decision.after)
             if ended is True:
                 return 0.0
-            if isinstance(ended, Ts):  # the oplog no longer holds the position
+            if isinstance(ended, OpTime):  # the oplog no longer holds the position
                 oldest = ended
         return 0.0
 
-    def _resumed_after_gap(self, after: Ts) -> None:
+    def _resumed_after_gap(self, after: OpTime) -> None:
         """Tailing from a base backup taken after the open gap closes it."""
         gap = archive.open_gap(self.status)
         if gap is None or self.listing is None:
             return
         base = next((b for b in self.listing.bases if b.consistent == after), None)
-        if base is not None and base.consistent > Ts.of(gap.start_ts):
+        if base is not None and base.consistent > pitr.at(gap.start_ts):
             self.status = archive.resumed(self.status, base)
 
     def _lost(self, lost: archive.Lost) -> None:
@@ -246,7 +256,7 @@ class Session:
         self.save()
         self.wake_backups()
 
-    def _tail(self, after: Ts) -> bool | Ts:
+    def _tail(self, after: OpTime) -> bool | OpTime:
         """Tail and upload until stopped (True), the look must be made again (False), or
         the oplog lost the position (the oldest op it holds instead)."""
         buffer = Buffer()
@@ -255,7 +265,7 @@ class Session:
         polls = self._polled(after)
         try:
             for polled in polls:
-                if isinstance(polled, Ts):
+                if isinstance(polled, OpTime):
                     if buffer.entries:
                         self._flush(previous, buffer)
                     return polled
@@ -280,51 +290,31 @@ class Session:
                     self._chores()
         finally:
             polls.close()
-        return False
+        if buffer.entries:  # the tail stopped (the operator stops): upload what arrived
+            self._flush(previous, buffer)
+        return self.stopped()
 
     def _polled(
-        self, after: Ts
-    ) -> Generator[list[tuple[Ts, bytes]] | Ts, None, None]:
-        """What the oplog holds after `after`, poll after poll: the new entries of the
-        backed-up databases (an empty list when there are none), or, once, the oldest
-        entry the oplog holds when it no longer holds the position read from (it rolled
-        past it). Each poll reads from the position itself (`ts >= position`, every
-        database), so its first entry proves nothing was lost in between. It polls rather
-        than tails: FerretDB's tailable cursors die once they have caught up (a replica
-        set's oplog reads see no entry with a hole before it, so a poll skips none)."""
-        position = after
-        while True:
-            fresh: list[tuple[Ts, bytes]] = []
-            first = True
-            below = oplog.OpTime(position.t, position.i - 1) if position.i else (
-                oplog.OpTime(position.t - 1, pitr.MAX_ORDINAL)
-            )
-            for batch in oplog_io.read(self.mongo, below, None, None):
-                for raw in documents(batch):
-                    entry = oplog.parse(raw)
-                    at = Ts(entry.ts.t, entry.ts.i)
-                    if first:
-                        first = False
-                        if at == position:
-                            continue
-                        # not an entry itself (a base's position may be none), or rolled
-                        # past: only the oplog's window tells which
-                        oldest = window_first(oplog_io.window(self.mongo))
-                        if oldest is None or oldest > position:
-                            yield oldest or at
-                            return
-                    position = at
-                    if self.namespaces.includes(entry):
-                        fresh.append((at, bytes(raw)))
-            if first:  # not even the position: the oplog was emptied or replaced
-                window = oplog_io.window(self.mongo)
-                yield window_first(window) or position
-                return
-            yield fresh
-            if not fresh:
-                time.sleep(POLL)
+        self, after: OpTime
+    ) -> Generator[list[tuple[OpTime, bytes]] | OpTime, None, None]:
+        """What the oplog holds after `after`, poll after poll (`adapters.oplog.tail`):
+        the new entries of the backed-up databases (an empty list when there are none),
+        or, once, the oldest entry the oplog holds when it no longer holds the position
+        (it rolled past it)."""
+        try:
+            for batch in oplog_io.tail(
+                self.mongo, after, self.namespaces, poll_seconds=POLL,
+                wait=lambda seconds: _napped(seconds, self.stopped),
+            ):
+                if batch is None:
+                    yield []
+                    continue
+                yield [(e.ts, e.raw) for e in oplog.entries(batch)]
+        except OplogGap as gap:
+            oldest = gap.oldest if isinstance(gap.oldest, OpTime) else None
+            yield oldest or window_first(oplog_io.window(self.mongo)) or after
 
-    def _flush(self, previous: Ts, buffer: Buffer) -> Ts:
+    def _flush(self, previous: OpTime, buffer: Buffer) -> OpTime:
         written = slices.write(
             self.store, self.prefix, self.source, self.databases, previous,
             buffer.entries, clock.now(),
@@ -335,7 +325,7 @@ class Session:
         now = clock.now()
         self.save(
             state="Archiving", message=f"tailing the oplog after {written.last}",
-            last_archived_time=written.last.rfc3339(), last_archived_ts=written.last.wire(),
+            last_archived_time=pitr.rfc3339(written.last), last_archived_ts=pitr.wire(written.last),
             last_upload_time=now_rfc3339(now), slices=self.status.slices + 1,
         )
         telemetry.record_archived(self.namespace, self.name, written.last.t, written.last.t)
@@ -385,7 +375,7 @@ class Session:
 
     def _merge(self, run: tuple[pitr.Slice, ...]) -> None:
         """One slice of a run of short ones (read back verified), then the parts go."""
-        entries: list[tuple[Ts, bytes]] = []
+        entries: list[tuple[OpTime, bytes]] = []
         for part in run:
             raw = slices.read(self.store, part)
             entries += [(_entry_ts(doc), bytes(doc)) for doc in documents(raw)]

@@ -35,12 +35,12 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import pydantic
-from bson.timestamp import Timestamp as BsonTimestamp
 
 from chatops import clock
 from chatops.api.common import Model
 from chatops.api.pitr import Timestamp
 from chatops.backup.manifest import ManifestSource
+from chatops.backup.oplog import OpTime
 
 MAX_ORDINAL = 2**32 - 1
 DIRECTORY = "pitr/"
@@ -53,46 +53,30 @@ _NAME = re.compile(
 )
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Ts:
-    """An oplog position: seconds since the epoch, then the op's order in that second."""
+def at(value: Timestamp) -> OpTime:
+    """An oplog position as status and manifests write it (`{t, i}`)."""
+    return OpTime(value.t, value.i)
 
-    t: int
-    i: int
 
-    def __str__(self) -> str:
-        return f"{self.t}.{self.i}"
+def wire(position: OpTime) -> Timestamp:
+    return Timestamp(t=position.t, i=position.i)
 
-    @property
-    def time(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(self.t, datetime.UTC)
 
-    def rfc3339(self) -> str:
-        return clock.rfc3339(self.time)
+def rfc3339(position: OpTime) -> str:
+    """The second of a position, as RFC 3339."""
+    return clock.rfc3339(position.time)
 
-    def wire(self) -> Timestamp:
-        return Timestamp(t=self.t, i=self.i)
 
-    def bson(self) -> BsonTimestamp:
-        return BsonTimestamp(self.t, self.i)
+def before(moment: datetime.datetime) -> OpTime:
+    """The last position before `moment`'s second: no op of that second (a release that
+    started then may have written in it) and none after. (`oplog.latest_at` is the last
+    position *of* a second: a restore to a time is inclusive to its second, as PBM's
+    `--time`.)"""
+    return OpTime(math.floor(moment.timestamp()) - 1, MAX_ORDINAL)
 
-    @classmethod
-    def of(cls, value: Timestamp | BsonTimestamp) -> Ts:
-        if isinstance(value, BsonTimestamp):
-            return cls(value.time, value.inc)
-        return cls(value.t, value.i)
 
-    @classmethod
-    def through(cls, at: datetime.datetime) -> Ts:
-        """The last position of `at`'s second: a restore to `at` replays every op of that
-        second and before (inclusive to the second, as PBM's `--time`)."""
-        return cls(math.floor(at.timestamp()), MAX_ORDINAL)
-
-    @classmethod
-    def before(cls, at: datetime.datetime) -> Ts:
-        """The last position before `at`'s second: no op of that second (a release that
-        started then may have written in it) and none after."""
-        return cls(math.floor(at.timestamp()) - 1, MAX_ORDINAL)
+def _name(position: OpTime) -> str:
+    return f"{position.t}.{position.i}"
 
 
 # -- names ------------------------------------------------------------------------------
@@ -104,18 +88,18 @@ def directory(prefix: str, uid: str) -> str:
     return f"{prefix}{DIRECTORY}{run}/"
 
 
-def slice_key(folder: str, first: Ts, last: Ts) -> str:
-    return f"{folder}{first}-{last}{SLICE_SUFFIX}"
+def slice_key(folder: str, first: OpTime, last: OpTime) -> str:
+    return f"{folder}{_name(first)}-{_name(last)}{SLICE_SUFFIX}"
 
 
-def manifest_key(folder: str, first: Ts, last: Ts) -> str:
-    return f"{folder}{first}-{last}{MANIFEST_SUFFIX}"
+def manifest_key(folder: str, first: OpTime, last: OpTime) -> str:
+    return f"{folder}{_name(first)}-{_name(last)}{MANIFEST_SUFFIX}"
 
 
 @dataclasses.dataclass(frozen=True)
 class SliceName:
-    first: Ts
-    last: Ts
+    first: OpTime
+    last: OpTime
     kind: Literal["slice", "manifest"]
 
 
@@ -129,8 +113,8 @@ def parse_key(folder: str, key: str) -> SliceName | None:
     kind: Literal["slice", "manifest"] = (
         "slice" if match["suffix"] == SLICE_SUFFIX else "manifest"
     )
-    first = Ts(int(match["ft"]), int(match["fi"]))
-    last = Ts(int(match["lt"]), int(match["li"]))
+    first = OpTime(int(match["ft"]), int(match["fi"]))
+    last = OpTime(int(match["lt"]), int(match["li"]))
     return SliceName(first, last, kind)
 
 
@@ -186,9 +170,9 @@ class Slice:
 
     key: str
     manifest_key: str
-    previous: Ts
-    first: Ts
-    last: Ts
+    previous: OpTime
+    first: OpTime
+    last: OpTime
     count: int
     size: int
     sha256: str
@@ -197,12 +181,12 @@ class Slice:
     @classmethod
     def of(cls, manifest: SliceManifest, manifest_key: str) -> Slice:
         return cls(
-            key=manifest.key, manifest_key=manifest_key, previous=Ts.of(manifest.previous),
-            first=Ts.of(manifest.first), last=Ts.of(manifest.last), count=manifest.count,
+            key=manifest.key, manifest_key=manifest_key, previous=at(manifest.previous),
+            first=at(manifest.first), last=at(manifest.last), count=manifest.count,
             size=manifest.size, sha256=manifest.sha256, bson_bytes=manifest.bson_bytes,
         )
 
-    def covers(self, position: Ts) -> bool:
+    def covers(self, position: OpTime) -> bool:
         """Whether the op after `position` is in this slice's interval (previous, last]."""
         return self.previous <= position < self.last
 
@@ -216,11 +200,11 @@ class Base:
     """A complete, point-in-time base backup: the database as of `consistent`."""
 
     id: str
-    consistent: Ts
+    consistent: OpTime
     key: str = ""
 
 
-def chain(start: Ts, slices: Iterable[Slice]) -> tuple[list[Slice], Ts]:
+def chain(start: OpTime, slices: Iterable[Slice]) -> tuple[list[Slice], OpTime]:
     """The slices that carry the archive on from `start`, in order, and the position it
     reaches: from each position, the slice covering the next op that reaches furthest."""
     pool = sorted(slices, key=lambda s: (s.previous, s.last))
@@ -241,8 +225,8 @@ class Window:
     """Times a restore can target: from the consistent time of its oldest base backup to
     the last op its slices reach (both inclusive)."""
 
-    start: Ts
-    end: Ts
+    start: OpTime
+    end: OpTime
     bases: tuple[str, ...]
     """Ids of the base backups inside it, oldest first."""
     slices: int
@@ -254,8 +238,8 @@ class Gap:
     """Between two windows: no restore can target a time after `after` and before
     `before` (the last op archived, and the consistent time of the next base)."""
 
-    after: Ts
-    before: Ts
+    after: OpTime
+    before: OpTime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +248,7 @@ class Timeline:
     gaps: tuple[Gap, ...]
 
     @property
-    def end(self) -> Ts | None:
+    def end(self) -> OpTime | None:
         return self.windows[-1].end if self.windows else None
 
 
@@ -290,8 +274,8 @@ class Plan:
 
     base: Base
     slices: tuple[Slice, ...]
-    after: Ts
-    until: Ts
+    after: OpTime
+    until: OpTime
 
     @property
     def ops_at_most(self) -> int:
@@ -302,7 +286,7 @@ class Refused(ValueError):
     """No restore can reach the time asked for; the message says why and what can."""
 
 
-def plan(bases: Sequence[Base], slices: Sequence[Slice], until: Ts, asked: str) -> Plan:
+def plan(bases: Sequence[Base], slices: Sequence[Slice], until: OpTime, asked: str) -> Plan:
     """How to restore to `until` (`asked` is how the user wrote it, for messages):
     the newest base backup not after it and the slices from its consistent time through
     it. Refused when there is no such base, or the slices do not reach it."""
@@ -313,8 +297,8 @@ def plan(bases: Sequence[Base], slices: Sequence[Slice], until: Ts, asked: str) 
         if first is None:
             raise Refused(f"{asked}: the ChatBackup has no point-in-time base backup yet")
         raise Refused(
-            f"{asked} is before the oldest base backup, consistent at {first.rfc3339()} "
-            f"({first}); {_windows(line)}"
+            f"{asked} is before the oldest base backup, consistent at {first}; "
+            f"{_windows(line)}"
         )
     base = max(older, key=lambda b: (b.consistent, b.id))
     carried, end = chain(base.consistent, slices)
@@ -323,19 +307,19 @@ def plan(bases: Sequence[Base], slices: Sequence[Slice], until: Ts, asked: str) 
         if later and min(s.previous for s in later) < until:
             resumes = min(s.previous for s in later)
             raise Refused(
-                f"{asked}: the archive is broken after {end.rfc3339()} ({end}): no slice "
-                f"holds the ops after it, the next one starts after {resumes.rfc3339()} "
-                f"({resumes}) — a slice is missing or was deleted; {_windows(line)}"
+                f"{asked}: the archive is broken after {end}: no slice "
+                f"holds the ops after it, the next one starts after {resumes} "
+                f"— a slice is missing or was deleted; {_windows(line)}"
             )
         gap = next((g for g in line.gaps if g.after < until < g.before), None)
         if gap is not None:
             raise Refused(
-                f"{asked} is inside an archive gap: the oplog from {gap.after.rfc3339()} "
-                f"({gap.after}) to {gap.before.rfc3339()} ({gap.before}) was lost; "
+                f"{asked} is inside an archive gap: the oplog from {gap.after} "
+                f"to {gap.before} was lost; "
                 f"{_windows(line)}"
             )
         raise Refused(
-            f"{asked} is after the newest archived op, {end.rfc3339()} ({end}); "
+            f"{asked} is after the newest archived op, {end}; "
             f"{_windows(line)}"
         )
     needed: list[Slice] = []
@@ -351,7 +335,7 @@ def plan(bases: Sequence[Base], slices: Sequence[Slice], until: Ts, asked: str) 
 def _windows(line: Timeline) -> str:
     if not line.windows:
         return "nothing can be restored to a point in time yet"
-    said = ", ".join(f"{w.start.rfc3339()} to {w.end.rfc3339()}" for w in line.windows)
+    said = ", ".join(f"{rfc3339(w.start)} to {rfc3339(w.end)}" for w in line.windows)
     return f"restorable: {said}"
 
 
@@ -375,7 +359,7 @@ def redundant(slices: Sequence[Slice]) -> list[Slice]:
 
 
 def merges(
-    slices: Sequence[Slice], start: Ts, length_seconds: float, max_bytes: int
+    slices: Sequence[Slice], start: OpTime, length_seconds: float, max_bytes: int
 ) -> list[tuple[Slice, ...]]:
     """Runs of short slices (uploaded every flushInterval) to merge into one, following
     the chain from `start`: a run closes once it spans `length_seconds` from its first

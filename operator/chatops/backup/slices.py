@@ -22,7 +22,8 @@ from chatops.adapters import s3
 from chatops.backup import catalog, pitr
 from chatops.backup.bsonstream import documents
 from chatops.backup.manifest import Manifest, ManifestSource
-from chatops.backup.pitr import Base, Slice, SliceManifest, Ts
+from chatops.backup.oplog import OpTime
+from chatops.backup.pitr import Base, Slice, SliceManifest
 from chatops.backup.retention import RetentionPolicy, StoredBackup
 from chatops.errors import StorageError, VerificationFailed
 
@@ -47,7 +48,7 @@ class Listing:
     """Manifests that cannot be read (named in messages)."""
 
 
-def consistent_time(manifest: Manifest) -> Ts | None:
+def consistent_time(manifest: Manifest) -> OpTime | None:
     """What a base backup holds, as its manifest says: the database as of this op; None
     for a backup that is not point in time (a server without an oplog)."""
     if not getattr(manifest, "point_in_time", False):
@@ -58,8 +59,8 @@ def consistent_time(manifest: Manifest) -> Ts | None:
     ts = getattr(found, "ts", found)
     if isinstance(ts, dict):
         ts = ts.get("ts", ts)
-        return Ts(int(ts["t"]), int(ts["i"]))
-    return Ts(int(ts.t), int(ts.i))
+        return OpTime(int(ts["t"]), int(ts["i"]))
+    return OpTime(int(ts.t), int(ts.i))
 
 
 def bases(backups: Iterable[StoredBackup]) -> list[Base]:
@@ -79,7 +80,7 @@ def listing(
     """The slices and base backups of the ChatBackup of `uid` under `prefix`."""
     now = now or clock.now()
     folder = pitr.directory(prefix, uid)
-    objects: dict[tuple[Ts, Ts], dict[str, s3.StoredObject]] = {}
+    objects: dict[tuple[OpTime, OpTime], dict[str, s3.StoredObject]] = {}
     for obj in store.objects(folder):
         name = pitr.parse_key(folder, obj.key)
         if name is not None:
@@ -115,7 +116,7 @@ def listing(
 
 def write(
     store: s3.Store, prefix: str, source: ManifestSource, databases: Sequence[str],
-    previous: Ts, entries: Sequence[tuple[Ts, bytes]], now: datetime.datetime,
+    previous: OpTime, entries: Sequence[tuple[OpTime, bytes]], now: datetime.datetime,
 ) -> Slice:
     """Upload one slice of `entries` (position, raw BSON), all after `previous`, then its
     manifest. Idempotent: an object left under the same key by an archiver stopped
@@ -137,8 +138,8 @@ def write(
             raise
         body = held
     manifest = SliceManifest(
-        source=source, key=key, databases=list(databases), previous=previous.wire(),
-        first=first.wire(), last=last.wire(), count=len(entries), bson_bytes=len(raw),
+        source=source, key=key, databases=list(databases), previous=pitr.wire(previous),
+        first=pitr.wire(first), last=pitr.wire(last), count=len(entries), bson_bytes=len(raw),
         sha256=digest, size=len(body), created_at=now,
     )
     mkey = pitr.manifest_key(folder, first, last)

@@ -90,6 +90,8 @@ def render(rows: Sequence[dict[str, Any]], now: datetime.datetime) -> str:
 def render_points(line: Any, folder: str, count: int) -> str:
     """`chatops restore-points`: each recoverable window (inclusive, to the second) and
     each gap, oldest first (`line` is a `backup.pitr.Timeline`)."""
+    from chatops.backup import pitr
+
     out = [f"{count} slice(s) in {folder}"]
     if not line.windows:
         out.append("no point in time can be restored yet: no point-in-time base backup")
@@ -97,13 +99,13 @@ def render_points(line: Any, folder: str, count: int) -> str:
     rows = [("FROM", "TO", "BASE BACKUPS", "SLICES")]
     for w in line.windows:
         bases = ", ".join(w.bases[-3:]) + (f" (+{len(w.bases) - 3})" if len(w.bases) > 3 else "")
-        rows.append((w.start.rfc3339(), w.end.rfc3339(), bases, str(w.slices)))
+        rows.append((pitr.rfc3339(w.start), pitr.rfc3339(w.end), bases, str(w.slices)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     out += ["   ".join(c.ljust(n) for c, n in zip(r, widths, strict=True)).rstrip() for r in rows]
     for gap in line.gaps:
         out.append(
-            f"gap: {gap.after.rfc3339()} to {gap.before.rfc3339()}: the oplog between was "
-            "lost, no restore can target a time inside"
+            f"gap: {pitr.rfc3339(gap.after)} to {pitr.rfc3339(gap.before)}: the oplog "
+            "between was lost, no restore can target a time inside"
         )
     return "\n".join(out) + "\n"
 

@@ -26,7 +26,7 @@ from chatops.api.pitr import RecoveredPointInTime, RecoveryPointInTime
 from chatops.api.recovery import RestoredBackup
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.backup import credentials, oplog, pitr, slices
-from chatops.backup.pitr import Ts
+from chatops.backup.oplog import OpTime
 from chatops.errors import InvalidSpec, VerificationFailed
 
 
@@ -36,11 +36,11 @@ class Stopped(Exception):
 
 def target(
     cluster: Cluster, namespace: str, resource: str, wanted: RecoveryPointInTime
-) -> tuple[Ts, str, str]:
+) -> tuple[OpTime, str, str]:
     """(the last position to replay, the time as RFC 3339, the field it came from)."""
     if wanted.time is not None:
         at = clock.parse(wanted.time)
-        return Ts.through(at), clock.rfc3339(at), "spec.pointInTime.time"
+        return oplog.latest_at(at), clock.rfc3339(at), "spec.pointInTime.time"
     ref = wanted.release_revision
     assert ref is not None  # the schema requires one of the two
     field = "spec.pointInTime.releaseRevision"
@@ -59,7 +59,7 @@ def target(
             f"in its status.history (revisions there: {', '.join(known) or 'none'})",
         )
     first = min(clock.parse(s) for s in starts)
-    return Ts.before(first), clock.rfc3339(first), field
+    return pitr.before(first), clock.rfc3339(first), field
 
 
 def resolve(
@@ -85,20 +85,20 @@ def resolve(
         id=stored.id, key=stored.manifest.tarball.key, sha256=stored.manifest.tarball.sha256
     )
     recovered = RecoveredPointInTime(
-        target=when, until_ts=until.wire(), base=stored.id,
-        base_consistent_time=chosen.base.consistent.rfc3339(),
+        target=when, until_ts=pitr.wire(until), base=stored.id,
+        base_consistent_time=pitr.rfc3339(chosen.base.consistent),
         slices=[s.key for s in chosen.slices], ops=ops,
     )
     message = (
         f"to {when}: base backup {stored.id} (consistent at "
-        f"{chosen.base.consistent.rfc3339()}), then {ops} op(s) from {len(chosen.slices)} "
+        f"{pitr.rfc3339(chosen.base.consistent)}), then {ops} op(s) from {len(chosen.slices)} "
         "slice(s), each checked against its manifest"
     )
     return backup, recovered, message
 
 
-def _ts(entry: oplog.Entry) -> Ts:
-    return Ts(entry.ts.t, entry.ts.i)
+def _ts(entry: oplog.Entry) -> OpTime:
+    return OpTime(entry.ts.t, entry.ts.i)
 
 
 def _slices(plan: Any, keys: Sequence[str]) -> tuple[Any, list[pitr.Slice]]:
@@ -115,7 +115,7 @@ def _slices(plan: Any, keys: Sequence[str]) -> tuple[Any, list[pitr.Slice]]:
 
 
 def _entries(
-    store: Any, pieces: Sequence[pitr.Slice], after: Ts, until: Ts, stopped: Any
+    store: Any, pieces: Sequence[pitr.Slice], after: OpTime, until: OpTime, stopped: Any
 ) -> Iterator[oplog.Entry]:
     for piece in pieces:
         for entry in oplog.entries(slices.read(store, piece)):
@@ -130,11 +130,11 @@ def _namespaces(databases: Sequence[str] | None) -> oplog.Namespaces:
 
 
 def replay(
-    plan: Any, recovered: RecoveredPointInTime, after: Ts, stopped: Any
+    plan: Any, recovered: RecoveredPointInTime, after: OpTime, stopped: Any
 ) -> int:
     """Replay the recorded slices' ops in (after, until] into the target; the ops
     applied."""
-    until = Ts.of(recovered.until_ts)
+    until = pitr.at(recovered.until_ts)
     store, pieces = _slices(plan, recovered.slices)
     with Mongo(plan.secrets.mongo_uri) as mongo:
         applier = oplog_io.Applier(mongo)
@@ -144,11 +144,11 @@ def replay(
         )
 
 
-def check(plan: Any, recovered: RecoveredPointInTime, after: Ts) -> str:
+def check(plan: Any, recovered: RecoveredPointInTime, after: OpTime) -> str:
     """Every document the replayed ops touched is as the last op on it left it (an
     insert or a whole-document update: that document; a delete: none). Updates that
     name fields only are checked by replay itself."""
-    until = Ts.of(recovered.until_ts)
+    until = pitr.at(recovered.until_ts)
     store, pieces = _slices(plan, recovered.slices)
     namespaces = _namespaces(plan.databases)
     expected: dict[oplog.Key, tuple[Any, dict[str, Any] | None]] = {}

@@ -29,7 +29,7 @@ from chatops.api.pitr import RecoveredPointInTime
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
 from chatops.backup import credentials, restore, slices, verify
 from chatops.backup.contents import Contents, Downloaded
-from chatops.backup.pitr import Ts
+from chatops.backup.oplog import OpTime
 from chatops.errors import RestoreFailed
 from chatops.recovery import machine, pointintime, source
 
@@ -185,7 +185,7 @@ def replay(ctx: Context) -> str:
     )
 
 
-def _base_position(ctx: Context) -> Ts:
+def _base_position(ctx: Context) -> OpTime:
     """The base backup's consistent position, read again from its manifest."""
     _, contents = _fetch(ctx)
     manifest = contents.manifest

@@ -10,62 +10,65 @@ import datetime
 from chatops.api.backup import ChatBackupSpec, ChatBackupStatus
 from chatops.api.pitr import ArchiveStatus
 from chatops.backup import archive, controller, pitr
-from chatops.backup.pitr import Base, Slice, Ts
+from chatops.backup.oplog import OpTime
+from chatops.backup.pitr import Base, Slice
 from chatops.commands.backups import render_points
 
 T0 = 1_764_650_000
 NOW = datetime.datetime(2026, 12, 2, 5, 0, tzinfo=datetime.UTC)
 
 
-def piece(previous: Ts, first: Ts, last: Ts) -> Slice:
+def piece(previous: OpTime, first: OpTime, last: OpTime) -> Slice:
     return Slice(f"k/{first}-{last}", f"m/{first}-{last}", previous, first, last, 3, 30, "x")
 
 
 def test_a_restarted_archiver_resumes_after_the_last_complete_slice() -> None:
-    base = Base("b1", Ts(T0, 1))
-    done = [piece(Ts(T0, 1), Ts(T0 + 1, 1), Ts(T0 + 5, 2)),
-            piece(Ts(T0 + 5, 2), Ts(T0 + 6, 1), Ts(T0 + 9, 4))]
-    seen = archive.Observed(tuple(done), (base,), (Ts(T0 - 100, 1), Ts(T0 + 20, 1)))
-    assert archive.resume(seen) == archive.Tail(Ts(T0 + 9, 4))
-    fresh = archive.Observed((), (base,), (Ts(T0 - 100, 1), Ts(T0 + 20, 1)))
+    base = Base("b1", OpTime(T0, 1))
+    done = [piece(OpTime(T0, 1), OpTime(T0 + 1, 1), OpTime(T0 + 5, 2)),
+            piece(OpTime(T0 + 5, 2), OpTime(T0 + 6, 1), OpTime(T0 + 9, 4))]
+    seen = archive.Observed(tuple(done), (base,), (OpTime(T0 - 100, 1), OpTime(T0 + 20, 1)))
+    assert archive.resume(seen) == archive.Tail(OpTime(T0 + 9, 4))
+    fresh = archive.Observed((), (base,), (OpTime(T0 - 100, 1), OpTime(T0 + 20, 1)))
     assert archive.resume(fresh) == archive.Tail(base.consistent)
 
 
 def test_without_a_base_or_an_oplog_it_waits_and_says_why() -> None:
-    nothing = archive.resume(archive.Observed((), (), (Ts(T0, 1), Ts(T0 + 1, 1))))
+    nothing = archive.resume(archive.Observed((), (), (OpTime(T0, 1), OpTime(T0 + 1, 1))))
     assert isinstance(nothing, archive.Wait) and "first point-in-time base" in nothing.reason
-    standalone = archive.resume(archive.Observed((), (Base("b", Ts(T0, 1)),), None))
+    standalone = archive.resume(archive.Observed((), (Base("b", OpTime(T0, 1)),), None))
     assert isinstance(standalone, archive.Wait) and standalone.state == "Failed"
     assert "replica set" in standalone.reason
 
 
 def test_an_oplog_rolled_past_the_archive_is_a_gap_with_the_lost_interval() -> None:
-    base = Base("b1", Ts(T0, 1))
-    done = [piece(Ts(T0, 1), Ts(T0 + 1, 1), Ts(T0 + 5, 2))]
-    rolled = archive.Observed(tuple(done), (base,), (Ts(T0 + 50, 1), Ts(T0 + 90, 3)))
+    base = Base("b1", OpTime(T0, 1))
+    done = [piece(OpTime(T0, 1), OpTime(T0 + 1, 1), OpTime(T0 + 5, 2))]
+    rolled = archive.Observed(tuple(done), (base,), (OpTime(T0 + 50, 1), OpTime(T0 + 90, 3)))
     lost = archive.resume(rolled)
     assert isinstance(lost, archive.Lost)
-    assert (lost.after, lost.oldest) == (Ts(T0 + 5, 2), Ts(T0 + 50, 1))
+    assert (lost.after, lost.oldest) == (OpTime(T0 + 5, 2), OpTime(T0 + 50, 1))
     assert isinstance(lost.then, archive.Wait) and lost.then.state == "Gap"
     # a base backup taken after the loss: the archive starts again from it
-    new = Base("b2", Ts(T0 + 60, 1))
+    new = Base("b2", OpTime(T0 + 60, 1))
     again = archive.resume(archive.Observed(tuple(done), (base, new), rolled.oplog))
     assert isinstance(again, archive.Tail) and again.after == new.consistent
     again_lost = archive.resume(
-        archive.Observed(tuple(done), (base, new), (Ts(T0 + 55, 1), Ts(T0 + 90, 3)))
+        archive.Observed(tuple(done), (base, new), (OpTime(T0 + 55, 1), OpTime(T0 + 90, 3)))
     )
     assert again_lost == archive.Tail(new.consistent)
 
 
 def test_a_gap_is_recorded_once_however_often_it_is_found() -> None:
-    lost = archive.Lost(Ts(T0 + 5, 2), Ts(T0 + 50, 1), archive.Wait("w", "Gap"))
+    lost = archive.Lost(OpTime(T0 + 5, 2), OpTime(T0 + 50, 1), archive.Wait("w", "Gap"))
     once, new = archive.with_gap(ArchiveStatus(), lost, NOW)
     twice, again = archive.with_gap(once, lost, NOW + datetime.timedelta(minutes=1))
     assert new and not again and once == twice
     gap = once.gaps[0]
-    assert (gap.start, gap.end) == (Ts(T0 + 5, 2).rfc3339(), Ts(T0 + 50, 1).rfc3339())
+    assert (gap.start, gap.end) == (
+        pitr.rfc3339(OpTime(T0 + 5, 2)), pitr.rfc3339(OpTime(T0 + 50, 1))
+    )
     assert archive.open_gap(once) == gap
-    closed = archive.resumed(once, Base("b2", Ts(T0 + 60, 1)))
+    closed = archive.resumed(once, Base("b2", OpTime(T0 + 60, 1)))
     assert archive.open_gap(closed) is None and closed.gaps[0].resumed_from == "b2"
 
 
@@ -93,7 +96,7 @@ def _seen(status: ChatBackupStatus, now: datetime.datetime) -> controller.Observ
 
 
 def test_a_gap_makes_the_look_take_a_new_base_backup_once_and_says_so() -> None:
-    lost = archive.Lost(Ts(T0 + 5, 2), Ts(T0 + 50, 1), archive.Wait("w", "Gap"))
+    lost = archive.Lost(OpTime(T0 + 5, 2), OpTime(T0 + 50, 1), archive.Wait("w", "Gap"))
     gapped, _ = archive.with_gap(ArchiveStatus(), lost, NOW)
     status = ChatBackupStatus(point_in_time=gapped, last_schedule_time="2026-12-02T03:00:00Z")
     first = controller.decide(_seen(status, NOW + datetime.timedelta(seconds=1)))
@@ -112,24 +115,27 @@ def test_a_gap_makes_the_look_take_a_new_base_backup_once_and_says_so() -> None:
     assert later.start is None
     # the archive started again from the new base: the condition clears
     closed = finished.model_copy(
-        update={"point_in_time": archive.resumed(gapped, Base("b2", Ts(T0 + 60, 1)))}
+        update={"point_in_time": archive.resumed(gapped, Base("b2", OpTime(T0 + 60, 1)))}
     )
     after = controller.decide(_seen(closed, NOW + datetime.timedelta(seconds=4)))
     assert {c.type: c.status for c in after.status.conditions}["PointInTimeGap"] == "False"
 
 
 def test_restore_points_shows_each_window_and_gap() -> None:
-    b1, b2 = Base("20261202_040000_3f9a2c1b", Ts(T0, 1)), Base("20261202_050000_3f9a2c1b",
-                                                               Ts(T0 + 100, 1))
+    b1, b2 = Base("20261202_040000_3f9a2c1b", OpTime(T0, 1)), Base("20261202_050000_3f9a2c1b",
+                                                               OpTime(T0 + 100, 1))
     line = pitr.timeline(
         [b1, b2],
-        [piece(Ts(T0, 1), Ts(T0 + 1, 1), Ts(T0 + 30, 1)),
-         piece(Ts(T0 + 100, 1), Ts(T0 + 101, 1), Ts(T0 + 130, 1))],
+        [piece(OpTime(T0, 1), OpTime(T0 + 1, 1), OpTime(T0 + 30, 1)),
+         piece(OpTime(T0 + 100, 1), OpTime(T0 + 101, 1), OpTime(T0 + 130, 1))],
     )
     text = render_points(line, "s3://b/chat/pitr/3f9a2c1b/", 2)
     lines = text.splitlines()
     assert lines[0] == "2 slice(s) in s3://b/chat/pitr/3f9a2c1b/"
     assert lines[1].split() == ["FROM", "TO", "BASE", "BACKUPS", "SLICES"]
-    assert lines[2].split() == [Ts(T0, 1).rfc3339(), Ts(T0 + 30, 1).rfc3339(), b1.id, "1"]
-    assert lines[3].split() == [Ts(T0 + 100, 1).rfc3339(), Ts(T0 + 130, 1).rfc3339(), b2.id, "1"]
-    assert lines[4].startswith(f"gap: {Ts(T0 + 30, 1).rfc3339()} to {Ts(T0 + 100, 1).rfc3339()}")
+    def at(s: int) -> str:
+        return pitr.rfc3339(OpTime(T0 + s, 1))
+
+    assert lines[2].split() == [at(0), at(30), b1.id, "1"]
+    assert lines[3].split() == [at(100), at(130), b2.id, "1"]
+    assert lines[4].startswith(f"gap: {at(30)} to {at(100)}")
