@@ -74,6 +74,7 @@ def bin_dir(part: str) -> Path:
         "kwok": v["KWOK_VERSION"],
         "ferretdb": v["FERRETDB_VERSION"],
         "mongotools": v["MONGO_TOOLS_VERSION"],
+        "bsondump": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
     }[part]
@@ -82,7 +83,7 @@ def bin_dir(part: str) -> Path:
 
 def tool_path() -> str:
     """PATH entries for the built tools: kubectl, kwokctl, mongodump, helm, …"""
-    parts = ("k8s", "kwok", "ferretdb", "mongotools", "helm")
+    parts = ("k8s", "kwok", "ferretdb", "mongotools", "bsondump", "helm")
     return os.pathsep.join(str(bin_dir(p)) for p in parts)
 
 
@@ -451,7 +452,7 @@ def up() -> dict[str, str]:
         "prometheus": "PROMETHEUS_URL" not in have,
     }
     debian({"prometheus": "prometheus"} if need["prometheus"] else {})
-    build(["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"])
+    build(["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "bsondump", "helm"])
 
     env = dict(have)
     if need["kubernetes"]:

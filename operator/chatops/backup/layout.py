@@ -166,7 +166,7 @@ class Entry:
 
     database: str
     stem: str
-    kind: Literal["bson", "metadata"]
+    kind: Literal["bson", "metadata", "oplog"]
 
     @property
     def file_name(self) -> str | None:
