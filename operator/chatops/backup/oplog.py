@@ -33,6 +33,7 @@ from bson import CodecOptions, DatetimeConversion
 from bson.timestamp import Timestamp
 
 from chatops import clock
+from chatops.backup import manifest as manifests
 from chatops.backup import updates
 from chatops.backup.bsonstream import documents
 
@@ -62,9 +63,14 @@ class OpTime:
         return cls(ts.time, ts.inc)
 
     @classmethod
-    def parse(cls, value: Mapping[str, Any]) -> OpTime:
+    def parse(cls, value: Mapping[str, Any] | manifests.OplogTime) -> OpTime:
         """From `{t, i}` as the manifests write it."""
+        if isinstance(value, manifests.OplogTime):
+            return cls(value.t, value.i)
         return cls(int(value["t"]), int(value["i"]))
+
+    def to_manifest(self) -> manifests.OplogTime:
+        return manifests.OplogTime(t=self.t, i=self.i, time=clock.rfc3339(self.time))
 
     @property
     def timestamp(self) -> Timestamp:
