@@ -173,6 +173,12 @@ class BackupRecord(Model):
     """When the run started (RFC 3339)."""
     message: str = ""
     """Why it failed, if it did."""
+    point_in_time: bool | None = None
+    """Whether the backup is consistent (its manifest's pointInTime): restored, it is the
+    database at `consistentTime`. False when the server keeps no oplog."""
+    consistent_time: str | None = None
+    """The moment a consistent backup stands for (RFC 3339, to the second of its oplog
+    position)."""
 
 
 class ChatBackupStatus(Model):

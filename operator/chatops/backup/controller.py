@@ -293,11 +293,15 @@ def finish(
             documents=manifest.documents, sha256=manifest.tarball.sha256,
             duration_seconds=duration, result="Succeeded",
             started_at=now_rfc3339(outcome.started_at), message=outcome.retention_problem,
+            point_in_time=manifest.point_in_time,
+            consistent_time=manifest.consistent_time.time if manifest.consistent_time else None,
         )
         ready = condition(
             "Ready", "True", "BackupSucceeded",
             f"backup {outcome.id}: {manifest.documents} documents, {manifest.tarball.size} "
-            f"bytes in {duration:g} s",
+            f"bytes in {duration:g} s"
+            + (f", consistent as of {manifest.consistent_time.time}"
+               if manifest.consistent_time else ", not point-in-time (the server has no oplog)"),
             now, generation,
         )
         events.append(Event("Normal", "BackupSucceeded", ready.message))
