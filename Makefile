@@ -33,17 +33,27 @@ crds: venv ## regenerate crds/ from the models
 	$(PY) -m chatops.cli crds --out crds
 
 lint: venv ## ruff and mypy --strict
-	$(VENV)/bin/ruff check operator tests env
+	$(VENV)/bin/ruff check operator tests env bench
 	$(VENV)/bin/mypy
 
 unit: venv ## unit tests: no network, no cluster
 	$(PY) -m pytest tests/unit -q
 
-e2e: venv build ## e2e tests against the local environment (started and stopped if not up)
-	$(PY) -m pytest tests/e2e -q
+# Tests run on WORKERS pytest-xdist workers (they mostly wait on the cluster), then the
+# tests marked serial run alone (see tests/e2e/conftest.py and CONTRIBUTING.md).
+WORKERS  ?= 6
+PARALLEL := -n $(WORKERS) -m 'not serial'
+SERIAL   := -n 0 -m serial
+# pytest exits 5 when every test is deselected: no serial test is no failure
+NONE_OK  := || test \$$? = 5
 
-test: venv build lint ## the whole suite: lint, unit and e2e
-	$(PY) -m pytest tests -q
+e2e: venv build ## e2e tests against the local environment (started and stopped if not up)
+	$(ENVPY) session "$(PY) -m pytest tests/e2e -q $(PARALLEL)" \
+		"$(PY) -m pytest tests/e2e -q $(SERIAL) $(NONE_OK)"
+
+test: venv build lint ## the whole suite: lint, then unit and e2e (in parallel, then the serial ones)
+	$(ENVPY) session "$(PY) -m pytest tests -q $(PARALLEL)" \
+		"$(PY) -m pytest tests/e2e -q $(SERIAL) $(NONE_OK)"
 
 operator: env-up ## run the operator in the foreground against the local cluster
 	source .chatops-env/env && $(VENV)/bin/chatops run

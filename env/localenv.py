@@ -5,6 +5,7 @@ without Docker.
     python env/localenv.py up       build what is missing, start what is not given
     python env/localenv.py down     stop everything `up` started
     python env/localenv.py status   print what runs where
+    python env/localenv.py session CMD...   run commands in turn with it up (see `session`)
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
 S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
@@ -620,11 +621,33 @@ def status() -> None:
     print(json.dumps({"running": running(), **env}, indent=2))
 
 
+def session(commands: list[str]) -> int:
+    """Run each shell command in turn against the environment, every one even after a
+    failure (so a run reports all its phases), starting the environment first if it is
+    not up and stopping it at the end if it was started here. The first failure's code."""
+    started = not running()
+    up()
+    stop("operator")  # the demo's operator acts on every namespace; the tests run their own
+    code = 0
+    try:
+        for command in commands:
+            log(f"running: {command}")
+            done = subprocess.run(command, shell=True).returncode
+            code = code or done
+    finally:
+        if started:
+            down()
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
-    command = parser.parse_args().command
-    {"up": up, "down": down, "status": status}[command]()
+    parser.add_argument("command", choices=["up", "down", "status", "session"])
+    parser.add_argument("commands", nargs="*", help="session: shell commands to run in turn")
+    args = parser.parse_args()
+    if args.command == "session":
+        sys.exit(session(args.commands))
+    {"up": up, "down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":
