@@ -51,16 +51,9 @@ class Listing:
 def consistent_time(manifest: Manifest) -> OpTime | None:
     """What a base backup holds, as its manifest says: the database as of this op; None
     for a backup that is not point in time (a server without an oplog)."""
-    if not getattr(manifest, "point_in_time", False):
+    if not manifest.point_in_time or manifest.consistent_time is None:
         return None
-    found = getattr(manifest, "consistent_time", None)
-    if found is None:
-        return None
-    ts = getattr(found, "ts", found)
-    if isinstance(ts, dict):
-        ts = ts.get("ts", ts)
-        return OpTime(int(ts["t"]), int(ts["i"]))
-    return OpTime(int(ts.t), int(ts.i))
+    return OpTime.parse(manifest.consistent_time)
 
 
 def bases(backups: Iterable[StoredBackup]) -> list[Base]:
