@@ -404,7 +404,7 @@ def test_a_restore_to_before_a_bad_release_undoes_its_writes(
     create_secrets(core, namespace, environment["MONGODB_URI"])
     rel.http_route(api, namespace)
     for color in ("blue", "green"):
-        rel.play(namespace, "chat", color)
+        rel.traffic(namespace, "chat", color)
     rel.create(custom, namespace, "chat", rel.release_spec(
         "1.0", rel.canary(pause="300s", weights=(10,)), {"gatewayAPI": {"httpRoute": "chat"}}
     ))
