@@ -523,7 +523,8 @@ def up() -> dict[str, str]:
         "prometheus": "PROMETHEUS_URL" not in have,
     }
     debian({"prometheus": "prometheus"} if need["prometheus"] else {})
-    build(["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm", "traefik"])
+    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
+    build(parts + (["traefik"] if need["traefik"] else []))
 
     env = dict(have)
     if need["kubernetes"]:
