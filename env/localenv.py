@@ -7,8 +7,8 @@ without Docker.
     python env/localenv.py status   print what runs where
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
-S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS (and, until every test
-has moved off it, EXPORTER_URL), which tests, the demo and the operator read. A part
+S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
+and the operator read. A part
 already given in the environment (say KUBECONFIG of a kind cluster) is used as it is and
 never started or stopped here.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shlex
@@ -47,7 +48,7 @@ ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
 GIVEN_KEYS = (
-    "KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL", "EXPORTER_URL",
+    "KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL",
     "GATEWAY_URL", "GATEWAY_NAME", "GATEWAY_NAMESPACE",
 )
 NETNS = netns.name_for(ROOT)
@@ -87,6 +88,7 @@ def bin_dir(part: str) -> Path:
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
         "traefik": v["TRAEFIK_VERSION"],
+        "prometheus": v["PROMETHEUS_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
@@ -100,25 +102,6 @@ def tool_path() -> str:
 def build(parts: list[str]) -> None:
     if parts:
         subprocess.run([str(ROOT / "env" / "build.sh"), *parts], check=True)
-
-
-def debian(packages: dict[str, str]) -> None:
-    """Install Debian packages whose command is missing, when we may (root + apt)."""
-    missing = [pkg for cmd, pkg in packages.items() if shutil.which(cmd) is None]
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(
-            f"missing {', '.join(missing)}: install them (apt-get install {' '.join(missing)})"
-        )
-    log(f"installing Debian packages: {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-    )
 
 
 # -- processes ------------------------------------------------------------------------
@@ -261,15 +244,18 @@ def kwokctl(*args: str) -> None:
     )
 
 
-def kwok_config() -> Path:
-    """env/kwok-stages.yaml and a KwokConfiguration whose `cidr` is the pods' range."""
-    path = STATE / "kwok.yaml"
-    path.write_text(
-        KWOK_STAGES.read_text()
-        + "\n---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n"
-        + f"options:\n  cidr: {netns.POD_CIDR}\n"
-    )
-    return path
+def check_pod_range() -> None:
+    """Every node's podCIDR inside netns.POD_CIDR: pods take their IPs from their node's
+    podCIDR, and only that range is local in the namespace."""
+    found = kubectl("get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDRs}").stdout
+    cidrs = [c for item in found.split() for c in json.loads(item)]
+    pods = ipaddress.ip_network(netns.POD_CIDR)
+    outside = [
+        c for c in cidrs
+        if ipaddress.ip_network(c).version == 4 and not ipaddress.ip_network(c).subnet_of(pods)
+    ]
+    if outside or not cidrs:
+        sys.exit(f"nodes' podCIDRs {cidrs} are not inside the pods' range {netns.POD_CIDR}")
 
 
 def start_cluster() -> str:
@@ -286,8 +272,8 @@ def start_cluster() -> str:
         "--kubeconfig": str(STATE / "kubeconfig"),
         "--timeout": "3m",
         # With Stage objects in its config kwokctl uses only those: the file carries the
-        # defaults too; and kwok's pod range, the one on the namespace's lo.
-        "--config": str(kwok_config()),
+        # defaults too.
+        "--config": str(KWOK_STAGES),
     }
     kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
     kwokctl("scale", "node", "--replicas", str(NODES))
@@ -296,6 +282,7 @@ def start_cluster() -> str:
         "apply", "--server-side", "-f", str(bin_dir("gatewayapi") / "gateway-api-standard.yaml")
     )
     wait_established("httproutes.gateway.networking.k8s.io")
+    check_pod_range()
     wait_until("default ServiceAccount", lambda: kubectl("get", "sa", "default").returncode == 0)
     wait_until(
         f"{NODES} Ready nodes",
@@ -355,14 +342,6 @@ def start_s3() -> str:
     return url
 
 
-def start_exporter() -> str:
-    port = free_port()
-    spawn("exporter", [sys.executable, str(ROOT / "env" / "exporter.py"), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    wait_until("test exporter", lambda: http_ok(f"{url}/metrics"))
-    return url
-
-
 def start_forward(name: str, *specs: str) -> None:
     """A forwarder (env/netns.py) between the host's loopback and the namespace's."""
     netns_py = str(ROOT / "env" / "netns.py")
@@ -398,7 +377,7 @@ def start_chatapp(kubeconfig: str) -> str:
     return url
 
 
-def prometheus_config(kubeconfig: str, exporter: str | None) -> str:
+def prometheus_config(kubeconfig: str) -> str:
     """Pods discovered through the API server and scraped at podIP:containerPort, with
     the labels a Prometheus Operator PodMonitor gives on a real cluster (README: the
     label contract), `service` being the release's color Service."""
@@ -432,29 +411,25 @@ def prometheus_config(kubeconfig: str, exporter: str | None) -> str:
             "relabel_configs": relabel,
         }
     ]
-    if exporter:  # until every test plays its versions through real pods
-        jobs.append(
-            {"job_name": "exporter",
-             "static_configs": [{"targets": [exporter.removeprefix("http://")]}]}
-        )
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "scrape_configs": jobs}
     return json.dumps(config, indent=1)
 
 
-def start_prometheus(kubeconfig: str, exporter: str | None) -> str:
+def start_prometheus(kubeconfig: str) -> str:
     """Prometheus inside the pods' namespace (it reaches pods as on a real cluster's pod
     network), its port forwarded to the same port on the host's loopback."""
     port = free_port()
     config = STATE / "prometheus.yml"
-    config.write_text(prometheus_config(kubeconfig, exporter))
+    config.write_text(prometheus_config(kubeconfig))
     start_forward("prometheus", f"host:{port}=netns:{port}")
     spawn(
         "prometheus",
         [
             "ip", "netns", "exec", NETNS,
-            shutil.which("prometheus") or "prometheus",
+            str(bin_dir("prometheus") / "prometheus"),
             f"--config.file={config}",
+            "--scrape.discovery-reload-interval=1s",
             f"--storage.tsdb.path={STATE / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
@@ -519,11 +494,10 @@ def up() -> dict[str, str]:
         "s3": "S3_ENDPOINT_URL" not in have,
         "chatapp": "KUBECONFIG" not in have,
         "traefik": "KUBECONFIG" not in have and "GATEWAY_URL" not in have,
-        "exporter": "EXPORTER_URL" not in have and "PROMETHEUS_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    debian({"prometheus": "prometheus"} if need["prometheus"] else {})
     parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
+    parts += ["prometheus"] if need["prometheus"] else []
     build(parts + (["traefik"] if need["traefik"] else []))
 
     env = dict(have)
@@ -543,12 +517,8 @@ def up() -> dict[str, str]:
         import gateway  # it builds on this module
 
         env.update(gateway.start(env["KUBECONFIG"]))
-    if need["exporter"]:
-        env["EXPORTER_URL"] = start_exporter()
-        port = env["EXPORTER_URL"].rsplit(":", 1)[1]
-        start_forward("exporter", f"netns:{port}=host:{port}")
     if need["prometheus"]:
-        env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"], env.get("EXPORTER_URL"))
+        env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"])
     env["CHATOPS_TOOLS_PATH"] = tool_path()
     started = [name for name, needed in need.items() if needed and name == "kubernetes"]
     started += sorted(p.stem for p in (STATE / "pids").glob("*.pid"))
@@ -559,7 +529,7 @@ def up() -> dict[str, str]:
 
 
 def down(quiet: bool = False) -> None:
-    first = ["operator", "traefik", "prometheus", "chatapp", "exporter", "s3", "ferretdb"]
+    first = ["operator", "traefik", "prometheus", "chatapp", "s3", "ferretdb"]
     rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
     for name in first + rest:
         if alive(name) and not quiet:
