@@ -163,11 +163,11 @@ def traefik_weight(namespace: str) -> dict[str, int]:
     url = f"{os.environ['TRAEFIK_API_URL']}/api/http/services?search={namespace}&per_page=1000"
     with urllib.request.urlopen(url, timeout=5) as reply:
         services = json.loads(reply.read())
-    out = {}
+    out = {"blue": 0, "green": 0}
     for service in services:
         for child in (service.get("weighted") or {}).get("services") or []:
             for color in ("blue", "green"):
-                if child["name"].startswith(f"{namespace}-{RELEASE}-{COMPONENT}-{color}-"):
+                if f"-svc-{namespace}-{RELEASE}-{COMPONENT}-{color}-" in child["name"]:
                     out[color] = int(child.get("weight", 1))
     return out
 

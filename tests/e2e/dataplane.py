@@ -167,12 +167,13 @@ def traefik_services(namespace: str) -> list[dict[str, Any]]:
 
 
 def traefik_weights(namespace: str) -> dict[str, int]:
-    """Color → weight of the route's weighted service, as Traefik applies it now."""
-    out: dict[str, int] = {}
+    """Color → weight of the route's weighted service, as Traefik applies it now (a
+    color it does not list gets nothing)."""
+    out = {"blue": 0, "green": 0}
     for service in traefik_services(namespace):
         for child in (service.get("weighted") or {}).get("services") or []:
-            for color in ("blue", "green"):
-                if child["name"].startswith(f"{namespace}-{RELEASE}-{COMPONENT}-{color}-"):
+            for color in out:
+                if f"-svc-{namespace}-{RELEASE}-{COMPONENT}-{color}-" in child["name"]:
                     out[color] = int(child.get("weight", 1))
     return out
 
