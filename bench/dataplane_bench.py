@@ -52,6 +52,7 @@ from release_common import (
 import loadgen
 
 RELEASE, COMPONENT, PORT = "chat", "api", 8080
+HELD = 60  # seconds a release held for a human is left so, to measure what it costs
 
 
 def host(namespace: str) -> str:
@@ -145,9 +146,20 @@ def apply(custom: client.CustomObjectsApi, namespace: str, body: dict[str, Any])
     except client.ApiException as err:
         if err.status != 409:
             raise
+        strategy = {"canary": None, "blueGreen": None, "rolling": None, **body["strategy"]}
         custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, RELEASE, {"spec": body}
+            GROUP, VERSION, namespace, PLURAL, RELEASE, {"spec": {**body, "strategy": strategy}}
         )
+    wait_for(  # the release of this version has begun (not the end state of the last one)
+        lambda: (
+            status(custom, namespace).get("canaryVersion")
+            == body["components"][0]["template"]["spec"]["containers"][0]["image"]
+            or status(custom, namespace).get("stableVersion")
+            == body["components"][0]["template"]["spec"]["containers"][0]["image"]
+        ),
+        120,
+        "the release to begin",
+    )
 
 
 def wait_phase(
@@ -229,14 +241,20 @@ def bad_canary(
         started = time.time()
         apply(custom, namespace, spec(version, strategy, interval))
         end = wait_phase(custom, namespace, "RolledBack", "Paused", "Degraded", timeout=900)
-        if end["phase"] != "RolledBack":  # held for a human: what it cost until then, then abort
+        paused = None
+        if end["phase"] != "RolledBack":
+            # held for a human, the canary keeping its traffic: what a minute of that costs
+            held = time.time()
+            time.sleep(HELD)
+            window = loadgen.between(load.requests(), held, held + HELD)
+            paused = {"seconds": HELD, "failed": len(loadgen.failed(window))}
             custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 namespace,
                 PLURAL,
                 RELEASE,
-                {"metadata": {"annotations": {"chatops.dev/abort": "bench"}}},
+                {"metadata": {"annotations": {"chatops.dev/abort": f"bench@{time.time()}"}}},
             )
             wait_phase(custom, namespace, "RolledBack", timeout=120)
         wait_for(lambda: traefik_weight(namespace).get("green") == 0, 60, "Traefik back on blue")
@@ -254,6 +272,7 @@ def bad_canary(
         if canary
         else 0,
         "release_to_back_on_stable_s": round(back - started, 1),
+        "while_paused_for_a_human": paused,
     }
 
 
