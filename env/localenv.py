@@ -276,6 +276,7 @@ def start_cluster() -> str:
         "--config": str(KWOK_STAGES),
     }
     kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
+    revive_controller_manager()
     kwokctl("scale", "node", "--replicas", str(NODES))
     log(f"{NODES} fake nodes; installing the Gateway API CRDs")
     kubectl(
@@ -299,6 +300,45 @@ def start_cluster() -> str:
         ),
     )
     return str(STATE / "kubeconfig")
+
+
+def revive_controller_manager(timeout: float = 120) -> None:
+    """kube-controller-manager gives up when the API server is not healthy within its
+    first ~10 s, which a loaded machine's API server (RBAC bootstrap) can miss; kwokctl
+    does not start it again. Once the API server is ready, start it again as kwokctl
+    did (its binary and args from the cluster's kwok.yaml, its pid where kwokctl keeps
+    it, so `kwokctl delete cluster` stops it)."""
+    cluster = STATE / "kwok" / "clusters" / CLUSTER
+    pid_file = cluster / "pids" / "kube-controller-manager.pid"
+    wait_until(
+        "the API server ready", lambda: kubectl("get", "--raw", "/readyz").returncode == 0, timeout
+    )
+    time.sleep(1)  # a controller manager that is starting now has had the ready server
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return
+    except (ProcessLookupError, ValueError, FileNotFoundError):
+        pass
+    import yaml
+
+    docs = yaml.safe_load_all((cluster / "kwok.yaml").read_text())
+    components = next(d for d in docs if d and d.get("kind") == "KwokctlConfiguration")
+    component = next(
+        c for c in components["components"] if c["name"] == "kube-controller-manager"
+    )
+    log("kube-controller-manager gave up on a slow API server: starting it again")
+    # Its port may be another checkout's by now (kwokctl picked it free, then it was).
+    args = [
+        f"--secure-port={free_port()}" if a.startswith("--secure-port=") else a
+        for a in component["args"]
+    ]
+    with open(cluster / "logs" / "kube-controller-manager.log", "ab") as out:
+        proc = subprocess.Popen(
+            [component["binary"], *args],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=component.get("workDir", cluster),
+        )
+    pid_file.write_text(str(proc.pid))
 
 
 def stop_cluster() -> None:
