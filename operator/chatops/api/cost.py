@@ -29,7 +29,7 @@ def _increase(selector: str) -> str:
 DEFAULT_REQUESTS = _increase(f"http_requests_total{{{_SELECTOR}}}")
 DEFAULT_FAILED_REQUESTS = _increase(f'http_requests_total{{{_SELECTOR},code=~"5.."}}')
 DEFAULT_WEBSOCKETS_MOVED = _increase(
-    f'websocket_disconnections_total{{{_SELECTOR},reason="going_away"}}'
+    f'websocket_disconnections_total{{{_SELECTOR},reason="shutdown"}}'
 )
 _LOST = _increase(f'websocket_disconnections_total{{{_SELECTOR},reason="error"}}')
 _REFUSED = _increase(f'websocket_connections_total{{{_SELECTOR},result="failure"}}')
