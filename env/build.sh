@@ -3,7 +3,7 @@
 #
 # Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
-# Usage: env/build.sh [part...]   (default: all of k8s etcd kwok ferretdb mongotools helm gatewayapi)
+# Usage: env/build.sh [part...]   (default: all of k8s etcd kwok ferretdb mongotools helm gatewayapi traefik)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -118,9 +118,33 @@ build_gatewayapi() {
   for f in "$mod"/config/crd/standard/*.yaml; do echo "---"; cat "$f"; done >"$1/gateway-api-standard.yaml"
 }
 
+build_traefik() {
+  # `go install` refuses traefik (its go.mod has replace directives): build its main package
+  # inside a writable copy of the downloaded module, resolving what its go.mod leaves open.
+  go mod init chatops-env/traefik >/dev/null 2>&1
+  local mod r
+  mod=$(go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  cp -r "$mod" traefik && chmod -R u+w traefik && cd traefik
+  # A nested module (an extension point of empty types) is left out of the module zip and
+  # is not on the proxy: give the replace directive the empty package it points to.
+  local ext=pkg/config/dynamic/ext
+  if grep -q "=> ./$ext" go.mod && [ ! -f "$ext/go.mod" ]; then
+    mkdir -p "$ext"
+    printf '%s\n' 'module github.com/traefik/traefik/dynamic/ext' '' 'go 1.24.0' >"$ext/go.mod"
+    printf '%s\n' '// Package ext holds extension points of the dynamic configuration (none here).' \
+      'package ext' '' 'type HTTP struct{}' '' 'type Router struct{}' >"$ext/ext.go"
+  fi
+  for r in $TRAEFIK_REPLACES; do go mod edit -replace "$r"; done
+  log "traefik: go build ./cmd/traefik (niced)"
+  GOFLAGS="$GOFLAGS -mod=mod" nice go build \
+    -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$1/traefik" ./cmd/traefik
+}
+
 main() {
   local part
-  for part in ${*:-k8s etcd kwok ferretdb mongotools helm gatewayapi}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools helm gatewayapi traefik}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
       etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
@@ -129,6 +153,7 @@ main() {
       mongotools) done_or_build mongotools "$MONGO_TOOLS_VERSION" build_mongotools ;;
       helm) done_or_build helm "$HELM_VERSION" build_helm ;;
       gatewayapi) done_or_build gatewayapi "$GATEWAY_API_VERSION" build_gatewayapi ;;
+      traefik) done_or_build traefik "$TRAEFIK_VERSION" build_traefik ;;
       *) echo "unknown part: $part" >&2; exit 2 ;;
     esac
   done

@@ -1,15 +1,23 @@
 """The local environment: a real Kubernetes (kwok's fake nodes), FerretDB, an S3 server,
-and Prometheus scraping a test exporter, all on 127.0.0.1, without Docker.
+the chat app's pods served on their own IPs by a simulator, and Prometheus scraping them,
+without Docker.
 
     python env/localenv.py up       build what is missing, start what is not given
     python env/localenv.py down     stop everything `up` started
     python env/localenv.py status   print what runs where
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
-S3_ENDPOINT_URL, PROMETHEUS_URL and EXPORTER_URL, which tests, the demo and the operator
-read. A part already given in the environment (say KUBECONFIG of a kind cluster) is used
-as it is and never started or stopped here. A given PROMETHEUS_URL needs EXPORTER_URL too:
-the exporter that Prometheus scrapes.
+S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS (and, until every test
+has moved off it, EXPORTER_URL), which tests, the demo and the operator read. A part
+already given in the environment (say KUBECONFIG of a kind cluster) is used as it is and
+never started or stopped here.
+
+The pods' network: kwok gives pods IPs from netns.POD_CIDR; that range lives on the `lo`
+of a network namespace of this checkout's own (env/netns.py), where the simulator
+(env/chatapp.py) serves every Ready pod and where Prometheus runs, discovering the pods
+through the API server (forwarded into the namespace on the same port, so one kubeconfig
+serves both sides) and scraping them at their IPs. Prometheus' port is forwarded back to
+the host's loopback (PROMETHEUS_URL). Nothing on the host connects to a pod address.
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("CHATOPS_ENV_STATE", ROOT / ".chatops-env"))
@@ -35,6 +47,7 @@ ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
 GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL", "EXPORTER_URL")
+NETNS = netns.name_for(ROOT)
 # kwok Stages of the fake nodes: kwok's defaults plus the image tag `never-ready` (never
 # Ready) and the Job pod annotation `chatops.dev/test-outcome: fail` (pod Failed).
 KWOK_STAGES = ROOT / "env" / "kwok-stages.yaml"
@@ -244,6 +257,17 @@ def kwokctl(*args: str) -> None:
     )
 
 
+def kwok_config() -> Path:
+    """env/kwok-stages.yaml and a KwokConfiguration whose `cidr` is the pods' range."""
+    path = STATE / "kwok.yaml"
+    path.write_text(
+        KWOK_STAGES.read_text()
+        + "\n---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n"
+        + f"options:\n  cidr: {netns.POD_CIDR}\n"
+    )
+    return path
+
+
 def start_cluster() -> str:
     k8s, kwok = bin_dir("k8s"), bin_dir("kwok")
     log("starting Kubernetes (kwokctl, binary runtime, local binaries, env/kwok-stages.yaml)")
@@ -258,8 +282,8 @@ def start_cluster() -> str:
         "--kubeconfig": str(STATE / "kubeconfig"),
         "--timeout": "3m",
         # With Stage objects in its config kwokctl uses only those: the file carries the
-        # defaults too.
-        "--config": str(KWOK_STAGES),
+        # defaults too; and kwok's pod range, the one on the namespace's lo.
+        "--config": str(kwok_config()),
     }
     kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
     kwokctl("scale", "node", "--replicas", str(NODES))
@@ -335,19 +359,96 @@ def start_exporter() -> str:
     return url
 
 
-def start_prometheus(exporter: str) -> str:
+def start_forward(name: str, *specs: str) -> None:
+    """A forwarder (env/netns.py) between the host's loopback and the namespace's."""
+    netns_py = str(ROOT / "env" / "netns.py")
+    spawn(f"forward-{name}", [sys.executable, netns_py, "forward", NETNS, *specs])
+
+
+def start_netns(kubeconfig: str) -> None:
+    """The pods' namespace, and the API server's port forwarded into it."""
+    netns.create(NETNS)
+    port = api_server_port(kubeconfig)
+    start_forward("apiserver", f"netns:{port}=host:{port}")
+
+
+def api_server_port(kubeconfig: str) -> int:
+    server = kubectl(
+        "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
+        "--kubeconfig", kubeconfig,
+    ).stdout
+    return int(server.rsplit(":", 1)[1].strip("/"))
+
+
+def start_chatapp(kubeconfig: str) -> str:
+    port = free_port()
+    spawn(
+        "chatapp",
+        [
+            sys.executable, str(ROOT / "env" / "chatapp.py"), "--netns", NETNS,
+            "--kubeconfig", kubeconfig, "--port", str(port),
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until("chat app simulator", lambda: http_ok(f"{url}/healthz"))
+    return url
+
+
+def prometheus_config(kubeconfig: str, exporter: str | None) -> str:
+    """Pods discovered through the API server and scraped at podIP:containerPort, with
+    the labels a Prometheus Operator PodMonitor gives on a real cluster (README: the
+    label contract), `service` being the release's color Service."""
+    pod = "__meta_kubernetes_pod_"
+    label = f"{pod}label_"
+    copies = {
+        "namespace": "__meta_kubernetes_namespace",
+        "pod": f"{pod}name",
+        "container": f"{pod}container_name",
+        "release": f"{label}app_kubernetes_io_instance",
+        "component": f"{label}app_kubernetes_io_component",
+        "color": f"{label}chatops_dev_color",
+        "revision": f"{label}chatops_dev_revision",
+    }
+    relabel = [
+        {"source_labels": [f"{pod}phase"], "regex": "Running", "action": "keep"},
+        {"source_labels": [f"{pod}container_port_number"], "regex": ".+", "action": "keep"},
+        {"source_labels": [f"{pod}container_port_protocol"], "regex": "TCP", "action": "keep"},
+        *({"source_labels": [src], "target_label": dst} for dst, src in copies.items()),
+        {
+            "source_labels": [copies["release"], copies["component"], copies["color"]],
+            "regex": "(.+);(.+);(.+)",
+            "replacement": "$1-$2-$3",
+            "target_label": "service",
+        },
+    ]
+    jobs: list[dict[str, Any]] = [
+        {
+            "job_name": "chat-app",
+            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig}],
+            "relabel_configs": relabel,
+        }
+    ]
+    if exporter:  # until every test plays its versions through real pods
+        jobs.append(
+            {"job_name": "exporter",
+             "static_configs": [{"targets": [exporter.removeprefix("http://")]}]}
+        )
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": jobs}
+    return json.dumps(config, indent=1)
+
+
+def start_prometheus(kubeconfig: str, exporter: str | None) -> str:
+    """Prometheus inside the pods' namespace (it reaches pods as on a real cluster's pod
+    network), its port forwarded to the same port on the host's loopback."""
     port = free_port()
     config = STATE / "prometheus.yml"
-    target = exporter.removeprefix("http://")
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "- job_name: chat-app\n"
-        f"  static_configs: [{{targets: ['{target}']}}]\n"
-    )
+    config.write_text(prometheus_config(kubeconfig, exporter))
+    start_forward("prometheus", f"host:{port}=netns:{port}")
     spawn(
         "prometheus",
         [
+            "ip", "netns", "exec", NETNS,
             shutil.which("prometheus") or "prometheus",
             f"--config.file={config}",
             f"--storage.tsdb.path={STATE / 'prometheus'}",
@@ -400,8 +501,11 @@ def up() -> dict[str, str]:
     have = given()
     for name in have:
         log(f"using the given {name}")
-    if "PROMETHEUS_URL" in have and "EXPORTER_URL" not in have:
-        sys.exit("PROMETHEUS_URL is given without EXPORTER_URL (the exporter it scrapes)")
+    if "KUBECONFIG" in have and "PROMETHEUS_URL" not in have:
+        sys.exit(
+            "KUBECONFIG is given without PROMETHEUS_URL: a cluster of your own runs its own "
+            "app; give the Prometheus that scrapes it (README: the label contract)"
+        )
     down(quiet=True)
     STATE.mkdir(parents=True, exist_ok=True)
 
@@ -409,7 +513,8 @@ def up() -> dict[str, str]:
         "kubernetes": "KUBECONFIG" not in have,
         "ferretdb": "MONGODB_URI" not in have,
         "s3": "S3_ENDPOINT_URL" not in have,
-        "exporter": "EXPORTER_URL" not in have,
+        "chatapp": "KUBECONFIG" not in have,
+        "exporter": "EXPORTER_URL" not in have and "PROMETHEUS_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
     debian({"prometheus": "prometheus"} if need["prometheus"] else {})
@@ -418,31 +523,42 @@ def up() -> dict[str, str]:
     env = dict(have)
     if need["kubernetes"]:
         env["KUBECONFIG"] = start_cluster()
+        start_netns(env["KUBECONFIG"])
+        env["CHATOPS_NETNS"] = NETNS
     if need["ferretdb"]:
         env["MONGODB_URI"] = start_ferretdb()
     if need["s3"]:
         env["S3_ENDPOINT_URL"] = start_s3()
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     env.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    if need["chatapp"]:
+        env["CHATAPP_URL"] = start_chatapp(env["KUBECONFIG"])
     if need["exporter"]:
         env["EXPORTER_URL"] = start_exporter()
+        port = env["EXPORTER_URL"].rsplit(":", 1)[1]
+        start_forward("exporter", f"netns:{port}=host:{port}")
     if need["prometheus"]:
-        env["PROMETHEUS_URL"] = start_prometheus(env["EXPORTER_URL"])
+        env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"], env.get("EXPORTER_URL"))
     env["CHATOPS_TOOLS_PATH"] = tool_path()
-    env["CHATOPS_ENV_STARTED"] = " ".join(name for name, needed in need.items() if needed)
+    started = [name for name, needed in need.items() if needed and name == "kubernetes"]
+    started += sorted(p.stem for p in (STATE / "pids").glob("*.pid"))
+    env["CHATOPS_ENV_STARTED"] = " ".join(started)
     ENV_FILE.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     log(f"up in {time.monotonic() - start:.0f} s; env file: {ENV_FILE}")
     return env
 
 
 def down(quiet: bool = False) -> None:
-    for name in ("operator", "prometheus", "exporter", "s3", "ferretdb"):
+    first = ["operator", "prometheus", "chatapp", "exporter", "s3", "ferretdb"]
+    rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
+    for name in first + rest:
         if alive(name) and not quiet:
             log(f"stopping {name}")
         stop(name)
     if (STATE / "kwok").exists() and not quiet:
         log("stopping Kubernetes")
     stop_cluster()
+    netns.delete(NETNS)
     for sub in ("kwok", "ferretdb", "prometheus", "pids"):
         shutil.rmtree(STATE / sub, ignore_errors=True)
     ENV_FILE.unlink(missing_ok=True)
