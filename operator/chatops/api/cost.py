@@ -28,9 +28,17 @@ def _increase(selector: str) -> str:
 
 DEFAULT_REQUESTS = _increase(f"http_requests_total{{{_SELECTOR}}}")
 DEFAULT_FAILED_REQUESTS = _increase(f'http_requests_total{{{_SELECTOR},code=~"5.."}}')
-DEFAULT_WEBSOCKETS_MOVED = _increase(
-    f'websocket_disconnections_total{{{_SELECTOR},reason="shutdown"}}'
+_ACTIVE = f"websocket_connections_active{{{_SELECTOR}}}"
+_SHUT = f'websocket_disconnections_total{{{_SELECTOR},reason="shutdown"}}'
+DEFAULT_WEBSOCKETS_MOVED = (
+    f"sum(max by (pod) (last_over_time({_ACTIVE}{_WINDOW}) or increase({_SHUT}{_WINDOW}))"
+    f" unless on (pod) {_ACTIVE})"
 )
+"""The connections each pod gone by the window's end held when it went: the last
+`websocket_connections_active` Prometheus scraped of it, or its `shutdown` closes when a
+scrape after the closes caught them (a pod that exits at once is never scraped again, so
+its own close counter alone would miss them). Pods still there are not counted: nothing
+moved their connections."""
 _LOST = _increase(f'websocket_disconnections_total{{{_SELECTOR},reason="error"}}')
 _REFUSED = _increase(f'websocket_connections_total{{{_SELECTOR},result="failure"}}')
 DEFAULT_WEBSOCKETS_DROPPED = f"({_LOST} or vector(0)) + ({_REFUSED} or vector(0))"
@@ -48,8 +56,8 @@ class CostQueries(Model):
     failed_requests: bounds.Query = DEFAULT_FAILED_REQUESTS
     """Requests the new version failed (asked of its color)."""
     websockets_moved: bounds.Query = DEFAULT_WEBSOCKETS_MOVED
-    """WebSocket connections the app closed to move them — a drain wave, a scale-down:
-    close 1001 "going away" (asked of both colors)."""
+    """WebSocket connections moved off pods that went away — drain waves, a scale-down:
+    what those pods held when they went (asked of both colors)."""
     websockets_dropped: bounds.Query = DEFAULT_WEBSOCKETS_DROPPED
     """WebSocket connections lost without a close handshake, and connection attempts
     refused (asked of both colors)."""
