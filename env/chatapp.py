@@ -19,8 +19,9 @@ host's loopback (CHATAPP_URL in the env file):
     *      /services/<ns>/<service>/proxy/<path>   one request to one ready pod of the
            Service, as kube-proxy would route it (the operator's health checks run on
            the host, which cannot reach pod addresses: their URL points here)
-    PUT    /traffic/<ns>/<service>           {"rps": 20, "path": "/api/messages"}: steady
-           requests straight to the Service's ready pods (env/traffic.py)
+    PUT    /traffic/<ns>/<service>           {"rps": 20, "path": "/api/messages",
+           "wsRate": 2, "wsHold": 2}: steady requests and WebSocket connections straight
+           to the Service's ready pods (env/traffic.py)
     GET    /traffic                          every stream, with its tally
     DELETE /traffic/<ns>/<service>, DELETE /traffic/<ns>
 
@@ -317,6 +318,8 @@ def control_app(sim: Simulator) -> web.Application:
                 rps=float(body.get("rps", 20)),
                 path=str(body.get("path", "/api/messages")),
                 method=str(body.get("method", "GET")),
+                ws_rate=float(body.get("wsRate", 2)),
+                ws_hold=float(body.get("wsHold", 2)),
             )
         except (ValueError, TypeError, AttributeError) as err:
             return bad(f"traffic {key[0]}/{key[1]}: {err}")
@@ -335,7 +338,7 @@ def control_app(sim: Simulator) -> web.Application:
 
 
 async def run(args: argparse.Namespace) -> None:
-    api = config.new_client_from_config(config_file=args.kubeconfig)
+    api = config.new_client_from_config(config_file=str(args.kubeconfig))
     sim = Simulator(args.netns, api)
     sim.session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shlex
@@ -257,15 +258,18 @@ def kwokctl(*args: str) -> None:
     )
 
 
-def kwok_config() -> Path:
-    """env/kwok-stages.yaml and a KwokConfiguration whose `cidr` is the pods' range."""
-    path = STATE / "kwok.yaml"
-    path.write_text(
-        KWOK_STAGES.read_text()
-        + "\n---\napiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n"
-        + f"options:\n  cidr: {netns.POD_CIDR}\n"
-    )
-    return path
+def check_pod_range() -> None:
+    """Every node's podCIDR inside netns.POD_CIDR: pods take their IPs from their node's
+    podCIDR, and only that range is local in the namespace."""
+    found = kubectl("get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDRs}").stdout
+    cidrs = [c for item in found.split() for c in json.loads(item)]
+    pods = ipaddress.ip_network(netns.POD_CIDR)
+    outside = [
+        c for c in cidrs
+        if ipaddress.ip_network(c).version == 4 and not ipaddress.ip_network(c).subnet_of(pods)
+    ]
+    if outside or not cidrs:
+        sys.exit(f"nodes' podCIDRs {cidrs} are not inside the pods' range {netns.POD_CIDR}")
 
 
 def start_cluster() -> str:
@@ -282,8 +286,8 @@ def start_cluster() -> str:
         "--kubeconfig": str(STATE / "kubeconfig"),
         "--timeout": "3m",
         # With Stage objects in its config kwokctl uses only those: the file carries the
-        # defaults too; and kwok's pod range, the one on the namespace's lo.
-        "--config": str(kwok_config()),
+        # defaults too.
+        "--config": str(KWOK_STAGES),
     }
     kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
     kwokctl("scale", "node", "--replicas", str(NODES))
@@ -292,6 +296,7 @@ def start_cluster() -> str:
         "apply", "--server-side", "-f", str(bin_dir("gatewayapi") / "gateway-api-standard.yaml")
     )
     wait_established("httproutes.gateway.networking.k8s.io")
+    check_pod_range()
     wait_until("default ServiceAccount", lambda: kubectl("get", "sa", "default").returncode == 0)
     wait_until(
         f"{NODES} Ready nodes",

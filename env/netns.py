@@ -1,7 +1,8 @@
 """The environment's own network namespace, where the pods' addresses live.
 
-kwok gives pods IPs from a range (POD_CIDR); the API server refuses loopback addresses in
-EndpointSlices, so the range is a private one, put on the `lo` of a network namespace of
+kwok gives pods IPs from their node's podCIDR (inside POD_CIDR); the API server refuses
+loopback addresses in EndpointSlices, so the range is a private one, put on the `lo` of
+a network namespace of
 this checkout's own (`chatops-<8 hex of sha1 of the checkout's path>`, so several
 checkouts' environments coexist). Everything that connects to a pod runs in it: the chat
 app simulator's pod sockets, Traefik, Prometheus, the load generators. On the host a
@@ -39,8 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-POD_CIDR = "10.244.0.0/16"
-"""kwok's pod range (its KwokConfiguration `cidr`), local on the namespace's `lo`."""
+POD_CIDR = "10.0.0.0/16"
+"""The pods' range, local on the namespace's `lo`. kwok gives a pod an IP from its node's
+podCIDR (else from its `cidr` option, default 10.0.0.0/24); kwokctl's node template
+gives node i the podCIDR 10.0.i.0/24 (sigs.k8s.io/kwok kustomize/kwokctl/resource/
+node.yaml). localenv checks the nodes' podCIDRs are inside this range."""
 HOST = "host"
 """The side of a forward that is the host's own namespace (the one this process began in)."""
 CLONE_NEWNET = 0x40000000

@@ -27,7 +27,7 @@ from netns import HOST, Forward, name_for
 
 def pod(
     name: str = "chat-api-green-1",
-    ip: str | None = "10.244.0.7",
+    ip: str | None = "10.0.0.7",
     phase: str = "Running",
     ready: bool = True,
     deleting: bool = False,
@@ -81,8 +81,8 @@ def test_only_a_ready_running_pod_with_an_ip_not_being_deleted_is_served(
 def test_a_pod_is_served_on_each_container_port_as_its_image() -> None:
     found = endpoints(pod(ports=(8080, 9090)))
     assert [(e.ip, e.port, e.image, e.color) for e in found] == [
-        ("10.244.0.7", 8080, "chat-api:2.0", "green"),
-        ("10.244.0.7", 9090, "chat-api:2.0", "green"),
+        ("10.0.0.7", 8080, "chat-api:2.0", "green"),
+        ("10.0.0.7", 9090, "chat-api:2.0", "green"),
     ]
 
 
@@ -116,7 +116,7 @@ _pods = st.lists(
     st.builds(
         pod,
         name=st.sampled_from(["a", "b", "c"]),
-        ip=st.sampled_from(["10.244.0.1", "10.244.0.2", None]),
+        ip=st.sampled_from(["10.0.0.1", "10.0.0.2", None]),
         ready=st.booleans(),
         deleting=st.booleans(),
         ports=st.sampled_from([(8080,), (8080, 9090), ()]),
@@ -181,15 +181,15 @@ def test_a_service_is_its_slices_ready_addresses_on_their_port() -> None:
         {
             "ports": [{"name": "http", "port": 8080}],
             "endpoints": [
-                {"addresses": ["10.244.0.2"], "conditions": {"ready": True}},
-                {"addresses": ["10.244.0.3"], "conditions": {"ready": False}},
-                {"addresses": ["10.244.0.4"], "conditions": {"ready": True, "terminating": True}},
-                {"addresses": ["10.244.0.1"], "conditions": {}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": True}},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": False}},
+                {"addresses": ["10.0.0.4"], "conditions": {"ready": True, "terminating": True}},
+                {"addresses": ["10.0.0.1"], "conditions": {}},
             ],
         },
-        {"ports": [], "endpoints": [{"addresses": ["10.244.0.9"]}]},
+        {"ports": [], "endpoints": [{"addresses": ["10.0.0.9"]}]},
     ]
-    assert ready_addresses(slices) == [("10.244.0.1", 8080), ("10.244.0.2", 8080)]
+    assert ready_addresses(slices) == [("10.0.0.1", 8080), ("10.0.0.2", 8080)]
 
 
 def test_a_forward_spec_names_both_sides() -> None:
