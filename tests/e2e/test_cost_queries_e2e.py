@@ -80,7 +80,7 @@ def test_requests_and_failures_of_the_new_version_are_counted_over_the_window(
 
 
 @pytest.mark.usefixtures("environment")
-def test_moved_counts_what_the_pods_that_went_away_held_and_dropped_the_lost(
+def test_moved_counts_what_the_drained_pods_held_and_dropped_what_was_lost(
     tmp_path: Path,
 ) -> None:
     q = CostQueries()
@@ -93,8 +93,7 @@ def test_moved_counts_what_the_pods_that_went_away_held_and_dropped_the_lost(
         # one scraped once more after closing: its close counter counts
         series(active, blue, "b2", "12x20 0 stale"),
         series(shut, blue, "b2", "0x20 12 stale", reason="shutdown"),
-        # a pod still there moved nothing, whatever it holds
-        series(active, blue, "b3", "7x40"),
+        # the serving color's pods are not asked: nothing drained them
         series(active, green, "g1", "0+1x40"),
         # lost without a close handshake, and refused handshakes
         series(shut, green, "g1", "0x5 2x35", reason="error"),

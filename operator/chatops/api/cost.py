@@ -31,14 +31,12 @@ DEFAULT_FAILED_REQUESTS = _increase(f'http_requests_total{{{_SELECTOR},code=~"5.
 _ACTIVE = f"websocket_connections_active{{{_SELECTOR}}}"
 _SHUT = f'websocket_disconnections_total{{{_SELECTOR},reason="shutdown"}}'
 DEFAULT_WEBSOCKETS_MOVED = (
-    f"sum(max by (pod) (last_over_time({_ACTIVE}{_WINDOW}) or increase({_SHUT}{_WINDOW}))"
-    f" unless on (pod) {_ACTIVE})"
+    f"sum(max by (pod) (last_over_time({_ACTIVE}{_WINDOW}) or increase({_SHUT}{_WINDOW})))"
 )
-"""The connections each pod gone by the window's end held when it went: the last
-`websocket_connections_active` Prometheus scraped of it, or its `shutdown` closes when a
-scrape after the closes caught them (a pod that exits at once is never scraped again, so
-its own close counter alone would miss them). Pods still there are not counted: nothing
-moved their connections."""
+"""Asked of the drained color only: the connections each of its pods held when it went,
+the last `websocket_connections_active` Prometheus scraped of it, or its `shutdown` closes
+when a scrape after the closes caught them (a pod that exits at once is never scraped
+again, so its own close counter alone would miss them)."""
 _LOST = _increase(f'websocket_disconnections_total{{{_SELECTOR},reason="error"}}')
 _REFUSED = _increase(f'websocket_connections_total{{{_SELECTOR},result="failure"}}')
 DEFAULT_WEBSOCKETS_DROPPED = f"({_LOST} or vector(0)) + ({_REFUSED} or vector(0))"
@@ -56,8 +54,9 @@ class CostQueries(Model):
     failed_requests: bounds.Query = DEFAULT_FAILED_REQUESTS
     """Requests the new version failed (asked of its color)."""
     websockets_moved: bounds.Query = DEFAULT_WEBSOCKETS_MOVED
-    """WebSocket connections moved off pods that went away — drain waves, a scale-down:
-    what those pods held when they went (asked of both colors)."""
+    """WebSocket connections the drain moved: what the drained color's pods held when
+    they went (asked of the drained color — the old one after a promotion, the new one
+    after a rollback — once the release ended; 0 before)."""
     websockets_dropped: bounds.Query = DEFAULT_WEBSOCKETS_DROPPED
     """WebSocket connections lost without a close handshake, and connection attempts
     refused (asked of both colors)."""

@@ -18,8 +18,6 @@ from chatops.metrics.provider import MetricProvider, WindowProvider
 
 FIGURES = ("requests", "failed_requests", "websockets_moved", "websockets_dropped")
 """The cost figures, as `CostQueries` and `ReleaseCost` name them."""
-BOTH_COLORS = frozenset({"websockets_moved", "websockets_dropped"})
-"""Figures asked of both colors: a connection is moved or dropped on either side."""
 
 
 def reconnect_check(
@@ -57,20 +55,21 @@ def reconnect_check(
 def count(
     provider: WindowProvider,
     queries: CostQueries,
-    contexts: Sequence[tuple[WindowContext, bool]],
+    contexts: Sequence[tuple[WindowContext, frozenset[str]]],
     at: datetime.datetime,
 ) -> tuple[dict[str, int | None], str | None]:
-    """Each figure summed over `contexts` — `(context, new)`, `new` for the new
-    version's color — as of `at`, rounded to whole counts; a query matching no series
-    (or NaN: nothing happened) adds 0. The first query Prometheus cannot answer stops
-    the count: that figure and the ones after it are None, and the problem is returned."""
+    """Each figure summed over the `contexts` that answer it — `(context, figures)` —
+    as of `at`, rounded to whole counts; a query matching no series (or NaN: nothing
+    happened) adds 0, and a figure no context answers is 0. The first query Prometheus
+    cannot answer stops the count: that figure and the ones after it are None, and the
+    problem is returned."""
     figures: dict[str, int | None] = dict.fromkeys(FIGURES)
     for figure in FIGURES:
         query = getattr(queries, figure)
         field = f"spec.cost.{_camel(figure)}"
         total = 0.0
-        for context, new in contexts:
-            if not new and figure not in BOTH_COLORS:
+        for context, answers in contexts:
+            if figure not in answers:
                 continue
             try:
                 value = provider.query_at(render(query, context, field), at)

@@ -19,7 +19,7 @@ from chatops.api.common import seconds
 from chatops.api.cost import CostQueries, ReleaseCost
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus, HistoryEntry
-from chatops.release.model import Color, CostCount, CostWindow
+from chatops.release.model import Color, CostCount, CostWindow, other
 
 REFRESH = 30.0
 """Seconds between two counts of the same window (the figures so far, or a retry)."""
@@ -88,7 +88,10 @@ def _due(
         else:
             end = now
         revision = entry.revision if entry is not None else status.canary_revision or ""
-        return index, CostWindow(cost.color, clock.parse(cost.since), end, revision)
+        drained: Color | None = None
+        if entry is not None:
+            drained = other(cost.color) if entry.result == "Succeeded" else cost.color
+        return index, CostWindow(cost.color, clock.parse(cost.since), end, revision, drained)
     return None
 
 

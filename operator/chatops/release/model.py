@@ -132,6 +132,9 @@ class CostWindow:
     """The window's end, and the time the queries are evaluated at."""
     revision: str
     """The release's revision (`{{revision}}`)."""
+    drained: Color | None = None
+    """The color whose pods the release's end drains (the old one after a promotion, the
+    new one after a rollback); None while the release goes on."""
 
 
 @dataclass(frozen=True)

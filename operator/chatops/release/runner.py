@@ -285,11 +285,11 @@ def _reconnects(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measu
 
 
 def _cost(cluster: Cluster, obs: Observation, span: CostWindow) -> CostCount:
-    """The figures of `span`, asked of the new version's color (and of both colors for
-    the WebSocket figures)."""
+    """The figures of `span`: requests of the new version's color, moved connections of
+    the drained color, dropped ones of both."""
     length = (span.until - span.since).total_seconds()
     contexts = [
-        (_windowed(obs, c.name, color, length, span.revision), color == span.color)
+        (_windowed(obs, c.name, color, length, span.revision), _answers(span, color))
         for c in obs.spec.components
         for color in (span.color, other(span.color))
     ]
@@ -297,6 +297,16 @@ def _cost(cluster: Cluster, obs: Observation, span: CostWindow) -> CostCount:
         _provider(cluster, obs), obs.spec.cost or CostQueries(), contexts, span.until
     )
     return CostCount(window=span, problem=problem, **figures)
+
+
+def _answers(span: CostWindow, color: Color) -> frozenset[str]:
+    """The cost figures `color`'s Services answer for the window `span`."""
+    figures = {"websockets_dropped"}
+    if color == span.color:
+        figures |= {"requests", "failed_requests"}
+    if color == span.drained:
+        figures.add("websockets_moved")
+    return frozenset(figures)
 
 
 class _Unavailable:
