@@ -44,14 +44,14 @@ DRAINING = ScaleDown(color="green", at=clock.rfc3339(t(60)))
          1 + costs.REFRESH - 1, None),
         ("ended but its color still drains: the window stays open, counted so far",
          ChatReleaseStatus(history=[entry(OPEN)], scale_down=DRAINING), 70,
-         CostWindow("green", T0, t(70), "r1")),
+         CostWindow("green", T0, t(70), "r1", "green")),
         ("closed, not settled: Prometheus may not have scraped the end yet",
          ChatReleaseStatus(history=[entry(OPEN.model_copy(
              update={"until": clock.rfc3339(t(80))}))]), 85, None),
         ("closed and settled: counted at its end, whatever the time now",
          ChatReleaseStatus(history=[entry(OPEN.model_copy(
              update={"until": clock.rfc3339(t(80))}))]), 95,
-         CostWindow("green", T0, t(80), "r1")),
+         CostWindow("green", T0, t(80), "r1", "green")),
         ("final: never counted again",
          ChatReleaseStatus(history=[entry(OPEN.model_copy(
              update={"until": clock.rfc3339(t(80)), "final": True}))]), 500, None),
@@ -75,7 +75,7 @@ def test_the_window_closes_when_the_drain_is_over_and_the_final_count_waits_to_s
 def test_a_count_is_recorded_only_for_the_window_due_and_is_final_at_the_end() -> None:
     status = ChatReleaseStatus(history=[entry(OPEN.model_copy(
         update={"until": clock.rfc3339(t(80))}))])
-    wrong = CostCount(CostWindow("green", T0, t(70), "r1"), requests=1)
+    wrong = CostCount(CostWindow("green", T0, t(70), "r1", "green"), requests=1)
     kept, due, _ = costs.account(status, SPEC, t(95), wrong)
     assert kept.history[-1].cost == status.history[-1].cost and due is not None
     right = CostCount(due, requests=120, failed_requests=6, websockets_moved=4,
