@@ -7,8 +7,8 @@ without Docker.
     python env/localenv.py status   print what runs where
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
-S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS (and, until every test
-has moved off it, EXPORTER_URL), which tests, the demo and the operator read. A part
+S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
+and the operator read. A part
 already given in the environment (say KUBECONFIG of a kind cluster) is used as it is and
 never started or stopped here.
 
@@ -47,7 +47,7 @@ STATE = Path(os.environ.get("CHATOPS_ENV_STATE", ROOT / ".chatops-env"))
 ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
-GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL", "EXPORTER_URL")
+GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL")
 NETNS = netns.name_for(ROOT)
 # kwok Stages of the fake nodes: kwok's defaults plus the image tag `never-ready` (never
 # Ready) and the Job pod annotation `chatops.dev/test-outcome: fail` (pod Failed).
@@ -84,6 +84,7 @@ def bin_dir(part: str) -> Path:
         "mongotools": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
+        "prometheus": v["PROMETHEUS_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
@@ -97,25 +98,6 @@ def tool_path() -> str:
 def build(parts: list[str]) -> None:
     if parts:
         subprocess.run([str(ROOT / "env" / "build.sh"), *parts], check=True)
-
-
-def debian(packages: dict[str, str]) -> None:
-    """Install Debian packages whose command is missing, when we may (root + apt)."""
-    missing = [pkg for cmd, pkg in packages.items() if shutil.which(cmd) is None]
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(
-            f"missing {', '.join(missing)}: install them (apt-get install {' '.join(missing)})"
-        )
-    log(f"installing Debian packages: {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-    )
 
 
 # -- processes ------------------------------------------------------------------------
@@ -356,14 +338,6 @@ def start_s3() -> str:
     return url
 
 
-def start_exporter() -> str:
-    port = free_port()
-    spawn("exporter", [sys.executable, str(ROOT / "env" / "exporter.py"), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    wait_until("test exporter", lambda: http_ok(f"{url}/metrics"))
-    return url
-
-
 def start_forward(name: str, *specs: str) -> None:
     """A forwarder (env/netns.py) between the host's loopback and the namespace's."""
     netns_py = str(ROOT / "env" / "netns.py")
@@ -399,7 +373,7 @@ def start_chatapp(kubeconfig: str) -> str:
     return url
 
 
-def prometheus_config(kubeconfig: str, exporter: str | None) -> str:
+def prometheus_config(kubeconfig: str) -> str:
     """Pods discovered through the API server and scraped at podIP:containerPort, with
     the labels a Prometheus Operator PodMonitor gives on a real cluster (README: the
     label contract), `service` being the release's color Service."""
@@ -433,29 +407,25 @@ def prometheus_config(kubeconfig: str, exporter: str | None) -> str:
             "relabel_configs": relabel,
         }
     ]
-    if exporter:  # until every test plays its versions through real pods
-        jobs.append(
-            {"job_name": "exporter",
-             "static_configs": [{"targets": [exporter.removeprefix("http://")]}]}
-        )
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "scrape_configs": jobs}
     return json.dumps(config, indent=1)
 
 
-def start_prometheus(kubeconfig: str, exporter: str | None) -> str:
+def start_prometheus(kubeconfig: str) -> str:
     """Prometheus inside the pods' namespace (it reaches pods as on a real cluster's pod
     network), its port forwarded to the same port on the host's loopback."""
     port = free_port()
     config = STATE / "prometheus.yml"
-    config.write_text(prometheus_config(kubeconfig, exporter))
+    config.write_text(prometheus_config(kubeconfig))
     start_forward("prometheus", f"host:{port}=netns:{port}")
     spawn(
         "prometheus",
         [
             "ip", "netns", "exec", NETNS,
-            shutil.which("prometheus") or "prometheus",
+            str(bin_dir("prometheus") / "prometheus"),
             f"--config.file={config}",
+            "--scrape.discovery-reload-interval=1s",
             f"--storage.tsdb.path={STATE / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
@@ -519,11 +489,10 @@ def up() -> dict[str, str]:
         "ferretdb": "MONGODB_URI" not in have,
         "s3": "S3_ENDPOINT_URL" not in have,
         "chatapp": "KUBECONFIG" not in have,
-        "exporter": "EXPORTER_URL" not in have and "PROMETHEUS_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    debian({"prometheus": "prometheus"} if need["prometheus"] else {})
-    build(["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"])
+    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
+    build([*parts, *(["prometheus"] if need["prometheus"] else [])])
 
     env = dict(have)
     if need["kubernetes"]:
@@ -538,12 +507,8 @@ def up() -> dict[str, str]:
     env.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     if need["chatapp"]:
         env["CHATAPP_URL"] = start_chatapp(env["KUBECONFIG"])
-    if need["exporter"]:
-        env["EXPORTER_URL"] = start_exporter()
-        port = env["EXPORTER_URL"].rsplit(":", 1)[1]
-        start_forward("exporter", f"netns:{port}=host:{port}")
     if need["prometheus"]:
-        env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"], env.get("EXPORTER_URL"))
+        env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"])
     env["CHATOPS_TOOLS_PATH"] = tool_path()
     started = [name for name, needed in need.items() if needed and name == "kubernetes"]
     started += sorted(p.stem for p in (STATE / "pids").glob("*.pid"))
@@ -554,7 +519,7 @@ def up() -> dict[str, str]:
 
 
 def down(quiet: bool = False) -> None:
-    first = ["operator", "prometheus", "chatapp", "exporter", "s3", "ferretdb"]
+    first = ["operator", "prometheus", "chatapp", "s3", "ferretdb"]
     rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
     for name in first + rest:
         if alive(name) and not quiet:
