@@ -170,7 +170,9 @@ class Load:
     `rate` requests a second to `path` and `clients` WebSocket clients on `ws_path`, all
     to `url` with `Host: host`. A closed WebSocket reconnects after `reconnect_delay`
     seconds (plus up to as much again of jitter, so a cut does not become a synchronised
-    storm); a failed handshake retries after `reconnect_delay` as well."""
+    storm); a failed handshake retries after `reconnect_delay` as well. With `netns`, the
+    connections are made inside that network namespace (env/netns.py), e.g. straight to
+    a pod's address for the latency floor of a benchmark."""
 
     def __init__(
         self,
@@ -182,12 +184,14 @@ class Load:
         ws_path: str = "/ws",
         timeout: float = 5.0,
         reconnect_delay: float = 0.2,
+        netns: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.headers = {"Host": host} if host else {}
         self.rate, self.clients = rate, clients
         self.path, self.ws_path = path, ws_path
         self.timeout, self.reconnect_delay = timeout, reconnect_delay
+        self.netns = netns
         self._lock = threading.Lock()
         self._requests: list[Request] = []
         self._connections: dict[tuple[int, int], Connection] = {}
@@ -241,8 +245,13 @@ class Load:
         self._stopping = asyncio.Event()
         self._started.set()
         timeout = aiohttp.ClientTimeout(total=self.timeout)
-        http = aiohttp.TCPConnector(limit=512, force_close=False)
-        ws = aiohttp.TCPConnector(limit=0)
+        factory = {}
+        if self.netns:
+            import netns
+
+            factory = {"socket_factory": netns.socket_factory(self.netns)}
+        http = aiohttp.TCPConnector(limit=512, **factory)  # type: ignore[arg-type]
+        ws = aiohttp.TCPConnector(limit=0, **factory)  # type: ignore[arg-type]
         async with (
             aiohttp.ClientSession(connector=http, timeout=timeout) as session,
             aiohttp.ClientSession(connector=ws, timeout=timeout) as ws_session,  # the handshake's
@@ -388,8 +397,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path", default="/api/messages")
     parser.add_argument("--ws-path", default="/ws")
     parser.add_argument("--duration", type=float, default=float("inf"), help="seconds")
+    parser.add_argument("--netns", help="connect from inside this network namespace")
     args = parser.parse_args(argv)
-    load = Load(args.url, args.host, args.rate, args.clients, args.path, args.ws_path)
+    load = Load(
+        args.url, args.host, args.rate, args.clients, args.path, args.ws_path, netns=args.netns
+    )
     with load, contextlib.suppress(KeyboardInterrupt):
         for line in lines(load, args.duration):
             print(line, flush=True)

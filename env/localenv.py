@@ -47,7 +47,10 @@ STATE = Path(os.environ.get("CHATOPS_ENV_STATE", ROOT / ".chatops-env"))
 ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
-GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL")
+GIVEN_KEYS = (
+    "KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL",
+    "GATEWAY_URL", "GATEWAY_NAME", "GATEWAY_NAMESPACE",
+)
 NETNS = netns.name_for(ROOT)
 # kwok Stages of the fake nodes: kwok's defaults plus the image tag `never-ready` (never
 # Ready) and the Job pod annotation `chatops.dev/test-outcome: fail` (pod Failed).
@@ -85,6 +88,7 @@ def bin_dir(part: str) -> Path:
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
         "prometheus": v["PROMETHEUS_VERSION"],
+        "traefik": v["TRAEFIK_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
@@ -489,10 +493,13 @@ def up() -> dict[str, str]:
         "ferretdb": "MONGODB_URI" not in have,
         "s3": "S3_ENDPOINT_URL" not in have,
         "chatapp": "KUBECONFIG" not in have,
+        "traefik": "KUBECONFIG" not in have and "GATEWAY_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
     parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
-    build([*parts, *(["prometheus"] if need["prometheus"] else [])])
+    parts += ["prometheus"] if need["prometheus"] else []
+    parts += ["traefik"] if need["traefik"] else []
+    build(parts)
 
     env = dict(have)
     if need["kubernetes"]:
@@ -507,6 +514,10 @@ def up() -> dict[str, str]:
     env.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     if need["chatapp"]:
         env["CHATAPP_URL"] = start_chatapp(env["KUBECONFIG"])
+    if need["traefik"]:
+        import gateway  # it builds on this module
+
+        env.update(gateway.start(env["KUBECONFIG"]))
     if need["prometheus"]:
         env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"])
     env["CHATOPS_TOOLS_PATH"] = tool_path()
@@ -519,7 +530,7 @@ def up() -> dict[str, str]:
 
 
 def down(quiet: bool = False) -> None:
-    first = ["operator", "prometheus", "chatapp", "s3", "ferretdb"]
+    first = ["operator", "traefik", "prometheus", "chatapp", "s3", "ferretdb"]
     rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
     for name in first + rest:
         if alive(name) and not quiet:
