@@ -9,9 +9,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chatops import clock, telemetry
-from chatops.api.cost import ReleaseCost
+from chatops.api.cost import CostQueries, ReleaseCost
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus, HistoryEntry, ScaleDown
+from chatops.errors import MetricsUnavailable
+from chatops.metrics import window as window_queries
+from chatops.metrics.analysis import WindowContext
 from chatops.release import cost as costs
 from chatops.release.model import CostCount, CostWindow
 from release_world import spec
@@ -120,3 +123,51 @@ def test_the_operator_exports_the_cost_and_no_series_for_an_unknown_figure() -> 
     assert _sample("chatops_release_cost_requests", "r1") is None  # one release's figures
     telemetry.forget_release("ns", "costly")
     assert _sample("chatops_release_cost_requests", "r2") is None
+
+
+class Answers:
+    """A Prometheus answering each query by the Service it names; `down` for an outage."""
+
+    def __init__(self, values: dict[str, float | None], down: str | None = None) -> None:
+        self.values, self.down, self.asked = values, down, []  # type: ignore[var-annotated]
+
+    def query(self, promql: str) -> float | None:
+        return self.query_at(promql, T0)
+
+    def query_at(self, promql: str, at: datetime.datetime) -> float | None:
+        self.asked.append((promql, at))
+        if self.down and self.down in promql:
+            raise MetricsUnavailable("http://prometheus", "connection refused")
+        return next((v for s, v in self.values.items() if f'service="{s}"' in promql), None)
+
+
+def contexts(new: str, drained: str | None) -> list[tuple[WindowContext, frozenset[str]]]:
+    out = []
+    for color in ("blue", "green"):
+        answers = {"websockets_dropped"}
+        answers |= {"requests", "failed_requests"} if color == new else set()
+        answers |= {"websockets_moved"} if color == drained else set()
+        out.append((WindowContext(f"chat-api-{color}", "ns", "api", color, "r", "60s"),
+                    frozenset(answers)))
+    return out
+
+
+def test_each_figure_is_asked_of_the_colors_it_belongs_to_at_the_windows_end() -> None:
+    prometheus = Answers({"chat-api-green": 10.4, "chat-api-blue": 3.0})
+    figures, problem = window_queries.count(prometheus, CostQueries(),
+                                            contexts("green", "blue"), t(80))
+    # requests and failures of the new color, moved of the drained one, dropped of both
+    assert figures == {"requests": 10, "failed_requests": 10, "websockets_moved": 3,
+                       "websockets_dropped": 13}
+    assert problem is None and {at for _, at in prometheus.asked} == {t(80)}
+    assert all("[60s]" in q for q, _ in prometheus.asked)
+
+
+def test_no_series_counts_zero_and_an_outage_stops_the_count_unknown() -> None:
+    figures, problem = window_queries.count(Answers({}), CostQueries(), contexts("green", None),
+                                            t(80))
+    assert figures == dict.fromkeys(window_queries.FIGURES, 0) and problem is None
+    down = Answers({"chat-api-green": 5.0}, down="http_requests_total")
+    figures, problem = window_queries.count(down, CostQueries(), contexts("green", None), t(80))
+    assert figures == dict.fromkeys(window_queries.FIGURES, None)
+    assert problem is not None and problem.startswith("requests: ") and "refused" in problem
