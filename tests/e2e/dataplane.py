@@ -224,3 +224,36 @@ def failures_bound(requests: float, error_rate: float, sigmas: float = 4) -> int
 
 def timestamp(rfc3339: str) -> float:
     return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def stable_ingress(api: client.ApiClient, namespace: str) -> None:
+    """The user's Ingress `chat` (class nginx) to the stable Service `chat-api`."""
+    backend = {"service": {"name": f"{RELEASE}-{COMPONENT}", "port": {"number": PORT}}}
+    paths = [{"path": p, "pathType": "Prefix", "backend": backend} for p in ("/api", "/ws")]
+    client.NetworkingV1Api(api).create_namespaced_ingress(
+        namespace,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": RELEASE},
+            "spec": {
+                "ingressClassName": "nginx",
+                "rules": [{"host": host(namespace), "http": {"paths": paths}}],
+            },
+        },
+    )
+
+
+def wait_applied_nginx(namespace: str, green: int, timeout: float = 60) -> None:
+    """Until Traefik's ingress-nginx provider weighs the canary Service at `green` %."""
+
+    def applied() -> bool:
+        for service in traefik_services(namespace):
+            children = (service.get("weighted") or {}).get("services") or []
+            weights = {c["name"]: int(c.get("weight", 1)) for c in children}
+            canary = [w for n, w in weights.items() if f"{RELEASE}-{COMPONENT}-green" in n]
+            if canary and canary[0] * 100 == green * sum(weights.values()):
+                return True
+        return False
+
+    wait_for(applied, timeout=timeout, interval=0.1, what=f"Traefik applying {green} % (NGINX)")

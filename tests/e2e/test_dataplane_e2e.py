@@ -210,3 +210,36 @@ def test_blue_green_on_the_service_router_under_load_fails_no_request(
     print(f"blue-green on the Service router: {len(requests)} requests, served {dict(served)}")
     assert served["blue"] > RATE and served["green"] > RATE
     assert loadgen.failed(requests) == []
+
+
+def test_the_nginx_routers_canary_ingress_splits_real_traffic_by_its_weight(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    """Traefik's ingress-nginx provider reads the canary Ingress chatops generates
+    (`nginx.ingress.kubernetes.io/canary-weight`) as ingress-nginx does."""
+    dp.stable_ingress(api, namespace)
+    spec = dp.release_spec("1.0", _canary(25), {"nginx": {"ingress": dp.RELEASE}})
+    _first_release(custom, namespace, spec)
+    with _load(namespace, rate=RATE) as load:
+        wait_for(lambda: loadgen.served(load.requests())["blue"] > RATE, what="blue serving")
+        dp.set_version(custom, namespace, "1.1")
+        wait_for(
+            lambda: rel.status(custom, namespace, dp.RELEASE).get("canaryWeight") == 25,
+            timeout=90,
+            what="the canary at 25 %",
+        )
+        dp.wait_applied_nginx(namespace, 25)
+        since = time.time()
+        sample = wait_for(
+            lambda: (
+                len(got := [r for r in loadgen.between(load.requests(), since) if r.status])
+                >= SAMPLE
+                and got
+            ),
+            timeout=SAMPLE / RATE * 4 + 30,
+            what=f"{SAMPLE} requests at 25 %",
+        )[:SAMPLE]
+    share = 100 * loadgen.share(sample, "green")
+    print(f"NGINX canary Ingress at 25 %: canary share {share:.1f} % of {SAMPLE} requests")
+    assert loadgen.failed(sample) == []
+    assert abs(share - 25) <= 3
