@@ -88,6 +88,7 @@ def bin_dir(part: str) -> Path:
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
         "prometheus": v["PROMETHEUS_VERSION"],
+        "promtool": v["PROMETHEUS_VERSION"],
         "traefik": v["TRAEFIK_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
@@ -95,7 +96,7 @@ def bin_dir(part: str) -> Path:
 
 def tool_path() -> str:
     """PATH entries for the built tools: kubectl, kwokctl, mongodump, helm, …"""
-    parts = ("k8s", "kwok", "ferretdb", "mongotools", "helm")
+    parts = ("k8s", "kwok", "ferretdb", "mongotools", "helm", "promtool")
     return os.pathsep.join(str(bin_dir(p)) for p in parts)
 
 
@@ -496,7 +497,7 @@ def up() -> dict[str, str]:
         "traefik": "KUBECONFIG" not in have and "GATEWAY_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
+    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm", "promtool"]
     parts += ["prometheus"] if need["prometheus"] else []
     parts += ["traefik"] if need["traefik"] else []
     build(parts)
