@@ -206,7 +206,10 @@ def test_a_reconnect_storm_pauses_the_drain_until_reconnections_recover(
              what="one more check in the storm")
     apps = client.AppsV1Api(api)
     blue = apps.read_namespaced_deployment(f"{RELEASE}-api-blue", namespace)
-    assert blue.spec.replicas == PODS - 1, "no more pods went during the storm"
+    assert blue.spec.replicas == PODS - 1, (
+        "no more pods went during the storm", events(core, namespace, "DrainWave")[1:2],
+        sum(1 for c in users.connections() if c.opened is None),
+        sum(1 for c in users.connections() if c.color == "green"))
     assert drain().get("wave") == 1
 
     play(namespace, "1.1", wsSuccess=1.0)

@@ -169,3 +169,30 @@ def test_the_storm_pause_is_said_in_the_events_with_what_was_seen() -> None:
     assert step.state is not None and step.state.paused is not None
     assert "0.8 < min 0.99" in step.state.paused
     assert "wave 1/3" in step.events[0].message
+
+
+def test_the_check_looks_back_to_the_waves_start_then_to_the_last_check() -> None:
+    # Clients reconnect as soon as the pods close, which may be before the cluster shows
+    # them gone: the first check covers the whole wave, not just the interval after it.
+    begun = state(wave=1, wave_started_at=at(30), wave_done_at=at(33))
+    assert drains.check_window(begun, T0 + datetime.timedelta(seconds=43)) == 13
+    again = begun.model_copy(update={"checked_at": at(43)})
+    assert drains.check_window(again, T0 + datetime.timedelta(seconds=53)) == 10
+    assert drains.check_window(state(wave=1), T0) == 10  # never less than the interval
+    step = drains.advance(state(), ROWS[2].look())
+    assert step.state is not None and step.state.wave_started_at == at(30)
+
+
+def test_a_field_cleared_inside_a_status_object_is_cleared_on_the_server_too() -> None:
+    # A merge patch merges nested objects: the next wave's `waveDoneAt: None` must be an
+    # explicit null, or the server keeps the last wave's and the next check comes at once.
+    from chatops.adapters.kube import merge_patch
+
+    before = {"phase": "Promoting", "scaleDown": {"wave": 1, "waveDoneAt": "t1", "replicas":
+                                                  {"api": 3, "web": 2}}, "message": "m"}
+    after = {"phase": "Promoting", "scaleDown": {"wave": 2, "replicas": {"api": 3}}}
+    assert merge_patch(before, after) == {
+        "phase": "Promoting",
+        "message": None,
+        "scaleDown": {"wave": 2, "waveDoneAt": None, "replicas": {"api": 3, "web": None}},
+    }

@@ -65,6 +65,8 @@ class ScaleDown(Model):
     waves are batches of these."""
     wave: int = Field(default=0, ge=0, le=100)
     """Waves begun (0: none yet; `waves`: the last one, to zero pods)."""
+    wave_started_at: str | None = None
+    """When wave `wave` began (RFC 3339): the reconnect check looks back to then."""
     wave_done_at: str | None = None
     """When the cluster first showed wave `wave` done, its pods gone (RFC 3339): the
     interval to the next check counts from then."""

@@ -124,7 +124,7 @@ def advance(state: ScaleDown, look: Look) -> Step:
             return Step(state, {}, requeue=(due - now).total_seconds())
         initial = {c: look.pods[c].replicas if c in look.pods else 0 for c in look.components}
         state = state.model_copy(update={"replicas": initial})
-        return _begin_wave(state, next_wave(state), "")
+        return _begin_wave(state, next_wave(state), "", now)
     wanted = _targets(state, look.components)
     if not all(_shown(look.pods.get(c), n) for c, n in wanted.items()):
         return Step(state, wanted)
@@ -133,7 +133,7 @@ def advance(state: ScaleDown, look: Look) -> Step:
     if state.wave >= state.waves:
         return Step(None, wanted)
     if look.cut:
-        cut = _begin_wave(state, state.waves, "")
+        cut = _begin_wave(state, state.waves, "", now)
         note = Event("Normal", "DrainCut", f"the rest of the drain of {state.color} cut at "
                      "once, as chatops.dev/promote asked")
         return Step(cut.state, cut.replicas, requeue=cut.requeue, events=(*cut.events, note))
@@ -159,10 +159,10 @@ def _shown(pods: Pods | None, wanted: int) -> bool:
     return pods is None or (pods.replicas == wanted and pods.available <= wanted)
 
 
-def _begin_wave(state: ScaleDown, wave: int, check: str) -> Step:
+def _begin_wave(state: ScaleDown, wave: int, check: str, now: datetime.datetime) -> Step:
     new = state.model_copy(
-        update={"wave": wave, "wave_done_at": None, "checked_at": None, "paused": None,
-                "check": check or state.check}
+        update={"wave": wave, "wave_started_at": clock.rfc3339(now), "wave_done_at": None,
+                "checked_at": None, "paused": None, "check": check or state.check}
     )
     wanted = _targets(new, list(new.replicas))
     events: tuple[Event, ...] = ()
@@ -173,6 +173,15 @@ def _begin_wave(state: ScaleDown, wave: int, check: str) -> Step:
                         f"wave {wave}/{new.waves} of the drain of {new.color}: {pods} "
                         f"pod(s){after}"),)
     return Step(new, wanted, events=events)
+
+
+def check_window(state: ScaleDown, now: datetime.datetime) -> float:
+    """Seconds the reconnect check looks back over: since the last check of this wave,
+    else since the wave began — its clients start reconnecting as soon as its pods close,
+    which may be before the cluster shows them gone — and at least an interval."""
+    since = state.checked_at or state.wave_started_at or state.wave_done_at
+    looked = (now - clock.parse(since)).total_seconds() if since else 0.0
+    return max(looked, state.interval_seconds)
 
 
 def verdict(checks: Sequence[Measurement]) -> tuple[str, str]:
@@ -193,7 +202,7 @@ def _judged(
 ) -> Step:
     outcome, seen = verdict(checks)
     if outcome == "go":
-        step = _begin_wave(state, next_wave(state), seen)
+        step = _begin_wave(state, next_wave(state), seen, now)
         if state.paused is not None:
             resumed = Event("Normal", "DrainResumed", f"drain of {state.color} goes on: {seen}")
             return Step(step.state, step.replicas, requeue=step.requeue,

@@ -268,14 +268,15 @@ def _windowed(obs: Observation, component: str, color: Color, length: float,
 
 
 def _reconnects(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurement, ...]:
-    """The drain's reconnect check on `color` (the one serving) over the last interval."""
+    """The drain's reconnect check on `color` (the one serving) since the wave began or
+    the last check."""
     drain = obs.status.scale_down
     assert drain is not None
     gate = (st.drain(obs.spec) or Drain()).reconnect
     strategy = "canary" if obs.spec.strategy.canary else "blueGreen"
     revision = obs.status.stable_revision or ""
     contexts = [
-        _windowed(obs, c.name, color, drain.interval_seconds, revision)
+        _windowed(obs, c.name, color, drains.check_window(drain, obs.now), revision)
         for c in obs.spec.components
     ]
     return window_queries.reconnect_check(
