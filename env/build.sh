@@ -4,7 +4,8 @@
 # Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
 # Usage: env/build.sh [part...]
-#   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus traefik)
+#   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus
+#   promtool traefik)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -177,9 +178,25 @@ build_prometheus() {
     -o "$1/prometheus" ./cmd/prometheus
 }
 
+build_promtool() {
+  # promtool, from the same module as prometheus and with the same Kubernetes-only
+  # plugins: `promtool test rules` runs the cost and drain-gate queries on Prometheus' own
+  # engine over series shaped as the label contract gives them (tests/e2e).
+  local module="github.com/prometheus/prometheus" version="v0.${PROMETHEUS_VERSION#v2.}"
+  go mod download "$module@$version"
+  cp -r "$(go env GOMODCACHE)/$module@$version/." . && chmod -R u+w .
+  printf '%s\n' '// Rewritten by chatops env/build.sh: Kubernetes discovery only (and minimum.go).' \
+    '' 'package plugins' '' 'import _ "github.com/prometheus/prometheus/discovery/kubernetes"' \
+    >plugins/plugins.go
+  local pkg=github.com/prometheus/common/version
+  GOFLAGS="$GOFLAGS -mod=mod" nice go build \
+    -ldflags "-s -w -X $pkg.Version=${PROMETHEUS_VERSION#v} -X $pkg.Branch=release" \
+    -o "$1/promtool" ./cmd/promtool
+}
+
 main() {
   local part
-  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus traefik}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus promtool traefik}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
       etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
@@ -190,6 +207,7 @@ main() {
       helm) done_or_build helm "$HELM_VERSION" build_helm ;;
       gatewayapi) done_or_build gatewayapi "$GATEWAY_API_VERSION" build_gatewayapi ;;
       prometheus) done_or_build prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
+      promtool) done_or_build promtool "$PROMETHEUS_VERSION" build_promtool ;;
       traefik) done_or_build traefik "$TRAEFIK_VERSION" build_traefik ;;
       *) echo "unknown part: $part" >&2; exit 2 ;;
     esac

@@ -95,15 +95,16 @@ def bin_dir(part: str) -> Path:
         "bsondump": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
-        "traefik": v["TRAEFIK_VERSION"],
         "prometheus": v["PROMETHEUS_VERSION"],
+        "promtool": v["PROMETHEUS_VERSION"],
+        "traefik": v["TRAEFIK_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
 
 def tool_path() -> str:
     """PATH entries for the built tools: kubectl, kwokctl, mongodump, helm, …"""
-    parts = ("k8s", "kwok", "ferretdb", "mongotools", "bsondump", "helm")
+    parts = ("k8s", "kwok", "ferretdb", "mongotools", "bsondump", "helm", "promtool")
     return os.pathsep.join(str(bin_dir(p)) for p in parts)
 
 
@@ -577,8 +578,9 @@ def up() -> dict[str, str]:
         "prometheus": "PROMETHEUS_URL" not in have,
     }
     parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "bsondump", "helm"]
-    parts += ["prometheus"] if need["prometheus"] else []
-    build(parts + (["traefik"] if need["traefik"] else []))
+    parts += ["promtool", *(["prometheus"] if need["prometheus"] else [])]
+    parts += ["traefik"] if need["traefik"] else []
+    build(parts)
 
     env = dict(have)
     if need["kubernetes"]:
