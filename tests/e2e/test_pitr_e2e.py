@@ -46,7 +46,7 @@ from backups import (
     status,
     steps,
 )
-from support import wait_for
+from support import start_operator, wait_for
 
 pytestmark = pytest.mark.e2e
 PIT = {"enabled": True, "flushInterval": "1s", "sliceLength": "4s"}
@@ -60,12 +60,8 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chatops.cli", "run", "--namespace", self.namespace,
-                 "--metrics-port", str(free_port())],
-                stdout=out, stderr=subprocess.STDOUT,
-            )
+        # its Leases in the test's namespace, as every test's operator (tests/e2e/conftest.py)
+        self.proc = start_operator(self.log, free_port(), [self.namespace])
 
     def kill(self) -> None:
         assert self.proc is not None
