@@ -5,6 +5,7 @@ without Docker.
     python env/localenv.py up       build what is missing, start what is not given
     python env/localenv.py down     stop everything `up` started
     python env/localenv.py status   print what runs where
+    python env/localenv.py session CMD...   run commands in turn with it up (see `session`)
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
 S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
@@ -47,7 +48,10 @@ STATE = Path(os.environ.get("CHATOPS_ENV_STATE", ROOT / ".chatops-env"))
 ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
-GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL")
+GIVEN_KEYS = (
+    "KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL",
+    "GATEWAY_URL", "GATEWAY_NAME", "GATEWAY_NAMESPACE",
+)
 NETNS = netns.name_for(ROOT)
 # FerretDB's replica set name (`hello.setName`) and its oplog: a capped `local.oplog.rs`
 # small enough that a test rolls it over in seconds (written to the env file as
@@ -92,13 +96,15 @@ def bin_dir(part: str) -> Path:
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
         "prometheus": v["PROMETHEUS_VERSION"],
+        "promtool": v["PROMETHEUS_VERSION"],
+        "traefik": v["TRAEFIK_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
 
 def tool_path() -> str:
     """PATH entries for the built tools: kubectl, kwokctl, mongodump, helm, …"""
-    parts = ("k8s", "kwok", "ferretdb", "mongotools", "bsondump", "helm")
+    parts = ("k8s", "kwok", "ferretdb", "mongotools", "bsondump", "helm", "promtool")
     return os.pathsep.join(str(bin_dir(p)) for p in parts)
 
 
@@ -568,10 +574,13 @@ def up() -> dict[str, str]:
         "ferretdb": "MONGODB_URI" not in have,
         "s3": "S3_ENDPOINT_URL" not in have,
         "chatapp": "KUBECONFIG" not in have,
+        "traefik": "KUBECONFIG" not in have and "GATEWAY_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
     parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "bsondump", "helm"]
-    build([*parts, *(["prometheus"] if need["prometheus"] else [])])
+    parts += ["promtool", *(["prometheus"] if need["prometheus"] else [])]
+    parts += ["traefik"] if need["traefik"] else []
+    build(parts)
 
     env = dict(have)
     if need["kubernetes"]:
@@ -588,6 +597,10 @@ def up() -> dict[str, str]:
     env.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     if need["chatapp"]:
         env["CHATAPP_URL"] = start_chatapp(env["KUBECONFIG"])
+    if need["traefik"]:
+        import gateway  # it builds on this module
+
+        env.update(gateway.start(env["KUBECONFIG"]))
     if need["prometheus"]:
         env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"])
     env["CHATOPS_TOOLS_PATH"] = tool_path()
@@ -600,7 +613,7 @@ def up() -> dict[str, str]:
 
 
 def down(quiet: bool = False) -> None:
-    first = ["operator", "prometheus", "chatapp", "s3", "ferretdb"]
+    first = ["operator", "traefik", "prometheus", "chatapp", "s3", "ferretdb"]
     rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
     for name in first + rest:
         if alive(name) and not quiet:
@@ -620,11 +633,33 @@ def status() -> None:
     print(json.dumps({"running": running(), **env}, indent=2))
 
 
+def session(commands: list[str]) -> int:
+    """Run each shell command in turn against the environment, every one even after a
+    failure (so a run reports all its phases), starting the environment first if it is
+    not up and stopping it at the end if it was started here. The first failure's code."""
+    started = not running()
+    up()
+    stop("operator")  # the demo's operator acts on every namespace; the tests run their own
+    code = 0
+    try:
+        for command in commands:
+            log(f"running: {command}")
+            done = subprocess.run(command, shell=True).returncode
+            code = code or done
+    finally:
+        if started:
+            down()
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
-    command = parser.parse_args().command
-    {"up": up, "down": down, "status": status}[command]()
+    parser.add_argument("command", choices=["up", "down", "status", "session"])
+    parser.add_argument("commands", nargs="*", help="session: shell commands to run in turn")
+    args = parser.parse_args()
+    if args.command == "session":
+        sys.exit(session(args.commands))
+    {"up": up, "down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":
