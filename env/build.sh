@@ -4,7 +4,8 @@
 # Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
 # Usage: env/build.sh [part...]
-#   (default: all of k8s etcd kwok ferretdb mongotools helm gatewayapi prometheus promtool traefik)
+#   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus
+#   promtool traefik)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -91,6 +92,16 @@ build_mongotools() {
     go build -ldflags "-X main.VersionStr=$MONGO_TOOLS_RELEASE" -o "$1/$tool" \
       "github.com/mongodb/mongo-tools/$tool/main"
   done
+}
+
+build_bsondump() {
+  # bsondump reads the archives' oplog.bson as a human would; its own part (and cache
+  # directory), so a machine that built mongodump/mongorestore before keeps them.
+  export GONOSUMDB=github.com/mongodb/mongo-tools
+  go mod init chatops-env/bsondump >/dev/null 2>&1
+  go get -tool "github.com/mongodb/mongo-tools/bsondump/main@$MONGO_TOOLS_VERSION"
+  go build -ldflags "-X main.VersionStr=$MONGO_TOOLS_RELEASE" -o "$1/bsondump" \
+    "github.com/mongodb/mongo-tools/bsondump/main"
 }
 
 build_etcd() {
@@ -185,13 +196,14 @@ build_promtool() {
 
 main() {
   local part
-  for part in ${*:-k8s etcd kwok ferretdb mongotools helm gatewayapi prometheus promtool traefik}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus promtool traefik}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
       etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
       kwok) done_or_build kwok "$KWOK_VERSION" build_kwok ;;
       ferretdb) done_or_build ferretdb "$FERRETDB_VERSION" build_ferretdb ;;
       mongotools) done_or_build mongotools "$MONGO_TOOLS_VERSION" build_mongotools ;;
+      bsondump) done_or_build bsondump "$MONGO_TOOLS_VERSION" build_bsondump ;;
       helm) done_or_build helm "$HELM_VERSION" build_helm ;;
       gatewayapi) done_or_build gatewayapi "$GATEWAY_API_VERSION" build_gatewayapi ;;
       prometheus) done_or_build prometheus "$PROMETHEUS_VERSION" build_prometheus ;;

@@ -77,13 +77,16 @@ def manifests() -> list[dict[str, object]]:
 
 def traefik_argv() -> list[str]:
     flags = {
-        "entryPoints.web.address": f":{ENTRY_PORT}",
+        # the loopback only: the namespace's other addresses are the pods', whose ports
+        # (8080 is common) belong to the simulator's pod servers
+        "entryPoints.web.address": f"127.0.0.1:{ENTRY_PORT}",
         # Traefik 3 ends a request's read after 60 s by default, which cuts a WebSocket
         # that outlives it; a chat app's entry point needs no read deadline.
         "entryPoints.web.transport.respondingTimeouts.readTimeout": "0s",
         "entryPoints.web.transport.lifeCycle.graceTimeOut": "1s",
-        "entryPoints.traefik.address": f":{API_PORT}",
+        "entryPoints.traefik.address": f"127.0.0.1:{API_PORT}",
         "api.insecure": "true",
+        "api.dashboard": "false",  # its web UI is not in the module zip: the API is all we use
         "providers.kubernetesGateway": "true",
         "providers.kubernetesGateway.statusAddress.ip": "127.0.0.1",
         # Ingresses of class `nginx` read as ingress-nginx does, canary annotations too
@@ -91,6 +94,7 @@ def traefik_argv() -> list[str]:
         "providers.kubernetesIngressNGINX": "true",
         "providers.kubernetesIngressNGINX.httpEntryPoint": "web",
         "log.level": "INFO",
+        "log.noColor": "true",
         "global.checkNewVersion": "false",
         "global.sendAnonymousUsage": "false",
     }

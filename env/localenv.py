@@ -5,6 +5,7 @@ without Docker.
     python env/localenv.py up       build what is missing, start what is not given
     python env/localenv.py down     stop everything `up` started
     python env/localenv.py status   print what runs where
+    python env/localenv.py session CMD...   run commands in turn with it up (see `session`)
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
 S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
@@ -52,6 +53,12 @@ GIVEN_KEYS = (
     "GATEWAY_URL", "GATEWAY_NAME", "GATEWAY_NAMESPACE",
 )
 NETNS = netns.name_for(ROOT)
+# FerretDB's replica set name (`hello.setName`) and its oplog: a capped `local.oplog.rs`
+# small enough that a test rolls it over in seconds (written to the env file as
+# MONGODB_OPLOG_MAX_DOCS / MONGODB_OPLOG_SIZE_BYTES, so tests read them, not these).
+REPL_SET = "rs0"
+OPLOG_MAX_DOCS = 10_000
+OPLOG_SIZE_BYTES = 64 * 1024 * 1024
 # kwok Stages of the fake nodes: kwok's defaults plus the image tag `never-ready` (never
 # Ready) and the Job pod annotation `chatops.dev/test-outcome: fail` (pod Failed).
 KWOK_STAGES = ROOT / "env" / "kwok-stages.yaml"
@@ -85,6 +92,7 @@ def bin_dir(part: str) -> Path:
         "kwok": v["KWOK_VERSION"],
         "ferretdb": v["FERRETDB_VERSION"],
         "mongotools": v["MONGO_TOOLS_VERSION"],
+        "bsondump": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
         "prometheus": v["PROMETHEUS_VERSION"],
@@ -96,7 +104,7 @@ def bin_dir(part: str) -> Path:
 
 def tool_path() -> str:
     """PATH entries for the built tools: kubectl, kwokctl, mongodump, helm, …"""
-    parts = ("k8s", "kwok", "ferretdb", "mongotools", "helm", "promtool")
+    parts = ("k8s", "kwok", "ferretdb", "mongotools", "bsondump", "helm", "promtool")
     return os.pathsep.join(str(bin_dir(p)) for p in parts)
 
 
@@ -277,6 +285,7 @@ def start_cluster() -> str:
         "--config": str(KWOK_STAGES),
     }
     kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
+    revive_controller_manager()
     kwokctl("scale", "node", "--replicas", str(NODES))
     log(f"{NODES} fake nodes; installing the Gateway API CRDs")
     kubectl(
@@ -300,6 +309,45 @@ def start_cluster() -> str:
         ),
     )
     return str(STATE / "kubeconfig")
+
+
+def revive_controller_manager(timeout: float = 120) -> None:
+    """kube-controller-manager gives up when the API server is not healthy within its
+    first ~10 s, which a loaded machine's API server (RBAC bootstrap) can miss; kwokctl
+    does not start it again. Once the API server is ready, start it again as kwokctl
+    did (its binary and args from the cluster's kwok.yaml, its pid where kwokctl keeps
+    it, so `kwokctl delete cluster` stops it)."""
+    cluster = STATE / "kwok" / "clusters" / CLUSTER
+    pid_file = cluster / "pids" / "kube-controller-manager.pid"
+    wait_until(
+        "the API server ready", lambda: kubectl("get", "--raw", "/readyz").returncode == 0, timeout
+    )
+    time.sleep(1)  # a controller manager that is starting now has had the ready server
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return
+    except (ProcessLookupError, ValueError, FileNotFoundError):
+        pass
+    import yaml
+
+    docs = yaml.safe_load_all((cluster / "kwok.yaml").read_text())
+    components = next(d for d in docs if d and d.get("kind") == "KwokctlConfiguration")
+    component = next(
+        c for c in components["components"] if c["name"] == "kube-controller-manager"
+    )
+    log("kube-controller-manager gave up on a slow API server: starting it again")
+    # Its port may be another checkout's by now (kwokctl picked it free, then it was).
+    args = [
+        f"--secure-port={free_port()}" if a.startswith("--secure-port=") else a
+        for a in component["args"]
+    ]
+    with open(cluster / "logs" / "kube-controller-manager.log", "ab") as out:
+        proc = subprocess.Popen(
+            [component["binary"], *args],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=component.get("workDir", cluster),
+        )
+    pid_file.write_text(str(proc.pid))
 
 
 def stop_cluster() -> None:
@@ -327,10 +375,42 @@ def start_ferretdb() -> str:
             "--debug-addr=-",
             "--telemetry=disable",
             "--log-level=warn",
+            f"--repl-set-name={REPL_SET}",
+            # Capped collections are trimmed by a background sweep: every second, so the
+            # oplog rolls over as soon as it passes its size (FerretDB's default is 1 min).
+            "--test-capped-cleanup-interval=1s",
         ],
     )
     wait_until("FerretDB", lambda: tcp_open(port))
-    return f"mongodb://127.0.0.1:{port}/"
+    uri = f"mongodb://127.0.0.1:{port}/"
+    create_oplog(uri)
+    return uri
+
+
+def create_oplog(uri: str) -> None:
+    """`local.oplog.rs` as a capped collection: FerretDB records every insert, update and
+    delete into it once it exists (a real replica set has its own, never touched here)."""
+    import datetime
+
+    from bson.timestamp import Timestamp  # the venv's pymongo; the build needs none of it
+    from pymongo import MongoClient
+
+    with MongoClient(uri, directConnection=True, serverSelectionTimeoutMS=10_000) as client:
+        local = client["local"]
+        if "oplog.rs" not in local.list_collection_names():
+            local.create_collection(
+                "oplog.rs", capped=True, size=OPLOG_SIZE_BYTES, max=OPLOG_MAX_DOCS
+            )
+            # A replica set's oplog starts with a no-op, never empty: readers always
+            # have a position to start from (FerretDB's own entries come after it).
+            now = datetime.datetime.now(datetime.UTC)
+            local["oplog.rs"].insert_one({
+                "ts": Timestamp(int(now.timestamp()), 1), "t": 1, "v": 2, "op": "n",
+                "ns": "", "o": {"msg": "initiating set"}, "wall": now,
+            })
+        hello = client.admin.command("hello")
+    if hello.get("setName") != REPL_SET:
+        sys.exit(f"FerretDB does not report replica set {REPL_SET!r}: hello = {hello}")
 
 
 def start_s3() -> str:
@@ -497,8 +577,8 @@ def up() -> dict[str, str]:
         "traefik": "KUBECONFIG" not in have and "GATEWAY_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm", "promtool"]
-    parts += ["prometheus"] if need["prometheus"] else []
+    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "bsondump", "helm"]
+    parts += ["promtool", *(["prometheus"] if need["prometheus"] else [])]
     parts += ["traefik"] if need["traefik"] else []
     build(parts)
 
@@ -509,6 +589,8 @@ def up() -> dict[str, str]:
         env["CHATOPS_NETNS"] = NETNS
     if need["ferretdb"]:
         env["MONGODB_URI"] = start_ferretdb()
+        env["MONGODB_OPLOG_MAX_DOCS"] = str(OPLOG_MAX_DOCS)
+        env["MONGODB_OPLOG_SIZE_BYTES"] = str(OPLOG_SIZE_BYTES)
     if need["s3"]:
         env["S3_ENDPOINT_URL"] = start_s3()
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
@@ -551,11 +633,33 @@ def status() -> None:
     print(json.dumps({"running": running(), **env}, indent=2))
 
 
+def session(commands: list[str]) -> int:
+    """Run each shell command in turn against the environment, every one even after a
+    failure (so a run reports all its phases), starting the environment first if it is
+    not up and stopping it at the end if it was started here. The first failure's code."""
+    started = not running()
+    up()
+    stop("operator")  # the demo's operator acts on every namespace; the tests run their own
+    code = 0
+    try:
+        for command in commands:
+            log(f"running: {command}")
+            done = subprocess.run(command, shell=True).returncode
+            code = code or done
+    finally:
+        if started:
+            down()
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
-    command = parser.parse_args().command
-    {"up": up, "down": down, "status": status}[command]()
+    parser.add_argument("command", choices=["up", "down", "status", "session"])
+    parser.add_argument("commands", nargs="*", help="session: shell commands to run in turn")
+    args = parser.parse_args()
+    if args.command == "session":
+        sys.exit(session(args.commands))
+    {"up": up, "down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":

@@ -146,6 +146,65 @@ def record_backup_failure(namespace: str, name: str) -> None:
     backup_failures.labels(namespace, name).inc()
 
 
+archive_last_op = Gauge(
+    "chatops_pitr_last_archived_timestamp_seconds",
+    "Time of the newest op in the ChatBackup's oplog archive (Unix time): "
+    "time() minus it is the seconds since the last archived op.",
+    ["namespace", "name"],
+)
+archive_lag = Gauge(
+    "chatops_pitr_archive_lag_seconds",
+    "Seconds between the newest op in the oplog and the newest op archived.",
+    ["namespace", "name"],
+)
+archive_rpo = Gauge(
+    "chatops_pitr_unarchived_seconds",
+    "Seconds the oldest op read from the oplog but not yet uploaded has waited (0 when "
+    "every op read is in S3): what a loss of the database now would lose (RPO).",
+    ["namespace", "name"],
+)
+oplog_window = Gauge(
+    "chatops_pitr_oplog_window_seconds",
+    "Seconds between the oldest and the newest op the oplog holds: how long the archive "
+    "may fall behind (the operator be down) before ops are lost.",
+    ["namespace", "name"],
+)
+archive_gaps = Counter(
+    "chatops_pitr_gaps", "Gaps the archive found (the oplog rolled past it).",
+    ["namespace", "name"],
+)
+_pending: dict[tuple[str, str], float | None] = {}
+
+
+def record_oplog(namespace: str, name: str, first: float, last: float) -> None:
+    oplog_window.labels(namespace, name).set(max(0.0, last - first))
+
+
+def record_archived(namespace: str, name: str, archived: float, newest: float) -> None:
+    """The newest archived op's time, and the newest op's in the oplog (Unix seconds)."""
+    archive_last_op.labels(namespace, name).set(archived)
+    archive_lag.labels(namespace, name).set(max(0.0, newest - archived))
+    archive_gaps.labels(namespace, name)  # the series exists before the first gap
+
+
+def record_pending(namespace: str, name: str, oldest: float | None) -> None:
+    """When the oldest op waiting for upload was written (None: nothing waits); the RPO
+    gauge is computed from it at every scrape."""
+    key = (namespace, name)
+    if key not in _pending:
+
+        def waited() -> float:
+            since = _pending.get(key)
+            return 0.0 if since is None else max(0.0, time.time() - since)
+
+        archive_rpo.labels(namespace, name).set_function(waited)
+    _pending[key] = oldest
+
+
+def record_gap(namespace: str, name: str) -> None:
+    archive_gaps.labels(namespace, name).inc()
+
+
 class Health:
     """What `/healthz` and `/readyz` answer. A standby replica is alive and ready; the
     leader is alive while its event loop keeps beating (a hung loop gets restarted)."""

@@ -167,12 +167,13 @@ def traefik_services(namespace: str) -> list[dict[str, Any]]:
 
 
 def traefik_weights(namespace: str) -> dict[str, int]:
-    """Color → weight of the route's weighted service, as Traefik applies it now."""
-    out: dict[str, int] = {}
+    """Color → weight of the route's weighted service, as Traefik applies it now (a
+    color it does not list gets nothing)."""
+    out = {"blue": 0, "green": 0}
     for service in traefik_services(namespace):
         for child in (service.get("weighted") or {}).get("services") or []:
-            for color in ("blue", "green"):
-                if child["name"].startswith(f"{namespace}-{RELEASE}-{COMPONENT}-{color}-"):
+            for color in out:
+                if f"-svc-{namespace}-{RELEASE}-{COMPONENT}-{color}-" in child["name"]:
                     out[color] = int(child.get("weight", 1))
     return out
 
@@ -245,15 +246,16 @@ def stable_ingress(api: client.ApiClient, namespace: str) -> None:
 
 
 def wait_applied_nginx(namespace: str, green: int, timeout: float = 60) -> None:
-    """Until Traefik's ingress-nginx provider weighs the canary Service at `green` %."""
+    """Until Traefik's ingress-nginx provider weighs the stable Ingress' backend and its
+    canary (`<ns>-<ingress>-<service>-<port>` and the same with `-canary`) at `green` %."""
+    primary = f"{namespace}-{RELEASE}-{RELEASE}-{COMPONENT}-{PORT}"
 
-    def applied() -> bool:
+    def applied() -> dict[str, int] | None:
         for service in traefik_services(namespace):
             children = (service.get("weighted") or {}).get("services") or []
             weights = {c["name"]: int(c.get("weight", 1)) for c in children}
-            canary = [w for n, w in weights.items() if f"{RELEASE}-{COMPONENT}-green" in n]
-            if canary and canary[0] * 100 == green * sum(weights.values()):
-                return True
-        return False
+            if weights == {primary: 100 - green, f"{primary}-canary": green}:
+                return weights
+        return None
 
     wait_for(applied, timeout=timeout, interval=0.1, what=f"Traefik applying {green} % (NGINX)")

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 from chatops.api import bounds, cron
 from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name, SecretKeyRef
+from chatops.api.pitr import ArchiveStatus, PointInTime
 
 ReadPreference = Literal[
     "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"
@@ -142,6 +143,9 @@ class ChatBackupSpec(Model):
     """Where backups go."""
     retention: Retention = Field(default_factory=Retention)
     """What to keep."""
+    point_in_time: PointInTime = Field(default_factory=PointInTime)
+    """Archive the oplog continuously between base backups, for restores to any second
+    (a ChatRecovery's `pointInTime`)."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     """On deleting the ChatBackup: keep its S3 objects (no finalizer: deleting it never
     waits for the operator), or delete the objects its uid wrote (a finalizer holds the
@@ -173,6 +177,12 @@ class BackupRecord(Model):
     """When the run started (RFC 3339)."""
     message: str = ""
     """Why it failed, if it did."""
+    point_in_time: bool | None = None
+    """Whether the backup is consistent (its manifest's pointInTime): restored, it is the
+    database at `consistentTime`. False when the server keeps no oplog."""
+    consistent_time: str | None = None
+    """The moment a consistent backup stands for (RFC 3339, to the second of its oplog
+    position)."""
 
 
 class ChatBackupStatus(Model):
@@ -190,5 +200,7 @@ class ChatBackupStatus(Model):
     """The latest run."""
     backups: list[BackupRecord] = Field(default_factory=list)
     """Recent runs, newest last."""
+    point_in_time: ArchiveStatus | None = None
+    """The continuous oplog archive (`spec.pointInTime`), written by its archiver."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Accepted, Ready, … in the Kubernetes shape."""
+    """Accepted, Ready, PointInTimeGap, … in the Kubernetes shape."""
