@@ -61,11 +61,19 @@ def test_real_traffic_honours_the_canary_weights(
         dp.set_version(custom, namespace, "1.1")
         shares = {}
         for weight in (10, 25, 50):
-            wait_for(
-                lambda w=weight: rel.status(custom, namespace, dp.RELEASE).get("canaryWeight") == w,
-                timeout=90,
-                what=f"the canary at {weight} %",
-            )
+            try:
+                wait_for(
+                    lambda w=weight: (
+                        rel.status(custom, namespace, dp.RELEASE).get("canaryWeight") == w
+                    ),
+                    timeout=180,
+                    what=f"the canary at {weight} %",
+                )
+            except AssertionError as err:  # say where the release is instead
+                found = rel.status(custom, namespace, dp.RELEASE)
+                raise AssertionError(
+                    f"{err}: {found.get('phase')}: {found.get('message')}"
+                ) from None
             dp.wait_applied(namespace, weight)
             since = time.time()
             sample = wait_for(
