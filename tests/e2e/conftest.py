@@ -13,6 +13,10 @@ The rules that keep them apart:
   scope: `support.start_operator(log, port, [namespace, ...])` or `operator_process`.
 - Several namespaces: `@pytest.mark.namespaces(2)`; the `namespaces` fixture is their
   list (`namespace` is its first), and the `operator` fixture watches them all.
+- A test that writes to the shared MongoDB (`@pytest.mark.mongodb`, or the `database`/
+  `mongo_client` fixtures) runs on one worker with the others that do (xdist group
+  `mongodb`): the server's oplog is one capped timeline, and a test that seeds
+  thousands of documents would roll it past a consistent backup running beside it.
 - A test that disrupts what others share (stops Prometheus or another shared server,
   changes the CRDs or anything cluster-scoped another test would notice) is marked
   `@pytest.mark.serial`: it runs after the parallel phase, alone. A cluster-wide
@@ -81,6 +85,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("clusterwide"):
             item.add_marker(pytest.mark.serial)
+        if item.get_closest_marker("mongodb") or {"database", "mongo_client"} & set(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.xdist_group("mongodb"))
 
 
 @pytest.fixture(autouse=True)

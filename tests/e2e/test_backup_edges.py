@@ -37,7 +37,7 @@ from backups import (
 )
 from support import GROUP, VERSION, kubectl, operator_process, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 
 
 def condition(custom: client.CustomObjectsApi, namespace: str, name: str, kind: str) -> Any:

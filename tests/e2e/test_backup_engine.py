@@ -32,7 +32,7 @@ from chatops.backup import dump, layout, restore
 from chatops.backup.manifest import ManifestSource
 from chatops.errors import BackupFailed, DatabaseError, StorageError, VerificationFailed
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 
 MESSAGES = 20_000
 OWNER = ManifestSource(namespace="e2e", name="nightly")

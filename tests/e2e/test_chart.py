@@ -128,6 +128,7 @@ def _kubeconfig_for(service_account: str, namespace: str, tmp: Path) -> Path:
     return path
 
 
+@pytest.mark.mongodb
 def test_the_installed_operator_releases_under_its_own_rbac(
     installed: tuple[str, str],
     api: client.ApiClient,

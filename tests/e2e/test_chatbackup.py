@@ -39,7 +39,7 @@ from backups import (
 from support import wait_for
 from test_backup_engine import PrivateS3, fingerprint, restored_counts, seed, tool
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 
 
 def test_a_chatbackup_writes_a_backup_the_real_mongorestore_restores(

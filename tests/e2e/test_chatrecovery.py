@@ -36,7 +36,7 @@ from chatops.api.common import GROUP, VERSION
 from support import operator_process, wait_for
 from test_backup_engine import fingerprint, indexes, seed, tool
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 
 
 @pytest.fixture

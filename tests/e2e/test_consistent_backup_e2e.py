@@ -37,7 +37,7 @@ from chatops.backup import dump, layout, oplog, restore
 from chatops.backup.bsonstream import DocumentDigest
 from chatops.backup.manifest import ManifestSource
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 OWNER = ManifestSource(namespace="e2e", name="consistent", uid="c0ffee00-1111")
 SEED = 2_000
 Doc = dict[str, Any]

@@ -17,6 +17,8 @@ from chatops.adapters.mongo import Mongo
 from chatops.backup import oplog
 from chatops.errors import OplogGap
 
+pytestmark = pytest.mark.mongodb
+
 LOCAL = "MONGODB_OPLOG_MAX_DOCS" in os.environ or "MONGODB_URI" not in os.environ
 
 

@@ -48,7 +48,7 @@ from backups import (
 )
 from support import start_operator, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 PIT = {"enabled": True, "flushInterval": "1s", "sliceLength": "4s"}
 
 

@@ -44,7 +44,7 @@ from chatops.backup import layout, swap
 from support import GROUP, VERSION, wait_for
 from test_backup_engine import fingerprint, restored_counts, seed, tool
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 
 LONG = "messages archive " + "é" * 40 + "/2026"
 """102 bytes, but 262 once escaped: past mongodump's 238, so its file name is shortened."""
