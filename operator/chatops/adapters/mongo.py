@@ -205,6 +205,18 @@ class Mongo:
             finally:
                 cursor.close()
 
+    def raw_by_ids(self, database: str, collection: str, ids: Sequence[Any]) -> Iterator[bytes]:
+        """The documents with these `_id`s (read from the primary), as raw batches."""
+        with self.errors(f"find by _id on {database}.{collection}"):
+            cursor = self._client[database][collection].find_raw_batches(
+                {"_id": {"$in": list(ids)}}
+            )
+            try:
+                for batch in cursor:
+                    yield cast(bytes, batch)
+            finally:
+                cursor.close()
+
     def count(self, database: str, collection: str) -> int:
         with self.errors(f"count on {database}.{collection}"):
             return int(self._client[database][collection].count_documents({}))

@@ -250,7 +250,7 @@ def check(ctx: Context) -> str:
     if not ctx.spec.verify:
         raise Skip("spec.verify is false")
     _hold_lease(ctx)
-    _, contents = _fetch(ctx)
+    downloaded, contents = _fetch(ctx)
     wanted = ctx.plan.databases
     exact = ctx.spec.mode != "Merge"
     checks = [
@@ -258,8 +258,11 @@ def check(ctx: Context) -> str:
         if not c.is_view and (wanted is None or c.database in wanted)
     ]
     with Mongo(ctx.plan.secrets.mongo_uri) as mongo:
-        verify.restored(mongo, checks)
-    return f"{len(checks)} collection(s) match the backup: counts, digests and indexes"
+        read = verify.targets(mongo, downloaded, checks)
+    return (
+        f"{len(checks)} collection(s) match the backup: counts, digests of what the server "
+        f"acknowledged, {read} document(s) read back by _id, and indexes"
+    )
 
 
 def resume(ctx: Context) -> str:

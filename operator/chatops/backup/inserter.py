@@ -1,0 +1,179 @@
+"""The restore's insert: batches of raw documents sent by concurrent workers, and a tally
+of what the server acknowledged, so the load proves itself without reading back.
+
+One reader (the caller) cuts the tarball's `.bson` entries into batches and `submit`s
+them; `workers` threads send them (`insert_many` unordered, raw BSON), at most `workers`
+batches waiting in between, so memory is bounded by 2 * workers + 1 batches whatever the
+size of the backup. pymongo releases the GIL while it waits for the server, so the reader
+decompresses and frames the next batches while the server stores the last ones.
+
+What the load knows when `close` returns, per collection (`Written`):
+
+- `documents` and `digest`: the count and the order-free digest (`bsonstream`) of the
+  exact bytes of every document the server acknowledged (a batch counts only once
+  `insert_many` returned without a write error; one refused document fails the load);
+- `sample`: up to `SAMPLE` documents drawn uniformly from the collection (reservoir
+  sampling), to be read back by `_id` (`verify.loaded`).
+
+A worker that fails stops the load: the reader's next `submit` raises its error, and
+`close` waits for every worker to finish its batch before it raises, so nothing is
+inserted after the load has given up (the caller then drops the temporary collections,
+and a late insert would create one again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from chatops.backup.bsonstream import DocumentDigest
+
+SAMPLE = 1000
+"""Documents per collection read back after the load (see `verify.loaded`)."""
+Key = tuple[str, str]
+"""(database, collection) as loaded: the temporary collection's name."""
+
+
+class Writer(Protocol):
+    """What the workers need of the server (the Mongo adapter)."""
+
+    def insert_raw(
+        self, database: str, collection: str, documents: Sequence[bytes | memoryview]
+    ) -> Inserted: ...
+
+
+class Inserted(Protocol):
+    @property
+    def inserted(self) -> int: ...
+
+    @property
+    def duplicates(self) -> int: ...
+
+
+class Stopped(Exception):
+    """`interrupt` said stop; raised by `submit` and `close`."""
+
+
+@dataclasses.dataclass
+class Written:
+    """What the server acknowledged of one collection (see the module's docstring)."""
+
+    documents: int = 0
+    duplicates: int = 0
+    digest: DocumentDigest = dataclasses.field(default_factory=DocumentDigest)
+    sample: list[bytes] = dataclasses.field(default_factory=list)
+    seen: int = 0
+    """Documents submitted (the reservoir's population)."""
+
+
+class Loader:
+    """Concurrent inserts with acknowledged tallies; use as a context manager, or call
+    `close` (always: it joins the threads)."""
+
+    def __init__(
+        self, writer: Writer, workers: int, *, interrupt: Callable[[], bool] = lambda: False,
+        sample: int = SAMPLE, rng: random.Random | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._writer, self._interrupt, self._size = writer, interrupt, sample
+        self._rng = rng or random.Random()
+        self._queue: queue.Queue[tuple[Key, list[memoryview]] | None] = queue.Queue(workers)
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._failed = threading.Event()
+        self._closed = False
+        self.written: dict[Key, Written] = {}
+        self._threads = [
+            threading.Thread(target=self._work, name=f"chatops-insert-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(raising=exc[0] is None)
+
+    def open(self, key: Key) -> Written:
+        """The tally of a collection, created empty (a collection without documents is
+        one too: its count is checked)."""
+        with self._lock:
+            return self.written.setdefault(key, Written())
+
+    def submit(self, key: Key, batch: list[memoryview]) -> None:
+        """Queue a batch (waits while `workers` batches wait); raises the error of a
+        worker that failed, or Stopped."""
+        tally = self.open(key)
+        for doc in batch:  # the reservoir, on the reader's thread only
+            tally.seen += 1
+            if len(tally.sample) < self._size:
+                tally.sample.append(bytes(doc))
+            else:
+                slot = self._rng.randrange(tally.seen)
+                if slot < self._size:
+                    tally.sample[slot] = bytes(doc)
+        while True:
+            self._raise_if_failed()
+            if self._interrupt():
+                self._fail(Stopped("stopped while loading"))
+                self._raise_if_failed()
+            try:
+                self._queue.put((key, batch), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self, *, raising: bool = True) -> dict[Key, Written]:
+        """Wait for every batch to be sent (or, after a failure, for the workers to stop);
+        raise the first error if `raising`. The tallies, once every worker is done."""
+        if not self._closed:
+            self._closed = True
+            for _ in self._threads:  # the workers drain the queue whatever happened
+                self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        if raising:
+            self._raise_if_failed()
+        return self.written
+
+    def _raise_if_failed(self) -> None:
+        if self._failed.is_set():
+            assert self._error is not None
+            raise self._error
+
+    def _fail(self, err: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = err
+        self._failed.set()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._failed.is_set():
+                continue  # drain without sending: the load has given up
+            key, batch = item
+            try:
+                if self._interrupt():
+                    raise Stopped("stopped while loading")
+                result = self._writer.insert_raw(key[0], key[1], batch)
+            except BaseException as err:  # handed to the reader, which raises it
+                self._fail(err)
+                continue
+            digest = DocumentDigest()
+            for doc in batch:
+                digest.add(doc)
+            with self._lock:
+                tally = self.written[key]
+                tally.documents += result.inserted
+                tally.duplicates += result.duplicates
+                tally.digest.merge(digest)
