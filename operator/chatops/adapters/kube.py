@@ -59,14 +59,33 @@ class Cluster:
         )
 
     def write_status(self, plural: str, namespace: str, name: str, old: Model, new: Model) -> None:
-        """The status `new` in one merge patch from `old`, with explicit nulls for keys it
-        no longer has; nothing when they are the same."""
+        """The status `new` in one merge patch from `old`: the keys that changed, with
+        explicit nulls for keys it no longer has; nothing when they are the same. Keys this
+        writer did not change are not sent, so it never puts back a stale copy of what
+        another writer of the same status (a ChatBackup's drills) wrote meanwhile."""
         before, after = old.wire(), new.wire()
         if before == after:
             return
         patch: dict[str, Any] = dict.fromkeys((key for key in before if key not in after), None)
-        patch.update(after)
+        patch.update({k: v for k, v in after.items() if before.get(k) != v})
         self.patch_status(plural, namespace, name, patch)
+
+    def patch_status_at(
+        self, plural: str, namespace: str, name: str, resource_version: str,
+        status: Mapping[str, Any],
+    ) -> bool:
+        """A status merge patch that applies only if the object is still at
+        `resource_version`; False (nothing written) when it has changed since."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body
+            )
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
 
     def post_event(self, ref: Mapping[str, Any], event: Event) -> None:
         """An Event on the object `ref` (apiVersion, kind, metadata), created now and

@@ -12,8 +12,9 @@ byte, and its indexes.
   1. the count and order-free digest of the exact bytes the server *acknowledged*
      (`inserter.Written`) equal the backup's: every document was sent, once, unchanged,
      and accepted (a write error fails the load);
-  2. the server counts exactly the backup's documents in the temporary collection
-     (nothing else writes there: its name is the restore's own): none lost, none extra;
+  2. the server holds exactly the backup's count of documents in the temporary
+     collection (`Mongo.stored_count`, from its storage, not a scan; nothing else writes
+     there: its name is the restore's own): none lost, none extra;
   3. a uniform sample of up to `inserter.SAMPLE` documents per collection, read back by
      `_id`, is byte-identical to what was sent: the server stores what it acknowledged;
   4. every index of the metadata exists.
@@ -42,9 +43,6 @@ from chatops.backup import inserter
 from chatops.backup.bsonstream import DocumentDigest, Framer, documents
 from chatops.backup.contents import READ_CHUNK, CollectionContents, Downloaded, entries
 from chatops.errors import ChatopsError, VerificationFailed
-
-READ_BACK_BATCH = 500
-"""`_id`s per read-back query."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +182,7 @@ def sample(
 
 
 def _held(mongo: Mongo, db: str, name: str, shown: str, documents: int) -> list[str]:
-    count = mongo.count(db, name)
+    count = mongo.stored_count(db, name)
     if count != documents:
         return [f"{shown} holds {count} documents, the backup {documents}"]
     return []
@@ -192,12 +190,10 @@ def _held(mongo: Mongo, db: str, name: str, shown: str, documents: int) -> list[
 
 def _read_back(mongo: Mongo, db: str, name: str, shown: str, docs: Sequence[bytes]) -> list[str]:
     """Each document of `docs` is stored byte for byte (found by its `_id`)."""
-    stored: set[bytes] = set()
-    for start in range(0, len(docs), READ_BACK_BATCH):
-        ids = [RawBSONDocument(d)["_id"] for d in docs[start : start + READ_BACK_BATCH]]
-        for batch in mongo.raw_by_ids(db, name, ids):
-            stored.update(bytes(d) for d in documents(batch))
-    differ = sum(1 for d in docs if d not in stored)
+    differ = 0
+    for doc in docs:
+        if doc not in mongo.raw_by_id(db, name, RawBSONDocument(doc)["_id"]):
+            differ += 1
     if differ:
         return [
             f"{shown}: {differ} of {len(docs)} documents read back by _id are missing or "
