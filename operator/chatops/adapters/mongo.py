@@ -213,12 +213,26 @@ class Mongo:
             finally:
                 cursor.close()
 
-    def raw_by_id(self, database: str, collection: str, id_: Any) -> list[bytes]:
-        """The documents matching `{_id: id_}` (one, but for an `_id` that is a regular
-        expression), raw. An equality on `_id` uses the `_id` index on MongoDB and on
-        FerretDB alike (an `$in` makes FerretDB read the whole collection)."""
+    def first_raw(self, database: str, collection: str, n: int) -> list[bytes]:
+        """The first `n` documents in the server's natural order (the order it stored
+        them, for a collection only ever inserted into), raw: the server stops reading
+        after them, whatever its indexes."""
+        if n <= 0:
+            return []
+        with self.errors(f"find on {database}.{collection}"):
+            cursor = self._client[database][collection].find_raw_batches({}).limit(n)
+            try:
+                return [bytes(d) for batch in cursor for d in _split(cast(bytes, batch))]
+            finally:
+                cursor.close()
+
+    def raw_by_ids(self, database: str, collection: str, ids: Sequence[Any]) -> list[bytes]:
+        """The documents with these `_id`s, raw, in one query (through the `_id` index on
+        MongoDB; FerretDB reads the whole collection for it)."""
         with self.errors(f"find by _id on {database}.{collection}"):
-            cursor = self._client[database][collection].find_raw_batches({"_id": id_})
+            cursor = self._client[database][collection].find_raw_batches(
+                {"_id": {"$in": list(ids)}}
+            )
             try:
                 return [bytes(d) for batch in cursor for d in _split(cast(bytes, batch))]
             finally:

@@ -12,8 +12,10 @@ What the load knows when `close` returns, per collection (`Written`):
 - `documents` and `digest`: the count and the order-free digest (`bsonstream`) of the
   exact bytes of every document the server acknowledged (a batch counts only once
   `insert_many` returned without a write error; one refused document fails the load);
-- `sample`: up to `SAMPLE` documents drawn uniformly from the collection (reservoir
-  sampling), to be read back by `_id` (`verify.loaded`).
+- `head`: the first `SAMPLE` documents of the collection, which the server stores first:
+  a collection's first batch is sent, and acknowledged, before any other of its batches,
+  so they are what a plain `find().limit(n)` returns first (`verify.loaded` reads them
+  back: on FerretDB, which scans for any filter, that read is the only cheap one).
 
 A worker that fails stops the load: the reader's next `submit` raises its error, and
 `close` waits for every worker to finish its batch before it raises, so nothing is
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import queue
-import random
 import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -33,7 +34,8 @@ from typing import Protocol
 from chatops.backup.bsonstream import DocumentDigest
 
 SAMPLE = 1000
-"""Documents per collection read back after the load (see `verify.loaded`)."""
+"""Documents per collection read back after the load (see `verify.loaded`): the first
+ones stored."""
 Key = tuple[str, str]
 """(database, collection) as loaded: the temporary collection's name."""
 
@@ -65,9 +67,9 @@ class Written:
     documents: int = 0
     duplicates: int = 0
     digest: DocumentDigest = dataclasses.field(default_factory=DocumentDigest)
-    sample: list[bytes] = dataclasses.field(default_factory=list)
+    head: list[bytes] = dataclasses.field(default_factory=list)
     seen: int = 0
-    """Documents submitted (the reservoir's population)."""
+    """Documents submitted."""
 
 
 class Loader:
@@ -76,12 +78,11 @@ class Loader:
 
     def __init__(
         self, writer: Writer, workers: int, *, interrupt: Callable[[], bool] = lambda: False,
-        sample: int = SAMPLE, rng: random.Random | None = None,
+        sample: int = SAMPLE,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._writer, self._interrupt, self._size = writer, interrupt, sample
-        self._rng = rng or random.Random()
         self._queue: queue.Queue[tuple[Key, list[memoryview]] | None] = queue.Queue(workers)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -109,21 +110,22 @@ class Loader:
 
     def submit(self, key: Key, batch: list[memoryview]) -> None:
         """Queue a batch (waits while `workers` batches wait); raises the error of a
-        worker that failed, or Stopped."""
+        worker that failed, or Stopped. A collection's first batch is sent at once, on
+        the caller's thread, so that it is stored before the others."""
         tally = self.open(key)
-        for doc in batch:  # the reservoir, on the reader's thread only
-            tally.seen += 1
-            if len(tally.sample) < self._size:
-                tally.sample.append(bytes(doc))
-            else:
-                slot = self._rng.randrange(tally.seen)
-                if slot < self._size:
-                    tally.sample[slot] = bytes(doc)
+        first = tally.seen == 0
+        tally.seen += len(batch)
+        if first:
+            tally.head = [bytes(d) for d in batch[: self._size]]
         while True:
             self._raise_if_failed()
             if self._interrupt():
                 self._fail(Stopped("stopped while loading"))
                 self._raise_if_failed()
+            if first:
+                self._send(key, batch)
+                self._raise_if_failed()
+                return
             try:
                 self._queue.put((key, batch), timeout=0.2)
                 return
@@ -159,21 +161,22 @@ class Loader:
             item = self._queue.get()
             if item is None:
                 return
-            if self._failed.is_set():
-                continue  # drain without sending: the load has given up
-            key, batch = item
-            try:
-                if self._interrupt():
-                    raise Stopped("stopped while loading")
-                result = self._writer.insert_raw(key[0], key[1], batch)
-            except BaseException as err:  # handed to the reader, which raises it
-                self._fail(err)
-                continue
-            digest = DocumentDigest()
-            for doc in batch:
-                digest.add(doc)
-            with self._lock:
-                tally = self.written[key]
-                tally.documents += result.inserted
-                tally.duplicates += result.duplicates
-                tally.digest.merge(digest)
+            if not self._failed.is_set():  # else drain without sending: the load gave up
+                self._send(*item)
+
+    def _send(self, key: Key, batch: list[memoryview]) -> None:
+        try:
+            if self._interrupt():
+                raise Stopped("stopped while loading")
+            result = self._writer.insert_raw(key[0], key[1], batch)
+        except BaseException as err:  # handed to the reader, which raises it
+            self._fail(err)
+            return
+        digest = DocumentDigest()
+        for doc in batch:
+            digest.add(doc)
+        with self._lock:
+            tally = self.written[key]
+            tally.documents += result.inserted
+            tally.duplicates += result.duplicates
+            tally.digest.merge(digest)

@@ -15,14 +15,22 @@ byte, and its indexes.
   2. the server holds exactly the backup's count of documents in the temporary
      collection (`Mongo.stored_count`, from its storage, not a scan; nothing else writes
      there: its name is the restore's own): none lost, none extra;
-  3. a uniform sample of up to `inserter.SAMPLE` documents per collection, read back by
-     `_id`, is byte-identical to what was sent: the server stores what it acknowledged;
+  3. the first documents the server stored (`inserter.SAMPLE`, read with a plain
+     `find().limit(n)`, which every server answers without reading further) are
+     byte-identical to the first ones sent (the loader sends a collection's first batch
+     before any other); if the server returns others first, those documents are looked
+     up by `_id` instead (one `$in` query): the server returns what it acknowledged;
   4. every index of the metadata exists.
-  1 and 2 give what the full read's count and digest gave, except for a server that
-  acknowledges a document and keeps different bytes; 3 finds such a server when it does
-  it to more than a few documents in a thousand (it misses one altering 1 % of them with
-  probability 0.99^1000 ≈ 4e-5), which is the failure that exists in practice (a type or
-  a field order a server does not keep), and reads 1000 documents instead of all.
+  1 and 2 give what the full read's count and digest gave: the same documents, no more,
+  no fewer. What the full read adds is a check of every stored document's bytes against
+  what was sent; 3 checks a thousand per collection. The failure it is there for, a
+  server that acknowledges a document and keeps something else (a type or a field order
+  it does not keep), shows on documents of the same shape throughout a collection, hence
+  in its first thousand; a server that corrupts one document in a million at random is
+  not caught by 3, nor by anything short of reading everything again (a drill does that,
+  `restored`). The first documents rather than a uniform sample because FerretDB has no
+  index lookups (any filter reads the whole collection): a uniform sample read back
+  costs there as much as the full read.
 
 The ChatRecovery's Verify step checks the targets after the commit with `targets`: the
 count, the indexes and a fresh sample from the tarball read back, so that the collections
@@ -33,7 +41,6 @@ change it).
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Iterable, Sequence
 
 from bson.raw_bson import RawBSONDocument
@@ -122,7 +129,7 @@ def loaded(mongo: Mongo, checks: Sequence[Loaded]) -> None:
                 continue
             problems += _held(mongo, check.database, check.collection, check.shown, want.documents)
             problems += _read_back(mongo, check.database, check.collection, check.shown,
-                                   got.sample)
+                                   got.head)
             problems += _indexes(mongo, check.database, check.collection, check.shown,
                                  check.backup)
         except ChatopsError as err:
@@ -131,18 +138,18 @@ def loaded(mongo: Mongo, checks: Sequence[Loaded]) -> None:
 
 
 def targets(mongo: Mongo, downloaded: Downloaded, checks: Sequence[Check]) -> int:
-    """The collections in place after the commit: count, indexes and a sample of the
-    tarball's documents read back (see the module's docstring). The documents read back."""
-    samples = sample(downloaded, [c.backup for c in checks])
+    """The collections in place after the commit: count, indexes and the tarball's first
+    documents of each read back (see the module's docstring). The documents read back."""
+    firsts = heads(downloaded, [c.backup for c in checks])
     problems, read = [], 0
     for check in checks:
         want, db, name = check.backup, check.database, check.collection
-        docs = samples.get((want.database, want.stem), [])
+        docs = firsts.get((want.database, want.stem), [])
         try:
             if check.exact:
                 problems += _held(mongo, db, name, check.shown, want.tally.documents)
             else:
-                count = mongo.count(db, name)
+                count = mongo.stored_count(db, name)
                 if count < want.tally.documents:
                     problems.append(
                         f"{check.shown} has {count} documents, fewer than the backup's "
@@ -157,27 +164,21 @@ def targets(mongo: Mongo, downloaded: Downloaded, checks: Sequence[Check]) -> in
     return read
 
 
-def sample(
+def heads(
     downloaded: Downloaded, collections: Iterable[CollectionContents],
-    size: int = inserter.SAMPLE, rng: random.Random | None = None,
+    size: int = inserter.SAMPLE,
 ) -> dict[tuple[str, str], list[bytes]]:
-    """Up to `size` documents of each collection of the tarball, drawn uniformly
-    (reservoir sampling), by (database, file stem)."""
-    rng = rng or random.Random()
+    """The first `size` documents of each collection's `.bson` file, by (database, file
+    stem): the ones a restore stored first."""
     wanted = {(c.database, c.stem) for c in collections}
     out: dict[tuple[str, str], list[bytes]] = {}
     for entry, reader in entries(downloaded.path):
         if entry.kind != "bson" or (entry.database, entry.stem) not in wanted:
             continue
         kept = out.setdefault((entry.database, entry.stem), [])
-        framer, seen = Framer(), 0
-        while chunk := reader.read(READ_CHUNK):
-            for doc in documents(framer.feed(chunk)):
-                seen += 1
-                if len(kept) < size:
-                    kept.append(bytes(doc))
-                elif (slot := rng.randrange(seen)) < size:
-                    kept[slot] = bytes(doc)
+        framer = Framer()
+        while len(kept) < size and (chunk := reader.read(READ_CHUNK)):
+            kept += [bytes(d) for d in documents(framer.feed(chunk))][: size - len(kept)]
     return out
 
 
@@ -189,11 +190,14 @@ def _held(mongo: Mongo, db: str, name: str, shown: str, documents: int) -> list[
 
 
 def _read_back(mongo: Mongo, db: str, name: str, shown: str, docs: Sequence[bytes]) -> list[str]:
-    """Each document of `docs` is stored byte for byte (found by its `_id`)."""
-    differ = 0
-    for doc in docs:
-        if doc not in mongo.raw_by_id(db, name, RawBSONDocument(doc)["_id"]):
-            differ += 1
+    """Each document of `docs` (the first ones stored) is stored byte for byte: read as
+    the first of the collection, or else looked up by `_id`."""
+    if not docs:
+        return []
+    if sorted(mongo.first_raw(db, name, len(docs))) == sorted(docs):
+        return []
+    stored = set(mongo.raw_by_ids(db, name, [RawBSONDocument(d)["_id"] for d in docs]))
+    differ = sum(1 for d in docs if d not in stored)
     if differ:
         return [
             f"{shown}: {differ} of {len(docs)} documents read back by _id are missing or "
