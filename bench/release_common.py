@@ -1,6 +1,7 @@
 """What both ChatRelease benchmarks need: the local environment, an operator process of
-their own watching only their namespace, the objects of a release (HTTPRoute, exporter
-targets, ChatRelease), and the machine the numbers came from.
+their own watching only their namespace, the objects of a release (HTTPRoute,
+ChatRelease), its versions' behaviour and traffic in the chat app simulator
+(env/chatapp.py), and the machine the numbers came from.
 
 The benchmarks share the local environment with e2e tests that run operators of their
 own, cluster-wide. Such an operator also acts on the benchmark's releases, which would
@@ -109,14 +110,15 @@ def cluster(mode: str, nodes: int = 3) -> Iterator[Cluster]:
     `private` (the default of both benchmarks): a kwok control plane of the benchmark's
     own, started with the environment's own code (env/localenv.py) and binaries, and
     deleted afterwards. Only our operator sees its objects, and the API server counts
-    only our requests. Prometheus and the exporter stay the shared ones: their series
-    are keyed by namespace, which is unique per run.
+    only our requests. It has its own network namespace, chat app simulator and
+    Prometheus too (they watch one cluster each), started with the same code.
     """
     if mode == "shared":
         yield Cluster(f"the local environment's cluster ({os.environ['KUBECONFIG']})")
         return
     sys.path.insert(0, str(ROOT / "env"))
     import localenv
+    import netns
 
     localenv.STATE = Path(tempfile.mkdtemp(prefix="chatops-bench-cluster-"))
     localenv.CLUSTER = f"bench-{uuid.uuid4().hex[:6]}"
@@ -132,18 +134,25 @@ def cluster(mode: str, nodes: int = 3) -> Iterator[Cluster]:
         create(*args)
 
     localenv.kwokctl = kwokctl
-    shared = os.environ["KUBECONFIG"]
+    localenv.NETNS = f"chatops-{localenv.CLUSTER}"
+    saved = {k: os.environ[k] for k in ("KUBECONFIG", "CHATAPP_URL", "PROMETHEUS_URL")}
     started = time.monotonic()
     try:
-        os.environ["KUBECONFIG"] = localenv.start_cluster()
+        os.environ["KUBECONFIG"] = kubeconfig = localenv.start_cluster()
+        localenv.start_netns(kubeconfig)
+        os.environ["CHATAPP_URL"] = localenv.start_chatapp(kubeconfig)
+        os.environ["PROMETHEUS_URL"] = localenv.start_prometheus(kubeconfig)
         took = time.monotonic() - started
         yield Cluster(
             f"a private kwok control plane, {nodes} fake nodes (started in {took:.0f} s)",
             localenv.STATE,
         )
     finally:
-        os.environ["KUBECONFIG"] = shared
+        os.environ.update(saved)
+        for name in ("prometheus", "forward-prometheus", "chatapp", "forward-apiserver"):
+            localenv.stop(name)
         localenv.stop_cluster()
+        netns.delete(localenv.NETNS)
         shutil.rmtree(localenv.STATE, ignore_errors=True)
 
 
@@ -406,9 +415,9 @@ def delete_namespace(api: client.ApiClient, namespace: str, timeout: float = 180
     return False
 
 
-def _exporter(method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+def _chatapp(method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
     request = urllib.request.Request(
-        f"{os.environ['EXPORTER_URL']}{path}",
+        f"{os.environ['CHATAPP_URL']}{path}",
         method=method,
         data=None if body is None else json.dumps(body).encode(),
     )
@@ -417,67 +426,33 @@ def _exporter(method: str, path: str, body: dict[str, Any] | None = None) -> byt
         return data
 
 
-class Exporter:
-    """The shared test exporter, playing our versions (rps 50 unless told otherwise).
-
-    Another session's test may restart the shared exporter, which then forgets every
-    target, and a release measured meanwhile sees no data and stops, Inconclusive. So a
-    thread checks every 3 s that ours are still there and puts back what is missing;
-    `restarts_seen` says how often it had to (counters start again from zero then, which
-    PromQL's rate() takes as a counter reset).
-    """
+class ChatApp:
+    """Our namespace in the chat app simulator: how our versions behave in their pods,
+    and steady traffic (50 requests/s unless told otherwise, and WebSockets) to the
+    Services the analysis measures. Forgotten on leaving."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self.behaviours: dict[str, dict[str, Any]] = {}
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.restarts_seen = 0
 
-    def play(self, service: str, **behaviour: Any) -> None:
-        body = {"rps": 50, **behaviour}
-        with self.lock:
-            self.behaviours[service] = body
-        _exporter("PUT", f"/targets/{self.namespace}/{service}", body)
+    def play(self, image: str, **behaviour: Any) -> None:
+        """How the pods running `image` behave: errorRate, latency, wsSuccess, healthy."""
+        _chatapp("PUT", f"/versions/{image}?namespace={self.namespace}", behaviour)
+
+    def traffic(self, service: str, rps: float = 50, ws_rate: float = 2) -> None:
+        body = {"rps": rps, "wsRate": min(ws_rate, rps)}
+        _chatapp("PUT", f"/traffic/{self.namespace}/{service}", body)
 
     def forget(self, service: str) -> None:
-        with self.lock:
-            self.behaviours.pop(service, None)
-        with contextlib.suppress(OSError):  # a target left behind only costs a few series
-            _exporter("DELETE", f"/targets/{self.namespace}/{service}")
+        with contextlib.suppress(OSError):  # a stream left behind only costs a few ticks
+            _chatapp("DELETE", f"/traffic/{self.namespace}/{service}")
 
-    def __enter__(self) -> Exporter:
-        threading.Thread(target=self._keep, daemon=True, name="exporter-keeper").start()
+    def __enter__(self) -> ChatApp:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        with self.lock:
-            services = list(self.behaviours)
-            self.behaviours.clear()
-        try:  # the whole namespace at once, where the exporter knows how
-            _exporter("DELETE", f"/targets/{self.namespace}")
-        except OSError:
-            for service in services:
-                with contextlib.suppress(OSError):
-                    _exporter("DELETE", f"/targets/{self.namespace}/{service}")
-
-    def _keep(self) -> None:
-        while not self.stop.wait(3.0):
-            try:
-                present = set(json.loads(_exporter("GET", "/targets")))
-                with self.lock:
-                    missing = {
-                        service: body
-                        for service, body in self.behaviours.items()
-                        if f"{self.namespace}/{service}" not in present
-                    }
-                if missing:
-                    self.restarts_seen += 1
-                    for service, body in missing.items():
-                        _exporter("PUT", f"/targets/{self.namespace}/{service}", body)
-            except (OSError, ValueError):
-                continue  # the exporter is restarting: try again in 3 s
+        for path in (f"/traffic/{self.namespace}", f"/versions?namespace={self.namespace}"):
+            with contextlib.suppress(OSError):
+                _chatapp("DELETE", path)
 
 
 def http_route(name: str, components: dict[str, str]) -> dict[str, Any]:
@@ -510,10 +485,10 @@ def release(
     metrics: list[dict[str, Any]] | None = None,
     scale_down_delay: int = 5,
 ) -> dict[str, Any]:
-    """A canary ChatRelease on Gateway API (HTTPRoute `name`), health-checked against the
-    exporter; `metrics` None keeps the operator's default analysis (the runbook's three
-    checks over [1m] windows)."""
-    exporter = os.environ["EXPORTER_URL"]
+    """A canary ChatRelease on Gateway API (HTTPRoute `name`), health-checked on its
+    pods' /api/health (through the simulator's view of the Service); `metrics` None keeps
+    the operator's default analysis (the runbook's three checks over [1m] windows)."""
+    health = f"{os.environ['CHATAPP_URL']}/services/{{{{namespace}}}}/{{{{service}}}}"
     analysis: dict[str, Any] = {
         "interval": interval,
         "prometheus": {"address": os.environ["PROMETHEUS_URL"]},
@@ -530,10 +505,18 @@ def release(
                     "name": c,
                     "replicas": replicas,
                     "template": {
-                        "spec": {"containers": [{"name": c, "image": f"chat-{c}:{version}"}]}
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": c,
+                                    "image": f"chat-{c}:{version}",
+                                    "ports": [{"containerPort": 8080}],
+                                }
+                            ]
+                        }
                     },
                     "service": {"port": 8080},
-                    "healthCheck": {"url": f"{exporter}/health/{{{{namespace}}}}/{{{{service}}}}"},
+                    "healthCheck": {"url": f"{health}/proxy/api/health"},
                 }
                 for c in components
             ],

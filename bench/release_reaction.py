@@ -8,7 +8,8 @@ Each run is a fresh ChatRelease of two components (api, web; one replica each) o
 HTTPRoute, with a canary of `setWeight: 10`, a 10-minute pause and `setWeight: 100`,
 analysed every `--interval`. Once the route shows 10 % on the canary, and after a random
 part of one interval (so that runs sample every phase of the measurement cycle), the
-exporter makes the canary's api answer 5 % errors. From then on two pollers, every 100 ms:
+canary's api version (its pods, served by the chat app simulator under 50 requests/s)
+starts answering 5 % errors. From then on two pollers, every 100 ms:
 
 - Prometheus, with the error-rate query the analysis itself runs (the operator's default,
   rendered for `<release>-api-green`): the first value above its 1 % threshold is the
@@ -110,7 +111,7 @@ class FirstTime:
 
 def one_run(
     api: client.ApiClient,
-    exporter: rc.Exporter,
+    chat: rc.ChatApp,
     namespace: str,
     index: int,
     interval: str,
@@ -118,9 +119,10 @@ def one_run(
 ) -> dict[str, Any]:
     custom = client.CustomObjectsApi(api)
     name = f"react{index}"
+    canary = f"1.1-run{index}"  # a version of this run's own: its behaviour is per image
     for component in COMPONENTS:
         for color in ("blue", "green"):
-            exporter.play(f"{name}-{component}-{color}")
+            chat.traffic(f"{name}-{component}-{color}")
     custom.create_namespaced_custom_object(
         *rc.GATEWAY[:2], namespace, rc.GATEWAY[2], rc.http_route(name, COMPONENTS)
     )
@@ -139,7 +141,7 @@ def one_run(
         return (found.get("status") or {}).get("phase")
 
     rc.wait_for(lambda: phase() == "Succeeded", 180, f"{name}: first release Succeeded")
-    rc.set_version(custom, namespace, name, "1.1")
+    rc.set_version(custom, namespace, name, canary)
     rc.wait_for(
         lambda: rc.route_weights(custom, namespace, name)[f"{name}-api-green"] == 10,
         180,
@@ -152,7 +154,7 @@ def one_run(
     delay = random.Random(index).uniform(0, seconds(interval))
     time.sleep(delay)
     query = error_rate_query(namespace, name, window)
-    exporter.play(f"{name}-api-green", errorRate=0.05)
+    chat.play(f"chat-api:{canary}", errorRate=0.05)
     bad_at = time.monotonic()
 
     def crossed() -> bool:
@@ -200,7 +202,7 @@ def one_run(
     custom.delete_namespaced_custom_object(*rc.GATEWAY[:2], namespace, rc.GATEWAY[2], name)
     for component in COMPONENTS:
         for color in ("blue", "green"):
-            exporter.forget(f"{name}-{component}-{color}")
+            chat.forget(f"{name}-{component}-{color}")
     return run
 
 
@@ -242,7 +244,7 @@ def main() -> int:
         api = rc.api_client()
         namespace = rc.new_namespace(api, "bench-react")
         operator = rc.Operator(namespace)
-        with rc.Exporter(namespace) as exporter:
+        with rc.ChatApp(namespace) as chat:
             try:
                 index = 0
                 while sum(r["foreign_operators"] == "none" for r in runs) < args.runs:
@@ -254,10 +256,9 @@ def main() -> int:
                         rc.wait_alone(args.wait_alone)
                     warned = operator.warnings()
                     with rc.ForeignOperators(own=operator.pid, enabled=shared) as foreign:
-                        run = one_run(api, exporter, namespace, index, args.interval, args.window)
+                        run = one_run(api, chat, namespace, index, args.interval, args.window)
                     run["foreign_operators"] = foreign.describe()
                     run["operator_warnings"] = operator.warnings() - warned
-                    run["exporter_restarts_seen"] = exporter.restarts_seen
                     runs.append(run)
                     index += 1
                     print(json.dumps(run), flush=True)

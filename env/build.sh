@@ -3,7 +3,8 @@
 #
 # Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
-# Usage: env/build.sh [part...]   (default: all of k8s etcd kwok ferretdb mongotools helm gatewayapi)
+# Usage: env/build.sh [part...]
+#   (default: all of k8s etcd kwok ferretdb mongotools helm gatewayapi prometheus)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -118,9 +119,33 @@ build_gatewayapi() {
   for f in "$mod"/config/crd/standard/*.yaml; do echo "---"; cat "$f"; done >"$1/gateway-api-standard.yaml"
 }
 
+build_prometheus() {
+  # Debian's prometheus is built without Kubernetes service discovery, which the
+  # environment needs (role pod, as on a real cluster). Prometheus' Go module is
+  # github.com/prometheus/prometheus v0.<minor>.<patch> for 2.<minor>.<patch>. Built in a
+  # writable copy of its module directory with only the Kubernetes discovery plugin (the
+  # cloud SDKs of the others would triple the build), and without the React UI (no
+  # `builtinassets` tag: the API, which is all the tests use, is there).
+  local module="github.com/prometheus/prometheus" version="v0.${PROMETHEUS_VERSION#v2.}"
+  go mod download "$module@$version"
+  cp -r "$(go env GOMODCACHE)/$module@$version/." . && chmod -R u+w .
+  printf '%s\n' '// Rewritten by chatops env/build.sh: Kubernetes discovery only (and minimum.go).' \
+    '' 'package plugins' '' 'import _ "github.com/prometheus/prometheus/discovery/kubernetes"' \
+    >plugins/plugins.go
+  # Discovery hands new targets to the scrape manager every 5 s (hard-coded); 1 s here,
+  # so a new pod is scraped a second or two after it is Ready (see README: a real
+  # cluster's Prometheus takes up to 5 s more, which `initialDelay` covers).
+  sed -i 's/updatert:    5 \* time.Second/updatert:    1 * time.Second/' discovery/manager.go
+  grep -q 'updatert:    1 \* time.Second' discovery/manager.go
+  local pkg=github.com/prometheus/common/version
+  GOFLAGS="$GOFLAGS -mod=mod" nice go build \
+    -ldflags "-s -w -X $pkg.Version=${PROMETHEUS_VERSION#v} -X $pkg.Branch=release" \
+    -o "$1/prometheus" ./cmd/prometheus
+}
+
 main() {
   local part
-  for part in ${*:-k8s etcd kwok ferretdb mongotools helm gatewayapi}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools helm gatewayapi prometheus}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
       etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
@@ -129,6 +154,7 @@ main() {
       mongotools) done_or_build mongotools "$MONGO_TOOLS_VERSION" build_mongotools ;;
       helm) done_or_build helm "$HELM_VERSION" build_helm ;;
       gatewayapi) done_or_build gatewayapi "$GATEWAY_API_VERSION" build_gatewayapi ;;
+      prometheus) done_or_build prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
       *) echo "unknown part: $part" >&2; exit 2 ;;
     esac
   done

@@ -3,8 +3,8 @@ the story a newcomer wants to see, as kubectl shows it:
 
 1. a canary of the chat app (API + frontend together) that walks 10 → 25 → 50 → 100 %
    on a Gateway API HTTPRoute and is promoted;
-2. a bad canary (the test exporter makes the new version fail 5 % of requests) that
-   rolls back by itself, saying which metric and value;
+2. a bad canary (the chat app simulator makes the new version's pods fail 5 % of their
+   requests) that rolls back by itself, saying which metric and value;
 3. a backup of the chat database to S3, and a restore of it.
 
     python env/demo.py          (make demo)
@@ -40,14 +40,25 @@ def show(title: str, *args: str) -> None:
     print(sh(*args).rstrip())
 
 
-def play(color: str, **behaviour: Any) -> None:
+def chatapp(method: str, path: str, body: dict[str, Any]) -> None:
+    """One call to the simulator's control API (env/chatapp.py)."""
+    request = urllib.request.Request(
+        f"{os.environ['CHATAPP_URL']}{path}", method=method, data=json.dumps(body).encode()
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+
+
+def play(version: str, **behaviour: Any) -> None:
+    """How `version` of every component behaves in its pods (errorRate, latency, ...)."""
     for component in ("api", "web"):
-        request = urllib.request.Request(
-            f"{os.environ['EXPORTER_URL']}/targets/{NAMESPACE}/{RELEASE}-{component}-{color}",
-            method="PUT",
-            data=json.dumps({"rps": 50, **behaviour}).encode(),
-        )
-        urllib.request.urlopen(request, timeout=5).close()
+        image = f"registry.example.com/chat-{component}:{version}"
+        chatapp("PUT", f"/versions/{image}?namespace={NAMESPACE}", behaviour)
+
+
+def traffic(color: str) -> None:
+    """Steady requests and WebSockets to `color`'s pods of every component."""
+    for component in ("api", "web"):
+        chatapp("PUT", f"/traffic/{NAMESPACE}/{RELEASE}-{component}-{color}", {"rps": 50})
 
 
 def status() -> dict[str, Any]:
@@ -74,7 +85,7 @@ def follow(until: Callable[[dict[str, Any]], bool], timeout: float = 180) -> dic
 
 
 def release_manifest(version: str) -> dict[str, Any]:
-    exporter, prometheus = os.environ["EXPORTER_URL"], os.environ["PROMETHEUS_URL"]
+    chat_app, prometheus = os.environ["CHATAPP_URL"], os.environ["PROMETHEUS_URL"]
     window = 'namespace="{{namespace}}",service="{{service}}"'
     return {
         "apiVersion": "chatops.dev/v1alpha1",
@@ -92,11 +103,15 @@ def release_manifest(version: str) -> dict[str, Any]:
                                 {
                                     "name": name,
                                     "image": f"registry.example.com/chat-{name}:{version}",
+                                    "ports": [{"containerPort": 8080}],
                                 }
                             ]
                         }
                     },
-                    "healthCheck": {"url": f"{exporter}/health/{{{{namespace}}}}/{{{{service}}}}"},
+                    "healthCheck": {
+                        "url": f"{chat_app}/services/{{{{namespace}}}}/{{{{service}}}}"
+                        "/proxy/api/health"
+                    },
                 }
                 for name in ("api", "web")
             ],
@@ -273,8 +288,8 @@ def backup_and_restore() -> None:
                 "postRestore": {
                     "healthChecks": [
                         {
-                            "url": f"{os.environ['EXPORTER_URL']}/health/{NAMESPACE}/"
-                            f"{RELEASE}-api-green"
+                            "url": f"{os.environ['CHATAPP_URL']}/services/{NAMESPACE}/"
+                            f"{RELEASE}-api-green/proxy/api/health"
                         }
                     ]
                 },
@@ -337,8 +352,8 @@ def main() -> None:
     )
     kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait")
     kubectl("create", "namespace", NAMESPACE)
-    play("blue")
-    play("green")
+    traffic("blue")
+    traffic("green")
     apply(http_route())
 
     log("1/3 the first release of chat 1.0: straight to blue")
@@ -350,10 +365,9 @@ def main() -> None:
     show("1.1 is live on green", "get", "chatrelease")
 
     log("2/3 a bad canary of chat 1.2: the new version fails 5 % of requests")
-    play("blue", errorRate=0.05)  # 1.2 runs on blue, the idle color
+    play("1.2", errorRate=0.05)
     apply(release_manifest("1.2"))
     done = follow(lambda s: s.get("phase") == "RolledBack")
-    play("blue")
     show("rolled back by itself", "get", "chatrelease")
     failed = [m for m in done.get("analysis", []) if m["verdict"] == "Fail"]
     if failed:

@@ -1,21 +1,30 @@
 """The local environment: a real Kubernetes (kwok's fake nodes), FerretDB, an S3 server,
-and Prometheus scraping a test exporter, all on 127.0.0.1, without Docker.
+the chat app's pods served on their own IPs by a simulator, and Prometheus scraping them,
+without Docker.
 
     python env/localenv.py up       build what is missing, start what is not given
     python env/localenv.py down     stop everything `up` started
     python env/localenv.py status   print what runs where
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
-S3_ENDPOINT_URL, PROMETHEUS_URL and EXPORTER_URL, which tests, the demo and the operator
-read. A part already given in the environment (say KUBECONFIG of a kind cluster) is used
-as it is and never started or stopped here. A given PROMETHEUS_URL needs EXPORTER_URL too:
-the exporter that Prometheus scrapes.
+S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
+and the operator read. A part
+already given in the environment (say KUBECONFIG of a kind cluster) is used as it is and
+never started or stopped here.
+
+The pods' network: kwok gives pods IPs from netns.POD_CIDR; that range lives on the `lo`
+of a network namespace of this checkout's own (env/netns.py), where the simulator
+(env/chatapp.py) serves every Ready pod and where Prometheus runs, discovering the pods
+through the API server (forwarded into the namespace on the same port, so one kubeconfig
+serves both sides) and scraping them at their IPs. Prometheus' port is forwarded back to
+the host's loopback (PROMETHEUS_URL). Nothing on the host connects to a pod address.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shlex
@@ -28,13 +37,18 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("CHATOPS_ENV_STATE", ROOT / ".chatops-env"))
 ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
-GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL", "EXPORTER_URL")
+GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL")
+NETNS = netns.name_for(ROOT)
 # kwok Stages of the fake nodes: kwok's defaults plus the image tag `never-ready` (never
 # Ready) and the Job pod annotation `chatops.dev/test-outcome: fail` (pod Failed).
 KWOK_STAGES = ROOT / "env" / "kwok-stages.yaml"
@@ -70,6 +84,7 @@ def bin_dir(part: str) -> Path:
         "mongotools": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
+        "prometheus": v["PROMETHEUS_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
@@ -83,25 +98,6 @@ def tool_path() -> str:
 def build(parts: list[str]) -> None:
     if parts:
         subprocess.run([str(ROOT / "env" / "build.sh"), *parts], check=True)
-
-
-def debian(packages: dict[str, str]) -> None:
-    """Install Debian packages whose command is missing, when we may (root + apt)."""
-    missing = [pkg for cmd, pkg in packages.items() if shutil.which(cmd) is None]
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(
-            f"missing {', '.join(missing)}: install them (apt-get install {' '.join(missing)})"
-        )
-    log(f"installing Debian packages: {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-    )
 
 
 # -- processes ------------------------------------------------------------------------
@@ -244,6 +240,20 @@ def kwokctl(*args: str) -> None:
     )
 
 
+def check_pod_range() -> None:
+    """Every node's podCIDR inside netns.POD_CIDR: pods take their IPs from their node's
+    podCIDR, and only that range is local in the namespace."""
+    found = kubectl("get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDRs}").stdout
+    cidrs = [c for item in found.split() for c in json.loads(item)]
+    pods = ipaddress.ip_network(netns.POD_CIDR)
+    outside = [
+        c for c in cidrs
+        if ipaddress.ip_network(c).version == 4 and not ipaddress.ip_network(c).subnet_of(pods)
+    ]
+    if outside or not cidrs:
+        sys.exit(f"nodes' podCIDRs {cidrs} are not inside the pods' range {netns.POD_CIDR}")
+
+
 def start_cluster() -> str:
     k8s, kwok = bin_dir("k8s"), bin_dir("kwok")
     log("starting Kubernetes (kwokctl, binary runtime, local binaries, env/kwok-stages.yaml)")
@@ -262,12 +272,14 @@ def start_cluster() -> str:
         "--config": str(KWOK_STAGES),
     }
     kwokctl("create", "cluster", *(arg for pair in flags.items() for arg in pair))
+    revive_controller_manager()
     kwokctl("scale", "node", "--replicas", str(NODES))
     log(f"{NODES} fake nodes; installing the Gateway API CRDs")
     kubectl(
         "apply", "--server-side", "-f", str(bin_dir("gatewayapi") / "gateway-api-standard.yaml")
     )
     wait_established("httproutes.gateway.networking.k8s.io")
+    check_pod_range()
     wait_until("default ServiceAccount", lambda: kubectl("get", "sa", "default").returncode == 0)
     wait_until(
         f"{NODES} Ready nodes",
@@ -284,6 +296,45 @@ def start_cluster() -> str:
         ),
     )
     return str(STATE / "kubeconfig")
+
+
+def revive_controller_manager(timeout: float = 120) -> None:
+    """kube-controller-manager gives up when the API server is not healthy within its
+    first ~10 s, which a loaded machine's API server (RBAC bootstrap) can miss; kwokctl
+    does not start it again. Once the API server is ready, start it again as kwokctl
+    did (its binary and args from the cluster's kwok.yaml, its pid where kwokctl keeps
+    it, so `kwokctl delete cluster` stops it)."""
+    cluster = STATE / "kwok" / "clusters" / CLUSTER
+    pid_file = cluster / "pids" / "kube-controller-manager.pid"
+    wait_until(
+        "the API server ready", lambda: kubectl("get", "--raw", "/readyz").returncode == 0, timeout
+    )
+    time.sleep(1)  # a controller manager that is starting now has had the ready server
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return
+    except (ProcessLookupError, ValueError, FileNotFoundError):
+        pass
+    import yaml
+
+    docs = yaml.safe_load_all((cluster / "kwok.yaml").read_text())
+    components = next(d for d in docs if d and d.get("kind") == "KwokctlConfiguration")
+    component = next(
+        c for c in components["components"] if c["name"] == "kube-controller-manager"
+    )
+    log("kube-controller-manager gave up on a slow API server: starting it again")
+    # Its port may be another checkout's by now (kwokctl picked it free, then it was).
+    args = [
+        f"--secure-port={free_port()}" if a.startswith("--secure-port=") else a
+        for a in component["args"]
+    ]
+    with open(cluster / "logs" / "kube-controller-manager.log", "ab") as out:
+        proc = subprocess.Popen(
+            [component["binary"], *args],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=component.get("workDir", cluster),
+        )
+    pid_file.write_text(str(proc.pid))
 
 
 def stop_cluster() -> None:
@@ -327,29 +378,94 @@ def start_s3() -> str:
     return url
 
 
-def start_exporter() -> str:
+def start_forward(name: str, *specs: str) -> None:
+    """A forwarder (env/netns.py) between the host's loopback and the namespace's."""
+    netns_py = str(ROOT / "env" / "netns.py")
+    spawn(f"forward-{name}", [sys.executable, netns_py, "forward", NETNS, *specs])
+
+
+def start_netns(kubeconfig: str) -> None:
+    """The pods' namespace, and the API server's port forwarded into it."""
+    netns.create(NETNS)
+    port = api_server_port(kubeconfig)
+    start_forward("apiserver", f"netns:{port}=host:{port}")
+
+
+def api_server_port(kubeconfig: str) -> int:
+    server = kubectl(
+        "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
+        "--kubeconfig", kubeconfig,
+    ).stdout
+    return int(server.rsplit(":", 1)[1].strip("/"))
+
+
+def start_chatapp(kubeconfig: str) -> str:
     port = free_port()
-    spawn("exporter", [sys.executable, str(ROOT / "env" / "exporter.py"), "--port", str(port)])
+    spawn(
+        "chatapp",
+        [
+            sys.executable, str(ROOT / "env" / "chatapp.py"), "--netns", NETNS,
+            "--kubeconfig", kubeconfig, "--port", str(port),
+        ],
+    )
     url = f"http://127.0.0.1:{port}"
-    wait_until("test exporter", lambda: http_ok(f"{url}/metrics"))
+    wait_until("chat app simulator", lambda: http_ok(f"{url}/healthz"))
     return url
 
 
-def start_prometheus(exporter: str) -> str:
+def prometheus_config(kubeconfig: str) -> str:
+    """Pods discovered through the API server and scraped at podIP:containerPort, with
+    the labels a Prometheus Operator PodMonitor gives on a real cluster (README: the
+    label contract), `service` being the release's color Service."""
+    pod = "__meta_kubernetes_pod_"
+    label = f"{pod}label_"
+    copies = {
+        "namespace": "__meta_kubernetes_namespace",
+        "pod": f"{pod}name",
+        "container": f"{pod}container_name",
+        "release": f"{label}app_kubernetes_io_instance",
+        "component": f"{label}app_kubernetes_io_component",
+        "color": f"{label}chatops_dev_color",
+        "revision": f"{label}chatops_dev_revision",
+    }
+    relabel = [
+        {"source_labels": [f"{pod}phase"], "regex": "Running", "action": "keep"},
+        {"source_labels": [f"{pod}container_port_number"], "regex": ".+", "action": "keep"},
+        {"source_labels": [f"{pod}container_port_protocol"], "regex": "TCP", "action": "keep"},
+        *({"source_labels": [src], "target_label": dst} for dst, src in copies.items()),
+        {
+            "source_labels": [copies["release"], copies["component"], copies["color"]],
+            "regex": "(.+);(.+);(.+)",
+            "replacement": "$1-$2-$3",
+            "target_label": "service",
+        },
+    ]
+    jobs: list[dict[str, Any]] = [
+        {
+            "job_name": "chat-app",
+            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig}],
+            "relabel_configs": relabel,
+        }
+    ]
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": jobs}
+    return json.dumps(config, indent=1)
+
+
+def start_prometheus(kubeconfig: str) -> str:
+    """Prometheus inside the pods' namespace (it reaches pods as on a real cluster's pod
+    network), its port forwarded to the same port on the host's loopback."""
     port = free_port()
     config = STATE / "prometheus.yml"
-    target = exporter.removeprefix("http://")
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "- job_name: chat-app\n"
-        f"  static_configs: [{{targets: ['{target}']}}]\n"
-    )
+    config.write_text(prometheus_config(kubeconfig))
+    start_forward("prometheus", f"host:{port}=netns:{port}")
     spawn(
         "prometheus",
         [
-            shutil.which("prometheus") or "prometheus",
+            "ip", "netns", "exec", NETNS,
+            str(bin_dir("prometheus") / "prometheus"),
             f"--config.file={config}",
+            "--scrape.discovery-reload-interval=1s",
             f"--storage.tsdb.path={STATE / 'prometheus'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
@@ -400,8 +516,11 @@ def up() -> dict[str, str]:
     have = given()
     for name in have:
         log(f"using the given {name}")
-    if "PROMETHEUS_URL" in have and "EXPORTER_URL" not in have:
-        sys.exit("PROMETHEUS_URL is given without EXPORTER_URL (the exporter it scrapes)")
+    if "KUBECONFIG" in have and "PROMETHEUS_URL" not in have:
+        sys.exit(
+            "KUBECONFIG is given without PROMETHEUS_URL: a cluster of your own runs its own "
+            "app; give the Prometheus that scrapes it (README: the label contract)"
+        )
     down(quiet=True)
     STATE.mkdir(parents=True, exist_ok=True)
 
@@ -409,40 +528,47 @@ def up() -> dict[str, str]:
         "kubernetes": "KUBECONFIG" not in have,
         "ferretdb": "MONGODB_URI" not in have,
         "s3": "S3_ENDPOINT_URL" not in have,
-        "exporter": "EXPORTER_URL" not in have,
+        "chatapp": "KUBECONFIG" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    debian({"prometheus": "prometheus"} if need["prometheus"] else {})
-    build(["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"])
+    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
+    build([*parts, *(["prometheus"] if need["prometheus"] else [])])
 
     env = dict(have)
     if need["kubernetes"]:
         env["KUBECONFIG"] = start_cluster()
+        start_netns(env["KUBECONFIG"])
+        env["CHATOPS_NETNS"] = NETNS
     if need["ferretdb"]:
         env["MONGODB_URI"] = start_ferretdb()
     if need["s3"]:
         env["S3_ENDPOINT_URL"] = start_s3()
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     env.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    if need["exporter"]:
-        env["EXPORTER_URL"] = start_exporter()
+    if need["chatapp"]:
+        env["CHATAPP_URL"] = start_chatapp(env["KUBECONFIG"])
     if need["prometheus"]:
-        env["PROMETHEUS_URL"] = start_prometheus(env["EXPORTER_URL"])
+        env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"])
     env["CHATOPS_TOOLS_PATH"] = tool_path()
-    env["CHATOPS_ENV_STARTED"] = " ".join(name for name, needed in need.items() if needed)
+    started = [name for name, needed in need.items() if needed and name == "kubernetes"]
+    started += sorted(p.stem for p in (STATE / "pids").glob("*.pid"))
+    env["CHATOPS_ENV_STARTED"] = " ".join(started)
     ENV_FILE.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     log(f"up in {time.monotonic() - start:.0f} s; env file: {ENV_FILE}")
     return env
 
 
 def down(quiet: bool = False) -> None:
-    for name in ("operator", "prometheus", "exporter", "s3", "ferretdb"):
+    first = ["operator", "prometheus", "chatapp", "s3", "ferretdb"]
+    rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
+    for name in first + rest:
         if alive(name) and not quiet:
             log(f"stopping {name}")
         stop(name)
     if (STATE / "kwok").exists() and not quiet:
         log("stopping Kubernetes")
     stop_cluster()
+    netns.delete(NETNS)
     for sub in ("kwok", "ferretdb", "prometheus", "pids"):
         shutil.rmtree(STATE / sub, ignore_errors=True)
     ENV_FILE.unlink(missing_ok=True)

@@ -182,7 +182,12 @@ def deployment(apps: client.AppsV1Api, namespace: str, name: str, replicas: int)
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "api", "image": "chat-api:1"}]},
+                    "spec": {
+                        "containers": [
+                            {"name": "api", "image": "chat-api:1",
+                             "ports": [{"containerPort": 8080}]}
+                        ]
+                    },
                 },
             },
         },

@@ -64,10 +64,10 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     wait_for(lambda: _has_default_sa(core, name), timeout=30, what="default ServiceAccount")
     yield name
     core.delete_namespace(name, propagation_policy="Background")
-    # The exporter's series of this namespace's versions go too, so its scrapes stay
-    # small however many tests ran.
-    forget = urllib.request.Request(f"{os.environ['EXPORTER_URL']}/targets/{name}", method="DELETE")
-    urllib.request.urlopen(forget, timeout=10).close()
+    # The simulator forgets the namespace's traffic and versions (its pods go with it).
+    for path in (f"/traffic/{name}", f"/versions?namespace={name}"):
+        forget = urllib.request.Request(f"{os.environ['CHATAPP_URL']}{path}", method="DELETE")
+        urllib.request.urlopen(forget, timeout=10).close()
 
 
 def _has_default_sa(core: client.CoreV1Api, namespace: str) -> bool:

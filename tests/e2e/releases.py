@@ -1,6 +1,7 @@
-"""Helpers of the ChatRelease e2e tests: a chat app of two components, the exporter
-playing its versions, and readers of what the cluster shows (route weights, canary
-Ingress annotations, Service selectors, Deployments)."""
+"""Helpers of the ChatRelease e2e tests: a chat app of two components whose pods the
+simulator (env/chatapp.py) serves as their versions behave, traffic to them, and readers
+of what the cluster shows (route weights, canary Ingress annotations, Service selectors,
+Deployments)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,6 @@ def release_spec(
     health: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
-    exporter = os.environ["EXPORTER_URL"]
     components = []
     for name in COMPONENTS:
         component: dict[str, Any] = {
@@ -73,9 +73,7 @@ def release_spec(
             "service": {"port": 8080},
         }
         if health:
-            component["healthCheck"] = {
-                "url": f"{exporter}/health/{{{{namespace}}}}/{{{{service}}}}"
-            }
+            component["healthCheck"] = {"url": health_url()}
         components.append(component)
     spec: dict[str, Any] = {
         "components": components,
@@ -101,15 +99,37 @@ def canary(pause: str = "4s", weights: tuple[int, ...] = (10, 25, 50)) -> dict[s
     return {"canary": {"steps": steps, "scaleDownDelaySeconds": 3, "abortScaleDownDelaySeconds": 3}}
 
 
-def play(namespace: str, release: str, color: str, **behaviour: Any) -> None:
-    """Make the exporter play `color` of every component as `behaviour` says."""
+def health_url() -> str:
+    """The color Service's /api/health, through the simulator's view of the Service (the
+    operator runs on the host, which cannot reach pod addresses)."""
+    service = "{{namespace}}/{{service}}"
+    return f"{os.environ['CHATAPP_URL']}/services/{service}/proxy/api/health"
+
+
+def chatapp(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call to the simulator's control API; its JSON answer."""
+    request = urllib.request.Request(
+        f"{os.environ['CHATAPP_URL']}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read() or b"null")
+
+
+def play(namespace: str, version: str, **behaviour: Any) -> None:
+    """Make `version` of every component (`chat-api:<version>`, …) behave so in the
+    pods of `namespace`: errorRate, latency, wsSuccess, healthy."""
     for name in COMPONENTS:
-        request = urllib.request.Request(
-            f"{os.environ['EXPORTER_URL']}/targets/{namespace}/{release}-{name}-{color}",
-            method="PUT",
-            data=json.dumps({"rps": 50, **behaviour}).encode(),
-        )
-        urllib.request.urlopen(request, timeout=5).close()
+        chatapp("PUT", f"/versions/chat-{name}:{version}?namespace={namespace}", behaviour)
+
+
+def traffic(namespace: str, release: str, *colors: str, rps: float = 20) -> None:
+    """Steady requests to the ready pods of each color's Service of every component, as
+    the analysis needs traffic to measure a version (env/traffic.py)."""
+    for color in colors:
+        for name in COMPONENTS:
+            chatapp("PUT", f"/traffic/{namespace}/{release}-{name}-{color}", {"rps": rps})
 
 
 def create(

@@ -181,7 +181,7 @@ def test_the_installed_operator_releases_under_its_own_rbac(
     try:
         rel.http_route(api, namespace)
         for color in ("blue", "green"):
-            rel.play(namespace, "chat", color)
+            rel.traffic(namespace, "chat", color)
         spec = rel.release_spec(
             "1.0", rel.canary(pause="2s"), {"gatewayAPI": {"httpRoute": "chat"}}
         )

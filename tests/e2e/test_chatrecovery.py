@@ -4,8 +4,8 @@ healthy, and a corrupted tarball refused before the database is touched."""
 
 from __future__ import annotations
 
+import os
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +44,15 @@ def apps(api: client.ApiClient) -> client.AppsV1Api:
     return client.AppsV1Api(api)
 
 
-def _healthy(environment: dict[str, str], namespace: str, service: str) -> str:
-    """The exporter's health URL for the service, answering 200 from now on."""
-    base = environment["EXPORTER_URL"]
-    request = urllib.request.Request(
-        f"{base}/targets/{namespace}/{service}", data=b"{}", method="PUT",
-        headers={"Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request, timeout=10).close()
-    return f"{base}/health/{namespace}/{service}"
+def _healthy(core: client.CoreV1Api, namespace: str, service: str) -> str:
+    """The Service `service` in front of the Deployment of that name, and its pods'
+    /api/health as the host reaches it (through the simulator's view of the Service):
+    2xx only while a ready pod answers."""
+    core.create_namespaced_service(namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+        "spec": {"selector": {"app": service}, "ports": [{"port": 8080}]},
+    })
+    return f"{os.environ['CHATAPP_URL']}/services/{namespace}/{service}/proxy/api/health"
 
 
 def test_a_runbook_tarball_of_the_real_mongodump_is_restored_by_a_chatrecovery(
@@ -125,7 +125,7 @@ def test_a_round_trip_undoes_later_writes_with_the_app_quiesced_and_back_healthy
     db.create_collection("scratch")
     assert fingerprint(mongo_client, database) != before
 
-    health = _healthy(environment, namespace, "chat-api")
+    health = _healthy(core, namespace, "chat-api")
     create(custom, namespace, "chatrecoveries", "ChatRecovery", "undo", {
         "source": {"backupRef": {"name": "nightly", "id": "latest"}},
         "mode": "DropDatabase",

@@ -82,7 +82,7 @@ def test_the_standby_takes_over_a_release_when_the_leader_dies(
 
         rel.http_route(api, namespace)
         for color in ("blue", "green"):
-            rel.play(namespace, "chat", color)
+            rel.traffic(namespace, "chat", color)
         spec = rel.release_spec(
             "1.0", rel.canary(pause="5s"), {"gatewayAPI": {"httpRoute": "chat"}}
         )

@@ -1,19 +1,19 @@
-"""The analysis against the real Prometheus, scraping the test exporter that plays the
-chat app's versions: the values a release is judged on, and what happens when
-Prometheus is gone."""
+"""The analysis against the real Prometheus, scraping the chat app's pods as the
+simulator serves them under real traffic: the values a release is judged on, and what
+happens when Prometheus is gone."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
+import chatapp_client as app
 from chatops import clock
 from chatops.api.analysis import DEFAULT_METRICS, Analysis
 from chatops.errors import MetricsUnavailable
@@ -30,31 +30,43 @@ pytestmark = pytest.mark.e2e
 ERROR_RATE = next(m for m in DEFAULT_METRICS if m.name == "error-rate")
 
 
-def play(exporter: str, namespace: str, service: str, **behaviour: float) -> None:
-    """Make the exporter serve `service` in `namespace` with this behaviour."""
-    request = urllib.request.Request(
-        f"{exporter}/targets/{namespace}/{service}",
-        method="PUT",
-        data=json.dumps(behaviour).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request, timeout=5).close()
+RPS = 50
 
 
 def context(namespace: str, service: str) -> QueryContext:
     return QueryContext(service, namespace, "api", service.rsplit("-", 1)[-1], "r1")
 
 
-@pytest.fixture
-def tenant(environment: dict[str, str]) -> Iterator[str]:
-    """A namespace label of its own in the exporter's series (no cluster needed)."""
+def within_noise(value: float, share: float, requests: float) -> bool:
+    """`value` is the share `share` of `requests` random outcomes, within 4 sigma."""
+    return abs(value - share) <= 4 * (share * (1 - share) / max(requests, 1)) ** 0.5
+
+
+@pytest.fixture(scope="module")
+def tenant(environment: dict[str, str], api: client.ApiClient) -> Iterator[str]:
+    """A namespace with three versions of the api, served by the simulator: green
+    (chat-api:2.0) fails 5 % and takes 50 ms, blue (chat-api:1.0) is fine, both under
+    RPS requests a second; idle gets no traffic at all."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
-    yield name
-    for service in ("chat-api-blue", "chat-api-green", "chat-api-idle"):
-        request = urllib.request.Request(
-            f"{environment['EXPORTER_URL']}/targets/{name}/{service}", method="DELETE"
-        )
-        urllib.request.urlopen(request, timeout=5).close()
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        app.behave(name, "chat-api:2.0", errorRate=0.05, latency=0.05)
+        for image, color in (("chat-api:2.0", "green"), ("chat-api:1.0", "blue")):
+            app.traffic(name, app.deploy(api, name, image, color), rps=RPS)
+        app.deploy(api, name, "chat-api:1.1", "idle")
+        yield name
+    finally:
+        app.chatapp("DELETE", f"/traffic/{name}")
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+def requests_in(prometheus: PrometheusProvider, namespace: str, service: str) -> float:
+    """Requests the window of the default queries (1 m) holds for the service."""
+    found = prometheus.query(
+        f'sum(increase(http_requests_total{{namespace="{namespace}",service="{service}"}}[1m]))'
+    )
+    return found or 0.0
 
 
 @pytest.fixture
@@ -62,23 +74,22 @@ def prometheus(environment: dict[str, str]) -> PrometheusProvider:
     return PrometheusProvider(environment["PROMETHEUS_URL"], token="tok-e2e-secret")
 
 
-def test_the_provider_returns_the_error_rate_the_exporter_plays(
+def test_the_provider_returns_the_error_rate_the_version_has(
     environment: dict[str, str], tenant: str, prometheus: PrometheusProvider
 ) -> None:
-    play(environment["EXPORTER_URL"], tenant, "chat-api-green", rps=100, errorRate=0.05)
-    play(environment["EXPORTER_URL"], tenant, "chat-api-blue", rps=100, errorRate=0.0)
     query = render(ERROR_RATE.query, context(tenant, "chat-api-green"))
 
-    def settled() -> float | None:
-        value = prometheus.query(query)
-        return value if value is not None and abs(value - 0.05) < 0.002 else None
+    def enough() -> tuple[float, float] | None:
+        """The error rate once the window holds 10 s of traffic, and the requests in it."""
+        n = requests_in(prometheus, tenant, "chat-api-green")
+        value = prometheus.query(query) if n >= 10 * RPS else None
+        return (value, requests_in(prometheus, tenant, "chat-api-green")) if value else None
 
-    assert wait_for(settled, timeout=60, what="the green error rate in Prometheus") == (
-        pytest.approx(0.05, abs=0.002)
-    )
+    value, n = wait_for(enough, timeout=90, what="the green error rate in Prometheus")
+    assert within_noise(value, 0.05, n), (value, n)
     blue = prometheus.query(render(ERROR_RATE.query, context(tenant, "chat-api-blue")))
     assert blue == 0.0
-    # No series for a version nobody plays: None, which the analysis calls no data.
+    # No series for a Service nobody runs: None, which the analysis calls no data.
     absent = render(ERROR_RATE.query, context(tenant, "chat-api-nobody"))
     assert prometheus.query(absent) is None
 
@@ -86,10 +97,6 @@ def test_the_provider_returns_the_error_rate_the_exporter_plays(
 def test_a_round_of_measurements_judges_the_bad_canary_and_passes_the_good_one(
     environment: dict[str, str], tenant: str, prometheus: PrometheusProvider
 ) -> None:
-    exporter = environment["EXPORTER_URL"]
-    play(exporter, tenant, "chat-api-green", rps=100, errorRate=0.05, latency=0.05, wsSuccess=1)
-    play(exporter, tenant, "chat-api-blue", rps=100, errorRate=0.0, latency=0.05, wsSuccess=1)
-    play(exporter, tenant, "chat-api-idle", rps=0, wsRate=0)
     analysis = Analysis.model_validate({"minimumTraffic": {"min": 10}})
     now = datetime.datetime.now(datetime.UTC)
 
@@ -99,7 +106,9 @@ def test_a_round_of_measurements_judges_the_bad_canary_and_passes_the_good_one(
         return table if all(v != "Inconclusive" for v, _ in table.values()) else None
 
     green = wait_for(lambda: verdicts("chat-api-green"), timeout=90, what="green judged")
-    assert green["error-rate"] == ("Fail", "0.05")
+    verdict, value = green["error-rate"]
+    n = requests_in(prometheus, tenant, "chat-api-green")
+    assert verdict == "Fail" and value is not None and within_noise(float(value), 0.05, n)
     assert green["latency-p95"][0] == "Pass" and green["websocket-success"] == ("Pass", "1")
     blue = wait_for(lambda: verdicts("chat-api-blue"), timeout=90, what="blue judged")
     assert {metric: verdict for metric, (verdict, _) in blue.items()} == {
@@ -119,11 +128,9 @@ def test_a_round_of_measurements_judges_the_bad_canary_and_passes_the_good_one(
 def test_queries_that_are_not_one_number_are_errors_that_say_why(
     environment: dict[str, str], tenant: str, prometheus: PrometheusProvider
 ) -> None:
-    play(environment["EXPORTER_URL"], tenant, "chat-api-blue", rps=10)
-    play(environment["EXPORTER_URL"], tenant, "chat-api-green", rps=10)
     by_service = f'sum by (service) (http_requests_total{{namespace="{tenant}"}})'
     wait_for(lambda: _error_of(prometheus, by_service), timeout=60, what="two series in Prometheus")
-    assert "returned 2 series; it must return one number" in _error_of(prometheus, by_service)
+    assert "returned 3 series; it must return one number" in _error_of(prometheus, by_service)
 
     bad = _error_of(prometheus, "sum(rate(http_requests_total[1m]")
     assert bad.startswith("Prometheus at http://127.0.0.1:")
@@ -149,12 +156,11 @@ def _error_of(provider: PrometheusProvider, query: str) -> str:
 def test_prometheus_stopped_is_an_error_that_holds_the_release(
     environment: dict[str, str], tenant: str, prometheus: PrometheusProvider
 ) -> None:
-    play(environment["EXPORTER_URL"], tenant, "chat-api-green", rps=100)
     analysis = Analysis()
-    query = render(ERROR_RATE.query, context(tenant, "chat-api-green"))
+    query = render(ERROR_RATE.query, context(tenant, "chat-api-blue"))
     wait_for(lambda: prometheus.query(query) is not None, timeout=60, what="a value before stop")
     now = datetime.datetime.now(datetime.UTC)
-    passed = measure(prometheus, analysis, context(tenant, "chat-api-green"), now)
+    passed = measure(prometheus, analysis, context(tenant, "chat-api-blue"), now)
     assert {m.verdict for m in passed} == {"Pass"}
 
     localenv.stop("prometheus")
@@ -164,7 +170,7 @@ def test_prometheus_stopped_is_an_error_that_holds_the_release(
         assert "unreachable" in str(raised.value)
         assert "tok-e2e-secret" not in str(raised.value)
         later = now + datetime.timedelta(seconds=1)  # the next round
-        errored = measure(prometheus, analysis, context(tenant, "chat-api-green"), later)
+        errored = measure(prometheus, analysis, context(tenant, "chat-api-blue"), later)
     finally:
         localenv.restart("prometheus")
         wait_for(lambda: _ready(environment), timeout=120, what="Prometheus ready again")
@@ -175,5 +181,5 @@ def test_prometheus_stopped_is_an_error_that_holds_the_release(
     assert outcome(analysis, after_both)[0] == "Running"
     assert outcome(analysis, count(None, started, errored))[0] == "Running"
 
-    # Back up, the same provider answers again, with the exporter's value.
+    # Back up, the same provider answers again, with blue's value.
     wait_for(lambda: prometheus.query(query) == 0.0, timeout=60, what="answers after restart")

@@ -11,10 +11,8 @@ measurements hold (15 rounds of 2 components x 2 metrics).
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +75,7 @@ def _in_a_long_pause(
 ) -> None:
     """Release 1.0, then 1.1 into a five-minute pause at 10 %, measured every second."""
     _route(api, namespace, list(rel.COMPONENTS))
-    rel.play(namespace, "chat", "blue")
-    rel.play(namespace, "chat", "green")
+    rel.traffic(namespace, "chat", "blue", "green")
     strategy = {
         "canary": {
             "steps": [{"setWeight": 10}, {"pause": {"duration": "5m"}}, {"setWeight": 100}],
@@ -150,14 +147,14 @@ def test_failures_spread_over_a_long_pause_roll_back(
     while rounds.count("Fail") <= limit:
         bursts += 1
         assert bursts <= 8, rounds.verdicts
-        rel.play(namespace, "chat", "green", errorRate=0.5)
+        rel.play(namespace, "1.1", errorRate=0.5)  # the canary's version
         wait_for(
             lambda: rounds.poll().get("phase") == "RolledBack" or rounds.since_last("Fail") == 0,
             timeout=30,
             interval=0.1,
             what="a failed round",
         )
-        rel.play(namespace, "chat", "green", errorRate=0.0)
+        rel.play(namespace, "1.1", errorRate=0.0)
         if rounds.count("Fail") > limit or rounds.status.get("phase") == "RolledBack":
             break
         wait_for(
@@ -225,9 +222,9 @@ def test_every_component_shows_its_measurements_with_ten_components_and_seven_me
     kept: each (metric, component) still shows its latest measurement."""
     components = [f"c{i}" for i in range(10)]
     _route(api, namespace, components)
-    for c in components:
+    for c in components:  # a little traffic each: the test counts measurements shown
         for color in ("blue", "green"):
-            _play(namespace, f"chat-{c}-{color}")
+            rel.chatapp("PUT", f"/traffic/{namespace}/chat-{c}-{color}", {"rps": 5})
     metrics = [
         {**metric, "name": f"{metric['name']}-{n}"}
         for n, metric in enumerate([*rel.metrics(), *rel.metrics(), rel.metrics()[0]])
@@ -265,15 +262,6 @@ def test_every_component_shows_its_measurements_with_ten_components_and_seven_me
     assert len(status["analysis"]) <= 200
     run = status["analysisRun"]
     assert {(c["metric"], c["component"]) for c in run["metrics"]} == wanted
-
-
-def _play(namespace: str, service: str) -> None:
-    request = urllib.request.Request(
-        f"{os.environ['EXPORTER_URL']}/targets/{namespace}/{service}",
-        method="PUT",
-        data=json.dumps({"rps": 50}).encode(),
-    )
-    urllib.request.urlopen(request, timeout=5).close()
 
 
 def _image(component: dict[str, Any], name: str, version: str) -> dict[str, Any]:

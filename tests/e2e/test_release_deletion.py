@@ -73,7 +73,7 @@ def _canary_release(
     """chat 1.0 live on blue, then 1.1 held at 25 % on green, on a Gateway API route."""
     rel.http_route(api, namespace)
     for color in ("blue", "green"):
-        rel.play(namespace, "chat", color)
+        rel.traffic(namespace, "chat", color)
     spec = rel.release_spec("1.0", ROUTE_HELD_AT_25, {"gatewayAPI": {"httpRoute": "chat"}}, **extra)
     rel.create(custom, namespace, "chat", spec)
     rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
@@ -236,7 +236,7 @@ def test_two_releases_behind_one_ingress_have_their_own_canary_ingress(
     routing = {"nginx": {"ingress": "public"}}
     for name in ("chat", "chat2"):
         for color in ("blue", "green"):
-            rel.play(namespace, name, color)
+            rel.traffic(namespace, name, color)
         rel.create(custom, namespace, name, rel.release_spec("1.0", ROUTE_HELD_AT_25, routing))
     for name in ("chat", "chat2"):
         rel.wait_phase(custom, namespace, name, "Succeeded", timeout=90)
@@ -286,7 +286,7 @@ def test_a_rolling_rollback_needs_no_replica_set_history(
     RolledBack is said only once they show it."""
     strategy = {"rolling": {"maxSurge": 1, "maxUnavailable": 0, "analysisWindow": "90s"}}
     for color in ("blue", "green"):
-        rel.play(namespace, "chat", color)
+        rel.traffic(namespace, "chat", color)
     rel.create(custom, namespace, "chat", rel.release_spec("1.0", strategy))
     stable = rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)["stableRevision"]
     apps = client.AppsV1Api(api)
@@ -318,7 +318,7 @@ def test_a_rolling_rollback_needs_no_replica_set_history(
         what="the stable version's ReplicaSets gone",
     )
 
-    rel.play(namespace, "chat", "blue", errorRate=0.05)  # 1.1 fails its analysis
+    rel.play(namespace, "1.1", errorRate=0.05)  # 1.1 fails its analysis
     seen: list[str] = []
 
     def rolled_back() -> dict[str, Any] | None:
@@ -406,7 +406,7 @@ def test_a_namespace_deleted_while_no_operator_ran_is_released_by_the_next_one(
     scope = ("--namespace", doomed) if watching == "namespaced" else ()
     first = _operator(tmp_path / "operator.log", port, *scope)
     try:
-        rel.play(doomed, "chat", "blue")
+        rel.traffic(doomed, "chat", "blue")
         spec = rel.release_spec("1.0", {"blueGreen": {"scaleDownDelaySeconds": 1}})
         rel.create(custom, doomed, "chat", spec)
         rel.wait_phase(custom, doomed, "chat", "Succeeded", timeout=90)

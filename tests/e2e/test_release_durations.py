@@ -76,8 +76,7 @@ def test_pauses_and_the_drain_last_at_least_what_the_spec_says(
     operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
 ) -> None:
     rel.http_route(api, namespace)
-    rel.play(namespace, "chat", "blue")
-    rel.play(namespace, "chat", "green")
+    rel.traffic(namespace, "chat", "blue", "green")
     steps: list[dict[str, Any]] = []
     for weight in (10, 50):
         steps += [{"setWeight": weight}, {"pause": {"duration": f"{PAUSE:g}s"}}]

@@ -1,6 +1,7 @@
 """ChatRelease against the real cluster: a real kopf process, real Deployments rolled out
-on kwok's nodes, real routing objects, real Prometheus scraping the exporter that plays
-each version. Intervals and pauses are seconds so the suite stays fast."""
+on kwok's nodes, real routing objects, real Prometheus scraping the pods the simulator
+serves as each version behaves, under steady traffic. Intervals and pauses are seconds
+so the suite stays fast."""
 
 from __future__ import annotations
 
@@ -34,8 +35,7 @@ def _events(api: client.ApiClient, namespace: str) -> list[tuple[str, str]]:
 
 
 def _first_release(custom: client.CustomObjectsApi, namespace: str, spec: dict[str, Any]) -> None:
-    rel.play(namespace, "chat", "blue")
-    rel.play(namespace, "chat", "green")
+    rel.traffic(namespace, "chat", "blue", "green")
     rel.create(custom, namespace, "chat", spec)
     done = rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
     assert done["stableVersion"] == "chat-api:1.0,chat-web:1.0" and done["activeColor"] == "blue"
@@ -166,7 +166,7 @@ def test_bad_canary_rolls_back_and_says_why(
         interval=0.2,
         what="step 25",
     )
-    rel.play(namespace, "chat", "green", errorRate=0.05)
+    rel.play(namespace, "1.1", errorRate=0.05)
 
     done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=60)
     assert rel.route_weights(api, namespace) == {
@@ -183,7 +183,8 @@ def test_bad_canary_rolls_back_and_says_why(
     )
     failed = [m for m in done["analysis"] if m["verdict"] == "Fail"]
     assert failed and failed[-1]["metric"] == "error-rate"
-    assert 0.01 < float(failed[-1]["value"]) <= 0.06
+    # 5 % of real requests: ~100 in the 5 s window at 20 rps, so within 4 sigma of 5 %.
+    assert 0.01 < float(failed[-1]["value"]) <= 0.05 + 4 * (0.05 * 0.95 / 100) ** 0.5
     assert "error-rate" in done["message"] and done["stableVersion"] == "chat-api:1.0,chat-web:1.0"
     assert any(r == "AnalysisFailed" and "error-rate" in m for r, m in _events(api, namespace))
     assert done["history"][-1]["result"] == "RolledBack"
@@ -311,7 +312,7 @@ def test_manual_promote_and_abort_through_the_cli(
 def test_a_missing_route_is_reported_where_the_user_looks(
     operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
 ) -> None:
-    rel.play(namespace, "chat", "blue")
+    rel.traffic(namespace, "chat", "blue")
     spec = rel.release_spec("1.0", rel.canary(), {"gatewayAPI": {"httpRoute": "missing"}})
     rel.create(custom, namespace, "chat", spec)
     stuck = wait_for(
@@ -355,11 +356,10 @@ def test_rolling_update_in_place_and_back_on_a_bad_version(
     assert images() == {"chat-api:1.1", "chat-web:1.1"}
     assert rel.replicas(api, namespace, "green") == {}  # in place: no second color
 
-    rel.play(namespace, "chat", "blue", errorRate=0.05)  # 1.2 fails on the same color
+    rel.play(namespace, "1.2", errorRate=0.05)  # 1.2 fails, in the pods it rolls onto
     rel.set_version(custom, namespace, "chat", "1.2")
     failed = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
     assert "error-rate" in failed["message"]
-    rel.play(namespace, "chat", "blue")
     wait_for(
         lambda: images() == {"chat-api:1.1", "chat-web:1.1"},
         timeout=60,

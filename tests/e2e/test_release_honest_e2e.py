@@ -51,8 +51,7 @@ def _condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def _first_release(custom: client.CustomObjectsApi, namespace: str, spec: dict[str, Any]) -> None:
-    rel.play(namespace, "chat", "blue")
-    rel.play(namespace, "chat", "green")
+    rel.traffic(namespace, "chat", "blue", "green")
     rel.create(custom, namespace, "chat", spec)
     rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
 
@@ -91,7 +90,7 @@ def test_kubectl_wait_for_complete_returns_after_a_rollback_and_ready_only_when_
     rel.http_route(api, namespace)
     _first_release(custom, namespace, rel.release_spec("1.0", rel.canary(pause="3s"), ROUTE))
 
-    rel.play(namespace, "chat", "green", errorRate=0.05)
+    rel.play(namespace, "1.1", errorRate=0.05)
     rel.set_version(custom, namespace, "chat", "1.1")
     _kubectl_wait(namespace, "Complete")
     body = rel.get(custom, namespace, "chat")
@@ -102,8 +101,7 @@ def test_kubectl_wait_for_complete_returns_after_a_rollback_and_ready_only_when_
     assert (ready["status"], ready["reason"]) == ("False", "RolledBack")
     assert complete["observedGeneration"] == ready["observedGeneration"] == generation
 
-    rel.play(namespace, "chat", "green", errorRate=0.0)
-    rel.set_version(custom, namespace, "chat", "1.2")
+    rel.set_version(custom, namespace, "chat", "1.2")  # 1.2 is fine
     _kubectl_wait(namespace, "Ready")
     status = rel.status(custom, namespace, "chat")
     assert status["phase"] in ("Promoting", "Succeeded")
@@ -266,7 +264,7 @@ def test_a_first_release_on_a_missing_route_is_not_succeeded(
 ) -> None:
     """Case 17: with `httpRoute: no-such-route`, a first release whose Deployments are
     Available is still not Succeeded nor Ready: no traffic reaches it."""
-    rel.play(namespace, "chat", "blue")
+    rel.traffic(namespace, "chat", "blue")
     spec = rel.release_spec("1.0", rel.canary(), {"gatewayAPI": {"httpRoute": "no-such-route"}})
     rel.create(custom, namespace, "chat", spec)
     status = _decided(
