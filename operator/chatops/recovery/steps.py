@@ -261,7 +261,7 @@ def check(ctx: Context) -> str:
         read = verify.targets(mongo, downloaded, checks)
     return (
         f"{len(checks)} collection(s) match the backup: counts, digests of what the server "
-        f"acknowledged, {read} document(s) read back by _id, and indexes"
+        f"acknowledged, indexes, and the first {read} document(s) stored read back"
     )
 
 
