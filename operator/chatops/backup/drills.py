@@ -7,11 +7,13 @@ look is one whose operator died (the drill daemon does not look while it drills)
 settled as Failed "interrupted", and the next drill cleans its scratch database first.
 
 `Verified`, about the newest good backup in status:
-- True (`DrillSucceeded`) once a drill restored it, or a newer one;
+- True (`DrillSucceeded`) once a drill restored it, or a newer one, and no later drill
+  failed (a backup that restored once and fails now, say corrupted since, is False);
 - False (`BackupUnverified`) when the first drill due after it finished (plus the drill's
   `timeoutSeconds`) has passed without verifying it: an unverified backup older than the
   drill schedule;
-- False (`DrillFailed`) when the last drill failed and the backup is not overdue yet;
+- False (`DrillFailed`) when the last drill failed (on the backup last verified or a
+  newer one) and the newest backup is not overdue;
 - Unknown (`NoBackupYet`, `DrillPending`) otherwise.
 """
 
@@ -103,7 +105,15 @@ def verified(seen: Observation, drills: VerificationStatus) -> tuple[Condition, 
     if newest is None:
         return condition(CONDITION, "Unknown", "NoBackupYet", "no backup to verify yet",
                          now, gen), None
-    if drills.last_verified_backup is not None and drills.last_verified_backup >= newest.id:
+    failed = last is not None and last.result == "Failed"
+    newest_failure = failed and last is not None and last.backup >= (
+        drills.last_verified_backup or ""
+    )
+    if (
+        not newest_failure
+        and drills.last_verified_backup is not None
+        and drills.last_verified_backup >= newest.id
+    ):
         return condition(
             CONDITION, "True", "DrillSucceeded",
             f"backup {drills.last_verified_backup} was restored into "
@@ -116,8 +126,8 @@ def verified(seen: Observation, drills: VerificationStatus) -> tuple[Condition, 
     overdue_at = (
         due + datetime.timedelta(seconds=spec.verification.timeout_seconds) if due else None
     )
-    failed = last is not None and last.result == "Failed"
-    if overdue_at is not None and now >= overdue_at:
+    verified_newest = (drills.last_verified_backup or "") >= newest.id
+    if overdue_at is not None and now >= overdue_at and not verified_newest:
         why = f"the last drill failed: {last.message}" if failed and last else (
             "no drill has verified it"
         )
@@ -129,7 +139,7 @@ def verified(seen: Observation, drills: VerificationStatus) -> tuple[Condition, 
             now, gen,
         ), None
     wait = (overdue_at - now).total_seconds() if overdue_at else None
-    if failed and last is not None:
+    if newest_failure and last is not None:
         return condition(
             CONDITION, "False", "DrillFailed",
             f"the drill of backup {last.backup} failed: {last.message}", now, gen,

@@ -180,3 +180,15 @@ def test_the_live_database_is_refused_as_scratch() -> None:
     with pytest.raises(pydantic.ValidationError, match=r"must not be mongodb\.database"):
         _spec(scratch={"database": "chat"})
     _spec(scratch={"database": "chat", "uriSecretRef": {"name": "drills"}})  # another server
+
+
+def test_a_verified_backup_whose_next_drill_fails_is_no_longer_verified() -> None:
+    """The backup restored yesterday; today its drill fails (it was corrupted since)."""
+    before = VerificationStatus(
+        last_verified_backup=NIGHTLY.id, restore_seconds=40.0,
+        last_verified_time="2026-12-02T04:31:00Z",
+    )
+    status = _finished(_seen("2026-12-03T04:30:05+00:00", drilled=before), ok=False)
+    assert _verified(status)[:2] == ("False", "DrillFailed")
+    assert status.verification is not None
+    assert status.verification.last_verified_backup == NIGHTLY.id
