@@ -162,6 +162,11 @@ class Mongo:
         with self.errors("buildInfo"):
             return str(self._client.admin.command("buildInfo").get("version", "unknown"))
 
+    def is_ferretdb(self) -> bool:
+        """Whether the server is FerretDB (its buildInfo says so)."""
+        with self.errors("buildInfo"):
+            return "ferretdbVersion" in self._client.admin.command("buildInfo")
+
     def database_names(self) -> list[str]:
         """User databases, without admin, local and config."""
         with self.errors("listDatabases"):

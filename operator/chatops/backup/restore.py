@@ -46,8 +46,9 @@ Mode = swap.Mode
 INSERT_BYTES = 8 * 1024 * 1024
 INSERT_DOCUMENTS = 10_000
 WORKERS = 4
-"""Concurrent insert workers (as mongorestore's --numInsertionWorkersPerCollection);
-measured in bench/backup_results.md."""
+"""Concurrent insert workers against MongoDB (as mongorestore's
+`--numInsertionWorkersPerCollection`). Against FerretDB one: on SQLite it takes one
+writer at a time and more workers only wait for each other (bench/backup_results.md)."""
 
 
 class Interrupted(Exception):
@@ -65,8 +66,9 @@ class RestoreRequest:
     verify: bool = True
     """Check the loaded collections against the backup before the commit (`verify.loaded`:
     what the server acknowledged, the count, a read-back by `_id`, the indexes)."""
-    workers: int = WORKERS
-    """Concurrent insert workers."""
+    workers: int | None = None
+    """Concurrent insert workers; none chooses by the server (`WORKERS`, or 1 on
+    FerretDB)."""
     token: str = ""
     """Names this restore's temporary collections; the same across the restarts of one
     restore (a ChatRecovery's uid), so a restarted one finds its own. Random if empty."""
@@ -351,7 +353,8 @@ def _load_temporaries(
     for each in wanted.values():
         options = each.metadata.options if each.metadata else {}
         mongo.create_collection(target(each.database), swap.temp_name(token, each.name), options)
-    loader = inserter.Loader(mongo, request.workers, interrupt=interrupt)
+    workers = request.workers or (1 if mongo.is_ferretdb() else WORKERS)
+    loader = inserter.Loader(mongo, workers, interrupt=interrupt)
     try:
         for each in wanted.values():
             loader.open((target(each.database), swap.temp_name(token, each.name)))
