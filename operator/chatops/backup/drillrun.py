@@ -45,7 +45,7 @@ from chatops.api.common import GROUP
 from chatops.backup import catalog, credentials, drills, restore, swap, verify
 from chatops.backup.retention import RetentionPolicy
 from chatops.errors import ChatopsError, RestoreFailed
-from chatops.events import Event, EventSink
+from chatops.events import EventSink
 
 PLURAL = "chatbackups"
 VERIFY_NOW = f"{GROUP}/verify-now"
@@ -362,17 +362,14 @@ def _drill(cluster: Cluster, job: Drill, stopped: Callable[[], bool]) -> drills.
 
 
 def record(cluster: Cluster, job: Drill, outcome: drills.Outcome, post: EventSink) -> None:
-    told: list[Event] = []
+    """The Event first, then the status that reports it (and the metrics)."""
 
     def change(body: dict[str, Any]) -> tuple[ChatBackupStatus, ChatBackupStatus]:
         seen = _observe(body, job.spec)
-        new, events = drills.finish(seen, outcome)
-        told[:] = events
-        return seen.status, new
+        return seen.status, drills.finish(seen, outcome)[0]
 
+    post(job.ref, drills.told(outcome))
     _write(cluster, job.namespace, job.name, change)
-    for event in told:
-        post(job.ref, event)
     if outcome.ok:
         telemetry.record_drill(job.namespace, job.name, outcome.finished_at.timestamp(),
                                outcome.restore_seconds)

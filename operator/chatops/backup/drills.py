@@ -241,9 +241,13 @@ def finish(
         "verification": drills,
         "conditions": set_condition(seen.status.conditions, told),
     })
-    event = Event(
+    return status, [told(outcome)]
+
+
+def told(outcome: Outcome) -> Event:
+    """The Event telling how a drill ended."""
+    return Event(
         "Normal" if outcome.ok else "Warning",
         "DrillSucceeded" if outcome.ok else "DrillFailed",
         f"drill of backup {outcome.backup}: {outcome.message}",
     )
-    return status, [event]
