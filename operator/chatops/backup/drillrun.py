@@ -368,7 +368,7 @@ def record(cluster: Cluster, job: Drill, outcome: drills.Outcome, post: EventSin
         seen = _observe(body, job.spec)
         return seen.status, drills.finish(seen, outcome)[0]
 
-    post(job.ref, drills.told(outcome))
+    post(job.ref, drills.event_of(outcome))
     _write(cluster, job.namespace, job.name, change)
     if outcome.ok:
         telemetry.record_drill(job.namespace, job.name, outcome.finished_at.timestamp(),

@@ -241,10 +241,10 @@ def finish(
         "verification": drills,
         "conditions": set_condition(seen.status.conditions, told),
     })
-    return status, [told(outcome)]
+    return status, [event_of(outcome)]
 
 
-def told(outcome: Outcome) -> Event:
+def event_of(outcome: Outcome) -> Event:
     """The Event telling how a drill ended."""
     return Event(
         "Normal" if outcome.ok else "Warning",
