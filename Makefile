@@ -33,17 +33,27 @@ crds: venv ## regenerate crds/ from the models
 	$(PY) -m chatops.cli crds --out crds
 
 lint: venv ## ruff and mypy --strict
-	$(VENV)/bin/ruff check operator tests env
+	$(VENV)/bin/ruff check operator tests env bench
 	$(VENV)/bin/mypy
 
 unit: venv ## unit tests: no network, no cluster
 	$(PY) -m pytest tests/unit -q
 
-e2e: venv build ## e2e tests against the local environment (started and stopped if not up)
-	$(PY) -m pytest tests/e2e -q
+# Tests run on WORKERS pytest-xdist workers (they mostly wait on the cluster), then the
+# tests marked serial run alone (see tests/e2e/conftest.py and CONTRIBUTING.md).
+WORKERS  ?= 6
+PARALLEL := -n $(WORKERS) -m 'not serial'
+SERIAL   := -n 0 -m serial
+# pytest exits 5 when every test is deselected: no serial test is no failure
+NONE_OK  := || test \$$? = 5
 
-test: venv build lint ## the whole suite: lint, unit and e2e
-	$(PY) -m pytest tests -q
+e2e: venv build ## e2e tests against the local environment (started and stopped if not up)
+	$(ENVPY) session "$(PY) -m pytest tests/e2e -q $(PARALLEL)" \
+		"$(PY) -m pytest tests/e2e -q $(SERIAL) $(NONE_OK)"
+
+test: venv build lint ## the whole suite: lint, then unit and e2e (in parallel, then the serial ones)
+	$(ENVPY) session "$(PY) -m pytest tests -q $(PARALLEL)" \
+		"$(PY) -m pytest tests/e2e -q $(SERIAL) $(NONE_OK)"
 
 operator: env-up ## run the operator in the foreground against the local cluster
 	source .chatops-env/env && $(VENV)/bin/chatops run
@@ -51,8 +61,8 @@ operator: env-up ## run the operator in the foreground against the local cluster
 demo: env-up ## bring up the environment, install the CRDs, run the operator, apply the examples
 	$(PY) env/demo.py
 
-.PHONY: bench bench-releases bench-backups
-bench: bench-releases bench-backups ## run the benchmarks and print their results (see bench/)
+.PHONY: bench bench-releases bench-backups bench-pitr bench-dataplane
+bench: bench-releases bench-backups bench-pitr bench-dataplane ## run the benchmarks and print their results (see bench/)
 
 bench-releases: env-up ## ChatRelease benchmarks: rollback reaction time, 200 releases at once
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/release_reaction.py
@@ -60,3 +70,9 @@ bench-releases: env-up ## ChatRelease benchmarks: rollback reaction time, 200 re
 
 bench-backups: env-up ## backup and restore vs mongodump/mongorestore and the raw read, two sizes
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/backup_bench.py --sizes 50000,200000
+
+bench-pitr: env-up ## RPO of the oplog archive under 200 writes/s, 10-minute slices
+	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/pitr_bench.py --rate 200 --seconds 120
+
+bench-dataplane: env-up ## what a release costs users through Traefik: floor, bad canary, WebSocket drain
+	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/dataplane_bench.py

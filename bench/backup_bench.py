@@ -7,8 +7,13 @@ For each size (messages; plus 200 users and 20 rooms) it measures, each in a chi
 process of its own so that peak RSS is that tool's alone:
 
 - read:        pymongo reading every document as raw batches (the floor)
-- dump:        chatops' dump (raw BSON → tar → isal gzip → S3 multipart + manifest)
+- dump:        chatops' dump (raw BSON → tar → isal gzip → S3 multipart + manifest),
+               with the oplog capture (`oplog.bson`) when the server keeps an oplog
 - mongodump:   `mongodump --gzip --out DIR` of the same database
+- mongodump --oplog: `mongodump --oplog --gzip --out DIR`, whole server (mongodump
+               refuses `--oplog` with `--db`), where the server has an oplog
+- replay:      `--replay N` writes N messages and N edits after the seed, then replays
+               those 2N oplog entries into an empty database (entries/s)
 - restore:     chatops' restore from S3 (download, check, insert, indexes, verify) with
                 1, 2, 4 and 8 insert workers, verified while loading (acknowledged
                 digests, counts, a read-back by _id); and with 1 worker followed by the
@@ -111,15 +116,36 @@ def child(mode: str, args: list[str]) -> None:
                         if not c.is_view
                     ])
             print(json.dumps({
-                "documents": r.documents, "verified": how,
+                "documents": r.documents, "verified": how, "replayed": r.replayed,
                 "fetch_s": round(fetched - started, 2), "load_s": round(loaded - fetched, 2),
                 "read_back_s": round(time.monotonic() - loaded, 2),
             }))
 
 
+def replay_child(database: str, target: str, after: str) -> None:
+    """Replay the entries of `database` after the position `after` (t.i) into `target`."""
+    from chatops.adapters import oplog as oplog_adapter
+    from chatops.adapters.mongo import Mongo
+    from chatops.backup import oplog
+
+    t, i = (int(x) for x in after.split("."))
+    scope = oplog.Namespaces(frozenset({database}))
+    with Mongo(os.environ["MONGODB_URI"]) as mongo:
+        entries = [e for b in oplog_adapter.read(mongo, oplog.OpTime(t, i), None, scope)
+                   for e in oplog.entries(b)]
+        applier = oplog_adapter.Applier(mongo, {database: target})
+        start = time.monotonic()
+        applied = oplog.replay(entries, scope, applier.read, applier.write)
+        seconds = time.monotonic() - start
+    print(json.dumps({"entries": applied, "replay_seconds": round(seconds, 2),
+                      "entries_per_second": round(applied / seconds)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="50000,200000")
+    parser.add_argument("--replay", type=int, default=4000,
+                        help="messages written (and edited) for the replay rate; 0: none")
     ns = parser.parse_args()
     import boto3
     from pymongo import MongoClient
@@ -146,6 +172,14 @@ def main() -> None:
                 ["mongodump", "--uri", uri, "--db", db, "--gzip", "--out", str(out)]
             )
             row["mongodump"]["bytes"] = sum(p.stat().st_size for p in (out / db).iterdir())
+            if "oplog.rs" in client.local.list_collection_names():
+                whole = out / "with-oplog"
+                row["mongodump --oplog"] = run(
+                    ["mongodump", "--uri", uri, "--oplog", "--gzip", "--out", str(whole)]
+                )
+                row["mongodump --oplog"]["bytes"] = sum(
+                    p.stat().st_size for p in whole.rglob("*") if p.is_file()
+                )
             for workers in WORKERS:
                 for how in ("full", "loaded") if workers == 1 else ("loaded",):
                     row[f"restore-{workers}-{how}"] = run(
@@ -165,6 +199,22 @@ def main() -> None:
             client.drop_database(target)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    replay = None
+    if ns.replay and "oplog.rs" in client.local.list_collection_names():
+        db, target = "bench_replay", "bench_replayed"
+        for name in (db, target):
+            client.drop_database(name)
+        client[db].seed.insert_one({"_id": 0})
+        last = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])["ts"]
+        client[db].messages.insert_many(
+            [{"_id": n, "room": f"room-{n % 20}", "text": f"message {n}"} for n in range(ns.replay)]
+        )
+        for n in range(ns.replay):
+            client[db].messages.update_one({"_id": n}, {"$set": {"text": f"edited {n}"}})
+        replay = run([*py, "replay", db, target, f"{last.time}.{last.inc}"])
+        assert client[target].messages.count_documents({"text": {"$regex": "^edited"}}) == ns.replay
+        for name in (db, target):
+            client.drop_database(name)
     print(f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d}, server "
           f"{'FerretDB' if ferretdb else 'MongoDB'}, S3 at {endpoint}")
     print("| messages | tool | seconds | peak RSS MiB | bytes | fetch / load / read-back s |")
@@ -175,10 +225,16 @@ def main() -> None:
             parts = " / ".join(str(r[k]) for k in ("fetch_s", "load_s", "read_back_s") if k in r)
             print(f"| {row['messages']} | {TOOLS.get(tool, tool)} | {r['seconds']} "
                   f"| {r['peak_rss_mib']} | {r.get('bytes', '')} | {parts} |")
+    if replay:
+        print(f"\nreplay: {replay['entries']} entries in {replay['replay_seconds']} s, "
+              f"{replay['entries_per_second']} entries/s (child peak RSS "
+              f"{replay['peak_rss_mib']} MiB)")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "child":
+    if len(sys.argv) > 2 and sys.argv[1:3] == ["child", "replay"]:
+        replay_child(*sys.argv[3:6])
+    elif len(sys.argv) > 1 and sys.argv[1] == "child":
         child(sys.argv[2], sys.argv[3:])
     else:
         main()

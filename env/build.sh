@@ -4,7 +4,8 @@
 # Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
 # Usage: env/build.sh [part...]
-#   (default: all of k8s etcd kwok ferretdb mongotools helm gatewayapi prometheus)
+#   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus
+#   promtool traefik)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -93,6 +94,16 @@ build_mongotools() {
   done
 }
 
+build_bsondump() {
+  # bsondump reads the archives' oplog.bson as a human would; its own part (and cache
+  # directory), so a machine that built mongodump/mongorestore before keeps them.
+  export GONOSUMDB=github.com/mongodb/mongo-tools
+  go mod init chatops-env/bsondump >/dev/null 2>&1
+  go get -tool "github.com/mongodb/mongo-tools/bsondump/main@$MONGO_TOOLS_VERSION"
+  go build -ldflags "-X main.VersionStr=$MONGO_TOOLS_RELEASE" -o "$1/bsondump" \
+    "github.com/mongodb/mongo-tools/bsondump/main"
+}
+
 build_etcd() {
   # Debian's etcd 3.4.23 lacks what kube-apiserver needs for RequestWatchProgress, and
   # kwok's client-go then loses its watches for minutes: pods stay Pending. etcd 3.5 has
@@ -119,6 +130,30 @@ build_gatewayapi() {
   for f in "$mod"/config/crd/standard/*.yaml; do echo "---"; cat "$f"; done >"$1/gateway-api-standard.yaml"
 }
 
+build_traefik() {
+  # `go install` refuses traefik (its go.mod has replace directives): build its main package
+  # inside a writable copy of the downloaded module, resolving what its go.mod leaves open.
+  go mod init chatops-env/traefik >/dev/null 2>&1
+  local mod r
+  mod=$(go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  cp -r "$mod" traefik && chmod -R u+w traefik && cd traefik
+  # A nested module (an extension point of empty types) is left out of the module zip and
+  # is not on the proxy: give the replace directive the empty package it points to.
+  local ext=pkg/config/dynamic/ext
+  if grep -q "=> ./$ext" go.mod && [ ! -f "$ext/go.mod" ]; then
+    mkdir -p "$ext"
+    printf '%s\n' 'module github.com/traefik/traefik/dynamic/ext' '' 'go 1.24.0' >"$ext/go.mod"
+    printf '%s\n' '// Package ext holds extension points of the dynamic configuration (none here).' \
+      'package ext' '' 'type HTTP struct{}' '' 'type Router struct{}' >"$ext/ext.go"
+  fi
+  for r in $TRAEFIK_REPLACES; do go mod edit -replace "$r"; done
+  log "traefik: go build ./cmd/traefik (niced)"
+  GOFLAGS="$GOFLAGS -mod=mod" nice go build \
+    -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+    -o "$1/traefik" ./cmd/traefik
+}
+
 build_prometheus() {
   # Debian's prometheus is built without Kubernetes service discovery, which the
   # environment needs (role pod, as on a real cluster). Prometheus' Go module is
@@ -143,18 +178,37 @@ build_prometheus() {
     -o "$1/prometheus" ./cmd/prometheus
 }
 
+build_promtool() {
+  # promtool, from the same module as prometheus and with the same Kubernetes-only
+  # plugins: `promtool test rules` runs the cost and drain-gate queries on Prometheus' own
+  # engine over series shaped as the label contract gives them (tests/e2e).
+  local module="github.com/prometheus/prometheus" version="v0.${PROMETHEUS_VERSION#v2.}"
+  go mod download "$module@$version"
+  cp -r "$(go env GOMODCACHE)/$module@$version/." . && chmod -R u+w .
+  printf '%s\n' '// Rewritten by chatops env/build.sh: Kubernetes discovery only (and minimum.go).' \
+    '' 'package plugins' '' 'import _ "github.com/prometheus/prometheus/discovery/kubernetes"' \
+    >plugins/plugins.go
+  local pkg=github.com/prometheus/common/version
+  GOFLAGS="$GOFLAGS -mod=mod" nice go build \
+    -ldflags "-s -w -X $pkg.Version=${PROMETHEUS_VERSION#v} -X $pkg.Branch=release" \
+    -o "$1/promtool" ./cmd/promtool
+}
+
 main() {
   local part
-  for part in ${*:-k8s etcd kwok ferretdb mongotools helm gatewayapi prometheus}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus promtool traefik}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
       etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
       kwok) done_or_build kwok "$KWOK_VERSION" build_kwok ;;
       ferretdb) done_or_build ferretdb "$FERRETDB_VERSION" build_ferretdb ;;
       mongotools) done_or_build mongotools "$MONGO_TOOLS_VERSION" build_mongotools ;;
+      bsondump) done_or_build bsondump "$MONGO_TOOLS_VERSION" build_bsondump ;;
       helm) done_or_build helm "$HELM_VERSION" build_helm ;;
       gatewayapi) done_or_build gatewayapi "$GATEWAY_API_VERSION" build_gatewayapi ;;
       prometheus) done_or_build prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
+      promtool) done_or_build promtool "$PROMETHEUS_VERSION" build_promtool ;;
+      traefik) done_or_build traefik "$TRAEFIK_VERSION" build_traefik ;;
       *) echo "unknown part: $part" >&2; exit 2 ;;
     esac
   done

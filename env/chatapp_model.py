@@ -92,8 +92,9 @@ class Endpoint:
         return self.labels.get(COLOR_LABEL, "")
 
     def same_process(self, other: Endpoint) -> bool:
-        """The same container still behind the socket (labels may change in place)."""
-        return (self.uid, self.image, self.key) == (other.uid, other.image, other.key)
+        """The same container still behind the socket (labels may change in place): every
+        field but the labels, so a reused IP, a new image or another pod restarts it."""
+        return self == other
 
 
 def _condition(pod: Mapping[str, Any], kind: str) -> bool:

@@ -192,8 +192,9 @@ class PodServer:
         return web.json_response(body, status=code)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        b = self.behaviour(self.endpoint.image)
-        if self.stopping or random.random() >= b.ws_success:
+        if self.stopping:  # shutting down: refused, as a closing server's last requests
+            return web.json_response(self._body(error="shutting down"), status=503)
+        if random.random() >= self.behaviour(self.endpoint.image).ws_success:
             self.counters.ws_attempts.labels(result="failure").inc()
             return web.json_response(self._body(error="WebSocket refused"), status=503)
         ws = web.WebSocketResponse(timeout=SHUTDOWN_TIMEOUT, heartbeat=None)

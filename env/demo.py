@@ -5,6 +5,8 @@ the story a newcomer wants to see, as kubectl shows it:
    on a Gateway API HTTPRoute and is promoted;
 2. a bad canary (the chat app simulator makes the new version's pods fail 5 % of their
    requests) that rolls back by itself, saying which metric and value;
+   during both, live users (env/loadgen.py) send requests through Traefik, the env's
+   Gateway: one line a second shows the requests each color served and how many failed;
 3. a backup of the chat database to S3, and a restore of it.
 
     python env/demo.py          (make demo)
@@ -15,15 +17,18 @@ The operator keeps running in the background (log: .chatops-env/logs/operator.lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import loadgen
 import localenv
 from localenv import ROOT, kubectl, log
 
@@ -160,6 +165,9 @@ def http_route() -> dict[str, Any]:
         "kind": "HTTPRoute",
         "metadata": {"name": "chat", "namespace": NAMESPACE},
         "spec": {
+            "parentRefs": [
+                {"name": os.environ["GATEWAY_NAME"], "namespace": os.environ["GATEWAY_NAMESPACE"]}
+            ],
             "hostnames": ["chat.example.com"],
             "rules": [
                 {
@@ -173,6 +181,29 @@ def http_route() -> dict[str, Any]:
             ],
         },
     }
+
+
+@contextlib.contextmanager
+def live_users(rate: float = 50) -> Iterator[loadgen.Load]:
+    """Users on the app through the Gateway while a release moves; a line a second."""
+    load = loadgen.Load(os.environ["GATEWAY_URL"], host="chat.example.com", rate=rate)
+    stop = threading.Event()
+
+    def report() -> None:
+        for line in loadgen.lines(load, float("inf")):
+            if stop.is_set():
+                return
+            print(f"  users: {line}", flush=True)
+
+    with load:
+        printer = threading.Thread(target=report, daemon=True)
+        printer.start()
+        try:
+            yield load
+        finally:
+            stop.set()
+    failed = loadgen.failed(load.requests())
+    print(f"  users: {len(load.requests())} requests, {len(failed)} failed", flush=True)
 
 
 def apply(manifest: dict[str, Any]) -> None:
@@ -360,14 +391,16 @@ def main() -> None:
     apply(release_manifest("1.0"))
     follow(lambda s: s.get("phase") == "Succeeded")
     log("a canary of chat 1.1: 10 → 25 → 50 → 100 %, every pause checked on Prometheus")
-    apply(release_manifest("1.1"))
-    follow(lambda s: s.get("phase") == "Succeeded" and "1.1" in (s.get("stableVersion") or ""))
+    with live_users():
+        apply(release_manifest("1.1"))
+        follow(lambda s: s.get("phase") == "Succeeded" and "1.1" in (s.get("stableVersion") or ""))
     show("1.1 is live on green", "get", "chatrelease")
 
     log("2/3 a bad canary of chat 1.2: the new version fails 5 % of requests")
     play("1.2", errorRate=0.05)
-    apply(release_manifest("1.2"))
-    done = follow(lambda s: s.get("phase") == "RolledBack")
+    with live_users():
+        apply(release_manifest("1.2"))
+        done = follow(lambda s: s.get("phase") == "RolledBack")
     show("rolled back by itself", "get", "chatrelease")
     failed = [m for m in done.get("analysis", []) if m["verdict"] == "Fail"]
     if failed:

@@ -5,6 +5,7 @@ without Docker.
     python env/localenv.py up       build what is missing, start what is not given
     python env/localenv.py down     stop everything `up` started
     python env/localenv.py status   print what runs where
+    python env/localenv.py session CMD...   run commands in turn with it up (see `session`)
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
 S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
@@ -47,8 +48,17 @@ STATE = Path(os.environ.get("CHATOPS_ENV_STATE", ROOT / ".chatops-env"))
 ENV_FILE = STATE / "env"
 CLUSTER = "chatops"
 NODES = 3
-GIVEN_KEYS = ("KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL")
+GIVEN_KEYS = (
+    "KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL",
+    "GATEWAY_URL", "GATEWAY_NAME", "GATEWAY_NAMESPACE",
+)
 NETNS = netns.name_for(ROOT)
+# FerretDB's replica set name (`hello.setName`) and its oplog: a capped `local.oplog.rs`
+# small enough that a test rolls it over in seconds (written to the env file as
+# MONGODB_OPLOG_MAX_DOCS / MONGODB_OPLOG_SIZE_BYTES, so tests read them, not these).
+REPL_SET = "rs0"
+OPLOG_MAX_DOCS = 10_000
+OPLOG_SIZE_BYTES = 64 * 1024 * 1024
 # kwok Stages of the fake nodes: kwok's defaults plus the image tag `never-ready` (never
 # Ready) and the Job pod annotation `chatops.dev/test-outcome: fail` (pod Failed).
 KWOK_STAGES = ROOT / "env" / "kwok-stages.yaml"
@@ -82,16 +92,19 @@ def bin_dir(part: str) -> Path:
         "kwok": v["KWOK_VERSION"],
         "ferretdb": v["FERRETDB_VERSION"],
         "mongotools": v["MONGO_TOOLS_VERSION"],
+        "bsondump": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
         "prometheus": v["PROMETHEUS_VERSION"],
+        "promtool": v["PROMETHEUS_VERSION"],
+        "traefik": v["TRAEFIK_VERSION"],
     }[part]
     return cache() / f"{part}-{version}" / "bin"
 
 
 def tool_path() -> str:
     """PATH entries for the built tools: kubectl, kwokctl, mongodump, helm, …"""
-    parts = ("k8s", "kwok", "ferretdb", "mongotools", "helm")
+    parts = ("k8s", "kwok", "ferretdb", "mongotools", "bsondump", "helm", "promtool")
     return os.pathsep.join(str(bin_dir(p)) for p in parts)
 
 
@@ -362,10 +375,42 @@ def start_ferretdb() -> str:
             "--debug-addr=-",
             "--telemetry=disable",
             "--log-level=warn",
+            f"--repl-set-name={REPL_SET}",
+            # Capped collections are trimmed by a background sweep: every second, so the
+            # oplog rolls over as soon as it passes its size (FerretDB's default is 1 min).
+            "--test-capped-cleanup-interval=1s",
         ],
     )
     wait_until("FerretDB", lambda: tcp_open(port))
-    return f"mongodb://127.0.0.1:{port}/"
+    uri = f"mongodb://127.0.0.1:{port}/"
+    create_oplog(uri)
+    return uri
+
+
+def create_oplog(uri: str) -> None:
+    """`local.oplog.rs` as a capped collection: FerretDB records every insert, update and
+    delete into it once it exists (a real replica set has its own, never touched here)."""
+    import datetime
+
+    from bson.timestamp import Timestamp  # the venv's pymongo; the build needs none of it
+    from pymongo import MongoClient
+
+    with MongoClient(uri, directConnection=True, serverSelectionTimeoutMS=10_000) as client:
+        local = client["local"]
+        if "oplog.rs" not in local.list_collection_names():
+            local.create_collection(
+                "oplog.rs", capped=True, size=OPLOG_SIZE_BYTES, max=OPLOG_MAX_DOCS
+            )
+            # A replica set's oplog starts with a no-op, never empty: readers always
+            # have a position to start from (FerretDB's own entries come after it).
+            now = datetime.datetime.now(datetime.UTC)
+            local["oplog.rs"].insert_one({
+                "ts": Timestamp(int(now.timestamp()), 1), "t": 1, "v": 2, "op": "n",
+                "ns": "", "o": {"msg": "initiating set"}, "wall": now,
+            })
+        hello = client.admin.command("hello")
+    if hello.get("setName") != REPL_SET:
+        sys.exit(f"FerretDB does not report replica set {REPL_SET!r}: hello = {hello}")
 
 
 def start_s3() -> str:
@@ -529,10 +574,13 @@ def up() -> dict[str, str]:
         "ferretdb": "MONGODB_URI" not in have,
         "s3": "S3_ENDPOINT_URL" not in have,
         "chatapp": "KUBECONFIG" not in have,
+        "traefik": "KUBECONFIG" not in have and "GATEWAY_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
     }
-    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "helm"]
-    build([*parts, *(["prometheus"] if need["prometheus"] else [])])
+    parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "bsondump", "helm"]
+    parts += ["promtool", *(["prometheus"] if need["prometheus"] else [])]
+    parts += ["traefik"] if need["traefik"] else []
+    build(parts)
 
     env = dict(have)
     if need["kubernetes"]:
@@ -541,12 +589,18 @@ def up() -> dict[str, str]:
         env["CHATOPS_NETNS"] = NETNS
     if need["ferretdb"]:
         env["MONGODB_URI"] = start_ferretdb()
+        env["MONGODB_OPLOG_MAX_DOCS"] = str(OPLOG_MAX_DOCS)
+        env["MONGODB_OPLOG_SIZE_BYTES"] = str(OPLOG_SIZE_BYTES)
     if need["s3"]:
         env["S3_ENDPOINT_URL"] = start_s3()
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     env.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     if need["chatapp"]:
         env["CHATAPP_URL"] = start_chatapp(env["KUBECONFIG"])
+    if need["traefik"]:
+        import gateway  # it builds on this module
+
+        env.update(gateway.start(env["KUBECONFIG"]))
     if need["prometheus"]:
         env["PROMETHEUS_URL"] = start_prometheus(env["KUBECONFIG"])
     env["CHATOPS_TOOLS_PATH"] = tool_path()
@@ -559,7 +613,7 @@ def up() -> dict[str, str]:
 
 
 def down(quiet: bool = False) -> None:
-    first = ["operator", "prometheus", "chatapp", "s3", "ferretdb"]
+    first = ["operator", "traefik", "prometheus", "chatapp", "s3", "ferretdb"]
     rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
     for name in first + rest:
         if alive(name) and not quiet:
@@ -579,11 +633,33 @@ def status() -> None:
     print(json.dumps({"running": running(), **env}, indent=2))
 
 
+def session(commands: list[str]) -> int:
+    """Run each shell command in turn against the environment, every one even after a
+    failure (so a run reports all its phases), starting the environment first if it is
+    not up and stopping it at the end if it was started here. The first failure's code."""
+    started = not running()
+    up()
+    stop("operator")  # the demo's operator acts on every namespace; the tests run their own
+    code = 0
+    try:
+        for command in commands:
+            log(f"running: {command}")
+            done = subprocess.run(command, shell=True).returncode
+            code = code or done
+    finally:
+        if started:
+            down()
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
-    command = parser.parse_args().command
-    {"up": up, "down": down, "status": status}[command]()
+    parser.add_argument("command", choices=["up", "down", "status", "session"])
+    parser.add_argument("commands", nargs="*", help="session: shell commands to run in turn")
+    args = parser.parse_args()
+    if args.command == "session":
+        sys.exit(session(args.commands))
+    {"up": up, "down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ chatops retry NAME [-n NS]             release a rolled-back version again
 chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measurements
 chatops backups NAME [-n NS]           a ChatBackup's backups in S3, with size and age
 chatops backup-now NAME [-n NS]        ask for one backup now
+chatops restore-points NAME [-n NS]    the times a point-in-time restore can target
 """
 
 from __future__ import annotations

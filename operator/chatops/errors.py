@@ -46,6 +46,16 @@ class DatabaseError(ChatopsError):
     user or password of the connection string."""
 
 
+class OplogGap(DatabaseError):
+    """The oplog no longer holds a position a reader resumes from: it rolled over past
+    it, and the entries between are lost. `after` is the position asked for, `oldest` the
+    first the oplog still holds (both `chatops.backup.oplog.OpTime`, or None)."""
+
+    def __init__(self, message: str, after: object = None, oldest: object = None) -> None:
+        super().__init__(message)
+        self.after, self.oldest = after, oldest
+
+
 class BackupFailed(ChatopsError):
     """A backup run did not produce a complete backup. Whatever it had uploaded was
     aborted and no manifest was written, so nothing half-done is ever listed."""

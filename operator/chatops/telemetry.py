@@ -67,6 +67,35 @@ analysis_value = Gauge(
 rollbacks = Counter(
     "chatops_release_rollbacks", "Releases rolled back, by reason.", ["namespace", "name", "reason"]
 )
+COST_FIGURES = ("requests", "failed_requests", "websockets_moved", "websockets_dropped")
+release_cost = {
+    figure: Gauge(
+        f"chatops_release_cost_{figure}",
+        f"What the latest release cost its users ({figure.replace('_', ' ')}), counted by "
+        "Prometheus over its window; absent while unknown.",
+        ["namespace", "name", "revision"],
+    )
+    for figure in COST_FIGURES
+}
+release_cost_final = Gauge(
+    "chatops_release_cost_final",
+    "1 once the latest release's cost figures are final.",
+    ["namespace", "name", "revision"],
+)
+drain_wave = Gauge(
+    "chatops_release_drain_wave",
+    "Waves of the drain in progress begun so far (0: none draining).",
+    ["namespace", "name"],
+)
+drain_paused = Gauge(
+    "chatops_release_drain_paused",
+    "1 while the drain holds (a reconnect storm, Prometheus unreachable).",
+    ["namespace", "name"],
+)
+_cost_revision: dict[tuple[str, str], str] = {}
+"""The revision whose cost each release's series show now, so the series of the
+previous one can be removed (one release's figures per ChatRelease)."""
+
 look_seconds = Histogram(
     "chatops_release_look_seconds",
     "Time one look at a ChatRelease took (observe, decide, act).",
@@ -142,6 +171,65 @@ def record_backup(
 
 def record_backup_failure(namespace: str, name: str) -> None:
     backup_failures.labels(namespace, name).inc()
+
+
+archive_last_op = Gauge(
+    "chatops_pitr_last_archived_timestamp_seconds",
+    "Time of the newest op in the ChatBackup's oplog archive (Unix time): "
+    "time() minus it is the seconds since the last archived op.",
+    ["namespace", "name"],
+)
+archive_lag = Gauge(
+    "chatops_pitr_archive_lag_seconds",
+    "Seconds between the newest op in the oplog and the newest op archived.",
+    ["namespace", "name"],
+)
+archive_rpo = Gauge(
+    "chatops_pitr_unarchived_seconds",
+    "Seconds the oldest op read from the oplog but not yet uploaded has waited (0 when "
+    "every op read is in S3): what a loss of the database now would lose (RPO).",
+    ["namespace", "name"],
+)
+oplog_window = Gauge(
+    "chatops_pitr_oplog_window_seconds",
+    "Seconds between the oldest and the newest op the oplog holds: how long the archive "
+    "may fall behind (the operator be down) before ops are lost.",
+    ["namespace", "name"],
+)
+archive_gaps = Counter(
+    "chatops_pitr_gaps", "Gaps the archive found (the oplog rolled past it).",
+    ["namespace", "name"],
+)
+_pending: dict[tuple[str, str], float | None] = {}
+
+
+def record_oplog(namespace: str, name: str, first: float, last: float) -> None:
+    oplog_window.labels(namespace, name).set(max(0.0, last - first))
+
+
+def record_archived(namespace: str, name: str, archived: float, newest: float) -> None:
+    """The newest archived op's time, and the newest op's in the oplog (Unix seconds)."""
+    archive_last_op.labels(namespace, name).set(archived)
+    archive_lag.labels(namespace, name).set(max(0.0, newest - archived))
+    archive_gaps.labels(namespace, name)  # the series exists before the first gap
+
+
+def record_pending(namespace: str, name: str, oldest: float | None) -> None:
+    """When the oldest op waiting for upload was written (None: nothing waits); the RPO
+    gauge is computed from it at every scrape."""
+    key = (namespace, name)
+    if key not in _pending:
+
+        def waited() -> float:
+            since = _pending.get(key)
+            return 0.0 if since is None else max(0.0, time.time() - since)
+
+        archive_rpo.labels(namespace, name).set_function(waited)
+    _pending[key] = oldest
+
+
+def record_gap(namespace: str, name: str) -> None:
+    archive_gaps.labels(namespace, name).inc()
 
 
 class Health:
@@ -222,6 +310,42 @@ def record_release(
         counted = rollbacks.labels(namespace, name, reason)  # rollback shows in increase()
         if reason in posted:
             counted.inc()
+    drain = status.scale_down
+    drain_wave.labels(namespace, name).set(drain.wave if drain is not None else 0)
+    drain_paused.labels(namespace, name).set(1 if drain is not None and drain.paused else 0)
+    _record_cost(namespace, name, status)
+
+
+def _record_cost(namespace: str, name: str, status: ChatReleaseStatus) -> None:
+    """The cost of the release in flight, else of the latest in history; a figure not
+    known is no series (never a zero)."""
+    revision, cost = status.canary_revision, status.cost
+    if cost is None:
+        entry = next((e for e in reversed(status.history) if e.cost is not None), None)
+        revision, cost = (entry.revision, entry.cost) if entry is not None else (None, None)
+    key = (namespace, name)
+    if _cost_revision.get(key) not in (None, revision):
+        _forget_cost(namespace, name)
+    if cost is None or revision is None:
+        return
+    _cost_revision[key] = revision
+    for figure, gauge in release_cost.items():
+        value = getattr(cost, figure)
+        if value is None:
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name, revision)
+        else:
+            gauge.labels(namespace, name, revision).set(value)
+    release_cost_final.labels(namespace, name, revision).set(1 if cost.final else 0)
+
+
+def _forget_cost(namespace: str, name: str) -> None:
+    revision = _cost_revision.pop((namespace, name), None)
+    if revision is None:
+        return
+    for gauge in (*release_cost.values(), release_cost_final):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name, revision)
 
 
 def forget_release(namespace: str, name: str) -> None:
@@ -229,7 +353,8 @@ def forget_release(namespace: str, name: str) -> None:
     for phase in PHASES:
         with contextlib.suppress(KeyError):
             release_phase.remove(namespace, name, phase)
-    for gauge in (release_step, release_weight):
+    _forget_cost(namespace, name)
+    for gauge in (release_step, release_weight, drain_wave, drain_paused):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
     for reason in ROLLBACK_REASONS:

@@ -1,6 +1,26 @@
 """The e2e tier's fixtures: the real local environment, started once per session (or
 reused when `make env-up` already started it), the CRDs installed, and a namespace and
-an operator process per test that needs them."""
+an operator process per test that needs them.
+
+Tests run side by side (`make test`: pytest-xdist workers, then a serial phase), so a
+test shares the cluster, FerretDB, S3 and Prometheus with the tests running beside it.
+The rules that keep them apart:
+
+- Everything a test makes lives in its own namespace (`namespace`), database
+  (`database`) and bucket (`backups.new_bucket`). Cluster-scoped objects get unique names.
+- The `operator` fixture watches only the test's namespaces, and its Leases (leader,
+  database) live in the first of them. Operators a test starts itself take the same
+  scope: `support.start_operator(log, port, [namespace, ...])` or `operator_process`.
+- Several namespaces: `@pytest.mark.namespaces(2)`; the `namespaces` fixture is their
+  list (`namespace` is its first), and the `operator` fixture watches them all.
+- A test that disrupts what others share (stops Prometheus or another shared server,
+  changes the CRDs or anything cluster-scoped another test would notice) is marked
+  `@pytest.mark.serial`: it runs after the parallel phase, alone. A cluster-wide
+  operator (`@pytest.mark.clusterwide` for the `operator` fixture, or an empty namespace
+  list) acts on every test's objects, so `clusterwide` implies `serial`.
+- Waits wait on conditions (`support.wait_for`), never on fixed sleeps: a busy machine
+  stretches every step.
+"""
 
 from __future__ import annotations
 
@@ -56,18 +76,55 @@ def crds(environment: dict[str, str]) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("clusterwide"):
+            item.add_marker(pytest.mark.serial)
+
+
+@pytest.fixture(autouse=True)
+def _phase(request: pytest.FixtureRequest) -> None:
+    """A serial test refuses to run beside others (under xdist's workers)."""
+    if request.node.get_closest_marker("serial") and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail(
+            "a serial test disrupts what the tests beside it share: run it in the serial "
+            "phase (`make test` does; or `pytest -m serial` without -n)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture
-def namespace(api: client.ApiClient) -> Iterator[str]:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
+def namespaces(request: pytest.FixtureRequest, api: client.ApiClient) -> Iterator[list[str]]:
+    """The test's own namespaces: one, or n with `@pytest.mark.namespaces(n)`."""
+    marker = request.node.get_closest_marker("namespaces")
+    count = int(marker.args[0]) if marker else 1
     core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    wait_for(lambda: _has_default_sa(core, name), timeout=30, what="default ServiceAccount")
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
-    # The simulator forgets the namespace's traffic and versions (its pods go with it).
-    for path in (f"/traffic/{name}", f"/versions?namespace={name}"):
-        forget = urllib.request.Request(f"{os.environ['CHATAPP_URL']}{path}", method="DELETE")
-        urllib.request.urlopen(forget, timeout=10).close()
+    names: list[str] = []
+    try:
+        for _ in range(count):
+            name = f"e2e-{uuid.uuid4().hex[:8]}"
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+            names.append(name)
+        for name in names:
+            wait_for(lambda n=name: _has_default_sa(core, n), timeout=30,
+                     what=f"default ServiceAccount of {name}")
+        yield names
+    finally:
+        for name in names:
+            core.delete_namespace(name, propagation_policy="Background")
+            # The simulator forgets the namespace's traffic and versions (its pods go too).
+            for path in (f"/traffic/{name}", f"/versions?namespace={name}"):
+                forget = urllib.request.Request(
+                    f"{os.environ['CHATAPP_URL']}{path}", method="DELETE"
+                )
+                urllib.request.urlopen(forget, timeout=10).close()
+
+
+@pytest.fixture
+def namespace(namespaces: list[str]) -> str:
+    """The test's namespace (the first of `namespaces`)."""
+    return namespaces[0]
 
 
 def _has_default_sa(core: client.CoreV1Api, namespace: str) -> bool:
@@ -83,13 +140,17 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
 
 
 @pytest.fixture
-def operator(crds: None, tmp_path: Path) -> Iterator[Path]:
-    """`chatops run`, a real kopf process, logging to a file the test may read; its
-    /metrics address is in `metrics.url` beside the log (see `support.metrics`)."""
+def operator(
+    crds: None, namespaces: list[str], request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Path]:
+    """`chatops run`, a real kopf process watching the test's namespaces (every namespace
+    with `@pytest.mark.clusterwide`), logging to a file the test may read; its /metrics
+    address is in `metrics.url` beside the log (see `support.metrics`)."""
     log = tmp_path / "operator.log"
     port = localenv.free_port()
     (tmp_path / "metrics.url").write_text(f"http://127.0.0.1:{port}/metrics")
-    with operator_process(log, port):
+    watched = [] if request.node.get_closest_marker("clusterwide") else namespaces
+    with operator_process(log, port, watched):
         yield log
 
 
@@ -110,3 +171,4 @@ def database(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
     name = f"e2e_{uuid.uuid4().hex[:8]}"
     yield name
     mongo_client.drop_database(name)
+

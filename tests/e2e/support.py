@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +53,83 @@ def metrics(operator_log: Path) -> dict[str, float]:
     return out
 
 
-@contextlib.contextmanager
-def operator_process(log: Path, metrics_port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`chatops run`, a real kopf process logging to `log`, stopped on leaving."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatops.cli", "run", "--log-level", "debug",
-             "--metrics-port", str(metrics_port)],
-            stdout=out, stderr=subprocess.STDOUT,
+def operator_command(metrics_port: int, namespaces: Sequence[str], *extra: str) -> list[str]:
+    """`chatops run` serving /metrics on `metrics_port`, watching only `namespaces`.
+
+    Tests run side by side (see conftest.py), each with an operator of its own: one that
+    watched every namespace would act on other tests' objects. An empty `namespaces` is
+    such a cluster-wide operator, allowed only in a test marked `serial`."""
+    if not namespaces and os.environ.get("PYTEST_XDIST_WORKER"):
+        raise AssertionError(
+            "a cluster-wide operator would act on the objects of the tests running beside "
+            "this one: pass the test's namespaces, or mark the test @pytest.mark.serial"
         )
+    scope = [arg for ns in namespaces for arg in ("--namespace", ns)]
+    return [sys.executable, "-m", "chatops.cli", "run", "--metrics-port", str(metrics_port),
+            *scope, *extra]
+
+
+def operator_env(namespaces: Sequence[str]) -> dict[str, str]:
+    """The operator's environment: its own namespace (`POD_NAMESPACE`, as the chart sets
+    it) is the test's first one, so its leader and database Leases live there and meet
+    nobody else's test."""
+    own = namespaces[0] if namespaces else os.environ.get("POD_NAMESPACE", "default")
+    return {**os.environ, "POD_NAMESPACE": own}
+
+
+def start_operator(
+    log: Path, metrics_port: int, namespaces: Sequence[str], *extra: str
+) -> subprocess.Popen[bytes]:
+    """`chatops run` (see `operator_command`) appending to `log`, returned once it serves
+    /readyz; stop it with `stop_operator` or send it a signal."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            operator_command(metrics_port, namespaces, *extra),
+            stdout=out, stderr=subprocess.STDOUT, env=operator_env(namespaces),
+        )
+    wait_ready(proc, metrics_port, log)
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen[bytes], metrics_port: int, log: Path) -> None:
+    """Until the operator answers /readyz (leading or standing by): its imports are done
+    and it is about to watch. A test's own waits then time what the operator does, not
+    how long Python takes to start it on a busy machine (many seconds under load)."""
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise AssertionError(f"the operator exited ({proc.returncode}) at start:\n{tail}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics_port}/readyz", timeout=2
+            ) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=180, interval=0.2, what="the operator to serve /readyz")
+
+
+def stop_operator(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as the kubelet stops a pod; SIGKILL if it is not gone in 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def operator_process(
+    log: Path, metrics_port: int, namespaces: Sequence[str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`chatops run --log-level debug` on `namespaces`, logging to `log`, stopped on
+    leaving."""
+    proc = start_operator(log, metrics_port, namespaces, "--log-level", "debug")
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_operator(proc)
+

@@ -152,15 +152,18 @@ def test_a_recreated_chatbackup_of_the_same_name_neither_adopts_nor_deletes_the_
 # -- case 13 --------------------------------------------------------------------------------
 
 
-def _database_lease_holder(coordination: client.CoordinationV1Api, holder: str) -> bool:
+def _database_lease_holder(
+    coordination: client.CoordinationV1Api, namespace: str, holder: str
+) -> bool:
     return any(
         lease.spec.holder_identity == holder
-        for lease in coordination.list_namespaced_lease("default").items
+        for lease in coordination.list_namespaced_lease(namespace).items
     )
 
 
+@pytest.mark.namespaces(2)
 def test_a_backup_and_a_restore_from_another_namespace_naming_the_server_otherwise_take_turns(
-    environment: dict[str, str], operator: Path, namespace: str, api: client.ApiClient,
+    environment: dict[str, str], operator: Path, namespaces: list[str], api: client.ApiClient,
     custom: client.CustomObjectsApi, core: client.CoreV1Api,
     mongo_client: MongoClient[dict[str, Any]], database: str,
 ) -> None:
@@ -174,8 +177,8 @@ def test_a_backup_and_a_restore_from_another_namespace_naming_the_server_otherwi
     s3_url = environment["S3_ENDPOINT_URL"]
     bucket = new_bucket(s3_url)
     proxy = CuttableProxy(int(s3_url.rsplit(":", 1)[1].strip("/")))
-    other = f"e2e-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
+    # One operator watches both; its database Lease lives in its own namespace, the first.
+    namespace, other = namespaces
     try:
         create_secrets(core, namespace, uri_with_password(uri.replace("127.0.0.1", "localhost")))
         create_secrets(core, other, uri_with_password(uri))
@@ -189,7 +192,7 @@ def test_a_backup_and_a_restore_from_another_namespace_naming_the_server_otherwi
         backup_now(custom, namespace, "gated")
         holder = f"chatbackup/{namespace}/gated"
         coordination = client.CoordinationV1Api(api)
-        wait_for(lambda: _database_lease_holder(coordination, holder), timeout=60,
+        wait_for(lambda: _database_lease_holder(coordination, namespace, holder), timeout=60,
                  what="the backup to hold the database Lease")
         source = {**s3_spec(s3_url, bucket, prefix=""), "key": first["key"]}
         del source["prefix"]
@@ -217,7 +220,6 @@ def test_a_backup_and_a_restore_from_another_namespace_naming_the_server_otherwi
         assert mongo_client[database].rooms.count_documents({}) == 5
     finally:
         proxy.close()
-        core.delete_namespace(other, propagation_policy="Background")
 
 
 # -- case 15 --------------------------------------------------------------------------------
@@ -350,7 +352,7 @@ def test_without_an_operator_a_default_policy_chatbackup_is_deleted_at_once(
     s3_url = environment["S3_ENDPOINT_URL"]
     create_secrets(core, namespace, uri_with_password(environment["MONGODB_URI"]))
     suspended = {"schedule": "0 3 * * *", "suspend": True}
-    with operator_process(tmp_path / "operator.log", localenv.free_port()):
+    with operator_process(tmp_path / "operator.log", localenv.free_port(), [namespace]):
         create(custom, namespace, "chatbackups", "ChatBackup", "kept",
                backup_spec(s3_url, new_bucket(s3_url), database, **suspended))
         create(custom, namespace, "chatbackups", "ChatBackup", "deleted",

@@ -263,7 +263,7 @@ def test_a_backup_waits_for_the_database_lease(
     environment: dict[str, str], mongo_client: MongoClient[dict[str, Any]], database: str,
     api: client.ApiClient,
 ) -> None:
-    from chatops.adapters.lease import Lease
+    from chatops.adapters.lease import Lease, database_lease_name
     from chatops.adapters.mongo import Mongo
 
     mongo_client[database].rooms.insert_one({"name": "lobby"})
@@ -272,7 +272,9 @@ def test_a_backup_waits_for_the_database_lease(
     uri = uri_with_password(environment["MONGODB_URI"])
     create_secrets(core, namespace, uri)
     with Mongo(uri) as mongo:
-        other = Lease.database(api, mongo.identity(), "chatrecovery/elsewhere/restore")
+        # where the operator keeps its database Leases: its own namespace, the test's
+        lease = database_lease_name(mongo.identity())
+        other = Lease(api, namespace, lease, "chatrecovery/elsewhere/restore")
     assert other.acquire() is None
     create(custom, namespace, "chatbackups", "ChatBackup", "waiting",
            backup_spec(s3_url, bucket, database))

@@ -216,7 +216,7 @@ def test_a_look_that_raises_is_told_in_status_and_cleared_once_looks_succeed(
         GROUP, VERSION, namespace, "chatrecoveries", "hand-edited",
         {"status": {"phase": "Quiescing", "steps": [{"name": "Quiesce", "state": "Running"}]}},
     )
-    with operator_process(tmp_path / "operator.log", free_port()):
+    with operator_process(tmp_path / "operator.log", free_port(), [namespace]):
         stalled = wait_for(
             lambda: (c := _stalled(custom, namespace, "hand-edited")) and c["status"] == "True"
             and c, timeout=60, what="Stalled=True",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from kubernetes import client
 
 import releases as rel
-from support import wait_for
+from support import start_operator, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,22 +36,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def _replica(namespace: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chatops.cli",
-                "run",
-                "--leader-elect",
-                "--leader-namespace",
-                namespace,
-                "--metrics-port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start_operator(log, port, [namespace], "--leader-elect", "--leader-namespace", namespace)
 
 
 def test_the_standby_takes_over_a_release_when_the_leader_dies(

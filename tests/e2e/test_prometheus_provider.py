@@ -153,6 +153,7 @@ def _error_of(provider: PrometheusProvider, query: str) -> str:
     return ""
 
 
+@pytest.mark.serial  # stops the Prometheus every test shares
 def test_prometheus_stopped_is_an_error_that_holds_the_release(
     environment: dict[str, str], tenant: str, prometheus: PrometheusProvider
 ) -> None:

@@ -189,6 +189,7 @@ def test_failures_spread_over_a_long_pause_roll_back(
     assert rel.route_weights(api, namespace)["chat-api-blue"] == 100
 
 
+@pytest.mark.serial  # stops the Prometheus every test shares
 def test_a_prometheus_outage_longer_than_the_kept_window_rolls_back(
     operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
 ) -> None:

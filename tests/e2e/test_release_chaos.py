@@ -21,7 +21,6 @@ import math
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -33,7 +32,7 @@ from kubernetes import client
 import releases as rel
 from chatops.release.status import KEEP_MEASUREMENTS
 from localenv import free_port
-from support import GROUP, VERSION, wait_for
+from support import GROUP, VERSION, start_operator, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -98,8 +97,8 @@ class Chaos:
     release (so every life does some work, and dies in the middle of more), and started
     again at once."""
 
-    def __init__(self, log: Path) -> None:
-        self.log = log
+    def __init__(self, log: Path, namespace: str) -> None:
+        self.log, self.namespace = log, namespace
         self.kills = 0
         self.stop = threading.Event()
         self.port = free_port()
@@ -107,12 +106,7 @@ class Chaos:
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _start(self) -> subprocess.Popen[bytes]:
-        with open(self.log, "ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "chatops.cli", "run", "--metrics-port", str(self.port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        return start_operator(self.log, self.port, [self.namespace])
 
     def _working(self) -> bool:
         """Whether this life has finished a look at a release (its /metrics count one):
@@ -174,7 +168,7 @@ def test_releases_survive_the_operator_being_killed(
         return {i["metadata"]["name"]: (i.get("status") or {}).get("phase") for i in items["items"]}
 
     violations: list[str] = []
-    with Chaos(tmp_path / "operator.log") as chaos:
+    with Chaos(tmp_path / "operator.log", namespace) as chaos:
         began = time.monotonic()
         wait_for(
             lambda: set(phases().values()) == {"Succeeded"},

@@ -6,8 +6,6 @@ history (case 8), a version superseded mid-canary (case 9)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from kubernetes import client
 
 import backups
 import releases as rel
-from support import GROUP, VERSION, kubectl, wait_for
+from support import GROUP, VERSION, kubectl, start_operator, stop_operator, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -347,24 +345,6 @@ def test_a_rolling_rollback_needs_no_replica_set_history(
 # -- case 3: a namespace deleted while no operator ran -----------------------------------
 
 
-def _operator(log: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "chatops.cli", "run", "--metrics-port", str(port), *extra],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture
 def doomed(api: client.ApiClient) -> Iterator[str]:
     """A namespace the test deletes itself (the `namespace` fixture's would be deleted
@@ -387,7 +367,9 @@ def doomed(api: client.ApiClient) -> Iterator[str]:
             raise
 
 
-@pytest.mark.parametrize("watching", ["clusterwide", "namespaced"])
+@pytest.mark.parametrize(
+    "watching", [pytest.param("clusterwide", marks=pytest.mark.serial), "namespaced"]
+)
 def test_a_namespace_deleted_while_no_operator_ran_is_released_by_the_next_one(
     watching: str,
     crds: None,
@@ -403,8 +385,8 @@ def test_a_namespace_deleted_while_no_operator_ran_is_released_by_the_next_one(
     kopf's namespace discovery used to leave out while they were being deleted."""
     core = client.CoreV1Api(api)
     port = backups.free_port()
-    scope = ("--namespace", doomed) if watching == "namespaced" else ()
-    first = _operator(tmp_path / "operator.log", port, *scope)
+    scope = [doomed] if watching == "namespaced" else []
+    first = start_operator(tmp_path / "operator.log", port, scope)
     try:
         rel.traffic(doomed, "chat", "blue")
         spec = rel.release_spec("1.0", {"blueGreen": {"scaleDownDelaySeconds": 1}})
@@ -438,7 +420,7 @@ def test_a_namespace_deleted_while_no_operator_ran_is_released_by_the_next_one(
 
         wait_for(lambda: len(finalizers()) == 2, timeout=60, what="both finalizers set")
     finally:
-        _stop(first)
+        stop_operator(first)
 
     core.delete_namespace(doomed)
     wait_for(
@@ -448,7 +430,7 @@ def test_a_namespace_deleted_while_no_operator_ran_is_released_by_the_next_one(
     )
     assert finalizers(), "nothing finished them while no operator ran"
 
-    second = _operator(tmp_path / "operator.log", port, *scope)
+    second = start_operator(tmp_path / "operator.log", port, scope)
     try:
 
         def namespace_gone() -> bool:
@@ -460,7 +442,7 @@ def test_a_namespace_deleted_while_no_operator_ran_is_released_by_the_next_one(
 
         wait_for(namespace_gone, timeout=120, what=f"namespace {doomed} gone")
     finally:
-        _stop(second)
+        stop_operator(second)
 
 
 def test_a_deletion_made_while_no_operator_ran_is_finished_by_the_next_one(
@@ -474,19 +456,19 @@ def test_a_deletion_made_while_no_operator_ran_is_finished_by_the_next_one(
     down; the finalizer holds it, and the next operator moves traffic back and releases
     the live version as if it had been there."""
     port = backups.free_port()
-    first = _operator(tmp_path / "operator.log", port)
+    first = start_operator(tmp_path / "operator.log", port, [namespace])
     try:
         _canary_release(api, custom, namespace)
     finally:
-        _stop(first)
+        stop_operator(first)
     kubectl("delete", "crel", "chat", "-n", namespace, "--wait=false")
     assert rel.get(custom, namespace, "chat")["metadata"].get("deletionTimestamp")
     assert rel.route_weights(api, namespace)["chat-api-green"] == 25  # nobody acted yet
-    second = _operator(tmp_path / "operator.log", port)
+    second = start_operator(tmp_path / "operator.log", port, [namespace])
     try:
         wait_for(lambda: _gone(custom, namespace, "chat"), timeout=60, what="the ChatRelease gone")
     finally:
-        _stop(second)
+        stop_operator(second)
     assert rel.route_weights(api, namespace) == {
         "chat-api-blue": 100,
         "chat-api-green": 0,

@@ -195,6 +195,7 @@ def test_bad_canary_rolls_back_and_says_why(
     assert exported[f'chatops_release_phase{{{mine},phase="Succeeded"}}'] == 0
 
 
+@pytest.mark.serial  # stops the Prometheus every test shares
 def test_prometheus_outage_holds_the_release_until_it_is_back(
     operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
 ) -> None:

@@ -54,8 +54,15 @@ MORE: dict[str, list[dict[str, Any]]] = {
                     },
                 }
             ],
-            "strategy": {"blueGreen": {"autoPromote": False, "prePromotionAnalysis": True}},
+            "strategy": {
+                "blueGreen": {
+                    "autoPromote": False,
+                    "prePromotionAnalysis": True,
+                    "drain": {"waves": 3, "interval": "20s", "reconnect": {"min": 0.95}},
+                }
+            },
             "trafficRouting": {"service": {}},
+            "cost": {"settle": "1m"},
             "analysis": {
                 "prometheus": {
                     "address": "http://prometheus.monitoring:9090",

@@ -12,16 +12,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chatops.api.analysis import Measurement
+from chatops.api.drain import Drain
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.errors import MetricsUnavailable
-from chatops.metrics.analysis import QueryContext
+from chatops.metrics import window as window_queries
+from chatops.metrics.analysis import QueryContext, WindowContext
 from chatops.metrics.measure import measure
+from chatops.release import drain as drains
+from chatops.release import status as st
 from chatops.release.decide import decide
 from chatops.release.model import (
     ApplyDeployment,
     ClearAnnotation,
     Color,
+    CostCount,
+    CostWindow,
     Decision,
     DeploymentState,
     Manual,
@@ -116,6 +123,12 @@ class World:
     generation: int = 1
     routable: bool = True
     """False: the router applies nothing (a missing route): weights stay unknown."""
+    reconnect_success: float | Exception | None = 1.0
+    """What Prometheus answers to the drain's reconnect check."""
+    cost_answer: int | Exception = 100
+    """Per component, the requests Prometheus counts for a cost window (failed a tenth,
+    moved half); an Exception: unreachable."""
+    cost_windows: list[CostWindow] = field(default_factory=list)
 
     @property
     def parsed(self) -> ChatReleaseSpec:
@@ -172,11 +185,40 @@ class World:
                     measurements += tuple(
                         measure(self.prometheus, obs.spec.analysis, context, self.now)
                     )
-            decision = decide(replace(obs, health=health, measurements=measurements))
+            reconnects: tuple[Measurement, ...] = ()
+            if decision.needs.reconnects:
+                reconnects = self._reconnects(decision.needs.reconnects)
+            counted = self._cost(decision.needs.cost) if decision.needs.cost else None
+            decision = decide(
+                replace(obs, health=health, measurements=measurements, reconnects=reconnects,
+                        cost=counted)
+            )
         self.apply(decision)
         if advance:
             self.now += datetime.timedelta(seconds=decision.requeue_after)
         return decision
+
+    def _reconnects(self, color: Color) -> tuple[Measurement, ...]:
+        """The reconnect check as the runner takes it, Prometheus answering
+        `reconnect_success` (an Exception: unreachable)."""
+        gate = drains.check_metric((st.drain(self.parsed) or Drain()).reconnect)
+        contexts = [
+            WindowContext(f"chat-{c.name}-{color}", "ns", c.name, color, "", "10s")
+            for c in self.parsed.components
+        ]
+        answers = Prometheus({color: self.reconnect_success})
+        return window_queries.reconnect_check(answers, gate, contexts, self.now, "gate")
+
+    def _cost(self, span: CostWindow) -> CostCount:
+        """The cost count as the runner takes it: every figure is `cost_answers`' value per
+        component of the new color (half of it per color for the WebSocket figures)."""
+        self.cost_windows.append(span)
+        if isinstance(self.cost_answer, Exception):
+            return CostCount(window=span, problem=f"requests: {self.cost_answer}")
+        per = self.cost_answer
+        n = len(self.parsed.components)
+        return CostCount(window=span, requests=n * per, failed_requests=n * per // 10,
+                         websockets_moved=n * per // 2, websockets_dropped=0)
 
     def apply(self, decision: Decision) -> None:
         self.status = decision.status

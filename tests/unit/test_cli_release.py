@@ -168,3 +168,39 @@ def test_a_status_from_another_operator_version_is_still_shown() -> None:
 def test_command_line(argv: list[str], expected: dict[str, Any]) -> None:
     args = vars(parser().parse_args(argv))
     assert {key: args[key] for key in expected} == expected
+
+
+def test_status_shows_the_drain_and_what_the_release_cost_its_users() -> None:
+    status = {
+        "phase": "Promoting",
+        "scaleDown": {"color": "blue", "at": "2026-12-02T06:00:30Z", "wave": 2, "waves": 4,
+                      "paused": "reconnect storm on api: 0.82 < min 0.99"},
+        "history": [
+            {"revision": "aaa", "result": "Succeeded", "finishedAt": "2026-12-01T10:00:00Z",
+             "cost": {"color": "green", "since": "x", "requests": 900, "failedRequests": 2,
+                      "websocketsMoved": 40, "websocketsDropped": 0, "final": True}},
+            {"revision": "bbb", "result": "Succeeded", "finishedAt": "2026-12-02T06:00:00Z",
+             "cost": {"color": "blue", "since": "x", "requests": 1520, "failedRequests": 76,
+                      "websocketsMoved": 12, "websocketsDropped": 1,
+                      "countedUntil": "2026-12-02T06:01:00Z"}},
+        ],
+    }
+    text = render(view(release(status)))
+    assert ("Drain:         wave 2/4 of blue; paused: reconnect storm on api: 0.82 < min "
+            "0.99") in text
+    assert ("Cost:          1520 requests served by the new version, 76 failed; WebSockets 12 "
+            "moved, 1 dropped (so far, until 2026-12-02T06:01:00Z)") in text
+    history = text.split("History (newest last; what each release cost its users):\n")[1]
+    assert history.splitlines()[1].split() == [
+        "aaa", "Succeeded", "900", "2", "40", "0", "2026-12-01T10:00:00Z"]
+    assert history.splitlines()[2].split()[2:6] == ["1520+", "76+", "12+", "1+"]
+
+
+def test_a_cost_prometheus_could_not_count_is_unknown_never_zero() -> None:
+    status = {"cost": {"color": "green", "since": "x", "problem": "requests: unreachable",
+                       "countedAt": "2026-12-02T06:00:00Z"}}
+    text = render(view(release(status)))
+    assert ("Cost:          unknown requests served by the new version, unknown failed; "
+            "WebSockets unknown moved, unknown dropped (not counted yet); "
+            "requests: unreachable") in text
+    assert " 0 " not in text.split("Cost:")[1].splitlines()[0]

@@ -14,10 +14,14 @@ def _spawning() -> list[object]:
     return list(kopf.get_default_registry()._spawning.get_all_handlers())
 
 
-def test_the_chatbackup_daemon_asks_for_no_finalizer() -> None:
-    daemons = [h for h in _spawning() if getattr(h, "fn", None) is backup_handlers.backup]
-    assert len(daemons) == 1
-    assert daemons[0].requires_finalizer is False  # type: ignore[attr-defined]
+def test_the_chatbackup_daemons_ask_for_no_finalizer() -> None:
+    for fn in (backup_handlers.backup, backup_handlers.archive):
+        daemons = [h for h in _spawning() if getattr(h, "fn", None) is fn]
+        assert len(daemons) == 1
+        assert daemons[0].requires_finalizer is False  # type: ignore[attr-defined]
+    assert backup_handlers._archives(spec={"pointInTime": {"enabled": True}})
+    assert not backup_handlers._archives(spec={"pointInTime": {"enabled": False}})
+    assert not backup_handlers._archives(spec={})
 
 
 def test_only_a_delete_policy_needs_the_deletion_handler() -> None:

@@ -47,14 +47,16 @@ def test_the_happy_path_walks_every_phase_in_order() -> None:
     status, order = walk(ChatRecoveryStatus(), {})
     assert order == [
         "Resolve:Pending", "Quiesce:Quiescing", "Download:Downloading", "Restore:Restoring",
-        "Verify:Verifying", "Resume:Resuming", "HealthCheck:Resuming",
+        "Replay:Restoring", "Verify:Verifying", "Resume:Resuming", "HealthCheck:Resuming",
     ]
     assert status.phase == "Succeeded" and status.finished_at
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert ready.status == "True"
 
 
-@pytest.mark.parametrize("failing", ["Resolve", "Quiesce", "Download", "Restore", "Verify"])
+@pytest.mark.parametrize(
+    "failing", ["Resolve", "Quiesce", "Download", "Restore", "Replay", "Verify"]
+)
 def test_a_failure_anywhere_still_scales_the_app_back_then_fails(failing: StepName) -> None:
     status, order = walk(ChatRecoveryStatus(), {failing: "Failed"})
     assert order[-1] == "Resume:Resuming"
@@ -133,3 +135,11 @@ def test_whatever_fails_or_is_killed_the_recovery_ends_with_the_app_back(
     assert "Resume" in done
     touching = [i for i, s in enumerate(done) if s in ("Quiesce", "Download", "Restore")]
     assert not touching or done.index("Resume") > max(touching)
+
+
+def test_a_recovery_started_before_the_replay_step_existed_goes_on_without_it() -> None:
+    first = decide(ChatRecoveryStatus(), (), NOW, 1).status
+    old = first.model_copy(update={"steps": [s for s in first.steps if s.name != "Replay"]})
+    status, order = walk(old, {})
+    assert "Replay:Restoring" not in order and order[-1] == "HealthCheck:Resuming"
+    assert status.phase == "Succeeded"

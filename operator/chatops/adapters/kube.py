@@ -59,15 +59,17 @@ class Cluster:
         )
 
     def write_status(self, plural: str, namespace: str, name: str, old: Model, new: Model) -> None:
-        """The status `new` in one merge patch from `old`: the keys that changed, with
-        explicit nulls for keys it no longer has; nothing when they are the same. Keys this
-        writer did not change are not sent, so it never puts back a stale copy of what
-        another writer of the same status (a ChatBackup's drills) wrote meanwhile."""
+        """The status `new` in one merge patch from `old`, with explicit nulls for keys it
+        no longer has, in nested objects too; nothing when they are the same. Top-level
+        keys this writer did not change are not sent, so it never puts back a stale copy of
+        what another writer of the same status (a ChatBackup's drills) wrote meanwhile."""
         before, after = old.wire(), new.wire()
         if before == after:
             return
-        patch: dict[str, Any] = dict.fromkeys((key for key in before if key not in after), None)
-        patch.update({k: v for k, v in after.items() if before.get(k) != v})
+        patch = {
+            k: v for k, v in merge_patch(before, after).items()
+            if k not in after or before.get(k) != after[k]
+        }
         self.patch_status(plural, namespace, name, patch)
 
     def patch_status_at(
@@ -303,3 +305,18 @@ class Cluster:
         if data is None:
             raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data).decode()
+
+
+def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """`after` as a JSON merge patch (RFC 7386) over `before`: every key of `after`, and
+    an explicit null for each key `before` has and `after` has not, in nested objects
+    too — a merge patch merges nested objects, so a field cleared inside one (a drain's
+    `waveDoneAt` when the next wave begins) would otherwise keep its old value."""
+    patch: dict[str, Any] = dict.fromkeys((key for key in before if key not in after), None)
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            patch[key] = merge_patch(old, value)
+        else:
+            patch[key] = value
+    return patch

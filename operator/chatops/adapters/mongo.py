@@ -1,4 +1,5 @@
-"""MongoDB, as the backup and restore engines see it: the only module that calls pymongo.
+"""MongoDB, as the backup and restore engines see it: with `oplog.py` (the oplog's
+reads and replay's writes) the only modules that call pymongo.
 
 Documents never pass through Python objects: reads are `find_raw_batches` (the
 server's batch bytes, exactly the `.bson` file format), writes are `RawBSONDocument`s
@@ -132,6 +133,11 @@ class Mongo:
         except pymongo.errors.PyMongoError as err:
             text = redact(str(err), self._secrets)
             raise DatabaseError(f"MongoDB {doing}: {type(err).__name__}: {text}") from None
+
+    @property
+    def client(self) -> pymongo.MongoClient[dict[str, Any]]:
+        """The driver's client, for the oplog adapter (`adapters/oplog.py`) only."""
+        return self._client
 
     def close(self) -> None:
         self._client.close()

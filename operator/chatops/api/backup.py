@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 from chatops.api import bounds, cron
 from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name, SecretKeyRef
+from chatops.api.pitr import ArchiveStatus, PointInTime
 from chatops.api.verification import Verification, VerificationStatus
 
 ReadPreference = Literal[
@@ -172,6 +173,9 @@ class ChatBackupSpec(Model):
     """What to keep."""
     verification: Verification | None = None
     """Scheduled restore drills into a scratch database (none: no drills)."""
+    point_in_time: PointInTime = Field(default_factory=PointInTime)
+    """Archive the oplog continuously between base backups, for restores to any second
+    (a ChatRecovery's `pointInTime`)."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     """On deleting the ChatBackup: keep its S3 objects (no finalizer: deleting it never
     waits for the operator), or delete the objects its uid wrote (a finalizer holds the
@@ -203,6 +207,12 @@ class BackupRecord(Model):
     """When the run started (RFC 3339)."""
     message: str = ""
     """Why it failed, if it did."""
+    point_in_time: bool | None = None
+    """Whether the backup is consistent (its manifest's pointInTime): restored, it is the
+    database at `consistentTime`. False when the server keeps no oplog."""
+    consistent_time: str | None = None
+    """The moment a consistent backup stands for (RFC 3339, to the second of its oplog
+    position)."""
 
 
 class ChatBackupStatus(Model):
@@ -223,5 +233,7 @@ class ChatBackupStatus(Model):
     verification: VerificationStatus | None = None
     """The restore drills (`spec.verification`): when a backup was last proved
     restorable, and how long its restore took."""
+    point_in_time: ArchiveStatus | None = None
+    """The continuous oplog archive (`spec.pointInTime`), written by its archiver."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Accepted, Ready, … in the Kubernetes shape."""
+    """Accepted, Ready, PointInTimeGap, Verified, … in the Kubernetes shape."""

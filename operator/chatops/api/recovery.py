@@ -12,6 +12,7 @@ from chatops.api import bounds
 from chatops.api.backup import MongoURISecretRef, S3Endpoint
 from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name
+from chatops.api.pitr import RecoveredPointInTime, RecoveryPointInTime
 
 
 class BackupRef(Model):
@@ -112,6 +113,14 @@ _SPEC_RULES = (
         "a restore from source.s3 needs target.mongodb",
         lambda s: s.source.backup_ref is not None or s.target.mongodb is not None,
     ),
+    Rule(
+        "!has(self.pointInTime) || (has(self.source.backupRef) && "
+        "(!has(self.source.backupRef.id) || self.source.backupRef.id == 'latest'))",
+        "pointInTime restores from source.backupRef (its ChatBackup's archive) and picks "
+        "the base backup itself: leave source.backupRef.id out or set it to latest",
+        lambda s: s.point_in_time is None
+        or (s.source.backup_ref is not None and s.source.backup_ref.id == "latest"),
+    ),
 )
 
 
@@ -147,6 +156,12 @@ class ChatRecoverySpec(Model):
     """Check document counts and checksums against the backup's manifest."""
     post_restore: PostRestore = Field(default_factory=PostRestore)
     """Health checks after the app is back."""
+    point_in_time: RecoveryPointInTime | None = None
+    """Restore the database as it was at a time (or before a ChatRelease revision
+    started), from the newest base backup not after it and the ChatBackup's archived
+    oplog. Every backup and slice needed is checked before anything is touched; a time
+    inside an archive gap, before the oldest base backup or after the newest archived op
+    is refused."""
 
 
 RecoveryPhase = Literal[
@@ -204,6 +219,8 @@ class ChatRecoveryStatus(Model):
     """Replicas of each quiesced Deployment before the restore, to scale back to."""
     restored_documents: int | None = None
     """Documents restored."""
+    point_in_time: RecoveredPointInTime | None = None
+    """The target time resolved: the base backup, the slices and the ops replayed."""
     steps: list[Step] = Field(default_factory=list)
     """Each step with its state and times."""
     started_at: str | None = None

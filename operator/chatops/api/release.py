@@ -16,6 +16,8 @@ from chatops.api import bounds
 from chatops.api.analysis import Analysis
 from chatops.api.bounds import Rule
 from chatops.api.common import Model, Name
+from chatops.api.cost import CostQueries
+from chatops.api.drain import Drain
 from chatops.api.pod import PodTemplate
 
 # -- spec: components ----------------------------------------------------------------
@@ -83,6 +85,9 @@ class BlueGreen(Model):
     abort_scale_down_delay_seconds: bounds.Seconds = 30
     """After a rollback, how long the failed color keeps running before scale-down (at
     most a day)."""
+    drain: Drain | None = None
+    """Close the drained color's connections in waves gated on reconnect success; none:
+    one cut when the delay has passed."""
 
 
 class Pause(Model):
@@ -170,6 +175,9 @@ class Canary(Model):
     abort_scale_down_delay_seconds: bounds.Seconds = 30
     """After a rollback, how long the canary keeps running before scale-down (at most a
     day)."""
+    drain: Drain | None = None
+    """Close the drained color's connections in waves gated on reconnect success; none:
+    one cut when the delay has passed."""
 
 
 _PERCENT = r"^(100|[1-9]?[0-9])%$"
@@ -364,6 +372,9 @@ class ChatReleaseSpec(Model):
     """Prometheus checks gating each step; none means availability and health checks only."""
     smoke_test: SmokeTest | None = None
     """A Job that must succeed before traffic moves."""
+    cost: CostQueries | None = None
+    """How what a release cost its users is counted (`status.cost`); none: the default
+    queries of the label contract."""
     paused: bool = False
     """Hold the release where it is."""
     progress_deadline_seconds: bounds.PositiveSeconds = 600

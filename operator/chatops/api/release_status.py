@@ -13,6 +13,7 @@ from pydantic import Field
 from chatops.api import bounds
 from chatops.api.analysis import AnalysisRun, Measurement
 from chatops.api.common import Condition, Model
+from chatops.api.cost import ReleaseCost
 
 # -- status ---------------------------------------------------------------------------
 
@@ -36,6 +37,9 @@ class HistoryEntry(Model):
     """When it ended (RFC 3339)."""
     message: str = ""
     """Why it ended so."""
+    cost: ReleaseCost | None = None
+    """What it cost its users (requests served and failed by it, WebSockets moved and
+    dropped), counted once its window closed."""
 
 
 class ScaleDown(Model):
@@ -52,6 +56,27 @@ class ScaleDown(Model):
     """When the router was first seen sending the color no new connections (RFC 3339):
     the drain window starts then, not when the switch was decided, so established
     connections get at least the whole window."""
+    waves: int = Field(default=1, ge=1, le=100)
+    """Waves the color's pods are scaled down in (`drain.waves` when the drain began)."""
+    interval_seconds: float = Field(default=0, ge=0, le=3600)
+    """Seconds from a wave done to the reconnect check that lets the next one go."""
+    replicas: dict[str, int] = Field(default_factory=dict)
+    """Pods of each component's Deployment of the color when the first wave began: the
+    waves are batches of these."""
+    wave: int = Field(default=0, ge=0, le=100)
+    """Waves begun (0: none yet; `waves`: the last one, to zero pods)."""
+    wave_started_at: str | None = None
+    """When wave `wave` began (RFC 3339): the reconnect check looks back to then."""
+    wave_done_at: str | None = None
+    """When the cluster first showed wave `wave` done, its pods gone (RFC 3339): the
+    interval to the next check counts from then."""
+    checked_at: str | None = None
+    """When the reconnect check last ran for the wave in progress (RFC 3339)."""
+    paused: str | None = Field(default=None, max_length=1024)
+    """Why the drain holds (a reconnect storm, Prometheus unreachable); none while it
+    goes on."""
+    check: str | None = Field(default=None, max_length=1024)
+    """What the last reconnect check saw."""
 
 
 class ChatReleaseStatus(Model):
@@ -97,6 +122,9 @@ class ChatReleaseStatus(Model):
     `chatops.dev/retry` is set."""
     scale_down: ScaleDown | None = None
     """A color waiting for its drain window to pass before it is scaled to zero."""
+    cost: ReleaseCost | None = None
+    """What the release in flight has cost its users so far, counted every few seconds
+    by Prometheus from its start; moved into its history entry when it ends."""
     analysis_run: AnalysisRun | None = None
     """The counters of the analysis run in progress, from which its limits are judged."""
     analysis: list[Measurement] = Field(default_factory=list, max_length=200)

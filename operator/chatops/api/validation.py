@@ -52,7 +52,30 @@ def problems(kind: str, spec: dict[str, Any]) -> list[str]:
         from chatops.metrics.analysis import placeholder_problems
 
         found += placeholder_problems(Analysis.model_validate(analysis))
+    if kind == "ChatRelease" and not found:
+        from chatops.metrics.analysis import WINDOW_PLACEHOLDERS, query_problems
+
+        found += query_problems(
+            _window_queries(ChatReleaseSpec.model_validate(spec)), WINDOW_PLACEHOLDERS
+        )
     return found
+
+
+def _window_queries(spec: ChatReleaseSpec) -> list[tuple[str, str]]:
+    """`(field, query)` of the queries counted over a window: the drain's reconnect
+    check and the cost of a release."""
+    queries = []
+    for name, strategy in (("blueGreen", spec.strategy.blue_green),
+                           ("canary", spec.strategy.canary)):
+        if strategy is not None and strategy.drain is not None:
+            queries.append(
+                (f"spec.strategy.{name}.drain.reconnect.query", strategy.drain.reconnect.query)
+            )
+    if spec.cost is not None:
+        for field in ("requests", "failed_requests", "websockets_moved", "websockets_dropped"):
+            camel = field.split("_")[0] + "".join(w.title() for w in field.split("_")[1:])
+            queries.append((f"spec.cost.{camel}", getattr(spec.cost, field)))
+    return queries
 
 
 _TYPE_TAGS = re.compile(r"^(int|str|float|bool|none|list|dict)$|\[")

@@ -65,12 +65,18 @@ class CollectionContents:
         return self.metadata is not None and self.metadata.is_view
 
 
+OPLOG = layout.Entry("", layout.OPLOG_ENTRY, "oplog")
+"""The entry `entries(..., oplog=True)` yields for the dump's `oplog.bson`."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Contents:
-    """What `inspect` found and checked: the collections in tar order."""
+    """What `inspect` found and checked: the collections in tar order, and the oplog
+    captured during the dump (its count, bytes and sha256), if the tarball has one."""
 
     collections: list[CollectionContents]
     manifest: Manifest | None
+    oplog: Tally | None = None
 
     @property
     def databases(self) -> list[str]:
@@ -80,11 +86,16 @@ class Contents:
         return {(c.database, c.stem): c for c in self.collections}
 
 
-def entries(path: str) -> Iterator[tuple[layout.Entry, IO[bytes]]]:
-    """The collection entries of a gzip tar, streamed."""
+def entries(path: str, *, oplog: bool = False) -> Iterator[tuple[layout.Entry, IO[bytes]]]:
+    """The collection entries of a gzip tar, streamed; with `oplog`, its `oplog.bson`
+    too (as `OPLOG`)."""
     with tarstream.open_gzip(path) as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
         for member in tar:
-            entry = layout.parse_entry(member.name) if member.isfile() else None
+            if not member.isfile():
+                continue
+            entry = OPLOG if oplog and layout.is_oplog(member.name) else layout.parse_entry(
+                member.name
+            )
             if entry is None:
                 continue
             reader = tar.extractfile(member)
@@ -107,8 +118,12 @@ def inspect(
             "after it was written; nothing was restored"
         )
     found: dict[tuple[str, str], CollectionContents] = {}
+    oplog: Tally | None = None
     try:
-        for entry, reader in entries(downloaded.path):
+        for entry, reader in entries(downloaded.path, oplog=True):
+            if entry is OPLOG:
+                oplog = _tally(reader)
+                continue
             if databases is not None and entry.database not in databases:
                 continue
             coll = found.setdefault(
@@ -124,7 +139,7 @@ def inspect(
             framer.close()
     except _UNREADABLE as err:
         raise VerificationFailed(f"the tarball is damaged: {err}; nothing was restored") from err
-    contents = Contents(list(found.values()), manifest)
+    contents = Contents(list(found.values()), manifest, oplog)
     _check_names(contents)
     if databases is not None:
         missing = set(databases) - set(contents.databases)
@@ -135,7 +150,40 @@ def inspect(
             )
     if manifest is not None:
         _check_against(contents, manifest, databases)
+        _check_oplog(contents.oplog, manifest)
     return contents
+
+
+def _tally(reader: IO[bytes]) -> Tally:
+    tally, framer = Tally(), Framer()
+    while chunk := reader.read(READ_CHUNK):
+        tally.update(framer.feed(chunk))
+    framer.close()
+    return tally
+
+
+def _check_oplog(found: Tally | None, manifest: Manifest) -> None:
+    """The oplog the manifest describes is the one in the tarball, entry for entry."""
+    want = manifest.oplog
+    if want is None:
+        if manifest.point_in_time:
+            raise VerificationFailed(
+                "the manifest says the backup is point-in-time but describes no oplog; "
+                "nothing was restored"
+            )
+        return
+    if found is None:
+        raise VerificationFailed(
+            f"the tarball has no {want.entry}, which its manifest lists ({want.count} "
+            "entries): the backup cannot be brought to its consistent time; nothing was "
+            "restored"
+        )
+    if (found.documents, found.bytes, found.sha256) != (want.count, want.bson_bytes, want.sha256):
+        raise VerificationFailed(
+            f"{want.entry} has {found.documents} entries and {found.bytes} bytes (sha256 "
+            f"{found.sha256[:12]}), the manifest {want.count} and {want.bson_bytes} (sha256 "
+            f"{want.sha256[:12]}); nothing was restored"
+        )
 
 
 def _check_names(contents: Contents) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+from chatops import clock
 from chatops.annotations import BACKUP_NOW as ON_DEMAND
 from chatops.api.backup import BackupRecord, ChatBackupSpec, ChatBackupStatus
 from chatops.api.common import (
@@ -24,7 +25,8 @@ from chatops.api.common import (
     set_condition,
     unstalled,
 )
-from chatops.backup import layout, schedule
+from chatops.api.pitr import ArchiveGap
+from chatops.backup import archive, layout, schedule
 from chatops.backup.manifest import Manifest
 from chatops.backup.retention import StoredBackup
 from chatops.events import Event
@@ -208,6 +210,13 @@ def decide(seen: Observation) -> Decision:
             status.model_copy(update=update), events=tuple(events),
             requeue_after=min(requeue, REFERENCE_RECHECK),
         )
+    gap = archive.open_gap(status.point_in_time) if spec.point_in_time.enabled else None
+    if spec.point_in_time.enabled:
+        conditions = set_condition(conditions, _gap_condition(seen, gap))
+    if not verdict.run and gap is not None and _no_run_since(status, gap.detected_at):
+        # the archive lost ops: a new base backup now, for it to start again from
+        verdict = dataclasses.replace(verdict, run=True, reason="PointInTimeGap",
+                                      scheduled_time=None)
     if verdict.reason == "DeadlineExceeded" and verdict.scheduled_time is not None:
         update["last_schedule_time"] = now_rfc3339(verdict.scheduled_time)
         events.append(
@@ -262,7 +271,34 @@ def decide(seen: Observation) -> Decision:
     )
 
 
+def _no_run_since(status: ChatBackupStatus, at: str) -> bool:
+    last = status.last_backup
+    if last is None:
+        return True
+    if last.result == "Running":
+        return False
+    return not last.started_at or clock.parse(last.started_at) < clock.parse(at)
+
+
+def _gap_condition(seen: Observation, gap: ArchiveGap | None) -> Condition:
+    """`PointInTimeGap`: True while the archive has lost ops and no base backup after
+    the loss has let it start again."""
+    if gap is None:
+        return condition(
+            "PointInTimeGap", "False", "Continuous",
+            "the oplog archive has no open gap", seen.now, seen.generation,
+        )
+    return condition(
+        "PointInTimeGap", "True", "OplogRolledOver",
+        f"the oplog rolled past the archive: ops from {gap.start} to {gap.end} are lost; "
+        "a new base backup is taken for the archive to start again from",
+        seen.now, seen.generation,
+    )
+
+
 def _why(verdict: schedule.Decision) -> str:
+    if verdict.reason == "PointInTimeGap":
+        return "a new base backup for the point-in-time archive, after a gap"
     if verdict.reason == "OnDemand":
         return f"on demand ({ON_DEMAND})"
     if verdict.reason == "FirstRun":
@@ -293,11 +329,15 @@ def finish(
             documents=manifest.documents, sha256=manifest.tarball.sha256,
             duration_seconds=duration, result="Succeeded",
             started_at=now_rfc3339(outcome.started_at), message=outcome.retention_problem,
+            point_in_time=manifest.point_in_time,
+            consistent_time=manifest.consistent_time.time if manifest.consistent_time else None,
         )
         ready = condition(
             "Ready", "True", "BackupSucceeded",
             f"backup {outcome.id}: {manifest.documents} documents, {manifest.tarball.size} "
-            f"bytes in {duration:g} s",
+            f"bytes in {duration:g} s"
+            + (f", consistent as of {manifest.consistent_time.time}"
+               if manifest.consistent_time else ", not point-in-time (the server has no oplog)"),
             now, generation,
         )
         events.append(Event("Normal", "BackupSucceeded", ready.message))

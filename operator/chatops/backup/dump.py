@@ -1,5 +1,13 @@
 """The streaming dump: MongoDB → raw BSON → tar → gzip → S3 multipart, then the manifest.
 
+A consistent backup, as `mongodump --oplog`: the oplog's last position is noted before
+the first collection is read; after the last one, the entries written meanwhile (of the
+backed-up databases) go into `oplog.bson` at the tarball's root, through the oplog's last
+position then, the backup's consistent time. A restore replays them onto the collections
+(each read at its own moment) and gets the databases as they were at that time. A server
+without an oplog gets the per-collection dump, and a manifest that says `pointInTime:
+false`.
+
 Two threads overlap: one reads a collection's raw batches from MongoDB (and counts and
 hashes them), the other compresses them into the tar (see `tarstream` for how an entry
 of unknown size is framed) and uploads parts. Socket reads, deflate and sha256 all
@@ -21,17 +29,19 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from chatops import clock
+from chatops.adapters import oplog as oplog_adapter
 from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
-from chatops.backup import layout, tarstream
+from chatops.backup import layout, oplog, tarstream
 from chatops.backup.bsonstream import Tally
 from chatops.backup.manifest import (
     CollectionManifest,
     Manifest,
     ManifestSource,
+    OplogManifest,
     TarballManifest,
 )
-from chatops.errors import BackupFailed, ChatopsError
+from chatops.errors import BackupFailed, ChatopsError, OplogGap
 
 T = TypeVar("T")
 READ_AHEAD = 2
@@ -97,8 +107,13 @@ def dump(
         upload = store.upload(key, s3.choose_part_size(expected), owner)
         writer = tarstream.TarGzWriter(upload)
         run = _Run(mongo, writer, upload, request, interrupt, progress)
+        start = oplog_adapter.window(mongo)  # before the first read, or no oplog at all
         for db in databases:
             run.database(db, started.timestamp())
+        capture = None
+        if start is not None:
+            scope = oplog.Namespaces(None if request.database is None else frozenset(databases))
+            capture = run.capture(start.last, scope, started.timestamp())
         writer.close()
         size = upload.complete()
         completed = True
@@ -114,6 +129,9 @@ def dump(
             finished_at=now(),
             collections=run.collections,
             tarball=TarballManifest(key=key, size=writer.size, sha256=writer.sha256),
+            point_in_time=capture is not None,
+            consistent_time=capture.end.to_manifest() if capture else None,
+            oplog=capture.manifest if capture else None,
         )
         store.put(layout.manifest_key(request.prefix, backup), manifest.to_json(),
                   metadata=owner)
@@ -161,6 +179,14 @@ def _databases(mongo: Mongo, database: str | None) -> list[str]:
             "an empty backup would look like a good one"
         )
     return [database]
+
+
+@dataclasses.dataclass(frozen=True)
+class Capture:
+    """The oplog captured after the collections: through `end`, the consistent time."""
+
+    end: oplog.OpTime
+    manifest: OplogManifest
 
 
 class _Run:
@@ -213,6 +239,37 @@ class _Run:
                     indexes=len(indexes),
                 )
             )
+
+    def capture(self, start: oplog.OpTime, scope: oplog.Namespaces, mtime: float) -> Capture:
+        """`oplog.bson`: the entries of `scope` after `start` through the oplog's last
+        position now, as the server wrote them. The oplog must still hold `start` once
+        they are read, or entries were lost while the collections were read."""
+        end = self._check(start).last
+        body = tarstream.Body(self._request.spool_memory, self._request.spool_dir)
+        tally = Tally()
+        try:
+            for batch in oplog_adapter.read(self._mongo, start, end, scope):
+                kept = b"".join(e.raw for e in oplog.entries(batch) if scope.includes(e))
+                tally.update(kept)
+                body.write(kept)
+            self._check(start)
+            self._writer.add_body(layout.OPLOG_ENTRY, body, mtime)
+        finally:
+            body.close()
+        return Capture(end, OplogManifest(
+            start=start.to_manifest(), count=tally.documents, bson_bytes=tally.bytes,
+            sha256=tally.sha256,
+        ))
+
+    def _check(self, start: oplog.OpTime) -> oplog_adapter.Window:
+        try:
+            return oplog_adapter.check_holds(self._mongo, start)
+        except OplogGap as gap:
+            raise BackupFailed(
+                f"the oplog rolled over while the collections were read ({gap}); the "
+                "backup cannot be made consistent: make the oplog larger (it must hold "
+                "at least a backup's duration of writes)"
+            ) from None
 
     def _collection(self, db: str, name: str, tally: Tally, mtime: float) -> None:
         body = tarstream.Body(self._request.spool_memory, self._request.spool_dir)

@@ -114,6 +114,17 @@ def parse_key(prefix: str, key: str) -> ObjectName | None:
 # -- inside the tar ---------------------------------------------------------------------
 
 
+OPLOG_ENTRY = "oplog.bson"
+"""The oplog captured during the dump, at the root of the tar (mongodump --oplog's place)."""
+
+
+def is_oplog(name: str) -> bool:
+    """Whether a tar entry is the dump's oplog: `oplog.bson` at its root (or `./`).
+    (Under a folder it cannot be told from a collection `oplog` of a database.)"""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return parts == [OPLOG_ENTRY]
+
+
 ESCAPED_LIMIT = 238
 """Longest escaped name mongodump writes as it is: 255 bytes less `.metadata.json.gz`."""
 _KEPT = 208
@@ -155,7 +166,7 @@ class Entry:
 
     database: str
     stem: str
-    kind: Literal["bson", "metadata"]
+    kind: Literal["bson", "metadata", "oplog"]
 
     @property
     def file_name(self) -> str | None:

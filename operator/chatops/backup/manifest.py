@@ -53,6 +53,35 @@ class TarballManifest(Model):
     """How the tar is compressed (gzip members, readable by gunzip and tar -xz)."""
 
 
+class OplogTime(Model):
+    """An oplog position: the server's Timestamp `{t, i}`, and its second as RFC 3339."""
+
+    t: int = Field(ge=0)
+    """Seconds since the epoch."""
+    i: int = Field(ge=0)
+    """Ordinal within that second."""
+    time: str
+    """`t` as RFC 3339 (UTC), for humans and `chatops restore-points`."""
+
+
+class OplogManifest(Model):
+    """The oplog captured during the dump, `oplog.bson` at the tarball's root (the layout
+    `mongodump --oplog` writes): every entry of the backed-up databases after `start`
+    up to the consistent time, raw BSON as the server wrote it."""
+
+    entry: str = "oplog.bson"
+    """Its tar entry."""
+    start: OplogTime
+    """The oplog's last position noted before the first collection was read; the capture
+    holds the entries after it."""
+    count: int = Field(ge=0)
+    """Entries in `oplog.bson`."""
+    bson_bytes: int = Field(ge=0)
+    """Its size."""
+    sha256: str
+    """SHA-256 of its bytes."""
+
+
 class ManifestSource(Model):
     """The ChatBackup that made the backup: retention only ever counts its own."""
 
@@ -88,6 +117,16 @@ class Manifest(Model):
     """Every collection and view, in tar order."""
     tarball: TarballManifest
     """The uploaded tarball."""
+    point_in_time: bool = False
+    """Whether the backup is consistent: its collections, restored and replayed with
+    `oplog.bson`, are the databases as they were at `consistentTime`. False when the
+    server keeps no oplog: each collection is then as it was when it was read."""
+    consistent_time: OplogTime | None = None
+    """The moment the backup stands for: the oplog's last position when the dump ended,
+    which the capture read through (entries of other databases are read past and left
+    out). A point-in-time archive continues from here."""
+    oplog: OplogManifest | None = None
+    """The oplog capture, when `pointInTime`."""
 
     @property
     def documents(self) -> int:

@@ -10,6 +10,8 @@
    RawBSONDocument (never decoded), secondary indexes built, and, with `verify`, checked
    against the backup; then `swap.commit` puts them in place all or nothing. A failure
    before or during the commit leaves the target as it was (see `swap`).
+3. A consistent backup's `oplog.bson` is replayed onto them, through its consistent time
+   (`replay_oplog`).
 
 `restore` is the two in a row: the CLI, the benchmark and the tests use it; the
 ChatRecovery runs the same two functions as separate steps.
@@ -21,18 +23,20 @@ import dataclasses
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import IO, Any
 
 from bson.raw_bson import RawBSONDocument
 
+from chatops.adapters import oplog as oplog_adapter
 from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
-from chatops.backup import inserter, layout, swap, verify
+from chatops.backup import inserter, layout, oplog, swap, verify
 from chatops.backup import manifest as manifests
 from chatops.backup.bsonstream import Framer, documents
 from chatops.backup.contents import (
     CORRUPT,
+    OPLOG,
     READ_CHUNK,
     CollectionContents,
     Contents,
@@ -91,6 +95,8 @@ class RestoreResult:
     with_manifest: bool
     leftovers: tuple[str, ...] = ()
     """Temporary or replaced collections that could not be dropped afterwards."""
+    replayed: int = 0
+    """Oplog entries of the backup's `oplog.bson` replayed onto the restored data."""
 
     @property
     def documents(self) -> int:
@@ -299,6 +305,7 @@ def load(
             f"them back failed too ({failed.undo_error}): the database is part-restored, "
             "run the restore again"
         ) from failed.cause
+    replayed = replay_oplog(mongo, downloaded, contents, request)
     results = []
     for c in selected:
         db = target(c.database)
@@ -307,8 +314,54 @@ def load(
         results.append(CollectionResult(db, c.name, done, duplicates, indexes))
     return RestoreResult(
         results, verified=request.verify, with_manifest=contents.manifest is not None,
-        leftovers=tuple(leftovers),
+        leftovers=tuple(leftovers), replayed=replayed,
     )
+
+
+def replay_oplog(
+    mongo: Mongo, downloaded: Downloaded, contents: Contents, request: RestoreRequest
+) -> int:
+    """Replay the tarball's `oplog.bson` (the writes made while the dump ran) onto the
+    restored databases, through the manifest's consistent time: each collection was read
+    at its own moment, and the replay brings them all to that one. Idempotent, so a
+    restore that stopped during it and runs again ends the same. The entries applied.
+
+    It runs after the commit, on the collections in place: an entry may write a
+    collection the dump never saw (created while it ran). A failure here leaves the
+    backup's collections in place, not yet brought to one moment; the error says so and
+    running the restore again finishes it."""
+    if contents.oplog is None or contents.oplog.documents == 0:
+        return 0
+    manifest = contents.manifest
+    last = (
+        oplog.OpTime.parse(manifest.consistent_time)
+        if manifest is not None and manifest.consistent_time is not None else None
+    )
+    # the capture holds the backed-up databases only (and any made during the dump)
+    wanted = request.databases
+    scope = oplog.Namespaces(None if wanted is None else frozenset(wanted))
+    applier = oplog_adapter.Applier(mongo, request.rename)
+    try:
+        for entry, reader in entries(downloaded.path, oplog=True):
+            if entry is OPLOG:
+                return oplog.replay(oplog.until(_entries(reader), last), scope,
+                                    applier.read, applier.write)
+    except (oplog.ReplayError, ChatopsError) as err:
+        raise RestoreFailed(
+            f"the collections are restored but replaying oplog.bson onto them failed: "
+            f"{err}; they are not yet at the backup's consistent time, run the restore "
+            "again"
+        ) from err
+    except CORRUPT as err:
+        raise VerificationFailed(f"the downloaded tarball became unreadable: {err}") from err
+    return 0
+
+
+def _entries(reader: IO[bytes]) -> Iterator[oplog.Entry]:
+    framer = Framer()
+    while chunk := reader.read(READ_CHUNK):
+        yield from oplog.entries(framer.feed(chunk))
+    framer.close()
 
 
 def _plans(

@@ -42,6 +42,7 @@ Reason = Literal[
     "DeadlineExceeded",
     "NotDue",
     "Done",
+    "PointInTimeGap",
 ]
 
 

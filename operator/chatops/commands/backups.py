@@ -1,4 +1,8 @@
-"""`chatops backups NAME` and `chatops backup-now NAME`: a human's view of a ChatBackup.
+"""`chatops backups NAME`, `chatops restore-points NAME` and `chatops backup-now NAME`: a
+human's view of a ChatBackup.
+
+`restore-points` shows what a ChatRecovery's `pointInTime` can reach: the windows from
+each base backup's consistent time to the last op its slices carry, and the gaps between.
 
 `backups` lists what S3 really holds under the ChatBackup's prefix (not what the status
 remembers): each backup's size, documents and age, and whether it is complete. It reads
@@ -27,6 +31,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ("backups", "list a ChatBackup's backups in S3 with size and age", _backups),
         ("backup-now", "ask for one backup now (the chatops.dev/backup-now annotation)",
          _backup_now),
+        ("restore-points", "the times a point-in-time restore can target, and the gaps",
+         _restore_points),
     ):
         parser = commands.add_parser(name, help=help_, description=help_)
         parser.add_argument("name", metavar="NAME", help="the ChatBackup")
@@ -79,6 +85,89 @@ def render(rows: Sequence[dict[str, Any]], now: datetime.datetime) -> str:
         "   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() + "\n"
         for line in lines
     )
+
+
+def render_points(line: Any, folder: str, count: int) -> str:
+    """`chatops restore-points`: each recoverable window (inclusive, to the second) and
+    each gap, oldest first (`line` is a `backup.pitr.Timeline`)."""
+    from chatops.backup import pitr
+
+    out = [f"{count} slice(s) in {folder}"]
+    if not line.windows:
+        out.append("no point in time can be restored yet: no point-in-time base backup")
+        return "\n".join(out) + "\n"
+    rows = [("FROM", "TO", "BASE BACKUPS", "SLICES")]
+    for w in line.windows:
+        bases = ", ".join(w.bases[-3:]) + (f" (+{len(w.bases) - 3})" if len(w.bases) > 3 else "")
+        rows.append((pitr.rfc3339(w.start), pitr.rfc3339(w.end), bases, str(w.slices)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    out += ["   ".join(c.ljust(n) for c, n in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for gap in line.gaps:
+        out.append(
+            f"gap: {pitr.rfc3339(gap.after)} to {pitr.rfc3339(gap.before)}: the oplog "
+            "between was lost, no restore can target a time inside"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _restore_points(args: argparse.Namespace) -> int:
+    from chatops.api.backup import ChatBackupStatus
+    from chatops.backup import pitr, slices
+    from chatops.errors import ChatopsError
+
+    owner, spec, body, store = _open(args)
+    uid = str(body["metadata"].get("uid") or "")
+    try:
+        look = slices.listing(store, spec.storage.s3.prefix, uid)
+    except ChatopsError as err:
+        raise CommandError(str(err)) from None
+    folder = f"s3://{spec.storage.s3.bucket}/{pitr.directory(spec.storage.s3.prefix, uid)}"
+    state = ChatBackupStatus.model_validate(body.get("status") or {}).point_in_time
+    enabled = "enabled" if spec.point_in_time.enabled else "disabled"
+    said = f"chatbackup {owner}: point-in-time archive {enabled}"
+    if state is not None:
+        said += f", {state.state}"
+        if state.last_archived_time:
+            said += f", last archived op {state.last_archived_time}"
+    print(said)
+    print(render_points(pitr.timeline(look.bases, look.slices), folder, len(look.slices)),
+          end="")
+    return 0
+
+
+def _open(args: argparse.Namespace) -> tuple[str, Any, dict[str, Any], Any]:
+    """The ChatBackup named on the command line, its spec, and its bucket."""
+    from kubernetes import client
+
+    from chatops.adapters.kube import Cluster
+    from chatops.api import validation
+    from chatops.api.backup import ChatBackupSpec
+    from chatops.backup import credentials
+    from chatops.commands.kube import connect
+    from chatops.errors import ChatopsError, InvalidSpec
+
+    api, namespace = connect(args.namespace)
+    cluster = Cluster(api)
+    try:
+        body = cluster.get(PLURAL, namespace, args.name)
+    except client.ApiException as err:
+        raise CommandError(f"reading chatbackup {namespace}/{args.name}: {err.reason}") from None
+    if body is None:
+        raise CommandError(f"chatbackup {namespace}/{args.name} not found")
+    owner = f"{namespace}/{args.name}"
+    try:
+        spec = validation.parsed(ChatBackupSpec, "ChatBackup", body["spec"], f"chatbackup {owner}")
+    except InvalidSpec as err:
+        raise CommandError(str(err)) from None
+    try:
+        secrets = credentials.read(
+            cluster, f"ChatBackup {owner}", namespace, spec.mongodb.uri_secret_ref,
+            "spec.mongodb.uriSecretRef", spec.storage.s3, "spec.storage.s3",
+        )
+        store = credentials.store(spec.storage.s3, secrets)
+    except ChatopsError as err:
+        raise CommandError(str(err)) from None
+    return owner, spec, body, store
 
 
 def _backups(args: argparse.Namespace) -> int:

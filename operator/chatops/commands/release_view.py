@@ -32,6 +32,19 @@ class MeasurementRow:
 
 
 @dataclass(frozen=True)
+class HistoryRow:
+    """One finished release and what it cost its users."""
+
+    revision: str
+    result: str
+    requests: str
+    failed: str
+    moved: str
+    dropped: str
+    finished: str
+
+
+@dataclass(frozen=True)
 class ReleaseView:
     """The fields of a ChatRelease a human checks while it moves."""
 
@@ -47,6 +60,11 @@ class ReleaseView:
     measurements: tuple[MeasurementRow, ...]
     finished: bool
     """The phase is terminal for the spec the operator last observed."""
+    drain: str = _NONE
+    """The drain in progress, e.g. `wave 2/4 of blue; paused: …`."""
+    cost: str = _NONE
+    """What the release in flight (or the latest one) has cost its users."""
+    history: tuple[HistoryRow, ...] = ()
 
 
 def view(body: Mapping[str, Any]) -> ReleaseView:
@@ -67,6 +85,9 @@ def view(body: Mapping[str, Any]) -> ReleaseView:
         message=_text(status.get("message")),
         measurements=latest_measurements(status.get("analysis")),
         finished=phase in TERMINAL_PHASES and _observed_current(meta, status),
+        drain=drain_text(status.get("scaleDown")),
+        cost=cost_text(_latest_cost(status)),
+        history=history_rows(status.get("history")),
     )
 
 
@@ -81,6 +102,9 @@ def render(release: ReleaseView) -> str:
         ("Canary", release.canary),
         ("Active color", release.active_color),
         ("Message", release.message),
+        # shown when there is one: most releases have no drain in progress
+        *((("Drain", release.drain),) if release.drain != _NONE else ()),
+        *((("Cost", release.cost),) if release.cost != _NONE else ()),
     )
     width = max(len(label) for label, _ in fields) + 3  # the colon, two spaces
     lines = [f"{label + ':':<{width}}{value}" for label, value in fields]
@@ -92,7 +116,80 @@ def render(release: ReleaseView) -> str:
         header = ("METRIC", "COMPONENT", "VALUE", "VERDICT", "TIME")
         rows = [(m.metric, m.component, m.value, m.verdict, m.time) for m in release.measurements]
         lines.extend("  " + line for line in table(header, rows))
+    if release.history:
+        lines += ["", "History (newest last; what each release cost its users):"]
+        columns = ("REVISION", "RESULT", "REQUESTS", "FAILED", "WS MOVED", "WS DROPPED",
+                   "FINISHED")
+        past = [(h.revision, h.result, h.requests, h.failed, h.moved, h.dropped, h.finished)
+                for h in release.history]
+        lines.extend("  " + line for line in table(columns, past))
     return "\n".join(lines) + "\n"
+
+
+def drain_text(drain: object) -> str:
+    """`wave 2/4 of blue; paused: …`, or `-` when nothing drains."""
+    if not isinstance(drain, Mapping):
+        return _NONE
+    color, wave, waves = _text(drain.get("color")), drain.get("wave"), drain.get("waves")
+    if not isinstance(wave, int) or not wave:
+        where = f"{color} keeps its open connections until {_text(drain.get('at'))}"
+    else:
+        where = f"wave {wave}/{waves if isinstance(waves, int) else 1} of {color}"
+    paused = drain.get("paused")
+    return f"{where}; paused: {paused}" if paused else where
+
+
+def _latest_cost(status: Mapping[str, Any]) -> object:
+    if isinstance(status.get("cost"), Mapping):
+        return status["cost"]
+    history = status.get("history")
+    if isinstance(history, list):
+        for entry in reversed(history):
+            if isinstance(entry, Mapping) and isinstance(entry.get("cost"), Mapping):
+                return entry["cost"]
+    return None
+
+
+def cost_text(cost: object) -> str:
+    """What a release cost its users, in a sentence: unknown figures say `unknown`."""
+    if not isinstance(cost, Mapping):
+        return _NONE
+    figures = [cost.get(k) for k in ("requests", "failedRequests", "websocketsMoved",
+                                     "websocketsDropped")]
+    if all(f is None for f in figures) and not cost.get("problem"):
+        return "not counted yet"
+    requests, failed, moved, dropped = (_count(f) for f in figures)
+    state = "final" if cost.get("final") else (
+        f"so far, until {_text(cost.get('countedUntil'))}" if cost.get("countedUntil")
+        else "not counted yet"
+    )
+    text = (f"{requests} requests served by the new version, {failed} failed; "
+            f"WebSockets {moved} moved, {dropped} dropped ({state})")
+    problem = cost.get("problem")
+    return f"{text}; {problem}" if problem else text
+
+
+def history_rows(history: object) -> tuple[HistoryRow, ...]:
+    if not isinstance(history, list):
+        return ()
+    rows = []
+    for entry in history:
+        if not isinstance(entry, Mapping):
+            continue
+        cost = _mapping(entry.get("cost"))
+        figures = [cost.get(k) for k in ("requests", "failedRequests", "websocketsMoved",
+                                         "websocketsDropped")]
+        shown = [_count(f) if cost else _NONE for f in figures]
+        if cost and not cost.get("final") and any(f is not None for f in figures):
+            shown = [f"{f}+" if f != "unknown" else f for f in shown]  # still counting
+        requests, failed, moved, dropped = shown
+        rows.append(HistoryRow(_text(entry.get("revision")), _text(entry.get("result")),
+                               requests, failed, moved, dropped, _text(entry.get("finishedAt"))))
+    return tuple(rows)
+
+
+def _count(value: object) -> str:
+    return str(value) if isinstance(value, int) else "unknown"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -28,7 +28,7 @@ from kubernetes import client
 from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec
 from chatops.api.common import GROUP, VERSION
-from chatops.backup import runner
+from chatops.backup import archiver, runner
 from chatops.errors import ChatopsError, InvalidSpec
 from chatops.handlers import daemons
 from chatops.handlers.threads import in_thread
@@ -78,17 +78,57 @@ async def backup(
         await daemons.nap(woken, stopped, delay)
 
 
-def _without_finalizer() -> None:
-    """The daemon, registered as kopf.daemon does but without the finalizer kopf gives
+def _archives(spec: Mapping[str, Any], **_: Any) -> bool:
+    return bool((spec.get("pointInTime") or {}).get("enabled"))
+
+
+async def archive(
+    name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """`spec.pointInTime.enabled`: the continuous oplog archive, on a thread of its own.
+    kopf starts it when the archive is enabled and stops it when it no longer is."""
+    assert namespace is not None
+    api = memo["api"]
+    loop = asyncio.get_running_loop()
+    backoff = daemons.Backoff()
+
+    def wake_backups() -> None:  # a gap: the backup daemon takes a new base now
+        woken = memo.get("wake")
+        if isinstance(woken, asyncio.Event):
+            loop.call_soon_threadsafe(woken.set)
+
+    never = asyncio.Event()
+    while not stopped:
+        try:
+            delay = await in_thread(
+                f"chatops-archive-{namespace}-{name}",
+                functools.partial(
+                    archiver.archive_once, api, namespace, name, lambda: bool(stopped),
+                    daemons.poster(api), wake_backups,
+                ),
+            )
+            backoff.succeeded()
+        except (ChatopsError, client.ApiException, OSError) as err:
+            delay = backoff.failed()
+            log.warning("%s/%s: archive: %s: %s", namespace, name, type(err).__name__, err)
+        except Exception:
+            delay = backoff.failed()
+            log.exception("%s/%s: unexpected error in the archive", namespace, name)
+        await daemons.nap(never, stopped, delay)
+
+
+def _without_finalizer(fn: Any, **options: Any) -> None:
+    """A daemon, registered as kopf.daemon does but without the finalizer kopf gives
     every daemon: see the module's docstring."""
-    kopf.daemon(GROUP, VERSION, "chatbackups", cancellation_timeout=60)(backup)
+    kopf.daemon(GROUP, VERSION, "chatbackups", **options)(fn)
     spawning = kopf.get_default_registry()._spawning
     for index, handler in enumerate(spawning._handlers):
-        if getattr(handler, "fn", None) is backup:
+        if getattr(handler, "fn", None) is fn:
             spawning._handlers[index] = dataclasses.replace(handler, requires_finalizer=False)
 
 
-_without_finalizer()
+_without_finalizer(backup, cancellation_timeout=60)
+_without_finalizer(archive, cancellation_timeout=30, when=_archives)
 
 
 def _deletes_backups(spec: Mapping[str, Any], **_: Any) -> bool:

@@ -57,12 +57,26 @@ class QueryContext:
     revision: str
 
 
+@dataclass(frozen=True)
+class WindowContext(QueryContext):
+    """A version measured over a window of time (the drain's reconnect check, the cost
+    of a release): `{{window}}` is its length as a Prometheus range, e.g. `754s`."""
+
+    window: str
+
+
 PLACEHOLDERS = tuple(f.name for f in fields(QueryContext))
+WINDOW_PLACEHOLDERS = tuple(f.name for f in fields(WindowContext))
 
 
-def unknown_placeholders(query: str) -> list[str]:
+def window(length: float) -> str:
+    """`length` seconds as a Prometheus range: whole seconds, rounded up, at least 1s."""
+    return f"{max(1, math.ceil(length))}s"
+
+
+def unknown_placeholders(query: str, known: tuple[str, ...] = PLACEHOLDERS) -> list[str]:
     """Placeholders in `query` that `render` cannot fill, for checking a spec up front."""
-    return [name for name in _PLACEHOLDER.findall(query) if name not in PLACEHOLDERS]
+    return [name for name in _PLACEHOLDER.findall(query) if name not in known]
 
 
 def placeholder_problems(analysis: Analysis) -> list[str]:
@@ -72,19 +86,28 @@ def placeholder_problems(analysis: Analysis) -> list[str]:
     ]
     if analysis.minimum_traffic is not None:
         queries.append(("spec.analysis.minimumTraffic.query", analysis.minimum_traffic.query))
+    return query_problems(queries)
+
+
+def query_problems(
+    queries: Sequence[tuple[str, str]], known: tuple[str, ...] = PLACEHOLDERS
+) -> list[str]:
+    """`field: problem` lines for every placeholder of `(field, query)` not in `known`."""
     problems = []
     for field, query in queries:
-        for name in unknown_placeholders(query):
-            error = UnknownPlaceholder(field, name, PLACEHOLDERS)
+        for name in unknown_placeholders(query, known):
+            error = UnknownPlaceholder(field, name, known)
             problems.append(f"{error.field}: {error.problem}")
     return problems
 
 
 def render(query: str, context: QueryContext, field: str = "spec.analysis.metrics[].query") -> str:
     """`query` with `{{service}}`, `{{namespace}}`, `{{component}}`, `{{color}}` and
-    `{{revision}}` replaced; any other placeholder is refused, naming it."""
-    for name in unknown_placeholders(query):
-        raise UnknownPlaceholder(field, name, PLACEHOLDERS)
+    `{{revision}}` replaced (and `{{window}}` for a `WindowContext`); any other
+    placeholder is refused, naming it."""
+    known = tuple(f.name for f in fields(context))
+    for name in unknown_placeholders(query, known):
+        raise UnknownPlaceholder(field, name, known)
     return _PLACEHOLDER.sub(lambda m: str(getattr(context, m.group(1))), query)
 
 

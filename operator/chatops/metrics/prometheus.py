@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import datetime
 import json
 import re
 from typing import Any
@@ -107,8 +108,16 @@ class PrometheusProvider:
         return f"PrometheusProvider({self.address!r})"
 
     def query(self, promql: str) -> float | None:
+        return self._query(promql, {})
+
+    def query_at(self, promql: str, at: datetime.datetime) -> float | None:
+        return self._query(promql, {"time": f"{at.timestamp():.3f}"})
+
+    def _query(self, promql: str, params: dict[str, str]) -> float | None:
         try:
-            result = self._prometheus.custom_query(promql, params={"timeout": f"{self._timeout}s"})
+            result = self._prometheus.custom_query(
+                promql, params={"timeout": f"{self._timeout}s", **params}
+            )
         except PrometheusApiClientException as err:
             raise self._unavailable(_http_problem(err)) from None
         except (requests.JSONDecodeError, KeyError, TypeError):  # 200, but not the API's body

@@ -7,6 +7,7 @@ that cannot answer says so with `MetricsUnavailable` rather than with a number, 
 
 from __future__ import annotations
 
+import datetime
 from typing import Protocol
 
 
@@ -18,4 +19,14 @@ class MetricProvider(Protocol):
         series. Raises `chatops.errors.MetricsUnavailable` when the backend cannot be
         reached, answers an HTTP error, refuses the query, or returns more than one
         number."""
+        ...
+
+
+class WindowProvider(MetricProvider, Protocol):
+    """A provider that also answers as of a past moment, for figures counted over a
+    window that has ended (the cost of a release): the same number however late it is
+    asked, as long as the backend keeps the data."""
+
+    def query_at(self, promql: str, at: datetime.datetime) -> float | None:
+        """The query's value at `at`; as `query` otherwise."""
         ...

@@ -1,8 +1,11 @@
 """The ChatRecovery's state machine, pure: which step runs next, and what the status says
 before and after it.
 
-    Resolve (Pending) → Quiesce (Quiescing) → Download (Downloading) → Restore (Restoring)
-    → Verify (Verifying) → Resume, HealthCheck (Resuming) → Succeeded | Failed
+    Resolve (Pending) → Quiesce (Quiescing) → Download (Downloading) → Restore, Replay
+    (Restoring) → Verify (Verifying) → Resume, HealthCheck (Resuming) → Succeeded | Failed
+
+Replay runs for a `spec.pointInTime` restore only (else Skipped): the archived oplog
+from the base backup's consistent time to the target.
 
 Everything is in `status.steps`, so an operator killed at any point resumes from there: a
 step found Running was interrupted and runs again from its start (each is idempotent:
@@ -23,15 +26,18 @@ from chatops.api.common import condition, now_rfc3339, set_condition
 from chatops.api.recovery import ChatRecoveryStatus, RecoveryPhase, Step
 from chatops.events import Event
 
-StepName = Literal["Resolve", "Quiesce", "Download", "Restore", "Verify", "Resume", "HealthCheck"]
+StepName = Literal[
+    "Resolve", "Quiesce", "Download", "Restore", "Replay", "Verify", "Resume", "HealthCheck"
+]
 STEPS: tuple[StepName, ...] = (
-    "Resolve", "Quiesce", "Download", "Restore", "Verify", "Resume", "HealthCheck",
+    "Resolve", "Quiesce", "Download", "Restore", "Replay", "Verify", "Resume", "HealthCheck",
 )
 PHASE: Mapping[StepName, RecoveryPhase] = {
     "Resolve": "Pending",
     "Quiesce": "Quiescing",
     "Download": "Downloading",
     "Restore": "Restoring",
+    "Replay": "Restoring",
     "Verify": "Verifying",
     "Resume": "Resuming",
     "HealthCheck": "Resuming",
@@ -41,6 +47,7 @@ DOING: Mapping[StepName, str] = {
     "Quiesce": "scaling the writers down",
     "Download": "downloading the backup and checking every byte against its manifest",
     "Restore": "restoring the database",
+    "Replay": "replaying the archived oplog up to the target time",
     "Verify": "checking the restored database against the backup",
     "Resume": "scaling the app back up",
     "HealthCheck": "waiting for the health checks",
@@ -76,7 +83,10 @@ def failed_step(status: ChatRecoveryStatus) -> Step | None:
 def next_step(status: ChatRecoveryStatus) -> StepName | None:
     """The first step still to do (a Running one was interrupted: it runs again)."""
     failure = failed_step(status) is not None
+    present = {s.name for s in status.steps}
     for name in STEPS:
+        if name not in present:  # a recovery started before the step existed
+            continue
         state = _step(status, name).state
         if state in ("Pending", "Running") and (not failure or name in ALWAYS):
             return name

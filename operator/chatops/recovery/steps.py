@@ -25,11 +25,13 @@ from chatops.adapters import http
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import Lease, Renewal
 from chatops.adapters.mongo import Mongo
+from chatops.api.pitr import RecoveredPointInTime
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
-from chatops.backup import credentials, restore, verify
+from chatops.backup import credentials, restore, slices, verify
 from chatops.backup.contents import Contents, Downloaded
+from chatops.backup.oplog import OpTime
 from chatops.errors import RestoreFailed
-from chatops.recovery import machine, source
+from chatops.recovery import machine, pointintime, source
 
 POLL = 2.0
 SCALE_WAIT = 120.0
@@ -142,10 +144,55 @@ def _hold_lease(ctx: Context) -> None:
 
 
 def resolve(ctx: Context) -> str:
+    wanted = ctx.spec.point_in_time
+    if wanted is not None:
+        backup, recovered, said = pointintime.resolve(
+            ctx.cluster, f"ChatRecovery {ctx.namespace}/{ctx.name}", ctx.namespace, ctx.plan,
+            wanted,
+        )
+        ctx.save(ctx.status.model_copy(update={"backup": backup, "point_in_time": recovered}))
+        _hold_lease(ctx)
+        return f"{said}; holding the database Lease"
     backup = source.resolve(ctx.plan)
     ctx.save(ctx.status.model_copy(update={"backup": backup}))
     _hold_lease(ctx)
     return f"backup {backup.id or backup.key}; holding the database Lease"
+
+
+def _recovered(ctx: Context) -> RecoveredPointInTime:
+    recovered = ctx.status.point_in_time
+    if recovered is None:
+        raise RestoreFailed("no point in time resolved (the Resolve step did not record one)")
+    return recovered
+
+
+def replay(ctx: Context) -> str:
+    if ctx.spec.point_in_time is None:
+        raise Skip("no spec.pointInTime")
+    _hold_lease(ctx)
+    recovered = _recovered(ctx)
+    after = _base_position(ctx)
+    try:
+        applied = pointintime.replay(ctx.plan, recovered, after, ctx.stopped)
+    except pointintime.Stopped:
+        raise Stopped() from None
+    ctx.save(ctx.status.model_copy(
+        update={"point_in_time": recovered.model_copy(update={"ops": applied})}
+    ))
+    return (
+        f"{applied} op(s) from {len(recovered.slices)} slice(s) replayed: the database is as "
+        f"it was at {recovered.target}"
+    )
+
+
+def _base_position(ctx: Context) -> OpTime:
+    """The base backup's consistent position, read again from its manifest."""
+    _, contents = _fetch(ctx)
+    manifest = contents.manifest
+    at = slices.consistent_time(manifest) if manifest is not None else None
+    if at is None:
+        raise RestoreFailed("the base backup's manifest has no consistentTime")
+    return at
 
 
 def _deployment(ctx: Context, name: str) -> Any:
@@ -243,6 +290,8 @@ def load(ctx: Context) -> str:
         f"{result.documents} documents into {', '.join(databases)} ({ctx.spec.mode}), loaded "
         f"beside the data and put in place at once; "
         f"{sum(c.indexes for c in result.collections)} index(es) built{left}"
+        + (f"; {result.replayed} oplog entries replayed to the backup's consistent time"
+           if result.replayed else "")
     )
 
 
@@ -250,7 +299,18 @@ def check(ctx: Context) -> str:
     if not ctx.spec.verify:
         raise Skip("spec.verify is false")
     _hold_lease(ctx)
+    if ctx.spec.point_in_time is not None:
+        recovered = _recovered(ctx)
+        said = pointintime.check(ctx.plan, recovered, _base_position(ctx))
+        return f"the base backup matched its manifest before its commit; {said}"
     downloaded, contents = _fetch(ctx)
+    if contents.oplog is not None and contents.oplog.documents:
+        raise Skip(
+            "the collections were checked against the backup before they were put in "
+            f"place; the {contents.oplog.documents} oplog entries written during the dump "
+            "were then replayed onto them (to the backup's consistent time), so they no "
+            "longer hold the dump's documents"
+        )
     wanted = ctx.plan.databases
     exact = ctx.spec.mode != "Merge"
     checks = [
@@ -310,6 +370,7 @@ STEP: dict[str, Callable[[Context], str]] = {
     "Quiesce": quiesce,
     "Download": download,
     "Restore": load,
+    "Replay": replay,
     "Verify": check,
     "Resume": resume,
     "HealthCheck": health,

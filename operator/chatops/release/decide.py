@@ -20,6 +20,7 @@ from chatops.api.common import now_rfc3339
 from chatops.api.release_status import HistoryEntry
 from chatops.events import Event
 from chatops.metrics.analysis import count
+from chatops.release import cost
 from chatops.release import revision as rev
 from chatops.release import status as st
 from chatops.release.model import (
@@ -171,7 +172,7 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
         return start(replace(obs, status=status), plan, desired)
     if desired == status.stable_revision:
         plan.update(aborted_revision=None)
-    keep_stable(obs, plan)
+    keep_stable(obs, plan, cut=obs.manual.promote == "full")
     if desired == status.aborted_revision:
         last = status.history[-1].message if status.history else "rolled back"
         active = plan.status.active_color
@@ -216,6 +217,9 @@ def _finish(obs: Observation, plan: Plan) -> Decision:
             "observed_generation": obs.generation,
         }
     )
+    new, window, settles = cost.account(new, obs.spec, obs.now, obs.cost)
+    needs = plan.needs if window is None else replace(plan.needs, cost=window)
+    requeue = min(plan.requeue_after, STEADY, settles if settles is not None else STEADY)
     new = st.with_conditions(new, obs.now, obs.generation)
     events = list(plan.events)
     if new.phase != old.phase and new.phase is not None and not events:
@@ -226,8 +230,8 @@ def _finish(obs: Observation, plan: Plan) -> Decision:
         status=new,
         actions=actions,
         events=tuple(events),
-        needs=plan.needs,
-        requeue_after=min(plan.requeue_after, STEADY),
+        needs=needs,
+        requeue_after=max(requeue, 0.5),
     )
 
 

@@ -112,9 +112,42 @@ class Observation:
     """The smoke-test Job's state; None when not looked at."""
     measurements: tuple[Measurement, ...] = ()
     """Measurements taken for this decision."""
+    reconnects: tuple[Measurement, ...] = ()
+    """The drain's reconnect check taken for this decision (one per component)."""
+    cost: CostCount | None = None
+    """The cost figures counted for this decision, over the window it asked for."""
 
 
 # -- what the decision asks to look at ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostWindow:
+    """A window over which to count what a release cost its users."""
+
+    color: Color
+    """The color the new version ran on."""
+    since: datetime.datetime
+    until: datetime.datetime
+    """The window's end, and the time the queries are evaluated at."""
+    revision: str
+    """The release's revision (`{{revision}}`)."""
+    drained: Color | None = None
+    """The color whose pods the release's end drains (the old one after a promotion, the
+    new one after a rollback); None while the release goes on."""
+
+
+@dataclass(frozen=True)
+class CostCount:
+    """The figures counted over `window`; a figure Prometheus did not give is None."""
+
+    window: CostWindow
+    requests: int | None = None
+    failed_requests: int | None = None
+    websockets_moved: int | None = None
+    websockets_dropped: int | None = None
+    problem: str | None = None
+    """Why a figure is missing."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +158,13 @@ class Needs:
     """Probe every component's health check on this color."""
     measure: Color | None = None
     """Take one round of measurements of every component on this color."""
+    reconnects: Color | None = None
+    """Check the reconnect success on this color (the one serving), for a drain."""
+    cost: CostWindow | None = None
+    """Count what a release cost over this window."""
 
     def __bool__(self) -> bool:
-        return self.health is not None or self.measure is not None
+        return any(v is not None for v in (self.health, self.measure, self.reconnects, self.cost))
 
 
 # -- what the decision asks to be true ---------------------------------------------------

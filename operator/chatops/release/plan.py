@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.events import Event
-from chatops.release.model import Action, Color, Needs, SetTraffic
+from chatops.release.model import Action, Color, CostWindow, Needs, SetTraffic
 
 BUSY = 2.0
 """Seconds between looks while something is moving."""
@@ -39,9 +39,19 @@ class Plan:
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
 
-    def need(self, *, health: Color | None = None, measure: Color | None = None) -> None:
+    def need(
+        self,
+        *,
+        health: Color | None = None,
+        measure: Color | None = None,
+        reconnects: Color | None = None,
+        cost: CostWindow | None = None,
+    ) -> None:
         self.needs = Needs(
-            health=health or self.needs.health, measure=measure or self.needs.measure
+            health=health or self.needs.health,
+            measure=measure or self.needs.measure,
+            reconnects=reconnects or self.needs.reconnects,
+            cost=cost or self.needs.cost,
         )
 
     def requeue(self, seconds: float) -> None:

@@ -21,15 +21,19 @@ from chatops.adapters import http
 from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api import validation
-from chatops.api.analysis import Measurement
+from chatops.api.analysis import Measurement, PrometheusSource
+from chatops.api.cost import CostQueries
+from chatops.api.drain import Drain
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.errors import ChatopsError, MetricsUnavailable
 from chatops.events import Event, EventSink
-from chatops.metrics.analysis import QueryContext, render
+from chatops.metrics import window as window_queries
+from chatops.metrics.analysis import QueryContext, WindowContext, render, window
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
-from chatops.metrics.provider import MetricProvider
+from chatops.metrics.provider import WindowProvider
+from chatops.release import drain as drains
 from chatops.release import execute, manifests, observe
 from chatops.release import status as st
 from chatops.release.decide import decide
@@ -37,6 +41,8 @@ from chatops.release.model import (
     COLORS,
     ClearAnnotation,
     Color,
+    CostCount,
+    CostWindow,
     Decision,
     Manual,
     Observation,
@@ -183,9 +189,14 @@ def _weights(
 
 
 def _probed(cluster: Cluster, obs: Observation, decision: Decision) -> Observation:
-    health = _health(obs, decision.needs.health) if decision.needs.health else None
-    measurements = _measure(cluster, obs, decision.needs.measure) if decision.needs.measure else ()
-    return replace(obs, health=health, measurements=measurements, now=obs.now)
+    needs = decision.needs
+    health = _health(obs, needs.health) if needs.health else None
+    measurements = _measure(cluster, obs, needs.measure) if needs.measure else ()
+    reconnects = _reconnects(cluster, obs, needs.reconnects) if needs.reconnects else ()
+    cost = _cost(cluster, obs, needs.cost) if needs.cost else None
+    return replace(
+        obs, health=health, measurements=measurements, reconnects=reconnects, cost=cost
+    )
 
 
 def _context(obs: Observation, component: str, color: Color) -> QueryContext:
@@ -217,27 +228,86 @@ def _health(obs: Observation, color: Color) -> dict[str, str | None]:
     return out
 
 
-def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurement, ...]:
-    analysis = obs.spec.analysis
-    assert analysis is not None
+def _provider(cluster: Cluster, obs: Observation) -> WindowProvider:
+    """The release's Prometheus: `spec.analysis.prometheus` (its token from its Secret),
+    else the operator's."""
+    source = obs.spec.analysis.prometheus if obs.spec.analysis else PrometheusSource()
     address = (
-        analysis.prometheus.address
+        source.address
         or os.environ.get(PROMETHEUS_ENV)
         or os.environ.get("PROMETHEUS_URL", "http://prometheus-server.monitoring.svc")
     )
-    token = None
-    ref = analysis.prometheus.auth_secret_ref
-    provider: MetricProvider
+    ref = source.auth_secret_ref
     try:
-        if ref is not None:
-            token = cluster.secret_value(obs.namespace, ref.name, ref.key)
-        provider = PrometheusProvider(address, token=token)
+        token = cluster.secret_value(obs.namespace, ref.name, ref.key) if ref else None
+        return PrometheusProvider(address, token=token)
     except (ChatopsError, KeyError, client.ApiException) as err:
-        provider = _Unavailable(address, f"cannot read the Prometheus token: {type(err).__name__}")
+        return _Unavailable(address, f"cannot read the Prometheus token: {type(err).__name__}")
+
+
+def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurement, ...]:
+    analysis = obs.spec.analysis
+    assert analysis is not None
+    provider = _provider(cluster, obs)
     taken: list[Measurement] = []
     for c in obs.spec.components:
         taken += measure(provider, analysis, _context(obs, c.name, color), obs.now)
     return tuple(taken)
+
+
+def _windowed(obs: Observation, component: str, color: Color, length: float,
+              revision: str) -> WindowContext:
+    return WindowContext(
+        service=manifests.deployment_name(obs.name, component, color),
+        namespace=obs.namespace,
+        component=component,
+        color=color,
+        revision=revision,
+        window=window(length),
+    )
+
+
+def _reconnects(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurement, ...]:
+    """The drain's reconnect check on `color` (the one serving) since the wave began or
+    the last check."""
+    drain = obs.status.scale_down
+    assert drain is not None
+    gate = (st.drain(obs.spec) or Drain()).reconnect
+    strategy = "canary" if obs.spec.strategy.canary else "blueGreen"
+    revision = obs.status.stable_revision or ""
+    contexts = [
+        _windowed(obs, c.name, color, drains.check_window(drain, obs.now), revision)
+        for c in obs.spec.components
+    ]
+    return window_queries.reconnect_check(
+        _provider(cluster, obs), drains.check_metric(gate), contexts, obs.now,
+        f"spec.strategy.{strategy}.drain.reconnect.query",
+    )
+
+
+def _cost(cluster: Cluster, obs: Observation, span: CostWindow) -> CostCount:
+    """The figures of `span`: requests of the new version's color, moved connections of
+    the drained color, dropped ones of both."""
+    length = (span.until - span.since).total_seconds()
+    contexts = [
+        (_windowed(obs, c.name, color, length, span.revision), _answers(span, color))
+        for c in obs.spec.components
+        for color in (span.color, other(span.color))
+    ]
+    figures, problem = window_queries.count(
+        _provider(cluster, obs), obs.spec.cost or CostQueries(), contexts, span.until
+    )
+    return CostCount(window=span, problem=problem, **figures)
+
+
+def _answers(span: CostWindow, color: Color) -> frozenset[str]:
+    """The cost figures `color`'s Services answer for the window `span`."""
+    figures = {"websockets_dropped"}
+    if color == span.color:
+        figures |= {"requests", "failed_requests"}
+    if color == span.drained:
+        figures.add("websockets_moved")
+    return frozenset(figures)
 
 
 class _Unavailable:
@@ -245,6 +315,9 @@ class _Unavailable:
         self.address, self.problem = address, problem
 
     def query(self, promql: str) -> float | None:
+        raise MetricsUnavailable(self.address, self.problem)
+
+    def query_at(self, promql: str, at: datetime.datetime) -> float | None:
         raise MetricsUnavailable(self.address, self.problem)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from chatops.api.analysis import Measurement
 from chatops.api.common import Condition, ConditionStatus, condition, set_condition
+from chatops.api.drain import Drain
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus, HistoryEntry
 
@@ -50,6 +51,12 @@ def scale_down_delay(spec: ChatReleaseSpec) -> int:
     """Seconds the old version keeps serving open connections after a promotion."""
     strategy = spec.strategy.canary or spec.strategy.blue_green
     return strategy.scale_down_delay_seconds if strategy else 0
+
+
+def drain(spec: ChatReleaseSpec) -> Drain | None:
+    """How the drained color's connections are closed (none: one cut)."""
+    strategy = spec.strategy.canary or spec.strategy.blue_green
+    return strategy.drain if strategy else None
 
 
 def abort_scale_down_delay(spec: ChatReleaseSpec) -> int:

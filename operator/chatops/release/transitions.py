@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime
 from typing import Literal
 
-from chatops import clock
 from chatops.api.common import now_rfc3339
-from chatops.api.release_status import ChatReleaseStatus, HistoryEntry, ScaleDown
+from chatops.api.release_status import ChatReleaseStatus, HistoryEntry
+from chatops.release import cost as costs
+from chatops.release import drain as drains
 from chatops.release import revision as rev
 from chatops.release import status as st
 from chatops.release.model import (
@@ -51,6 +52,7 @@ def start(obs: Observation, plan: Plan, desired: str) -> Plan:
         promoted_at=None,
         aborted_revision=None,
         analysis=[],
+        cost=costs.opened(canary, now_rfc3339(now)),
         # a color still draining becomes the new canary: its drain ends now
         scale_down=None if draining is None or draining.color == canary else draining,
         message=f"releasing {rev.summary(spec)} (revision {desired}) on {canary}",
@@ -112,6 +114,7 @@ def ended(
         started_at=status.release_started_at,
         finished_at=now_rfc3339(obs.now),
         message=message,
+        cost=status.cost,
     )
 
 
@@ -125,6 +128,7 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
     rolling = canary == active
     entry = ended(obs, status, "RolledBack", why)
     at = now + datetime.timedelta(seconds=st.abort_scale_down_delay(spec))
+    delay = st.abort_scale_down_delay(spec)
     plan = Plan(status)
     plan.update(
         # In place, the stable template must roll out again before it is back: until the
@@ -140,12 +144,9 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
         current_step=None,
         promoted_at=None,
         release_started_at=None,
+        cost=None,
         history=st.append_history(status.history, entry, spec.history_limit),
-        scale_down=None
-        if rolling
-        else ScaleDown(
-            color=canary, at=now_rfc3339(at), delay_seconds=st.abort_scale_down_delay(spec)
-        ),
+        scale_down=None if rolling else drains.begin(canary, at, delay, st.drain(spec)),
     )
     if rolling:
         assert status.stable_revision is not None
@@ -192,15 +193,13 @@ def promote(obs: Observation, plan: Plan) -> Plan:
         promoted_at=None,
         analysis_started_at=None,
         step_started_at=None,
+        cost=None,
         scale_down=None
         if new == active
-        else ScaleDown(
-            color=active,
-            at=now_rfc3339(at),
-            delay_seconds=st.scale_down_delay(spec),
+        else drains.begin(active, at, st.scale_down_delay(spec), st.drain(spec)).model_copy(
             # the router shows all new connections on the new color since the switch
             # (blue-green) or since this look (canary): the drain counts from then
-            since=status.promoted_at or now_rfc3339(now),
+            update={"since": status.promoted_at or now_rfc3339(now)}
         ),
         history=st.append_history(status.history, entry, spec.history_limit),
     )
@@ -216,9 +215,10 @@ def promote(obs: Observation, plan: Plan) -> Plan:
     return plan
 
 
-def keep_stable(obs: Observation, plan: Plan) -> None:
+def keep_stable(obs: Observation, plan: Plan, cut: bool = False) -> None:
     """Between releases: the stable version whole and serving everything; a draining
-    color scaled down once its delay passed and the router shows no traffic on it."""
+    color scaled down once its delay passed and the router shows no traffic on it, in
+    the spec's waves (`cut`: the rest at once, as a human asked)."""
     status, spec, now = plan.status, obs.spec, obs.now
     active, stable = status.active_color, status.stable_revision
     assert active is not None and stable is not None
@@ -233,25 +233,37 @@ def keep_stable(obs: Observation, plan: Plan) -> None:
     if drain is None:
         return
     plan.act(FinalizeTraffic(active))
-    if any(obs.weights.get(c.name, {}).get(drain.color, 0) for c in spec.components):
-        plan.requeue(BUSY)  # traffic has not left it yet: never scale down under it
-        return
-    if drain.since is None:  # the first look to see no new connections go to it
-        drain = drain.model_copy(update={"since": now_rfc3339(now)})
-        plan.update(scale_down=drain)
-    since = clock.parse(drain.since or now_rfc3339(now))
-    due = max(clock.parse(drain.at), since + datetime.timedelta(seconds=drain.delay_seconds))
-    if now < due:
-        plan.requeue((due - now).total_seconds())
-        return
-    for c in spec.components:
-        plan.act(ScaleDeployment(c.name, drain.color, 0))
-    if all(scaled_to_zero(obs, c.name, drain.color) for c in spec.components):
-        plan.update(scale_down=None)
-        if status.phase == "Promoting":
-            plan.update(phase="Succeeded", message=f"{status.stable_version} is live")
-    else:
-        plan.requeue(BUSY)
+    look = drains.Look(
+        components=[c.name for c in spec.components],
+        pods={
+            d.component: drains.Pods(d.replicas, d.available)
+            for (_, color), d in obs.deployments.items()
+            if color == drain.color
+        },
+        traffic_left=not any(
+            obs.weights.get(c.name, {}).get(drain.color, 0) for c in spec.components
+        ),
+        checks=obs.reconnects,
+        cut=cut,
+        now=now,
+    )
+    step = drains.advance(drain, look)
+    for component, replicas in step.replicas.items():
+        plan.act(ScaleDeployment(component, drain.color, replicas))
+    for event in step.events:
+        plan.event(event.type, event.reason, event.message)
+    plan.update(scale_down=step.state)
+    if step.check:
+        plan.need(reconnects=active)
+    plan.requeue(step.requeue)
+    if step.state is None and status.phase == "Promoting":
+        plan.update(phase="Succeeded", message=f"{status.stable_version} is live")
+    elif step.state is not None and status.phase == "Promoting" and (
+        step.state.waves > 1 or step.state.paused
+    ):
+        plan.update(
+            message=f"{status.stable_version} promoted; draining {drains.summary(step.state)}"
+        )
 
 
 def not_ready(obs: Observation, color: Color, revision: str | None) -> str:

@@ -3,6 +3,7 @@ tarballs, each named the way a human's tarball would be."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import re
@@ -14,7 +15,14 @@ import pytest
 
 from chatops.backup import layout
 from chatops.backup.contents import Downloaded, inspect
-from chatops.errors import RestoreFailed
+from chatops.backup.manifest import (
+    CollectionManifest,
+    Manifest,
+    OplogManifest,
+    OplogTime,
+    TarballManifest,
+)
+from chatops.errors import RestoreFailed, VerificationFailed
 
 LONG = "archive " + "é" * 120
 
@@ -74,3 +82,48 @@ def test_a_tarball_is_refused_before_the_database_for_any_unusable_name(
     with pytest.raises(RestoreFailed, match=re.escape(problem)) as err:
         inspect(downloaded, None)
     assert "nothing was restored" in str(err.value)
+
+
+# -- a consistent backup's oplog.bson ------------------------------------------------
+
+ENTRY = bson.encode({"ts": bson.Timestamp(1_800_000_000, 1), "op": "i", "ns": "chat.rooms",
+                     "o": {"_id": 2}})
+
+
+def _pit_manifest(downloaded: Downloaded, count: int, sha: str, size: int) -> Manifest:
+    from chatops.backup.bsonstream import Tally
+
+    rooms = Tally()
+    rooms.update(DOC)
+    when = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+    position = OplogTime(t=1_800_000_000, i=1, time="2027-01-15T08:00:00Z")
+    return Manifest(
+        id="20261201_000000", server_version="7.0", databases=["chat"], started_at=when,
+        finished_at=when,
+        collections=[CollectionManifest(database="chat", name="rooms", documents=1,
+                                        bson_bytes=len(DOC), sha256=rooms.sha256,
+                                        content_digest=rooms.content_digest)],
+        tarball=TarballManifest(key="k", size=downloaded.size, sha256=downloaded.sha256),
+        point_in_time=True, consistent_time=position,
+        oplog=OplogManifest(start=position, count=count, bson_bytes=size, sha256=sha),
+    )
+
+
+def test_the_oplog_of_a_consistent_backup_is_checked_against_its_manifest(
+    tmp_path: Path,
+) -> None:
+    files = {"chat/rooms.bson": DOC, "chat/rooms.metadata.json": _metadata("rooms"),
+             "oplog.bson": ENTRY}
+    downloaded = _tarball(tmp_path / "a.tar.gz", files)
+    sha = hashlib.sha256(ENTRY).hexdigest()
+    good = _pit_manifest(downloaded, 1, sha, len(ENTRY))
+    found = inspect(downloaded, good)
+    assert found.oplog is not None and found.oplog.documents == 1
+    assert [c.name for c in found.collections] == ["rooms"]  # oplog.bson is no collection
+
+    with pytest.raises(VerificationFailed, match=r"oplog\.bson has 1 entries"):
+        inspect(downloaded, _pit_manifest(downloaded, 2, sha, len(ENTRY)))
+    missing = _tarball(tmp_path / "b.tar.gz",
+                       {k: v for k, v in files.items() if k != "oplog.bson"})
+    with pytest.raises(VerificationFailed, match=r"has no oplog\.bson"):
+        inspect(missing, _pit_manifest(missing, 1, sha, len(ENTRY)))

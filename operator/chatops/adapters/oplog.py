@@ -1,0 +1,262 @@
+"""The oplog of a MongoDB deployment, as backups, the archive and replay see it.
+
+- `window`: the first and last position of `local.oplog.rs`, None when the server keeps
+  no oplog (a standalone mongod, a FerretDB without the collection);
+- `read`: the entries after a position (and up to one), as the server's raw batches:
+  an entry is archived byte for byte as the server wrote it;
+- `tail`: the entries as they are written, for the continuous archive;
+- `Applier`: the writes of `chatops.backup.oplog.replay` applied, batched per collection.
+
+With `mongo.py` the only modules that call pymongo; errors leave as `DatabaseError`,
+credentials scrubbed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import pymongo
+from bson.raw_bson import RawBSONDocument
+from pymongo import DeleteOne, ReplaceOne
+
+from chatops.adapters.mongo import Mongo
+from chatops.backup import oplog
+from chatops.backup.bsonstream import documents
+from chatops.errors import OplogGap
+
+OPLOG_DB, OPLOG_COLLECTION = "local", "oplog.rs"
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """What the oplog holds now: entries from `first` to `last`, both included."""
+
+    first: oplog.OpTime
+    last: oplog.OpTime
+
+
+def _collection(mongo: Mongo) -> pymongo.collection.Collection[dict[str, Any]]:
+    return mongo.client[OPLOG_DB][OPLOG_COLLECTION]
+
+
+def exists(mongo: Mongo) -> bool:
+    """Whether the server keeps an oplog (`local.oplog.rs` exists)."""
+    with mongo.errors("listCollections on local"):
+        names = mongo.client[OPLOG_DB].list_collection_names(filter={"name": OPLOG_COLLECTION})
+    return OPLOG_COLLECTION in names
+
+
+def window(mongo: Mongo) -> Window | None:
+    """The oplog's first and last positions; None when there is no oplog (or it is
+    empty, which only a brand-new one is)."""
+    if not exists(mongo):
+        return None
+    coll = _collection(mongo)
+    with mongo.errors("find on local.oplog.rs"):
+        first = coll.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+        last = coll.find_one({}, {"ts": 1}, sort=[("$natural", -1)])
+    if first is None or last is None:
+        return None
+    return Window(oplog.OpTime.of(first["ts"]), oplog.OpTime.of(last["ts"]))
+
+
+def _query(
+    after: oplog.OpTime | None, until: oplog.OpTime | None, namespaces: oplog.Namespaces | None,
+    *, inclusive: bool = False,
+) -> dict[str, Any]:
+    ts: dict[str, Any] = {}
+    if after is not None:
+        ts["$gte" if inclusive else "$gt"] = after.timestamp
+    if until is not None:
+        ts["$lte"] = until.timestamp
+    query: dict[str, Any] = {"ts": ts} if ts else {}
+    if namespaces is not None:
+        query.update(namespaces.query())
+    return query
+
+
+def read(
+    mongo: Mongo,
+    after: oplog.OpTime | None,
+    until: oplog.OpTime | None = None,
+    namespaces: oplog.Namespaces | None = None,
+    *,
+    inclusive: bool = False,
+) -> Iterator[bytes]:
+    """The entries with `after < ts <= until` (`after <= ts` when `inclusive`; of
+    `namespaces` when given), in oplog order, as the server's raw batches."""
+    coll = _collection(mongo)
+    query = _query(after, until, namespaces, inclusive=inclusive)
+    with mongo.errors("find on local.oplog.rs"):
+        cursor = coll.find_raw_batches(query, sort=[("$natural", 1)])
+        try:
+            for batch in cursor:
+                yield cast(bytes, batch)
+        finally:
+            cursor.close()
+
+
+def tail(
+    mongo: Mongo,
+    after: oplog.OpTime,
+    namespaces: oplog.Namespaces | None = None,
+    *,
+    poll_seconds: float = 1.0,
+    wait: Callable[[float], bool] | None = None,
+) -> Iterator[bytes | None]:
+    """Entries after `after` as they are written: raw batches of the entries of
+    `namespaces` (all when None; a batch may be empty when every entry it read belonged
+    to other databases), and None after each pass that found nothing new, so the caller
+    can flush. Between passes it waits `poll_seconds` with `wait` (say a
+    `threading.Event.wait`; returning True stops the tail), else `time.sleep`.
+
+    Each pass reads from the last position seen *inclusive*: that entry must still be
+    the first the oplog returns, or the oplog rolled past it and OplogGap says from
+    where it now starts. (A tailable-await cursor would save the passes, but FerretDB
+    1.24 closes one whose first batch is not full and loses entries on getMore; polling
+    behaves the same on both.)"""
+    position = after
+    pause = wait or _sleep
+    while True:
+        first, fresh = True, False
+        for batch in read(mongo, position, None, None, inclusive=True):
+            kept = []
+            for raw in documents(batch):
+                entry = oplog.parse(raw)
+                if first:
+                    first = False
+                    if entry.ts != position:
+                        raise OplogGap(
+                            f"the oplog no longer holds {position}: its oldest entry is "
+                            f"{entry.ts}; the entries between are lost", position, entry.ts,
+                        )
+                    continue
+                position, fresh = entry.ts, True
+                if namespaces is None or namespaces.includes(entry):
+                    kept.append(bytes(raw))
+            if kept or fresh:
+                yield b"".join(kept)
+        if first:
+            oldest = window(mongo)
+            raise OplogGap(
+                f"the oplog no longer holds {position}"
+                + (f": its oldest entry is {oldest.first}" if oldest else ": it has no entries"),
+                position, oldest.first if oldest else None,
+            )
+        if not fresh:
+            yield None
+            if pause(poll_seconds):
+                return
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def check_holds(mongo: Mongo, after: oplog.OpTime) -> Window:
+    """The window, if it still holds `after`; OplogGap if it rolled past it (or there
+    is no oplog any more)."""
+    found = window(mongo)
+    if found is None or found.first > after:
+        raise OplogGap(
+            f"the oplog no longer holds {after}"
+            + (f": its oldest entry is {found.first}" if found else ": there is no oplog"),
+            after, found.first if found else None,
+        )
+    return found
+
+
+class Applier:
+    """Applies replay's writes: each step's documents as one unordered bulk write per
+    collection (replace-with-upsert and delete by `_id`, both idempotent), commands one
+    by one. `rename` maps a backup's database to the one restored into."""
+
+    def __init__(self, mongo: Mongo, rename: Mapping[str, str] | None = None) -> None:
+        self._mongo, self._rename = mongo, dict(rename or {})
+        self.documents = 0
+        self.commands = 0
+
+    def _db(self, database: str) -> str:
+        return self._rename.get(database, database)
+
+    def read(self, needed: Mapping[oplog.Key, Any]) -> dict[oplog.Key, dict[str, Any]]:
+        """The documents of `needed` that exist, decoded for replay."""
+        by_collection: dict[tuple[str, str], list[Any]] = {}
+        for (db, coll, _), value in needed.items():
+            by_collection.setdefault((db, coll), []).append(value)
+        found: dict[oplog.Key, dict[str, Any]] = {}
+        for (db, coll), ids in by_collection.items():
+            target = self._mongo.client[self._db(db)].get_collection(
+                coll, codec_options=oplog.CODEC
+            )
+            with self._mongo.errors(f"find on {self._db(db)}.{coll}"):
+                for start in range(0, len(ids), 1000):
+                    for doc in target.find({"_id": {"$in": ids[start : start + 1000]}}):
+                        found[(db, coll, oplog.id_key(doc["_id"]))] = doc
+        return found
+
+    def write(self, writes: Sequence[oplog.Write]) -> None:
+        requests: dict[tuple[str, str], list[ReplaceOne[Any] | DeleteOne]] = {}
+        for w in writes:
+            if isinstance(w, oplog.Command):
+                self._command(w)
+            elif isinstance(w, oplog.Put):
+                doc = RawBSONDocument(oplog.encode(w.document))
+                requests.setdefault((w.database, w.collection), []).append(
+                    ReplaceOne({"_id": w.document["_id"]}, doc, upsert=True)
+                )
+            else:
+                requests.setdefault((w.database, w.collection), []).append(
+                    DeleteOne({"_id": w.id})
+                )
+        for (db, coll), batch in requests.items():
+            with self._mongo.errors(f"replay into {self._db(db)}.{coll}"):
+                self._mongo.client[self._db(db)][coll].bulk_write(batch, ordered=False)
+            self.documents += len(batch)
+
+    def _command(self, command: oplog.Command) -> None:
+        db = self._db(command.database)
+        spec = dict(command.spec)
+        doing = f"replay of {command.name} on {db} ({command.ts})"
+        client = self._mongo.client
+        with self._mongo.errors(doing):
+            if command.name == "dropDatabase":
+                client.drop_database(db)
+            elif command.name == "drop":
+                client[db].drop_collection(str(spec["drop"]))
+            elif command.name == "create":
+                name = str(spec.pop("create"))
+                if name not in client[db].list_collection_names(filter={"name": name}):
+                    client[db].command({"create": name, **spec})
+            elif command.name == "renameCollection":
+                source = self._renamed(str(spec["renameCollection"]))
+                target = self._renamed(str(spec["to"]))
+                names = client[db].list_collection_names()
+                if source.split(".", 1)[1] in names:
+                    client.admin.command({
+                        "renameCollection": source, "to": target,
+                        "dropTarget": bool(spec.get("dropTarget")),
+                    })
+            elif command.name == "createIndexes":
+                indexes = [
+                    {k: v for k, v in i.items() if k not in ("ns", "v")}
+                    for i in spec["indexes"]
+                ]
+                client[db].command({"createIndexes": spec["createIndexes"],
+                                    "indexes": indexes})
+            elif command.name == "dropIndexes":
+                coll = str(spec["dropIndexes"])
+                if coll in client[db].list_collection_names(filter={"name": coll}):
+                    existing = {i["name"] for i in client[db][coll].list_indexes()}
+                    if spec.get("index") in existing or spec.get("index") == "*":
+                        client[db].command({"dropIndexes": coll, "index": spec["index"]})
+        self.commands += 1
+
+    def _renamed(self, namespace: str) -> str:
+        db, _, coll = namespace.partition(".")
+        return f"{self._db(db)}.{coll}"

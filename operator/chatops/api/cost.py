@@ -1,0 +1,94 @@
+"""What a release cost its users: the queries that count it (`spec.cost`, defaults per
+the label contract in the README) and the figures counted (`status.cost` for the release
+in flight, `cost` of each `status.history` entry).
+
+The figures are counted by Prometheus over the release's own window: from its start
+until it is complete (its drain over, or when it ended if nothing drains), evaluated at
+the window's end, so a count taken later says the same. A figure Prometheus could not
+give (unreachable, an error) is unknown, never zero; a query matching no series counts
+0 (a version that never failed has no 5xx series).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from chatops.api import bounds
+from chatops.api.common import Model
+
+_SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'
+_WINDOW = "[{{window}}]"
+
+
+def _increase(selector: str) -> str:
+    return f"sum(increase({selector}{_WINDOW}))"
+
+
+DEFAULT_REQUESTS = _increase(f"http_requests_total{{{_SELECTOR}}}")
+DEFAULT_FAILED_REQUESTS = _increase(f'http_requests_total{{{_SELECTOR},code=~"5.."}}')
+_ACTIVE = f"websocket_connections_active{{{_SELECTOR}}}"
+_SHUT = f'websocket_disconnections_total{{{_SELECTOR},reason="shutdown"}}'
+DEFAULT_WEBSOCKETS_MOVED = (
+    f"sum(max by (pod) (last_over_time({_ACTIVE}{_WINDOW}) or increase({_SHUT}{_WINDOW})))"
+)
+"""Asked of the drained color only: the connections each of its pods held when it went,
+the last `websocket_connections_active` Prometheus scraped of it, or its `shutdown` closes
+when a scrape after the closes caught them (a pod that exits at once is never scraped
+again, so its own close counter alone would miss them)."""
+_LOST = _increase(f'websocket_disconnections_total{{{_SELECTOR},reason="error"}}')
+_REFUSED = _increase(f'websocket_connections_total{{{_SELECTOR},result="failure"}}')
+DEFAULT_WEBSOCKETS_DROPPED = f"({_LOST} or vector(0)) + ({_REFUSED} or vector(0))"
+
+
+class CostQueries(Model):
+    """How the cost of a release is counted. Each query returns one number for one
+    component's color Service over the window: `{{service}}`, `{{namespace}}`,
+    `{{component}}`, `{{color}}`, `{{revision}}` as in the analysis, and `{{window}}`,
+    the window's length as a Prometheus range (e.g. `754s`). The figures add the
+    components up."""
+
+    requests: bounds.Query = DEFAULT_REQUESTS
+    """Requests the new version served (asked of its color)."""
+    failed_requests: bounds.Query = DEFAULT_FAILED_REQUESTS
+    """Requests the new version failed (asked of its color)."""
+    websockets_moved: bounds.Query = DEFAULT_WEBSOCKETS_MOVED
+    """WebSocket connections the drain moved: what the drained color's pods held when
+    they went (asked of the drained color — the old one after a promotion, the new one
+    after a rollback — once the release ended; 0 before)."""
+    websockets_dropped: bounds.Query = DEFAULT_WEBSOCKETS_DROPPED
+    """WebSocket connections lost without a close handshake, and connection attempts
+    refused (asked of both colors)."""
+    settle: bounds.HourDuration = "30s"
+    """How long after the window's end the final count waits, so Prometheus has
+    scraped past it (at least two scrape intervals; at most 1h)."""
+
+
+class ReleaseCost(Model):
+    """What one release cost its users, counted by Prometheus over its window."""
+
+    color: Literal["blue", "green"]
+    """The color the new version ran on."""
+    since: str = Field(max_length=40)
+    """The window's start: when the release started (RFC 3339)."""
+    until: str | None = Field(default=None, max_length=40)
+    """The window's end: when the release was complete — its drain over, or when it
+    ended if nothing drains (RFC 3339); none while it goes on (the figures so far)."""
+    counted_until: str | None = Field(default=None, max_length=40)
+    """The end of the window the figures were counted over (RFC 3339)."""
+    requests: int | None = Field(default=None, ge=0)
+    """Requests the new version served; none: unknown."""
+    failed_requests: int | None = Field(default=None, ge=0)
+    """Requests the new version failed (5xx); none: unknown."""
+    websockets_moved: int | None = Field(default=None, ge=0)
+    """WebSocket connections closed by the app to move them; none: unknown."""
+    websockets_dropped: int | None = Field(default=None, ge=0)
+    """WebSocket connections lost or refused; none: unknown."""
+    counted_at: str | None = Field(default=None, max_length=40)
+    """When the figures were last counted, or counting last tried (RFC 3339)."""
+    final: bool = False
+    """True once counted after the window ended and Prometheus had time to scrape it:
+    the figures no longer change."""
+    problem: str | None = Field(default=None, max_length=512)
+    """Why figures are unknown (e.g. Prometheus unreachable); counting is tried again."""
