@@ -14,7 +14,10 @@ process of its own so that peak RSS is that tool's alone:
                refuses `--oplog` with `--db`), where the server has an oplog
 - replay:      `--replay N` writes N messages and N edits after the seed, then replays
                those 2N oplog entries into an empty database (entries/s)
-- restore:     chatops' restore from S3 (download, verify, insert, indexes, verify)
+- restore:     chatops' restore from S3 (download, check, insert, indexes, verify) with
+                1, 2, 4 and 8 insert workers, verified while loading (acknowledged
+                digests, counts, a read-back by _id); and with 1 worker followed by the
+                full read-back of every document (the verification as it was before)
 - mongorestore: `mongorestore --gzip --dir DIR` of mongodump's output (one worker,
                 as FerretDB needs; `--noIndexRestore` on FerretDB, which refuses the
                 `ns` index option mongorestore adds)
@@ -41,6 +44,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 
+WORKERS = tuple(int(w) for w in os.environ.get("BENCH_RESTORE_WORKERS", "1,2,4,8").split(","))
+"""Insert workers of the chatops restores measured (`1` also with the full read-back)."""
+TOOLS = {
+    "read": "read (raw pymongo, the floor)",
+    "dump": "chatops dump → S3",
+    "mongodump": "mongodump --gzip",
+    "mongorestore": "mongorestore --gzip (1 worker, no indexes)",
+    **{f"restore-{w}-loaded": f"chatops restore, {w} worker(s), verified while loading"
+       for w in WORKERS},
+    "restore-1-full": "chatops restore, 1 worker, verified by a full read-back (before)",
+}
+
+
 def run(argv: list[str]) -> dict[str, Any]:
     """Wall time and peak RSS of a child process (GNU time, so the RSS is the child's
     own and not this Python's at fork); its JSON output if it printed any."""
@@ -64,7 +80,7 @@ def child(mode: str, args: list[str]) -> None:
     from chatops.adapters.mongo import Mongo
     from chatops.adapters.s3 import Store
     from chatops.api.backup import S3Endpoint
-    from chatops.backup import bsonstream, dump, restore
+    from chatops.backup import bsonstream, dump, restore, verify
 
     uri = os.environ["MONGODB_URI"]
     with Mongo(uri) as mongo:
@@ -82,13 +98,28 @@ def child(mode: str, args: list[str]) -> None:
             summary = {"documents": m.documents, "bytes": m.tarball.size, "key": m.tarball.key}
             print(json.dumps(summary))
         elif mode == "restore":
+            # args: db bucket key target workers verify(loaded|full)
+            workers, how = int(args[4]), args[5]
+            request = restore.RestoreRequest(
+                mode="DropDatabase", rename={args[0]: args[3]}, workers=workers,
+                verify=how == "loaded",
+            )
             with tempfile.TemporaryDirectory() as work:
-                r = restore.restore(
-                    store, mongo, args[2],
-                    restore.RestoreRequest(mode="DropDatabase", rename={args[0]: args[3]}), work,
-                )
-            print(json.dumps({"documents": r.documents, "verified": r.verified,
-                              "replayed": r.replayed}))
+                started = time.monotonic()
+                downloaded, contents = restore.fetch(store, args[2], work)
+                fetched = time.monotonic()
+                r = restore.load(mongo, downloaded, contents, request)
+                loaded = time.monotonic()
+                if how == "full":  # the earlier guarantee: every document read back
+                    verify.restored(mongo, [
+                        verify.Check(args[3], c.name, c) for c in contents.collections
+                        if not c.is_view
+                    ])
+            print(json.dumps({
+                "documents": r.documents, "verified": how, "replayed": r.replayed,
+                "fetch_s": round(fetched - started, 2), "load_s": round(loaded - fetched, 2),
+                "read_back_s": round(time.monotonic() - loaded, 2),
+            }))
 
 
 def replay_child(database: str, target: str, after: str) -> None:
@@ -149,8 +180,13 @@ def main() -> None:
                 row["mongodump --oplog"]["bytes"] = sum(
                     p.stat().st_size for p in whole.rglob("*") if p.is_file()
                 )
-            row["restore"] = run([*py, "restore", db, bucket, row["dump"]["key"], target])
-            client.drop_database(target)
+            for workers in WORKERS:
+                for how in ("full", "loaded") if workers == 1 else ("loaded",):
+                    row[f"restore-{workers}-{how}"] = run(
+                        [*py, "restore", db, bucket, row["dump"]["key"], target, str(workers),
+                         how]
+                    )
+                    client.drop_database(target)
             restore_args = [
                 "mongorestore", "--uri", uri, "--gzip", "--dir", str(out),
                 "--nsFrom", f"{db}.*", "--nsTo", f"{target}.*",
@@ -181,16 +217,14 @@ def main() -> None:
             client.drop_database(name)
     print(f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d}, server "
           f"{'FerretDB' if ferretdb else 'MongoDB'}, S3 at {endpoint}")
-    print("| messages | tool | seconds | peak RSS MiB | bytes |")
-    print("|---|---|---|---|---|")
+    print("| messages | tool | seconds | peak RSS MiB | bytes | fetch / load / read-back s |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        for tool in ("read", "dump", "mongodump", "mongodump --oplog", "restore",
-                     "mongorestore"):
-            if tool not in row:
-                continue
+        for tool in [t for t in row if t != "messages"]:
             r = row[tool]
-            print(f"| {row['messages']} | {tool} | {r['seconds']} | {r['peak_rss_mib']} "
-                  f"| {r.get('bytes', '')} |")
+            parts = " / ".join(str(r[k]) for k in ("fetch_s", "load_s", "read_back_s") if k in r)
+            print(f"| {row['messages']} | {TOOLS.get(tool, tool)} | {r['seconds']} "
+                  f"| {r['peak_rss_mib']} | {r.get('bytes', '')} | {parts} |")
     if replay:
         print(f"\nreplay: {replay['entries']} entries in {replay['replay_seconds']} s, "
               f"{replay['entries_per_second']} entries/s (child peak RSS "

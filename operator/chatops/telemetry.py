@@ -122,6 +122,33 @@ backup_failures = Counter(
 )
 
 
+drill_last_verified = Gauge(
+    "chatops_backup_last_verified_timestamp_seconds",
+    "When a restore drill last proved a backup of the ChatBackup restorable (Unix time).",
+    ["namespace", "name"],
+)
+drill_restore_seconds = Gauge(
+    "chatops_backup_restore_seconds",
+    "Restore time (RTO) the last successful restore drill measured.",
+    ["namespace", "name"],
+)
+drill_failures = Counter(
+    "chatops_backup_drill_failures", "Restore drills that failed.", ["namespace", "name"]
+)
+
+
+def record_drill(namespace: str, name: str, finished: float, seconds: float | None) -> None:
+    """A successful restore drill: when it ended, and how long the restore took."""
+    drill_last_verified.labels(namespace, name).set(finished)
+    if seconds is not None:
+        drill_restore_seconds.labels(namespace, name).set(seconds)
+    drill_failures.labels(namespace, name)  # the series exists before the first failure
+
+
+def record_drill_failure(namespace: str, name: str) -> None:
+    drill_failures.labels(namespace, name).inc()
+
+
 def record_backup(
     namespace: str,
     name: str,

@@ -103,6 +103,11 @@ MORE: dict[str, list[dict[str, Any]]] = {
                 }
             },
             "retention": {"keepLast": 7, "maxAge": "720h"},
+            "verification": {
+                "schedule": "30 4 * * SUN",
+                "scratch": {"database": "chat_drill", "uriSecretRef": {"name": "drills"}},
+                "timeoutSeconds": 1800,
+            },
         }
     ],
     "ChatRecovery": [
@@ -360,6 +365,14 @@ def _rules(kind: str, good: dict[str, Any], base: int) -> Iterator[Bad]:
             spec = copy.deepcopy(good)
             spec["strategy"]["rolling"].update({"maxSurge": 0, "maxUnavailable": "0%"})
             yield Bad(kind, spec, "spec.strategy.rolling", "maxSurge and maxUnavailable 0", base)
+    if kind == "ChatBackup" and good.get("verification"):
+        spec = copy.deepcopy(good)
+        spec["verification"]["scratch"] = {"database": good["mongodb"]["database"]}
+        yield Bad(kind, spec, "spec", "a drill into the live database", base)
+        spec = copy.deepcopy(good)
+        del spec["mongodb"]["database"]
+        spec["verification"]["scratch"].pop("uriSecretRef", None)
+        yield Bad(kind, spec, "spec", "drills of every database beside them", base)
     if kind == "ChatBackup" and "kmsKeyId" in good["storage"]["s3"]:
         spec = copy.deepcopy(good)
         spec["storage"]["s3"]["serverSideEncryption"] = "AES256"

@@ -60,11 +60,34 @@ class Cluster:
 
     def write_status(self, plural: str, namespace: str, name: str, old: Model, new: Model) -> None:
         """The status `new` in one merge patch from `old`, with explicit nulls for keys it
-        no longer has, in nested objects too; nothing when they are the same."""
+        no longer has, in nested objects too; nothing when they are the same. Top-level
+        keys this writer did not change are not sent, so it never puts back a stale copy of
+        what another writer of the same status (a ChatBackup's drills) wrote meanwhile."""
         before, after = old.wire(), new.wire()
         if before == after:
             return
-        self.patch_status(plural, namespace, name, merge_patch(before, after))
+        patch = {
+            k: v for k, v in merge_patch(before, after).items()
+            if k not in after or before.get(k) != after[k]
+        }
+        self.patch_status(plural, namespace, name, patch)
+
+    def patch_status_at(
+        self, plural: str, namespace: str, name: str, resource_version: str,
+        status: Mapping[str, Any],
+    ) -> bool:
+        """A status merge patch that applies only if the object is still at
+        `resource_version`; False (nothing written) when it has changed since."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body
+            )
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
 
     def post_event(self, ref: Mapping[str, Any], event: Event) -> None:
         """An Event on the object `ref` (apiVersion, kind, metadata), created now and

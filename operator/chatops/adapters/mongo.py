@@ -101,6 +101,14 @@ class InsertResult:
     """Positions in the batch of the documents refused as duplicates."""
 
 
+def _split(batch: bytes) -> Iterator[memoryview]:
+    view, offset = memoryview(batch), 0
+    while offset < len(view):
+        length = int.from_bytes(view[offset : offset + 4], "little")
+        yield view[offset : offset + length]
+        offset += length
+
+
 class Mongo:
     """A MongoDB deployment reached through one connection string."""
 
@@ -160,6 +168,11 @@ class Mongo:
         with self.errors("buildInfo"):
             return str(self._client.admin.command("buildInfo").get("version", "unknown"))
 
+    def is_ferretdb(self) -> bool:
+        """Whether the server is FerretDB (its buildInfo says so)."""
+        with self.errors("buildInfo"):
+            return "ferretdbVersion" in self._client.admin.command("buildInfo")
+
     def database_names(self) -> list[str]:
         """User databases, without admin, local and config."""
         with self.errors("listDatabases"):
@@ -210,6 +223,48 @@ class Mongo:
                     yield cast(bytes, batch)
             finally:
                 cursor.close()
+
+    def first_raw(self, database: str, collection: str, n: int) -> list[bytes]:
+        """The first `n` documents in the server's natural order (the order it stored
+        them, for a collection only ever inserted into), raw: the server stops reading
+        after them, whatever its indexes."""
+        if n <= 0:
+            return []
+        with self.errors(f"find on {database}.{collection}"):
+            cursor = self._client[database][collection].find_raw_batches({}).limit(n)
+            try:
+                return [bytes(d) for batch in cursor for d in _split(cast(bytes, batch))]
+            finally:
+                cursor.close()
+
+    def raw_by_ids(self, database: str, collection: str, ids: Sequence[Any]) -> list[bytes]:
+        """The documents with these `_id`s, raw, in one query (through the `_id` index on
+        MongoDB; FerretDB reads the whole collection for it)."""
+        with self.errors(f"find by _id on {database}.{collection}"):
+            cursor = self._client[database][collection].find_raw_batches(
+                {"_id": {"$in": list(ids)}}
+            )
+            try:
+                return [bytes(d) for batch in cursor for d in _split(cast(bytes, batch))]
+            finally:
+                cursor.close()
+
+    def stored_count(self, database: str, collection: str) -> int:
+        """How many documents the server says the collection holds, from its storage
+        (`collStats`), not by reading them: exact for a collection just written, as a
+        restore's own temporary one (MongoDB's record count drifts only after an unclean
+        shutdown); counted (`count_documents`) where collStats is refused."""
+        with self.errors(f"collStats on {database}.{collection}"):
+            try:
+                stats = self._client[database].command("collStats", collection)
+                return int(stats["count"])
+            except (pymongo.errors.OperationFailure, KeyError, TypeError, ValueError):
+                return int(self._client[database][collection].count_documents({}))
+
+    def find_id(self, database: str, collection: str, id_: Any) -> dict[str, Any] | None:
+        """The document with this `_id`, or None."""
+        with self.errors(f"find on {database}.{collection}"):
+            return self._client[database][collection].find_one({"_id": id_})
 
     def count(self, database: str, collection: str) -> int:
         with self.errors(f"count on {database}.{collection}"):
@@ -293,6 +348,15 @@ class Mongo:
         with self.errors(f"renameCollection {database}.{old}"):
             self._client.admin.command(
                 {"renameCollection": f"{database}.{old}", "to": f"{database}.{new}"}
+            )
+
+    def upsert_id(
+        self, database: str, collection: str, id_: Any, fields: Mapping[str, Any]
+    ) -> None:
+        """Write the document `_id` with `fields` (creating the collection if needed)."""
+        with self.errors(f"update {database}.{collection}"):
+            self._client[database][collection].replace_one(
+                {"_id": id_}, {"_id": id_, **fields}, upsert=True
             )
 
     def delete_ids(self, database: str, collection: str, ids: Sequence[Any]) -> None:

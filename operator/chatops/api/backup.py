@@ -13,6 +13,7 @@ from chatops.api import bounds, cron
 from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name, SecretKeyRef
 from chatops.api.pitr import ArchiveStatus, PointInTime
+from chatops.api.verification import Verification, VerificationStatus
 
 ReadPreference = Literal[
     "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"
@@ -119,8 +120,35 @@ class Retention(Model):
     """Also delete good backups older than this, at most 87600h (never the newest)."""
 
 
+_SPEC_RULES = (
+    Rule(
+        "!has(self.verification) || has(self.verification.scratch.uriSecretRef) || "
+        "!has(self.mongodb.database) || "
+        "self.verification.scratch.database != self.mongodb.database",
+        "verification.scratch.database must not be mongodb.database: a drill restores into "
+        "its scratch database and drops it, never the live one",
+        lambda s: s.verification is None or s.verification.scratch.uri_secret_ref is not None
+        or s.mongodb.database is None or s.verification.scratch.database != s.mongodb.database,
+    ),
+    Rule(
+        "!has(self.verification) || has(self.mongodb.database) || "
+        "has(self.verification.scratch.uriSecretRef)",
+        "verification.scratch.uriSecretRef is required when mongodb.database is not set: a "
+        "backup of every database is drilled on a server of its own",
+        lambda s: s.verification is None or s.mongodb.database is not None
+        or s.verification.scratch.uri_secret_ref is not None,
+    ),
+)
+
+
 class ChatBackupSpec(Model):
     """A scheduled backup of the chat app's MongoDB into S3."""
+
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_SPEC_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> ChatBackupSpec:
+        return bounds.enforce(self, _SPEC_RULES)
 
     schedule: cron.Schedule | None = None
     """Cron schedule of five fields (minute hour day-of-month month day-of-week) or a
@@ -143,6 +171,8 @@ class ChatBackupSpec(Model):
     """Where backups go."""
     retention: Retention = Field(default_factory=Retention)
     """What to keep."""
+    verification: Verification | None = None
+    """Scheduled restore drills into a scratch database (none: no drills)."""
     point_in_time: PointInTime = Field(default_factory=PointInTime)
     """Archive the oplog continuously between base backups, for restores to any second
     (a ChatRecovery's `pointInTime`)."""
@@ -200,7 +230,10 @@ class ChatBackupStatus(Model):
     """The latest run."""
     backups: list[BackupRecord] = Field(default_factory=list)
     """Recent runs, newest last."""
+    verification: VerificationStatus | None = None
+    """The restore drills (`spec.verification`): when a backup was last proved
+    restorable, and how long its restore took."""
     point_in_time: ArchiveStatus | None = None
     """The continuous oplog archive (`spec.pointInTime`), written by its archiver."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Accepted, Ready, PointInTimeGap, … in the Kubernetes shape."""
+    """Accepted, Ready, PointInTimeGap, Verified, … in the Kubernetes shape."""

@@ -108,15 +108,23 @@ def _backup_problems(spec: dict[str, Any], named: set[str]) -> list[str]:
                 f"spec.timeZone: unknown time zone {zone!r} (use an IANA name such as "
                 "Europe/Paris)"
             )
-    if isinstance(schedule, str) and "spec.schedule" not in named:
-        if not croniter.is_valid(schedule):
-            return [*found, f"spec.schedule: {schedule!r} is not a valid cron expression"]
-        start = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
-        try:
-            croniter(schedule, start).get_next(datetime.datetime)
-        except (CroniterBadDateError, ValueError):  # e.g. 31 February
-            found.append(f"spec.schedule: {schedule!r} never fires")
+    verification = spec.get("verification")
+    drills = verification.get("schedule") if isinstance(verification, dict) else None
+    for field, value in (("spec.schedule", schedule), ("spec.verification.schedule", drills)):
+        if isinstance(value, str) and field not in named:
+            found += _cron_problems(field, value)
     return found
+
+
+def _cron_problems(field: str, schedule: str) -> list[str]:
+    if not croniter.is_valid(schedule):
+        return [f"{field}: {schedule!r} is not a valid cron expression"]
+    start = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    try:
+        croniter(schedule, start).get_next(datetime.datetime)
+    except (CroniterBadDateError, ValueError):  # e.g. 31 February
+        return [f"{field}: {schedule!r} never fires"]
+    return []
 
 
 M = TypeVar("M", bound=Model)

@@ -79,6 +79,10 @@ class DocumentDigest:
     def add(self, document: bytes | memoryview) -> None:
         self._sum = (self._sum + int.from_bytes(hashlib.sha256(document).digest(), "big")) % _MOD
 
+    def merge(self, other: DocumentDigest) -> None:
+        """Add the documents `other` has seen (the digest of a union of multisets)."""
+        self._sum = (self._sum + other._sum) % _MOD
+
     def hexdigest(self) -> str:
         return self._sum.to_bytes(32, "big").hex()
 

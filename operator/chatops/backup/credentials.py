@@ -17,6 +17,7 @@ from chatops.adapters.kube import Cluster
 from chatops.adapters.mongo import uri_problem
 from chatops.adapters.redact import redact, uri_secrets
 from chatops.api.backup import MongoURISecretRef, S3Endpoint
+from chatops.api.common import SecretKeyRef
 from chatops.errors import InvalidSpec
 
 
@@ -75,7 +76,7 @@ def read(
 
 
 def read_uri(
-    cluster: Cluster, resource: str, namespace: str, mongo: MongoURISecretRef, field: str
+    cluster: Cluster, resource: str, namespace: str, mongo: SecretKeyRef, field: str
 ) -> str:
     """The connection string, refused (without quoting it) if pymongo would misread it."""
     uri = _secret(cluster, resource, namespace, field, mongo.name, mongo.key)

@@ -31,7 +31,7 @@ from bson.raw_bson import RawBSONDocument
 from chatops.adapters import oplog as oplog_adapter
 from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
-from chatops.backup import layout, oplog, swap, verify
+from chatops.backup import inserter, layout, oplog, swap, verify
 from chatops.backup import manifest as manifests
 from chatops.backup.bsonstream import Framer, documents
 from chatops.backup.contents import (
@@ -49,6 +49,10 @@ from chatops.errors import ChatopsError, RestoreFailed, VerificationFailed
 Mode = swap.Mode
 INSERT_BYTES = 8 * 1024 * 1024
 INSERT_DOCUMENTS = 10_000
+WORKERS = 4
+"""Concurrent insert workers against MongoDB (as mongorestore's
+`--numInsertionWorkersPerCollection`). Against FerretDB one: on SQLite it takes one
+writer at a time and more workers only wait for each other (bench/backup_results.md)."""
 
 
 class Interrupted(Exception):
@@ -64,7 +68,11 @@ class RestoreRequest:
     rename: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Restore backup database X into database rename[X]."""
     verify: bool = True
-    """Check the loaded collections against the backup before the commit."""
+    """Check the loaded collections against the backup before the commit (`verify.loaded`:
+    what the server acknowledged, the count, a read-back by `_id`, the indexes)."""
+    workers: int | None = None
+    """Concurrent insert workers; none chooses by the server (`WORKERS`, or 1 on
+    FerretDB)."""
     token: str = ""
     """Names this restore's temporary collections; the same across the restarts of one
     restore (a ChatRecovery's uid), so a restarted one finds its own. Random if empty."""
@@ -265,12 +273,15 @@ def load(
         raise RestoreFailed(f"restore failed: {err}") from err
     try:
         if plans:
-            _load_temporaries(mongo, downloaded, selected, request, token, target, interrupt)
+            written = _load_temporaries(
+                mongo, downloaded, selected, request, token, target, interrupt
+            )
             if request.verify:
-                verify.restored(mongo, [
-                    verify.Check(target(c.database), swap.temp_name(token, c.name), c)
+                keys = [
+                    (c, (target(c.database), swap.temp_name(token, c.name)))
                     for c in selected if not c.is_view
-                ])
+                ]
+                verify.loaded(mongo, [verify.Loaded(*key, c, written[key]) for c, key in keys])
     except BaseException as err:
         for plan in plans:
             swap.clean(server, plan)
@@ -388,44 +399,53 @@ def _load_temporaries(
     mongo: Mongo, downloaded: Downloaded, selected: list[CollectionContents],
     request: RestoreRequest, token: str, target: Callable[[str], str],
     interrupt: Callable[[], bool],
-) -> None:
-    """Every collection into its temporary collection: options, documents, indexes."""
+) -> dict[inserter.Key, inserter.Written]:
+    """Every collection into its temporary collection: options, documents (sent by
+    `request.workers` concurrent workers), indexes. What the server acknowledged of each."""
     wanted = {(c.database, c.stem): c for c in selected if not c.is_view}
     for each in wanted.values():
         options = each.metadata.options if each.metadata else {}
         mongo.create_collection(target(each.database), swap.temp_name(token, each.name), options)
+    workers = request.workers or (1 if mongo.is_ferretdb() else WORKERS)
+    loader = inserter.Loader(mongo, workers, interrupt=interrupt)
     try:
+        for each in wanted.values():
+            loader.open((target(each.database), swap.temp_name(token, each.name)))
         for entry, reader in entries(downloaded.path):
             c = wanted.get((entry.database, entry.stem))
             if entry.kind != "bson" or c is None:
                 continue
-            db, temp = target(c.database), swap.temp_name(token, c.name)
+            key = (target(c.database), swap.temp_name(token, c.name))
             framer, batch, batch_bytes = Framer(), [], 0
-            duplicates = 0
-
-            def insert(batch: list[memoryview], db: str = db, temp: str = temp) -> int:
-                if interrupt():
-                    raise Interrupted(f"stopped while loading {db}")
-                return mongo.insert_raw(db, temp, batch).duplicates
-
             while chunk := reader.read(READ_CHUNK):
                 for doc in documents(framer.feed(chunk)):
                     batch.append(doc)
                     batch_bytes += len(doc)
                     if batch_bytes >= INSERT_BYTES or len(batch) >= INSERT_DOCUMENTS:
-                        duplicates += insert(batch)
+                        loader.submit(key, batch)
                         batch, batch_bytes = [], 0
             if batch:
-                duplicates += insert(batch)
-            if duplicates:
-                raise RestoreFailed(
-                    f"{db}.{c.name}: {duplicates} document(s) of the backup share an _id "
-                    "(or a unique key) with another"
-                )
+                loader.submit(key, batch)
+        written = loader.close()
     except CORRUPT as err:  # the file changed on disk since inspect()
+        loader.close(raising=False)
         raise VerificationFailed(f"the downloaded tarball became unreadable: {err}") from err
+    except inserter.Stopped as err:
+        loader.close(raising=False)
+        raise Interrupted(f"{err}; nothing was restored") from None
+    except BaseException:
+        loader.close(raising=False)
+        raise
+    for c in wanted.values():
+        db, temp = target(c.database), swap.temp_name(token, c.name)
+        if written[(db, temp)].duplicates:
+            raise RestoreFailed(
+                f"{db}.{c.name}: {written[(db, temp)].duplicates} document(s) of the backup "
+                "share an _id (or a unique key) with another"
+            )
     for each in wanted.values():
         if interrupt():
             raise Interrupted("stopped before building the indexes")
         indexes = each.metadata.secondary_indexes() if each.metadata else []
         mongo.create_indexes(target(each.database), swap.temp_name(token, each.name), indexes)
+    return written
