@@ -6,8 +6,12 @@ replace, delete, re-insert) and logs each as the real servers log it: a `$v: 2` 
 replacement. Then, as a dump does on a live database, a *fuzzy* base is taken: every
 document as it was at its own moment after the backup's start position. Replaying the
 oplog from that position up to a time T onto the base must give the model as it was at
-T, byte for byte; so must replaying it twice, and a replay interrupted after any step and
-restarted from its first entry. Documents are held by an in-memory server that applies
+T: the same documents with the same fields, values and types; so must replaying it twice,
+and a replay interrupted after any step and restarted from its first entry. Field order is
+left out of the comparison: once an entry is applied to a document already past it (which
+a fuzzy base makes happen), a field deleted and set again moves to the end, and MongoDB's
+own replay promises no more (its idempotency tests compare with
+UnorderedFieldsBSONObjComparator). Documents are held by an in-memory server that applies
 replay's writes as MongoDB would (replace with upsert, delete by `_id`)."""
 
 from __future__ import annotations
@@ -67,6 +71,23 @@ def readable(snapshot: dict[str, dict[str, bytes]]) -> dict[str, dict[str, str]]
     """The snapshot with each document shown as its fields in order, types named."""
     return {c: {k: repr([(f, type(v).__name__, v) for f, v in bson.decode(d).items()])
                 for k, d in docs.items()} for c, docs in snapshot.items()}
+
+
+def unordered(snapshot: dict[str, dict[str, bytes]]) -> dict[str, dict[str, str]]:
+    """The snapshot with each document's fields sorted, types named: a replay applied
+    again over documents already past some of its entries ends with the same fields and
+    values, but a field deleted and set again moves to the end. MongoDB's own replay
+    promises no more (its idempotency tests compare with UnorderedFieldsBSONObjComparator)."""
+
+    def fields(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return sorted((f, type(v).__name__, fields(v)) for f, v in value.items())
+        if isinstance(value, list):
+            return [fields(v) for v in value]
+        return repr(value)
+
+    return {c: {k: repr(fields(bson.decode(d))) for k, d in docs.items()}
+            for c, docs in snapshot.items()}
 
 
 def same(a: Any, b: Any) -> bool:
@@ -262,9 +283,9 @@ class ReplayMachine(RuleBasedStateMachine):
 
             server = Server(base)
             oplog.replay(oplog.until(log, last), NS, server.read, server.write, batch=4)
-            assert readable(server.snapshot()) == readable(expected)
+            assert unordered(server.snapshot()) == unordered(expected)
             oplog.replay(oplog.until(log, last), NS, server.read, server.write, batch=3)
-            assert readable(server.snapshot()) == readable(expected), "a second replay differs"
+            assert unordered(server.snapshot()) == unordered(expected), "a second replay differs"
 
             interrupted = Server(base)
             for i, step in enumerate(oplog.steps(oplog.until(log, last), NS, batch=2)):
@@ -273,7 +294,7 @@ class ReplayMachine(RuleBasedStateMachine):
                 assert isinstance(step, list)
                 interrupted.write(oplog.fold(step, interrupted.read(oplog.reads(step))))
             oplog.replay(oplog.until(log, last), NS, interrupted.read, interrupted.write)
-            assert readable(interrupted.snapshot()) == readable(expected), "a restart differs"
+            assert unordered(interrupted.snapshot()) == unordered(expected), "a restart differs"
 
 
 ReplayMachine.TestCase.settings = settings(
