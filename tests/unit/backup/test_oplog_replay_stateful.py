@@ -67,12 +67,6 @@ class Server:
                 for c, docs in self.collections.items() if docs}
 
 
-def readable(snapshot: dict[str, dict[str, bytes]]) -> dict[str, dict[str, str]]:
-    """The snapshot with each document shown as its fields in order, types named."""
-    return {c: {k: repr([(f, type(v).__name__, v) for f, v in bson.decode(d).items()])
-                for k, d in docs.items()} for c, docs in snapshot.items()}
-
-
 def unordered(snapshot: dict[str, dict[str, bytes]]) -> dict[str, dict[str, str]]:
     """The snapshot with each document's fields sorted, types named: a replay applied
     again over documents already past some of its entries ends with the same fields and
