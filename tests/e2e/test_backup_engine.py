@@ -25,6 +25,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
+from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
 from chatops.adapters.s3 import Credentials, Store
 from chatops.api.backup import S3Endpoint
@@ -472,3 +473,30 @@ def test_s3_stopping_mid_upload_fails_the_run_without_a_manifest(
         manifest.tarball.key, layout.manifest_key("s/", manifest.id)
     }
     assert manifest.tarball.size > 16 * 1024 * 1024  # it really took several parts
+
+
+def test_a_resent_conditional_write_that_lost_to_its_own_first_send_is_done(
+    store: Store,
+) -> None:
+    """boto3 resends a request whose reply it did not get (a timeout on a busy machine).
+    When the first send did write, the resend loses its If-None-Match to it: that is the
+    same write, done — while another writer's object at the key still refuses it."""
+    key = f"mongodb_{uuid.uuid4().hex[:8]}.tar.gz"
+    store.put(key, b"first")
+    with pytest.raises(s3.KeyTaken):
+        store.put(key, b"second")
+    assert store.get(key) == b"first"
+
+    resent = f"mongodb_{uuid.uuid4().hex[:8]}.tar.gz"
+    written = s3.with_nonce({})
+
+    def send() -> None:
+        store.client.put_object(Bucket=store.bucket, Key=resent, Body=b"mine",
+                                Metadata=written, IfNoneMatch="*")
+
+    send()  # the first send: it wrote, but its reply was lost
+    with store.conditional("PutObject", resent, written):
+        send()  # the resend loses to it, and is recognised as the same write
+    with pytest.raises(s3.KeyTaken), store.conditional("PutObject", resent, s3.with_nonce({})):
+        send()  # any other write still loses
+    assert store.get(resent) == b"mine"

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import datetime
 import math
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -96,6 +97,12 @@ class KeyTaken(StorageError):
 TAKEN = ("PreconditionFailed", "ConditionalRequestConflict")
 """Error codes of a conditional write that lost: the key is taken (or being taken)."""
 
+WRITE_METADATA = "chatops-write"
+"""A nonce of each conditional write, in the object's metadata. boto3 resends a request
+whose reply it did not get (a timeout on a busy machine): when the first send did
+write, the resend loses to it with PreconditionFailed. The object then carries this
+write's own nonce, and the write is taken for what it is, done."""
+
 
 class Store:
     """One bucket of an S3-compatible store."""
@@ -158,17 +165,31 @@ class Store:
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Write a new object; KeyTaken if the key holds one already."""
-        with self.errors("PutObject", key):
+        written = with_nonce(metadata or {})
+        with self.conditional("PutObject", key, written):
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=data,
                 ContentType=content_type,
-                Metadata=dict(metadata or {}),
+                Metadata=written,
                 IfNoneMatch="*",
                 **self.encryption,
             )
-        self.verify_written(key, metadata or {}, "PutObject")
+        self.verify_written(key, written, "PutObject")
+
+    @contextlib.contextmanager
+    def conditional(self, doing: str, key: str, written: Mapping[str, str]) -> Iterator[None]:
+        """`errors`, for a write with If-None-Match: a lost condition is KeyTaken unless
+        the object there is this very write's (a resent request that lost to its first
+        send: see WRITE_METADATA)."""
+        try:
+            with self.errors(doing, key):
+                yield
+        except KeyTaken:
+            found = self.head(key)
+            if found is None or found[1].get(WRITE_METADATA) != written[WRITE_METADATA]:
+                raise
 
     def verify_written(self, key: str, metadata: Mapping[str, str], doing: str) -> None:
         """The object at `key` is the one just written: it carries `metadata` (a store that
@@ -274,6 +295,11 @@ class Store:
                     raise
 
 
+def with_nonce(metadata: Mapping[str, str]) -> dict[str, str]:
+    """`metadata` and a nonce of the write about to be made (WRITE_METADATA)."""
+    return {**metadata, WRITE_METADATA: uuid.uuid4().hex}
+
+
 class MultipartUpload:
     """Bytes written in order become one object: a single PUT if they fit in one part,
     else a multipart upload. Holds at most one part in memory."""
@@ -282,7 +308,7 @@ class MultipartUpload:
         self, store: Store, key: str, planned_part_size: int, metadata: Mapping[str, str]
     ) -> None:
         self._store = store
-        self._metadata = dict(metadata)
+        self._metadata = with_nonce(metadata)
         self.key = key
         self._planned = planned_part_size
         self._buffer = bytearray()
@@ -337,7 +363,7 @@ class MultipartUpload:
         else:
             if self._buffer:
                 self._send(bytes(self._buffer))
-            with store.errors("CompleteMultipartUpload", self.key):
+            with store.conditional("CompleteMultipartUpload", self.key, self._metadata):
                 store.client.complete_multipart_upload(
                     Bucket=store.bucket,
                     Key=self.key,
