@@ -171,35 +171,12 @@ def _open(args: argparse.Namespace) -> tuple[str, Any, dict[str, Any], Any]:
 
 
 def _backups(args: argparse.Namespace) -> int:
-    from kubernetes import client
-
-    from chatops.adapters.kube import Cluster
-    from chatops.api import validation
-    from chatops.api.backup import ChatBackupSpec
-    from chatops.backup import catalog, credentials
+    from chatops.backup import catalog
     from chatops.backup.retention import RetentionPolicy
-    from chatops.commands.kube import connect
-    from chatops.errors import ChatopsError, InvalidSpec
+    from chatops.errors import ChatopsError
 
-    api, namespace = connect(args.namespace)
-    cluster = Cluster(api)
+    owner, spec, body, store = _open(args)
     try:
-        body = cluster.get(PLURAL, namespace, args.name)
-    except client.ApiException as err:
-        raise CommandError(f"reading chatbackup {namespace}/{args.name}: {err.reason}") from None
-    if body is None:
-        raise CommandError(f"chatbackup {namespace}/{args.name} not found")
-    owner = f"{namespace}/{args.name}"
-    try:
-        spec = validation.parsed(ChatBackupSpec, "ChatBackup", body["spec"], f"chatbackup {owner}")
-    except InvalidSpec as err:
-        raise CommandError(str(err)) from None
-    try:
-        secrets = credentials.read(
-            cluster, f"ChatBackup {owner}", namespace, spec.mongodb.uri_secret_ref,
-            "spec.mongodb.uriSecretRef", spec.storage.s3, "spec.storage.s3",
-        )
-        store = credentials.store(spec.storage.s3, secrets)
         everything = catalog.list_backups(store, spec.storage.s3.prefix)
     except ChatopsError as err:
         raise CommandError(str(err)) from None
