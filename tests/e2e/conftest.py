@@ -49,9 +49,16 @@ from support import GROUP, kubectl, operator_process, wait_for  # noqa: E402
 
 @pytest.fixture(scope="session")
 def environment() -> Iterator[dict[str, str]]:
-    """The env file's values, also exported to this process and its children."""
-    started = not localenv.running()
-    env = localenv.up()
+    """The env file's values, also exported to this process and its children. On a
+    pytest-xdist worker the controller started the environment (tests/conftest.py): a
+    worker only reads it, and never starts, restarts or stops what the others use."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        started, env = False, localenv.read_env_file()
+        if not env:
+            pytest.fail(f"no environment at {localenv.ENV_FILE}: the controller starts it")
+    else:
+        started = not localenv.running()
+        env = localenv.up()
     # The demo's operator acts on every namespace; the tests run their own.
     localenv.stop("operator")
     saved = dict(os.environ)
@@ -73,8 +80,15 @@ def api(environment: dict[str, str]) -> client.ApiClient:
 
 @pytest.fixture(scope="session")
 def crds(environment: dict[str, str]) -> None:
-    """The chatops CRDs, applied as a user would and established."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    """The chatops CRDs, applied as a user would and established. Workers apply them at
+    once on a fresh cluster, and the server-side applies that race to create a CRD lose
+    with AlreadyExists: an apply is retried until it holds (it is idempotent)."""
+    wait_for(
+        lambda: kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"), check=False
+        ).returncode == 0,
+        timeout=60, interval=1, what="the CRDs applied",
+    )
     localenv.wait_established(
         *(f"{name}.{GROUP}" for name in ("chatreleases", "chatbackups", "chatrecoveries"))
     )
