@@ -41,7 +41,7 @@ unit: venv ## unit tests: no network, no cluster
 
 # Tests run on WORKERS pytest-xdist workers (they mostly wait on the cluster), then the
 # tests marked serial run alone (see tests/e2e/conftest.py and CONTRIBUTING.md).
-WORKERS  ?= 4
+WORKERS  ?= 2
 PARALLEL := -n $(WORKERS) --dist loadgroup -m 'not serial'
 SERIAL   := -n 0 -m serial
 # pytest exits 5 when every test is deselected: no serial test is no failure
