@@ -80,7 +80,7 @@ def child(mode: str, args: list[str]) -> None:
     from chatops.adapters.mongo import Mongo
     from chatops.adapters.s3 import Store
     from chatops.api.backup import S3Endpoint
-    from chatops.backup import bsonstream, dump, restore, verify
+    from chatops.backup import bsonstream, dump, fetch, restore, verify
 
     uri = os.environ["MONGODB_URI"]
     with Mongo(uri) as mongo:
@@ -106,7 +106,7 @@ def child(mode: str, args: list[str]) -> None:
             )
             with tempfile.TemporaryDirectory() as work:
                 started = time.monotonic()
-                downloaded, contents = restore.fetch(store, args[2], work)
+                downloaded, contents = fetch.fetch(store, args[2], work)
                 fetched = time.monotonic()
                 r = restore.load(mongo, downloaded, contents, request)
                 loaded = time.monotonic()

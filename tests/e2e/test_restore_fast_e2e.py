@@ -41,7 +41,7 @@ from backups import (
 from chatops.adapters.mongo import Mongo
 from chatops.adapters.s3 import Store
 from chatops.api.backup import S3Endpoint
-from chatops.backup import dump, restore, swap
+from chatops.backup import dump, fetch, restore, swap
 from chatops.errors import RestoreFailed
 from support import GROUP, VERSION, metrics, wait_for
 from test_backup_engine import fingerprint, indexes, seed, tool
@@ -134,7 +134,7 @@ def test_a_restore_that_fails_mid_insert_leaves_the_database_as_it_was(
     mongo_client[restored].messages.delete_many({"edited": True})
     mongo_client[restored].notes.insert_one({"_id": "written after the backup"})
     before = fingerprint(mongo_client, restored)
-    downloaded, contents = restore.fetch(store, "fast/mongodb_20261202_031500.tar.gz",
+    downloaded, contents = fetch.fetch(store, "fast/mongodb_20261202_031500.tar.gz",
                                          str(tmp_path))
     looks = iter(range(1_000_000))
     request = restore.RestoreRequest(mode="DropDatabase", rename={database: restored},

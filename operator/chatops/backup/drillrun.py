@@ -3,7 +3,7 @@ write), and a drill (the newest backup restored into the scratch database, verif
 full, dropped), recorded in `status.verification`, the `Verified` condition, Events and
 metrics.
 
-The drill restores with the ChatRecovery's own functions (`restore.fetch`, `restore.load`:
+The drill restores with the ChatRecovery's own functions (`fetch.fetch`, `restore.load`:
 the manifest required, every byte checked, concurrent inserts verified while loading,
 temporary collections renamed into place), so the time it measures is the restore time a
 recovery of that backup would take (the RTO). Then it reads every document back
@@ -42,7 +42,7 @@ from chatops.adapters.mongo import Mongo
 from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec, ChatBackupStatus
 from chatops.api.common import GROUP
-from chatops.backup import catalog, credentials, drills, restore, swap, verify
+from chatops.backup import catalog, credentials, drills, fetch, restore, swap, verify
 from chatops.backup.retention import RetentionPolicy
 from chatops.errors import ChatopsError, RestoreFailed
 from chatops.events import EventSink
@@ -321,7 +321,7 @@ def _drill(cluster: Cluster, job: Drill, stopped: Callable[[], bool]) -> drills.
             tempfile.TemporaryDirectory(prefix=f"chatops-drill-{job.namespace}-") as work,
         ):
             clock_start = time.monotonic()
-            downloaded, contents = restore.fetch(
+            downloaded, contents = fetch.fetch(
                 store, tarball, work, require_manifest=True
             )
             fetched = time.monotonic()

@@ -1,10 +1,11 @@
 """The restore: fetch and check the tarball, load it beside the data, then commit.
 
-1. `fetch` reads the manifest beside the tarball and streams the tarball to a local file,
-   hashing it on the way, then `contents.inspect` checks every byte and every name before
-   the database is touched. A tarball chatops wrote (its S3 owner metadata says so)
-   without its manifest is refused, "manifest missing", unless the caller accepts an
-   unverified restore; a runbook tarball (no owner) is checked against its own files.
+1. `fetch.fetch` reads the manifest beside the tarball and streams the tarball to a
+   local file, hashing it on the way, then `contents.inspect` checks every byte and
+   every name before the database is touched. A tarball chatops wrote (its S3 owner
+   metadata says so) without its manifest is refused, "manifest missing", unless the
+   caller accepts an unverified restore; a runbook tarball (no owner) is checked against
+   its own files.
 2. `load` restores with the mode (DropDatabase, DropCollections, Merge): each collection
    is created as a temporary collection with its options, documents inserted as
    RawBSONDocument (never decoded), secondary indexes built, and, with `verify`, checked
@@ -20,7 +21,6 @@ ChatRecovery runs the same two functions as separate steps.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -31,8 +31,7 @@ from bson.raw_bson import RawBSONDocument
 from chatops.adapters import oplog as oplog_adapter
 from chatops.adapters import s3
 from chatops.adapters.mongo import Mongo
-from chatops.backup import inserter, layout, oplog, swap, verify
-from chatops.backup import manifest as manifests
+from chatops.backup import fetch, inserter, oplog, swap, verify
 from chatops.backup.bsonstream import Framer, documents
 from chatops.backup.contents import (
     CORRUPT,
@@ -42,7 +41,6 @@ from chatops.backup.contents import (
     Contents,
     Downloaded,
     entries,
-    inspect,
 )
 from chatops.errors import ChatopsError, RestoreFailed, VerificationFailed
 
@@ -107,71 +105,6 @@ class RestoreResult:
         return sum(c.duplicates for c in self.collections)
 
 
-def download(store: s3.Store, key: str, directory: str) -> Downloaded:
-    """The tarball at `key`, streamed to a file in `directory` and hashed."""
-    path = os.path.join(directory, os.path.basename(key) or "backup.tar.gz")
-    digest, size = hashlib.sha256(), 0
-    with open(path, "wb") as out:
-        for chunk in store.stream(key):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-    return Downloaded(path, size, digest.hexdigest())
-
-
-def manifest_for(
-    store: s3.Store, key: str, *, require: bool = False, allow_unverified: bool = False
-) -> manifests.Manifest | None:
-    """The manifest beside the tarball at `key`; None for a runbook tarball without one.
-    RestoreFailed ("manifest missing") when one must exist: the caller requires it, or
-    chatops wrote the tarball (its owner metadata) and `allow_unverified` is false."""
-    try:
-        raw = store.get(layout.manifest_key_for(key))
-    except ChatopsError as err:
-        raise RestoreFailed(f"reading the manifest of {key} failed: {err}") from err
-    if raw is not None:
-        try:
-            return manifests.parse(raw)
-        except ValueError as err:
-            raise VerificationFailed(f"the manifest of {key} is unreadable: {err}") from err
-    if require:
-        raise RestoreFailed(f"manifest missing: {key} has none, it is an incomplete backup")
-    try:
-        head = store.head(key)
-    except ChatopsError as err:
-        raise RestoreFailed(f"reading {key} failed: {err}") from err
-    if head is None:
-        raise RestoreFailed(f"{key} does not exist")
-    owner = head[1].get(layout.OWNER_METADATA)
-    if owner and not allow_unverified:
-        raise RestoreFailed(
-            f"manifest missing: {key} was written by chatops (ChatBackup {owner}) but its "
-            "manifest is gone, so it cannot be verified; nothing was restored (set "
-            "spec.source.s3.allowUnverified to restore it anyway)"
-        )
-    return None
-
-
-def fetch(
-    store: s3.Store, key: str, directory: str, databases: Collection[str] | None = None,
-    *, require_manifest: bool = False, allow_unverified: bool = False,
-) -> tuple[Downloaded, Contents]:
-    """The tarball downloaded and inspected: everything checked that can be checked
-    without the database."""
-    manifest = manifest_for(
-        store, key, require=require_manifest, allow_unverified=allow_unverified
-    )
-    try:
-        downloaded = download(store, key, directory)
-    except ChatopsError as err:
-        raise RestoreFailed(f"downloading {key} failed: {err}") from err
-    try:
-        return downloaded, inspect(downloaded, manifest, databases)
-    except BaseException:
-        os.unlink(downloaded.path)
-        raise
-
-
 def restore(
     store: s3.Store,
     mongo: Mongo,
@@ -183,7 +116,7 @@ def restore(
     allow_unverified: bool = False,
 ) -> RestoreResult:
     """Fetch, inspect and load the tarball at `key` (see the module's docstring)."""
-    downloaded, contents = fetch(
+    downloaded, contents = fetch.fetch(
         store, key, directory, request.databases,
         require_manifest=require_manifest, allow_unverified=allow_unverified,
     )

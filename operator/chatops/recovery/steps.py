@@ -27,7 +27,7 @@ from chatops.adapters.lease import Lease, Renewal
 from chatops.adapters.mongo import Mongo
 from chatops.api.pitr import RecoveredPointInTime
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
-from chatops.backup import credentials, restore, slices, verify
+from chatops.backup import credentials, fetch, restore, slices, verify
 from chatops.backup.contents import Contents, Downloaded
 from chatops.backup.oplog import OpTime
 from chatops.errors import RestoreFailed
@@ -245,7 +245,7 @@ def _fetch(ctx: Context) -> tuple[Downloaded, Contents]:
         raise RestoreFailed("no backup resolved (the Resolve step did not record one)")
     if ws.directory is None:
         ws.directory = tempfile.mkdtemp(prefix=f"chatops-restore-{ctx.namespace}-{ctx.name}-")
-    ws.downloaded, ws.contents = restore.fetch(
+    ws.downloaded, ws.contents = fetch.fetch(
         _store(ctx), backup.key, ws.directory, ctx.plan.databases,
         require_manifest=ctx.plan.require_manifest, allow_unverified=ctx.plan.allow_unverified,
     )
