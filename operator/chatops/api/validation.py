@@ -20,8 +20,9 @@ from croniter import CroniterBadDateError, croniter
 from chatops.api.analysis import Analysis
 from chatops.api.backup import ChatBackupSpec
 from chatops.api.common import Condition, Model, condition, set_condition
+from chatops.api.cost import CostQueries
 from chatops.api.recovery import ChatRecoverySpec
-from chatops.api.release import ChatReleaseSpec
+from chatops.api.release import ChatReleaseSpec, Strategy
 from chatops.errors import InvalidSpec
 
 SPECS: dict[str, type[Model]] = {
@@ -29,6 +30,8 @@ SPECS: dict[str, type[Model]] = {
     "ChatBackup": ChatBackupSpec,
     "ChatRecovery": ChatRecoverySpec,
 }
+
+M = TypeVar("M", bound=Model)
 
 
 def problems(kind: str, spec: dict[str, Any]) -> list[str]:
@@ -52,30 +55,38 @@ def problems(kind: str, spec: dict[str, Any]) -> list[str]:
         from chatops.metrics.analysis import placeholder_problems
 
         found += placeholder_problems(Analysis.model_validate(analysis))
-    if kind == "ChatRelease" and not found:
+    if kind == "ChatRelease":
         from chatops.metrics.analysis import WINDOW_PLACEHOLDERS, query_problems
 
-        found += query_problems(
-            _window_queries(ChatReleaseSpec.model_validate(spec)), WINDOW_PLACEHOLDERS
-        )
+        found += query_problems(_window_queries(spec, named), WINDOW_PLACEHOLDERS)
     return found
 
 
-def _window_queries(spec: ChatReleaseSpec) -> list[tuple[str, str]]:
+def _window_queries(spec: dict[str, Any], named: set[str]) -> list[tuple[str, str]]:
     """`(field, query)` of the queries counted over a window: the drain's reconnect
-    check and the cost of a release."""
+    check and the cost of a release, each of a part whose shape passed."""
     queries = []
-    for name, strategy in (("blueGreen", spec.strategy.blue_green),
-                           ("canary", spec.strategy.canary)):
-        if strategy is not None and strategy.drain is not None:
+    strategy = _part(Strategy, spec, "strategy", named)
+    for name, steps in (("blueGreen", strategy and strategy.blue_green),
+                        ("canary", strategy and strategy.canary)):
+        if steps and steps.drain is not None:
             queries.append(
-                (f"spec.strategy.{name}.drain.reconnect.query", strategy.drain.reconnect.query)
+                (f"spec.strategy.{name}.drain.reconnect.query", steps.drain.reconnect.query)
             )
-    if spec.cost is not None:
+    cost = _part(CostQueries, spec, "cost", named)
+    if cost is not None:
         for field in ("requests", "failed_requests", "websockets_moved", "websockets_dropped"):
             camel = field.split("_")[0] + "".join(w.title() for w in field.split("_")[1:])
-            queries.append((f"spec.cost.{camel}", getattr(spec.cost, field)))
+            queries.append((f"spec.cost.{camel}", getattr(cost, field)))
     return queries
+
+
+def _part(model: type[M], spec: dict[str, Any], key: str, named: set[str]) -> M | None:
+    """`spec[key]` as `model`, or None when it is absent or a problem was named in it."""
+    if spec.get(key) is None or any(f == f"spec.{key}" or f.startswith(f"spec.{key}.")
+                                    or f.startswith(f"spec.{key}[") for f in named):
+        return None
+    return model.model_validate(spec[key])
 
 
 _TYPE_TAGS = re.compile(r"^(int|str|float|bool|none|list|dict)$|\[")
@@ -126,8 +137,6 @@ def _cron_problems(field: str, schedule: str) -> list[str]:
         return [f"{field}: {schedule!r} never fires"]
     return []
 
-
-M = TypeVar("M", bound=Model)
 
 
 def parsed(model: type[M], kind: str, spec: dict[str, Any], resource: str) -> M:
