@@ -360,12 +360,15 @@ def stop_cluster() -> None:
         )
 
 
-def start_ferretdb() -> str:
+def start_ferretdb(name: str = "ferretdb") -> str:
+    """A FerretDB on its own SQLite files (`.chatops-env/<name>/`), its replica set and
+    oplog created; its URI. `down` stops every one, by name."""
     port = free_port()
-    data = STATE / "ferretdb"
-    data.mkdir(parents=True, exist_ok=True)
+    data = STATE / name
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
     spawn(
-        "ferretdb",
+        name,
         [
             str(bin_dir("ferretdb") / "ferretdb"),
             "--handler=sqlite",
@@ -381,7 +384,7 @@ def start_ferretdb() -> str:
             "--test-capped-cleanup-interval=1s",
         ],
     )
-    wait_until("FerretDB", lambda: tcp_open(port))
+    wait_until(name, lambda: tcp_open(port))
     uri = f"mongodb://127.0.0.1:{port}/"
     create_oplog(uri)
     return uri
@@ -623,7 +626,7 @@ def down(quiet: bool = False) -> None:
         log("stopping Kubernetes")
     stop_cluster()
     netns.delete(NETNS)
-    for sub in ("kwok", "ferretdb", "prometheus", "pids"):
+    for sub in ("kwok", "prometheus", "pids", *(p.name for p in STATE.glob("ferretdb*"))):
         shutil.rmtree(STATE / sub, ignore_errors=True)
     ENV_FILE.unlink(missing_ok=True)
 

@@ -13,10 +13,12 @@ The rules that keep them apart:
   scope: `support.start_operator(log, port, [namespace, ...])` or `operator_process`.
 - Several namespaces: `@pytest.mark.namespaces(2)`; the `namespaces` fixture is their
   list (`namespace` is its first), and the `operator` fixture watches them all.
-- A test that writes to the shared MongoDB (`@pytest.mark.mongodb`, or the `database`/
-  `mongo_client` fixtures) runs on one worker with the others that do (xdist group
-  `mongodb`): the server's oplog is one capped timeline, and a test that seeds
-  thousands of documents would roll it past a consistent backup running beside it.
+- MongoDB's oplog is one capped timeline per server: a test that seeds thousands of
+  documents would roll it past a consistent backup running beside it. So each worker
+  runs a FerretDB of its own (`environment["MONGODB_URI"]` is the worker's), and its
+  tests run one at a time. With a MONGODB_URI given there is one server: the tests that
+  write it (`@pytest.mark.mongodb`, or the `database`/`mongo_client` fixtures) run on
+  one worker (xdist group `mongodb`).
 - A test that disrupts what others share (stops Prometheus or another shared server,
   changes the CRDs or anything cluster-scoped another test would notice) is marked
   `@pytest.mark.serial`: it runs after the parallel phase, alone. A cluster-wide
@@ -52,10 +54,15 @@ def environment() -> Iterator[dict[str, str]]:
     """The env file's values, also exported to this process and its children. On a
     pytest-xdist worker the controller started the environment (tests/conftest.py): a
     worker only reads it, and never starts, restarts or stops what the others use."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    private = None
+    if worker:
         started, env = False, localenv.read_env_file()
         if not env:
             pytest.fail(f"no environment at {localenv.ENV_FILE}: the controller starts it")
+        if _own_ferretdb():
+            private = f"ferretdb-{worker}"
+            env = {**env, "MONGODB_URI": localenv.start_ferretdb(private)}
     else:
         started = not localenv.running()
         env = localenv.up()
@@ -69,8 +76,18 @@ def environment() -> Iterator[dict[str, str]]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        if private:
+            localenv.stop(private)
         if started:
             localenv.down()
+
+
+def _own_ferretdb() -> bool:
+    """Whether the MongoDB is the environment's own FerretDB (no MONGODB_URI was given):
+    then each xdist worker runs a FerretDB of its own, with its own oplog, and the tests
+    that write MongoDB spread over the workers. A given MongoDB is one server and one
+    oplog for all: its tests run on one worker (the `mongodb` group)."""
+    return "MONGODB_URI" not in os.environ
 
 
 @pytest.fixture(scope="session")
@@ -99,8 +116,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("clusterwide"):
             item.add_marker(pytest.mark.serial)
-        if item.get_closest_marker("mongodb") or {"database", "mongo_client"} & set(
-            getattr(item, "fixturenames", ())
+        if not _own_ferretdb() and (
+            item.get_closest_marker("mongodb")
+            or {"database", "mongo_client"} & set(getattr(item, "fixturenames", ()))
         ):
             item.add_marker(pytest.mark.xdist_group("mongodb"))
 
