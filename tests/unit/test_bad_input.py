@@ -23,6 +23,21 @@ def _named(bad: Bad) -> bool:
     return any(names(problem.split(": ", 1)[0], bad.field) for problem in found)
 
 
+def test_a_missing_part_hides_no_unknown_placeholder_in_the_window_queries() -> None:
+    """What hypothesis found in CI: `components` missing and an unknown placeholder in
+    the drain's reconnect query and in a cost query, each named."""
+    kind, spec = next((k, s) for k, s in good_specs() if k == "ChatRelease" and "cost" in s)
+    spec = copy.deepcopy(spec)
+    del spec["components"]
+    for steps in spec["strategy"].values():
+        steps["drain"]["reconnect"]["query"] = "up{pod='{{pod}}'}"
+    spec["cost"]["requests"] = "sum(increase(x{pod='{{pod}}'}[{{window}}]))"
+    fields = {problem.split(": ", 1)[0] for problem in validation.problems(kind, spec)}
+    assert "spec.components" in fields, fields
+    assert {f"spec.strategy.{name}.drain.reconnect.query" for name in spec["strategy"]} <= fields
+    assert "spec.cost.requests" in fields, fields
+
+
 def test_the_good_specs_have_no_problems() -> None:
     for kind, spec in good_specs():
         assert validation.problems(kind, spec) == [], kind

@@ -49,15 +49,16 @@ def problems(kind: str, spec: dict[str, Any]) -> list[str]:
     named = {problem.split(": ", 1)[0] for problem in found}
     if kind == "ChatBackup":
         found += _backup_problems(spec, named)
-    analysis = spec.get("analysis") if kind == "ChatRelease" else None
-    if isinstance(analysis, dict) and not any(f.startswith("spec.analysis") for f in named):
-        # imported here: the analysis package builds on this one
-        from chatops.metrics.analysis import placeholder_problems
-
-        found += placeholder_problems(Analysis.model_validate(analysis))
     if kind == "ChatRelease":
-        from chatops.metrics.analysis import WINDOW_PLACEHOLDERS, query_problems
+        # imported here: the analysis package builds on this one
+        from chatops.metrics.analysis import (
+            WINDOW_PLACEHOLDERS,
+            placeholder_problems,
+            query_problems,
+        )
 
+        analysis = _part(Analysis, spec, "analysis", named)
+        found += placeholder_problems(analysis) if analysis is not None else []
         found += query_problems(_window_queries(spec, named), WINDOW_PLACEHOLDERS)
     return found
 
@@ -83,8 +84,8 @@ def _window_queries(spec: dict[str, Any], named: set[str]) -> list[tuple[str, st
 
 def _part(model: type[M], spec: dict[str, Any], key: str, named: set[str]) -> M | None:
     """`spec[key]` as `model`, or None when it is absent or a problem was named in it."""
-    if spec.get(key) is None or any(f == f"spec.{key}" or f.startswith(f"spec.{key}.")
-                                    or f.startswith(f"spec.{key}[") for f in named):
+    inside = re.compile(rf"spec\.{key}($|[.\[])")
+    if spec.get(key) is None or any(inside.match(f) for f in named):
         return None
     return model.model_validate(spec[key])
 
@@ -136,7 +137,6 @@ def _cron_problems(field: str, schedule: str) -> list[str]:
     except (CroniterBadDateError, ValueError):  # e.g. 31 February
         return [f"{field}: {schedule!r} never fires"]
     return []
-
 
 
 def parsed(model: type[M], kind: str, spec: dict[str, Any], resource: str) -> M:
