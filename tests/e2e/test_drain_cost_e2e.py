@@ -241,9 +241,10 @@ def test_the_cost_of_a_bad_canary_matches_the_failures_users_saw(
     canary = [r for r in load.requests() if r.color == "green"]
     failed = [r for r in canary if r.status is not None and r.status >= 500]
     assert failed, "the bad canary failed some of its users' requests"
-    # The canary's counters start at 0 and go flat once traffic left it, long before the
-    # window ends (the drain), so increase() is exact but for its extrapolation to the
-    # window's end: at most 1.1 scrape intervals at the window's average rate, plus
+    # The canary's counters are born inside the window (at 0, their first 5xx or request)
+    # and go flat once traffic left it, long before the window ends (the drain): their
+    # last value is exact, and the count is that or increase(), off by its extrapolation to
+    # the window's end at most: 1.1 scrape intervals at the window's average rate, plus
     # rounding. Requests that got no answer (timeouts) were served all the same.
     life = (clock.parse(cost["until"]) - clock.parse(cost["since"])).total_seconds()
     for figure, seen in (("failedRequests", len(failed)), ("requests", len(canary))):

@@ -162,7 +162,7 @@ def test_bad_canary_rolls_back_and_says_why(
     rel.set_version(custom, namespace, "chat", "1.1")
     wait_for(
         lambda: rel.status(custom, namespace, "chat").get("canaryWeight") == 25,
-        timeout=60,
+        timeout=120,
         interval=0.2,
         what="step 25",
     )
@@ -340,7 +340,7 @@ def test_rolling_update_in_place_and_back_on_a_bad_version(
             == "chat-api:1.1,chat-web:1.1"
             and s
         ),
-        timeout=90,
+        timeout=180,
         what="1.1 rolled out in place",
     )
     assert done["phase"] == "Succeeded" and done["activeColor"] == "blue"

@@ -22,8 +22,16 @@ _SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'
 _WINDOW = "[{{window}}]"
 
 
-def _increase(selector: str) -> str:
-    return f"sum(increase({selector}{_WINDOW}))"
+def _increase(series: str) -> str:
+    """The events the counter `series` counted in the window: per series, the larger of
+    `increase()` (right across a restart's reset) and its growth, its last value less the
+    last before the window (0 for a series born inside it, as a new color's are).
+    `increase()` alone counts a series from its first scrape on and misses what that
+    scrape already held: for a bad canary's first 5xx, a good part of its few failures."""
+    last = f"last_over_time({series}{_WINDOW})"
+    before = f"last_over_time({series}{_WINDOW} offset {{{{window}}}})"
+    grown = f"({last} - ({before} or {last} * 0))"
+    return f"sum(clamp_min((increase({series}{_WINDOW}) >= {grown}) or {grown}, 0))"
 
 
 DEFAULT_REQUESTS = _increase(f"http_requests_total{{{_SELECTOR}}}")

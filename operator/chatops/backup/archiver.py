@@ -236,13 +236,17 @@ class Session:
         return 0.0
 
     def _resumed_after_gap(self, after: OpTime) -> None:
-        """Tailing from a base backup taken after the open gap closes it."""
+        """Tailing from a base backup taken after the open gap closes it: said in status
+        at once, and the backup daemon woken to clear `PointInTimeGap` (it would
+        otherwise say the gap is open until its next look, maybe the next schedule)."""
         gap = archive.open_gap(self.status)
         if gap is None or self.listing is None:
             return
         base = next((b for b in self.listing.bases if b.consistent == after), None)
         if base is not None and base.consistent > pitr.at(gap.start_ts):
             self.status = archive.resumed(self.status, base)
+            self.save(state="Archiving", message=f"tailing the oplog after {after}")
+            self.wake_backups()
 
     def _lost(self, lost: archive.Lost) -> None:
         self.status, new = archive.with_gap(self.status, lost, clock.now())

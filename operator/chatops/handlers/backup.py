@@ -92,7 +92,7 @@ async def archive(
     loop = asyncio.get_running_loop()
     backoff = daemons.Backoff()
 
-    def wake_backups() -> None:  # a gap: the backup daemon takes a new base now
+    def wake_backups() -> None:  # a gap opened (a new base now) or closed (say so)
         woken = memo.get("wake")
         if isinstance(woken, asyncio.Event):
             loop.call_soon_threadsafe(woken.set)
