@@ -60,14 +60,19 @@ class Lost:
 
 
 def position(seen: Observed) -> OpTime | None:
-    """Where the archive stands: the furthest the slices carry it from any base, or
-    the newest base's consistent time when it reaches further (or there are no slices).
-    """
-    reach: OpTime | None = None
-    for base in seen.bases:
-        _, end = pitr.chain(base.consistent, seen.slices)
-        reach = end if reach is None else max(reach, end)
-    return reach
+    """Where the archive stands: the furthest its slices carry it from any base; the
+    newest base's consistent time only when no slice follows one. A base backup newer
+    than the archive's end (taken while it lagged, or while the operator was down) is no
+    place to resume from while the oplog still holds the end: the ops between would be in
+    no slice, and no restore could target a time between (when the oplog lost them,
+    `resume` says it is a gap and starts from such a base)."""
+    carried = [
+        end for base in seen.bases
+        for chain, end in [pitr.chain(base.consistent, seen.slices)] if chain
+    ]
+    if carried:
+        return max(carried)
+    return seen.bases[-1].consistent if seen.bases else None
 
 
 def resume(seen: Observed) -> Tail | Wait | Lost:

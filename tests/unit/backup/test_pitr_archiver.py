@@ -48,14 +48,37 @@ def test_an_oplog_rolled_past_the_archive_is_a_gap_with_the_lost_interval() -> N
     assert isinstance(lost, archive.Lost)
     assert (lost.after, lost.oldest) == (OpTime(T0 + 5, 2), OpTime(T0 + 50, 1))
     assert isinstance(lost.then, archive.Wait) and lost.then.state == "Gap"
-    # a base backup taken after the loss: the archive starts again from it
+    # a base backup taken after the loss: the archive starts again from it (the same gap)
     new = Base("b2", OpTime(T0 + 60, 1))
     again = archive.resume(archive.Observed(tuple(done), (base, new), rolled.oplog))
-    assert isinstance(again, archive.Tail) and again.after == new.consistent
+    assert again == archive.Lost(lost.after, lost.oldest, archive.Tail(new.consistent))
     again_lost = archive.resume(
         archive.Observed(tuple(done), (base, new), (OpTime(T0 + 55, 1), OpTime(T0 + 90, 3)))
     )
-    assert again_lost == archive.Tail(new.consistent)
+    assert isinstance(again_lost, archive.Lost)
+    assert again_lost.then == archive.Tail(new.consistent)
+
+
+def test_a_base_newer_than_the_archive_is_no_place_to_resume_while_the_oplog_holds_its_end(
+) -> None:
+    """A base backup taken while the archive lagged (or the operator was down): the ops
+    between the last slice and it are still archived, or no restore could target them."""
+    base = Base("b1", OpTime(T0, 1))
+    done = [piece(OpTime(T0, 1), OpTime(T0 + 1, 1), OpTime(T0 + 5, 2))]
+    newer = Base("b2", OpTime(T0 + 30, 1))
+    oplog = (OpTime(T0 - 100, 1), OpTime(T0 + 40, 1))
+    assert archive.resume(archive.Observed(tuple(done), (base, newer), oplog)) == archive.Tail(
+        OpTime(T0 + 5, 2)
+    )
+    # the slices past the newer base carry the archive on from either: their end
+    later = [*done, piece(OpTime(T0 + 5, 2), OpTime(T0 + 6, 1), OpTime(T0 + 35, 1))]
+    assert archive.resume(archive.Observed(tuple(later), (base, newer), oplog)) == (
+        archive.Tail(OpTime(T0 + 35, 1))
+    )
+    # several bases and no slice yet: the newest
+    assert archive.resume(archive.Observed((), (base, newer), oplog)) == archive.Tail(
+        newer.consistent
+    )
 
 
 def test_a_gap_is_recorded_once_however_often_it_is_found() -> None:
