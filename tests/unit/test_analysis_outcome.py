@@ -149,6 +149,12 @@ def counted(measurements: list[Measurement], started_at: str = START) -> Analysi
             id="errors interrupted by a measurement do not add up",
         ),
         pytest.param(
+            {"api_error_rate": "PIIEEE", "api_latency": "PP"},
+            "Failed",
+            "error-rate on api errored 3 time(s) in a row",
+            id="errors past the limit roll back a release paused as inconclusive",
+        ),
+        pytest.param(
             {"api_error_rate": "EE", "api_latency": "EE"},
             "Running",
             "errored",

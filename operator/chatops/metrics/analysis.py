@@ -264,16 +264,18 @@ def _assess(analysis: Analysis, c: MetricCount) -> tuple[Outcome, str]:
             f"{where} failed {c.failed} time(s), more than failureLimit "
             f"{analysis.failure_limit}; last: {c.last_failure}"
         )
+    # Errors past their limit fail as failures do, before inconclusive verdicts: a
+    # release paused as inconclusive whose metrics then keep erroring rolls back.
+    if c.consecutive_errors > analysis.consecutive_error_limit:
+        return "Failed", (
+            f"{where} errored {c.consecutive_errors} time(s) in a row, more than "
+            f"consecutiveErrorLimit {analysis.consecutive_error_limit}; last: {c.last_message}"
+        )
     if c.inconclusive > analysis.inconclusive_limit:
         last = f"; last: {c.last_message}" if c.last_verdict == "Inconclusive" else ""
         return "Inconclusive", (
             f"{where} was inconclusive {c.inconclusive} time(s), more than inconclusiveLimit "
             f"{analysis.inconclusive_limit}{last}"
-        )
-    if c.consecutive_errors > analysis.consecutive_error_limit:
-        return "Failed", (
-            f"{where} errored {c.consecutive_errors} time(s) in a row, more than "
-            f"consecutiveErrorLimit {analysis.consecutive_error_limit}; last: {c.last_message}"
         )
     if c.consecutive_errors:
         return "Running", f"{where} errored, holding until a measurement succeeds: " + (
