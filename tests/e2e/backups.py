@@ -318,3 +318,29 @@ class CuttableProxy:
 ENV_MESSAGES = int(os.environ.get("CHATOPS_E2E_MESSAGES", "20000"))
 """Messages seeded for the CR round trips: 20,000 keeps the file within minutes on
 FerretDB; `CHATOPS_E2E_MESSAGES=200000` runs the issue's full size."""
+
+
+def drill_after(
+    custom: client.CustomObjectsApi, namespace: str, name: str, after: str, timeout: float
+) -> dict[str, Any]:
+    """status.verification once a drill that started after `after` has ended."""
+
+    def ended() -> Any:
+        found = status(custom, namespace, "chatbackups", name).get("verification") or {}
+        last = found.get("lastDrill") or {}
+        if last.get("startedAt", "") > after and last.get("result") in ("Succeeded", "Failed"):
+            return found
+        return None
+
+    drilled: dict[str, Any] = wait_for(ended, timeout=timeout, interval=0.5,
+                                       what=f"a drill of {name}")
+    return drilled
+
+
+def verify_now(custom: client.CustomObjectsApi, namespace: str, name: str) -> str:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "chatbackups", name,
+        {"metadata": {"annotations": {"chatops.dev/verify-now": stamp}}},
+    )
+    return stamp[:19]

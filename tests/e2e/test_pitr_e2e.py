@@ -7,7 +7,9 @@
 - the oplog rolled over while the operator is down: `PointInTimeGap` with the lost
   interval, a new base backup, and a restore to a time inside the gap refused;
 - a restore to the start of a bad ChatRelease revision equals the data before its
-  first write.
+  first write;
+- a restore drill replays the archive after its base backup into the scratch database,
+  every op of it, and fails naming a corrupted slice.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from backups import (
     backup_spec,
     create,
     create_secrets,
+    drill_after,
     finished_run,
     free_port,
     new_bucket,
@@ -45,6 +48,7 @@ from backups import (
     recovery_ended,
     status,
     steps,
+    verify_now,
 )
 from support import start_operator, wait_for
 
@@ -438,3 +442,60 @@ def test_a_restore_to_before_a_bad_release_undoes_its_writes(
     assert ended["phase"] == "Succeeded", ended
     assert ended["pointInTime"]["target"].startswith(started["releaseStartedAt"][:19])
     assert contents(mongo_client, database) == before
+
+
+@pytest.mark.timeout(900)
+def test_a_drill_replays_the_archive_after_its_base_and_fails_on_a_corrupted_slice(
+    environment: dict[str, str], own_operator: Operator, namespace: str,
+    custom: client.CustomObjectsApi, core: client.CoreV1Api,
+    mongo_client: MongoClient[dict[str, Any]], database: str,
+) -> None:
+    s3_url = environment["S3_ENDPOINT_URL"]
+    bucket = new_bucket(s3_url)
+    create_secrets(core, namespace, environment["MONGODB_URI"])
+    messages = mongo_client[database]["messages"]
+    messages.insert_many([{"_id": f"m{n:03d}", "text": "before"} for n in range(20)])
+    scratch = f"{database}_drill"
+    create(custom, namespace, "chatbackups", "ChatBackup", "chat", backup_spec(
+        s3_url, bucket, database, pointInTime=PIT,
+        verification={"schedule": "0 0 1 1 *", "scratch": {"database": scratch}},
+    ))
+    base = finished_run(custom, namespace, "chat", timeout=120)
+    assert base["result"] == "Succeeded", base
+    messages.insert_many([{"_id": f"n{n:03d}", "text": "after"} for n in range(30)])
+    for n in range(10):
+        messages.update_one({"_id": f"m{n:03d}"}, {"$set": {"text": "edited"}})
+    messages.delete_many({"_id": {"$in": [f"n{n:03d}" for n in range(5)]}})
+    last = oplog_ts(mongo_client, database)[-1]
+    wait_for(lambda: archived_to(custom, namespace, "chat") >= last, timeout=90, interval=0.3,
+             what="the writes archived")
+    consistent = _consistent(s3_url, bucket, base["key"])
+    after_base = [op for op in oplog_ts(mongo_client, database) if op > consistent]
+    live = contents(mongo_client, database)
+
+    asked = verify_now(custom, namespace, "chat")
+    drilled = drill_after(custom, namespace, "chat", asked, timeout=180)["lastDrill"]
+    assert drilled["result"] == "Succeeded", drilled
+    assert drilled["backup"] == base["id"]
+    # every op after the base, each once (the writes after the base: 30 + 10 + 5)
+    assert f"then {len(after_base)} op(s) of " in drilled["message"], drilled["message"]
+    assert len(after_base) >= 45
+    assert "document(s) the replay touched are as their last op left them" in drilled["message"]
+    assert scratch not in mongo_client.list_database_names()
+    assert contents(mongo_client, database) == live
+
+    # a corrupted slice: the drill fails naming it, and the condition says so
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    victim = next(s for s in covered(slices_in_s3(s3_url, bucket))
+                  if (s["last"]["t"], s["last"]["i"]) > consistent)
+    body = bytearray(s3.get_object(Bucket=bucket, Key=victim["key"])["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=victim["key"], Body=bytes(body))
+    asked = verify_now(custom, namespace, "chat")
+    failed = drill_after(custom, namespace, "chat", asked, timeout=180)["lastDrill"]
+    assert failed["result"] == "Failed" and victim["key"] in failed["message"], failed
+    verified = next(c for c in status(custom, namespace, "chatbackups", "chat")["conditions"]
+                    if c["type"] == "Verified")
+    assert (verified["status"], verified["reason"]) == ("False", "DrillFailed"), verified
+    assert scratch not in mongo_client.list_database_names()
+    assert contents(mongo_client, database) == live

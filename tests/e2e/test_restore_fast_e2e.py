@@ -15,7 +15,6 @@ parts 4 and 5):
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -31,19 +30,21 @@ from pymongo import MongoClient
 from backups import (
     create,
     create_secrets,
+    drill_after,
     finished_run,
     new_bucket,
     reasons,
     s3_spec,
     status,
     uri_with_password,
+    verify_now,
 )
 from chatops.adapters.mongo import Mongo
 from chatops.adapters.s3 import Store
 from chatops.api.backup import S3Endpoint
 from chatops.backup import dump, fetch, restore, swap
 from chatops.errors import RestoreFailed
-from support import GROUP, VERSION, metrics, wait_for
+from support import metrics, wait_for
 from test_backup_engine import fingerprint, indexes, seed, tool
 
 pytestmark = pytest.mark.e2e
@@ -159,32 +160,6 @@ def _verified(custom: client.CustomObjectsApi, namespace: str, name: str) -> dic
     return next((c for c in conditions if c["type"] == "Verified"), {})
 
 
-def _drill_after(
-    custom: client.CustomObjectsApi, namespace: str, name: str, after: str, timeout: float
-) -> dict[str, Any]:
-    """status.verification once a drill that started after `after` has ended."""
-
-    def ended() -> Any:
-        found = status(custom, namespace, "chatbackups", name).get("verification") or {}
-        last = found.get("lastDrill") or {}
-        if last.get("startedAt", "") > after and last.get("result") in ("Succeeded", "Failed"):
-            return found
-        return None
-
-    drilled: dict[str, Any] = wait_for(ended, timeout=timeout, interval=0.5,
-                                       what=f"a drill of {name}")
-    return drilled
-
-
-def _verify_now(custom: client.CustomObjectsApi, namespace: str, name: str) -> str:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    custom.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, "chatbackups", name,
-        {"metadata": {"annotations": {"chatops.dev/verify-now": stamp}}},
-    )
-    return stamp[:19]
-
-
 def _metric(operator: Path, name: str, namespace: str, backup: str) -> float | None:
     return metrics(operator).get(f'{name}{{name="{backup}",namespace="{namespace}"}}')
 
@@ -210,7 +185,7 @@ def test_a_drill_runs_on_schedule_never_touches_the_live_database_and_fails_visi
     assert backup["result"] == "Succeeded", backup
 
     # 1. The scheduled drill (every minute): restored, verified, dropped, recorded.
-    drilled = _drill_after(custom, namespace, "nightly", "", timeout=150)
+    drilled = drill_after(custom, namespace, "nightly", "", timeout=150)
     last = drilled["lastDrill"]
     assert last["result"] == "Succeeded", last
     assert drilled["lastVerifiedBackup"] == backup["id"]
@@ -231,8 +206,8 @@ def test_a_drill_runs_on_schedule_never_touches_the_live_database_and_fails_visi
     # 2. A scratch database holding what a drill did not create: refused, left alone.
     mongo_client[scratch].precious.insert_one({"_id": "not the drill's"})
     try:
-        asked = _verify_now(custom, namespace, "nightly")
-        refused = _drill_after(custom, namespace, "nightly", asked, timeout=90)["lastDrill"]
+        asked = verify_now(custom, namespace, "nightly")
+        refused = drill_after(custom, namespace, "nightly", asked, timeout=90)["lastDrill"]
         assert refused["result"] == "Failed" and "did not create" in refused["message"], refused
         assert list(mongo_client[scratch].precious.find()) == [{"_id": "not the drill's"}]
         assert mongo_client[scratch].list_collection_names() == ["precious"]
@@ -244,8 +219,8 @@ def test_a_drill_runs_on_schedule_never_touches_the_live_database_and_fails_visi
     body = bytearray(s3.get_object(Bucket=bucket, Key=backup["key"])["Body"].read())
     body[len(body) // 2] ^= 0xFF
     s3.put_object(Bucket=bucket, Key=backup["key"], Body=bytes(body))
-    asked = _verify_now(custom, namespace, "nightly")
-    failed = _drill_after(custom, namespace, "nightly", asked, timeout=90)
+    asked = verify_now(custom, namespace, "nightly")
+    failed = drill_after(custom, namespace, "nightly", asked, timeout=90)
     assert failed["lastDrill"]["result"] == "Failed"
     assert "sha256" in failed["lastDrill"]["message"], failed["lastDrill"]
     assert failed["lastVerifiedBackup"] == backup["id"]  # the earlier proof is kept

@@ -36,6 +36,7 @@ from chatops import clock
 from chatops.backup import manifest as manifests
 from chatops.backup import updates
 from chatops.backup.bsonstream import documents
+from chatops.errors import VerificationFailed
 
 CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
     document_class=dict, datetime_conversion=DatetimeConversion.DATETIME_AUTO
@@ -388,3 +389,71 @@ def replay(
         write(fold(step, read(needed) if needed else {}))
         applied += len(step)
     return applied
+
+
+class LastStates:
+    """What the replayed ops leave, document by document, to check a replay against:
+    the last insert or whole-document update of a document (that document) or its delete
+    (no document). A document whose last op names fields only is left out: replay itself
+    computes it from the document it read."""
+
+    def __init__(self, namespaces: Namespaces) -> None:
+        self.namespaces = namespaces
+        self.expected: dict[Key, tuple[Any, dict[str, Any] | None]] = {}
+        """(database, collection, id) → (the `_id`, the document, or None once deleted)."""
+
+    def seen(self, entry: Entry) -> None:
+        """One entry on its way to the replay (a transaction's: each of its ops)."""
+        for one in flatten(entry, self.namespaces):
+            if one.op not in ("i", "u", "d"):
+                continue
+            ident = (one.o2 or {}).get("_id") if one.op == "u" else one.o.get("_id")
+            if ident is None:
+                continue
+            key = (one.database, one.collection, id_key(ident))
+            whole = _whole(one)
+            if one.op == "d":
+                self.expected[key] = (ident, None)
+            elif whole is not None:
+                self.expected[key] = (ident, whole)
+            else:
+                self.expected.pop(key, None)
+
+    def tap(self, items: Iterable[Entry]) -> Iterator[Entry]:
+        """`items`, each one seen on its way to the replay (one pass over the slices)."""
+        for entry in items:
+            self.seen(entry)
+            yield entry
+
+    def check(self, read: Callable[[Mapping[Key, Any]], Mapping[Key, updates.Document]]) -> str:
+        """The expected documents read back (`read` as `replay` takes it) after the
+        replay: what was checked, or VerificationFailed naming the first collection that
+        differs."""
+        if not self.expected:
+            return "no document to check: the ops replayed change no whole document"
+        found = read({k: v[0] for k, v in self.expected.items()})
+        wrong = [
+            k for k, (_, doc) in self.expected.items()
+            if (doc is None and k in found) or (doc is not None and found.get(k) != doc)
+        ]
+        if wrong:
+            db, coll, _ = wrong[0]
+            raise VerificationFailed(
+                f"{len(wrong)} of {len(self.expected)} document(s) the replay touched differ "
+                f"from their last op, first in {db}.{coll}"
+            )
+        return f"{len(self.expected)} document(s) the replay touched are as their last op left them"
+
+
+def _whole(entry: Entry) -> dict[str, Any] | None:
+    """The document an insert or a whole-document update leaves; None otherwise."""
+    if entry.op == "i":
+        return dict(entry.o)
+    o = dict(entry.o)
+    if not any(k.startswith("$") for k in o):
+        return o  # a replacement
+    if set(o) <= {"$v", "$set"} and isinstance(o.get("$set"), dict):
+        doc = dict(o["$set"])
+        if "_id" in doc and (entry.o2 or {}).get("_id") == doc["_id"]:
+            return doc  # FerretDB's `{$v: 1, $set: <whole document>}`
+    return None

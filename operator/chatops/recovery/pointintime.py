@@ -150,48 +150,8 @@ def check(plan: Any, recovered: RecoveredPointInTime, after: OpTime) -> str:
     name fields only are checked by replay itself."""
     until = pitr.at(recovered.until_ts)
     store, pieces = _slices(plan, recovered.slices)
-    namespaces = _namespaces(plan.databases)
-    expected: dict[oplog.Key, tuple[Any, dict[str, Any] | None]] = {}
+    last = oplog.LastStates(_namespaces(plan.databases))
     for entry in _entries(store, pieces, after, until, lambda: False):
-        if not namespaces.includes(entry) or entry.op not in ("i", "u", "d"):
-            continue
-        whole = _whole(entry)
-        ident = (entry.o2 or {}).get("_id") if entry.op == "u" else entry.o.get("_id")
-        if ident is None:
-            continue
-        key = (entry.database, entry.collection, oplog.id_key(ident))
-        if entry.op == "d":
-            expected[key] = (ident, None)
-        elif whole is not None:
-            expected[key] = (ident, whole)
-        else:
-            expected.pop(key, None)  # a field update: its result is replay's to compute
-    if not expected:
-        return "no document to check: the ops replayed change no whole document"
+        last.seen(entry)
     with Mongo(plan.secrets.mongo_uri) as mongo:
-        found = oplog_io.Applier(mongo).read({k: v[0] for k, v in expected.items()})
-    wrong = [
-        k for k, (_, doc) in expected.items()
-        if (doc is None and k in found) or (doc is not None and found.get(k) != doc)
-    ]
-    if wrong:
-        db, coll, _ = wrong[0]
-        raise VerificationFailed(
-            f"{len(wrong)} of {len(expected)} document(s) the replay touched differ from "
-            f"their last op, first in {db}.{coll}"
-        )
-    return f"{len(expected)} document(s) the replay touched are as their last op left them"
-
-
-def _whole(entry: oplog.Entry) -> dict[str, Any] | None:
-    """The document an insert or a whole-document update leaves; None otherwise."""
-    if entry.op == "i":
-        return dict(entry.o)
-    o = dict(entry.o)
-    if not any(k.startswith("$") for k in o):
-        return o  # a replacement
-    if set(o) <= {"$v", "$set"} and isinstance(o.get("$set"), dict):
-        doc = dict(o["$set"])
-        if "_id" in doc and (entry.o2 or {}).get("_id") == doc["_id"]:
-            return doc  # FerretDB's `{$v: 1, $set: <whole document>}`
-    return None
+        return last.check(oplog_io.Applier(mongo).read)

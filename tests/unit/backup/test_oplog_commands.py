@@ -10,6 +10,7 @@ import pytest
 from bson.timestamp import Timestamp
 
 from chatops.backup import oplog
+from chatops.errors import VerificationFailed
 
 NS = oplog.Namespaces(frozenset({"chat"}))
 
@@ -81,3 +82,38 @@ def test_until_is_inclusive_and_latest_at_takes_the_whole_second() -> None:
 def test_an_update_of_a_missing_document_writes_nothing() -> None:
     items = [entry(1, "u", "chat.m", {"$v": 1, "$set": {"_id": 5, "a": 1}}, {"_id": 5})]
     assert oplog.fold(items, {}) == []
+
+
+def test_the_replay_is_checked_against_each_documents_last_whole_op() -> None:
+    """What a drill and a point-in-time restore check after the replay: the last insert
+    or whole-document update of each document, or its delete; a field update leaves it to
+    replay; a transaction's ops count one by one; another database's ops not at all."""
+    last = oplog.LastStates(NS)
+    for e in [
+        entry(1, "i", "chat.messages", {"_id": 1, "text": "a"}),
+        entry(2, "u", "chat.messages", {"$v": 1, "$set": {"_id": 1, "text": "b"}}, {"_id": 1}),
+        entry(3, "i", "chat.messages", {"_id": 2, "text": "c"}),
+        entry(4, "d", "chat.messages", {"_id": 2}),
+        entry(5, "i", "chat.messages", {"_id": 3, "text": "d"}),
+        entry(6, "u", "chat.messages", {"$v": 2, "diff": {"u": {"text": "e"}}}, {"_id": 3}),
+        entry(7, "c", "admin.$cmd", {"applyOps": [
+            {"op": "i", "ns": "chat.rooms", "o": {"_id": "r", "name": "general"}},
+        ]}),
+        entry(8, "i", "other.messages", {"_id": 9}),
+    ]:
+        last.seen(e)
+    key = oplog.id_key
+    assert last.expected == {
+        ("chat", "messages", key(1)): (1, {"_id": 1, "text": "b"}),
+        ("chat", "messages", key(2)): (2, None),
+        ("chat", "rooms", key("r")): ("r", {"_id": "r", "name": "general"}),
+    }
+    right = {("chat", "messages", key(1)): {"_id": 1, "text": "b"},
+             ("chat", "rooms", key("r")): {"_id": "r", "name": "general"}}
+    assert "3 document(s)" in last.check(lambda needed: right)
+    stale = {**right, ("chat", "messages", key(1)): {"_id": 1, "text": "a"}}
+    with pytest.raises(VerificationFailed, match=r"1 of 3 .* first in chat\.messages"):
+        last.check(lambda needed: stale)
+    undeleted = {**right, ("chat", "messages", key(2)): {"_id": 2, "text": "c"}}
+    with pytest.raises(VerificationFailed, match="1 of 3"):
+        last.check(lambda needed: undeleted)
