@@ -15,9 +15,9 @@ from kubernetes import client
 
 import chatapp_client as app
 from chatops import clock
-from chatops.api.analysis import DEFAULT_METRICS, Analysis
+from chatops.api.analysis import DEFAULT_METRICS, Analysis, Metric, success_ratio
 from chatops.errors import MetricsUnavailable
-from chatops.metrics.analysis import QueryContext, count, outcome, render
+from chatops.metrics.analysis import QueryContext, count, judge, outcome, render
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
 from support import wait_for
@@ -151,6 +151,49 @@ def _error_of(provider: PrometheusProvider, query: str) -> str:
     except MetricsUnavailable as err:
         return str(err)
     return ""
+
+
+def test_websocket_success_is_one_without_attempts_zero_when_all_fail_and_no_data_unrun(
+    environment: dict[str, str], api: client.ApiClient, namespace: str,
+    prometheus: PrometheusProvider,
+) -> None:
+    """The default websocket-success, on a 5 s window so the test waits seconds: a
+    version whose clients all stay connected (no attempt in the window: a blue-green
+    release's new color while long-lived WebSockets stay on the old) passes; one whose
+    every handshake fails fails (its success series does not exist); one nobody runs is
+    no data."""
+    sel = 'namespace="{{namespace}}",service="{{service}}"'
+    metric = Metric(name="websocket-success", min=0.99, query=success_ratio(
+        f'websocket_connections_total{{{sel},result="success"}}',
+        f"websocket_connections_total{{{sel}}}", "5s",
+    ))
+    app.behave(namespace, "chat-api:3.0", wsSuccess=0.0)
+    quiet = app.deploy(api, namespace, "chat-api:1.0", "quiet", replicas=1)
+    failing = app.deploy(api, namespace, "chat-api:3.0", "failing", replicas=1)
+    for service in (quiet, failing):
+        app.chatapp("PUT", f"/traffic/{namespace}/{service}", {"rps": 1, "wsRate": 4})
+
+    def value(service: str) -> float | None:
+        return prometheus.query(render(metric.query, context(namespace, service)))
+
+    def attempts(service: str) -> float | None:
+        return prometheus.query(
+            f'sum(rate(websocket_connections_total{{namespace="{namespace}",'
+            f'service="{service}"}}[5s]))'
+        )
+
+    wait_for(lambda: (attempts(quiet) or 0) > 0 and value(quiet) == 1.0, timeout=60,
+             what="the quiet version's handshakes succeeding")
+    assert wait_for(lambda: value(failing) == 0.0 and (attempts(failing) or 0) > 0,
+                    timeout=60, what="the failing version's handshakes failing")
+    assert judge(metric, value(failing))[0] == "Fail"
+    app.chatapp("PUT", f"/traffic/{namespace}/{quiet}", {"rps": 1, "wsRate": 0})
+    wait_for(lambda: attempts(quiet) == 0.0, timeout=60,
+             what="a window without a handshake on the quiet version")
+    assert value(quiet) == 1.0
+    assert judge(metric, value(quiet)) == ("Pass", "1 within min 0.99")
+    nobody = value("chat-api-nobody")
+    assert nobody is None and judge(metric, nobody)[0] == "Inconclusive"
 
 
 @pytest.mark.serial  # stops the Prometheus every test shares

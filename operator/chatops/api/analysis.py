@@ -55,6 +55,17 @@ class Metric(Model):
 
 
 _SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'
+
+
+def success_ratio(success: str, total: str, window: str) -> str:
+    """The share of `total`'s events over `window` that `success` counted: 0 when every
+    one failed (the success series may not exist then), 1 when `total`'s series are there
+    but counted nothing (no attempt, none failed: long-lived WebSockets make none for as
+    long as they stay open); no series at all is still no data (Inconclusive)."""
+    ok, every = f"sum(rate({success}[{window}]))", f"sum(rate({total}[{window}]))"
+    return f"(({ok} or vector(0)) / ({every} > 0)) or (({every} == 0) + 1)"
+
+
 DEFAULT_METRICS: tuple[Metric, ...] = (
     Metric(
         name="error-rate",
@@ -74,9 +85,9 @@ DEFAULT_METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         name="websocket-success",
-        query=(
-            f'sum(rate(websocket_connections_total{{{_SELECTOR},result="success"}}[1m])) / '
-            f"sum(rate(websocket_connections_total{{{_SELECTOR}}}[1m]))"
+        query=success_ratio(
+            f'websocket_connections_total{{{_SELECTOR},result="success"}}',
+            f"websocket_connections_total{{{_SELECTOR}}}", "1m",
         ),
         min=0.99,
     ),
