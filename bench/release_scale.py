@@ -37,8 +37,8 @@ What it reports, and where each number comes from:
 Deployments have `--replicas` (1 on the private cluster, which gets enough fake nodes;
 0 on the shared one: its three fake nodes hold 330 pods in all, and 200 releases x 2
 colors x 1 replica would take them from other sessions' tests). With 0 replicas no pod
-serves, so the analysis sees no data and pauses Inconclusive: measure on the private
-cluster.
+serves, so the analysis sees no data (an error: it holds, then rolls back past
+consecutiveErrorLimit): measure on the private cluster.
 """
 
 from __future__ import annotations

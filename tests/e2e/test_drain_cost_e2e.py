@@ -229,7 +229,8 @@ def test_the_cost_of_a_bad_canary_matches_the_failures_users_saw(
     # Rounds before the canary's first scrapes have no data: tolerated (inconclusive), so
     # the first round with data judges it.
     analysis = {"interval": "2s", "prometheus": {"address": os.environ["PROMETHEUS_URL"]},
-                "inconclusiveLimit": 1000, "metrics": rel.metrics()[:1]}
+                "inconclusiveLimit": 1000,
+                "metrics": [{**rel.metrics()[0], "onNoData": "Inconclusive"}]}
     with loadgen.Load(os.environ["GATEWAY_URL"], host=route, rate=100, clients=0) as load:
         play(namespace, "1.0")
         rel.create(custom, namespace, RELEASE, app("1.0", CANARY, analysis=analysis))

@@ -122,7 +122,7 @@ def test_a_round_of_measurements_judges_the_bad_canary_and_passes_the_good_one(
     assert all(m.message.startswith("too little traffic: 0 < 10") for m in idle)
     no_guard = measure(prometheus, Analysis(), context(tenant, "chat-api-idle"), now)
     error_rate = next(m for m in no_guard if m.metric == "error-rate")
-    assert (error_rate.value, error_rate.verdict) == ("NaN", "Inconclusive")
+    assert (error_rate.value, error_rate.verdict) == ("NaN", "Error")  # onNoData: Error
 
 
 def test_queries_that_are_not_one_number_are_errors_that_say_why(
@@ -161,7 +161,7 @@ def test_websocket_success_is_one_without_attempts_zero_when_all_fail_and_no_dat
     version whose clients all stay connected (no attempt in the window: a blue-green
     release's new color while long-lived WebSockets stay on the old) passes; one whose
     every handshake fails fails (its success series does not exist); one nobody runs is
-    no data."""
+    no data (an error by default: held, never a pass)."""
     sel = 'namespace="{{namespace}}",service="{{service}}"'
     metric = Metric(name="websocket-success", min=0.99, query=success_ratio(
         f'websocket_connections_total{{{sel},result="success"}}',
@@ -171,7 +171,7 @@ def test_websocket_success_is_one_without_attempts_zero_when_all_fail_and_no_dat
     quiet = app.deploy(api, namespace, "chat-api:1.0", "quiet", replicas=1)
     failing = app.deploy(api, namespace, "chat-api:3.0", "failing", replicas=1)
     for service in (quiet, failing):
-        app.chatapp("PUT", f"/traffic/{namespace}/{service}", {"rps": 1, "wsRate": 4})
+        app.chatapp("PUT", f"/traffic/{namespace}/{service}", {"rps": 5, "wsRate": 4})
 
     def value(service: str) -> float | None:
         return prometheus.query(render(metric.query, context(namespace, service)))
@@ -187,13 +187,13 @@ def test_websocket_success_is_one_without_attempts_zero_when_all_fail_and_no_dat
     assert wait_for(lambda: value(failing) == 0.0 and (attempts(failing) or 0) > 0,
                     timeout=60, what="the failing version's handshakes failing")
     assert judge(metric, value(failing))[0] == "Fail"
-    app.chatapp("PUT", f"/traffic/{namespace}/{quiet}", {"rps": 1, "wsRate": 0})
+    app.chatapp("PUT", f"/traffic/{namespace}/{quiet}", {"rps": 5, "wsRate": 0})
     wait_for(lambda: attempts(quiet) == 0.0, timeout=60,
              what="a window without a handshake on the quiet version")
     assert value(quiet) == 1.0
     assert judge(metric, value(quiet)) == ("Pass", "1 within min 0.99")
     nobody = value("chat-api-nobody")
-    assert nobody is None and judge(metric, nobody)[0] == "Inconclusive"
+    assert nobody is None and judge(metric, nobody)[0] == "Error"  # no data (onNoData)
 
 
 @pytest.mark.serial  # stops the Prometheus every test shares

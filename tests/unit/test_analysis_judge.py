@@ -88,9 +88,16 @@ ENOUGH = TrafficSeen(requests=500, minimum=10)
         (LATENCY, 0.3, None, "Pass", "0.3 within min 0 and max 0.5"),
         (LATENCY, 0.7, ENOUGH, "Fail", "0.7 > max 0.5"),
         (LATENCY, -1.0, ENOUGH, "Fail", "-1 < min 0"),
-        # No data is not a silent pass.
-        (ERROR_RATE, None, None, "Inconclusive", "no data (no series); onNoData is Inconclusive"),
-        (ERROR_RATE, math.nan, None, "Inconclusive", "no data (NaN); onNoData is Inconclusive"),
+        # No data is not a silent pass: by default an error (held, retried, counted in a row).
+        (ERROR_RATE, None, None, "Error", "no data (no series); onNoData is Error"),
+        (ERROR_RATE, math.nan, None, "Error", "no data (NaN); onNoData is Error"),
+        (
+            ERROR_RATE.model_copy(update={"on_no_data": "Inconclusive"}),
+            None,
+            None,
+            "Inconclusive",
+            "no data (no series); onNoData is Inconclusive",
+        ),
         (
             ERROR_RATE.model_copy(update={"on_no_data": "Fail"}),
             None,

@@ -118,7 +118,7 @@ def test_a_round_records_every_metric_with_its_query_value_verdict_and_time() ->
     got = measure(provider, ANALYSIS, CONTEXT, NOW)
     assert [(m.metric, m.component, m.value, m.verdict) for m in got] == [
         ("error-rate", "api", "0.05", "Fail"),
-        ("ws", "api", "NaN", "Inconclusive"),
+        ("ws", "api", "NaN", "Error"),
         ("latency", "api", None, "Error"),
     ]
     assert got[0].query == 'errors{service="chat-api-green"}'

@@ -41,7 +41,7 @@ def test_canary_defaults_to_the_runbook_steps() -> None:
         "latency-p95": (None, 0.5),
         "websocket-success": (0.99, None),
     }
-    assert all(m.on_no_data == "Inconclusive" for m in spec.analysis.metrics)
+    assert all(m.on_no_data == "Error" for m in spec.analysis.metrics)
 
 
 def test_wire_form_is_camel_case_without_nulls() -> None:

@@ -68,10 +68,24 @@ def test_healthy_canary_walks_every_step_then_promotes_and_drains() -> None:
     assert reasons.index("ReleaseStarted") < reasons.index("WeightSet") < reasons.index("Promoted")
 
 
-def test_a_pause_advances_only_after_a_passing_measurement() -> None:
+def test_no_data_never_passes_a_pause_and_rolls_back_past_the_error_limit() -> None:
     world = released(World(spec()))
     world.release("1.1")
-    world.prometheus.values["green"] = None  # no data: inconclusive, never a pass
+    world.prometheus.values["green"] = None  # no data: an error, never a pass
+    world.run_until(lambda w: w.status.phase == "RolledBack")
+    assert [r for r, _ in world.events].count("WeightSet") == 1  # never past 10 %
+    assert "errored 5 time(s) in a row, more than consecutiveErrorLimit 4" in (
+        world.status.message or ""
+    )
+    assert "no data (no series)" in (world.status.message or "")
+
+
+def test_no_data_judged_inconclusive_pauses_for_a_human() -> None:
+    body = spec()
+    body["analysis"]["metrics"][0]["onNoData"] = "Inconclusive"
+    world = released(World(body))
+    world.release("1.1")
+    world.prometheus.values["green"] = None
     world.run_until(lambda w: w.status.phase == "Paused")
     assert world.status.canary_weight == 10
     assert "inconclusive" in (world.status.message or "")

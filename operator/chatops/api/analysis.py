@@ -14,7 +14,7 @@ from chatops.api.common import Model, Name, SecretKeyRef
 
 # -- the spec's checks ---------------------------------------------------------------
 
-OnNoData = Literal["Inconclusive", "Fail", "Pass"]
+OnNoData = Literal["Error", "Inconclusive", "Fail", "Pass"]
 
 
 _METRIC_RULES = (
@@ -50,8 +50,12 @@ class Metric(Model):
     """Lowest passing value."""
     max: float | None = None
     """Highest passing value."""
-    on_no_data: OnNoData = "Inconclusive"
-    """Verdict when the query returns no series or NaN."""
+    on_no_data: OnNoData = "Error"
+    """Verdict when the query returns no series or NaN. `Error` (the default, as Argo
+    Rollouts treats an empty result): nothing was learned, the release holds and never
+    promotes, and more than `consecutiveErrorLimit` such rounds in a row roll it back (a
+    new version's first rounds often come before Prometheus has two samples of it);
+    `Inconclusive` pauses for a human past `inconclusiveLimit`; `Fail`; `Pass`."""
 
 
 _SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'

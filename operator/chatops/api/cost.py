@@ -27,7 +27,8 @@ def _increase(series: str) -> str:
     `increase()` (right across a restart's reset) and its growth, its last value less the
     last before the window (0 for a series born inside it, as a new color's are).
     `increase()` alone counts a series from its first scrape on and misses what that
-    scrape already held: for a bad canary's first 5xx, a good part of its few failures."""
+    scrape already held: a new pod scraped a few seconds after it began to serve, a good
+    part of a bad canary's few failures."""
     last = f"last_over_time({series}{_WINDOW})"
     before = f"last_over_time({series}{_WINDOW} offset {{{{window}}}})"
     grown = f"({last} - ({before} or {last} * 0))"

@@ -139,7 +139,9 @@ class TrafficSeen:
         )
 
 
-_NO_DATA: dict[str, Verdict] = {"Inconclusive": "Inconclusive", "Fail": "Fail", "Pass": "Pass"}
+_NO_DATA: dict[str, Verdict] = {
+    "Error": "Error", "Inconclusive": "Inconclusive", "Fail": "Fail", "Pass": "Pass",
+}
 
 
 def judge(
