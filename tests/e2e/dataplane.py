@@ -12,6 +12,7 @@ import datetime
 import json
 import math
 import os
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -144,16 +145,30 @@ def stable_route(api: client.ApiClient, namespace: str) -> None:
 
 
 def attached(api: client.ApiClient, namespace: str) -> bool:
-    """Whether the Gateway accepted the route (Traefik wrote Accepted=True on it)."""
+    """Whether the Gateway carries the route: Traefik wrote Accepted=True on it, and a
+    request through it reaches a pod (Traefik writes the status before its throttled
+    configuration reload takes the route live: up to ~2 s of 404s in between)."""
     found = client.CustomObjectsApi(api).get_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", namespace, "httproutes", RELEASE
     )
     parents = (found.get("status") or {}).get("parents") or []
-    return any(
+    accepted = any(
         c["type"] == "Accepted" and c["status"] == "True"
         for p in parents
         for c in p.get("conditions", [])
     )
+    return accepted and _reaches_a_pod(namespace)
+
+
+def _reaches_a_pod(namespace: str) -> bool:
+    request = urllib.request.Request(
+        f"{os.environ['GATEWAY_URL']}/api/health", headers={"Host": host(namespace)}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return bool(reply.headers.get("X-Chat-Pod"))
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 # -- what Traefik applies ---------------------------------------------------------------
