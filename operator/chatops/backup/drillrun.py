@@ -265,6 +265,16 @@ def _marked(mongo: Mongo, db: str, uid: str) -> bool:
     return mongo.find_id(db, MARKER, uid) is not None
 
 
+def _remark(mongo: Mongo, databases: set[str], job: Drill) -> None:
+    """Plant the marker again in the scratch databases this drill wrote (passed by
+    `_guard`), so that `_drop` finds them; a server that cannot take it is logged."""
+    for db in sorted(databases):
+        try:
+            mongo.upsert_id(db, MARKER, job.uid, {"chatbackup": job.resource})
+        except ChatopsError as err:
+            log.warning("%s: marking scratch database %s again: %s", job.resource, db, err)
+
+
 def _drop(mongo: Mongo, databases: set[str], uid: str) -> None:
     """Drop the scratch databases this ChatBackup's drills marked, and only those."""
     for db in sorted(databases):
@@ -371,6 +381,8 @@ def _drill(cluster: Cluster, job: Drill, stopped: Callable[[], bool]) -> drills.
                     rto += time.monotonic() - replay_start
                     checked += f"; {archived}" if archived else ""
             finally:
+                if spec.point_in_time.enabled:  # a replayed dropDatabase took the marker
+                    _remark(scratch, targets, job)
                 _drop(scratch, targets, job.uid)
         message = (
             f"{result.documents} documents of {len(result.collections)} collection(s) restored "
