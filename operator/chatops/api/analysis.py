@@ -65,7 +65,7 @@ def success_ratio(success: str, total: str, window: str) -> str:
     """The share of `total`'s events over `window` that `success` counted: 0 when every
     one failed (the success series may not exist then), 1 when `total`'s series are there
     but counted nothing (no attempt, none failed: long-lived WebSockets make none for as
-    long as they stay open); no series at all is still no data (Inconclusive)."""
+    long as they stay open); no series at all is still no data (`onNoData`)."""
     ok, every = f"sum(rate({success}[{window}]))", f"sum(rate({total}[{window}]))"
     return f"(({ok} or vector(0)) / ({every} > 0)) or (({every} == 0) + 1)"
 

@@ -22,7 +22,7 @@ _SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'
 _WINDOW = "[{{window}}]"
 
 
-def _increase(series: str) -> str:
+def _count(series: str) -> str:
     """The events the counter `series` counted in the window: per series, the larger of
     `increase()` (right across a restart's reset) and its growth, its last value less the
     last before the window (0 for a series born inside it, as a new color's are).
@@ -35,8 +35,8 @@ def _increase(series: str) -> str:
     return f"sum(clamp_min((increase({series}{_WINDOW}) >= {grown}) or {grown}, 0))"
 
 
-DEFAULT_REQUESTS = _increase(f"http_requests_total{{{_SELECTOR}}}")
-DEFAULT_FAILED_REQUESTS = _increase(f'http_requests_total{{{_SELECTOR},code=~"5.."}}')
+DEFAULT_REQUESTS = _count(f"http_requests_total{{{_SELECTOR}}}")
+DEFAULT_FAILED_REQUESTS = _count(f'http_requests_total{{{_SELECTOR},code=~"5.."}}')
 _ACTIVE = f"websocket_connections_active{{{_SELECTOR}}}"
 _SHUT = f'websocket_disconnections_total{{{_SELECTOR},reason="shutdown"}}'
 DEFAULT_WEBSOCKETS_MOVED = (
@@ -46,8 +46,8 @@ DEFAULT_WEBSOCKETS_MOVED = (
 the last `websocket_connections_active` Prometheus scraped of it, or its `shutdown` closes
 when a scrape after the closes caught them (a pod that exits at once is never scraped
 again, so its own close counter alone would miss them)."""
-_LOST = _increase(f'websocket_disconnections_total{{{_SELECTOR},reason="error"}}')
-_REFUSED = _increase(f'websocket_connections_total{{{_SELECTOR},result="failure"}}')
+_LOST = _count(f'websocket_disconnections_total{{{_SELECTOR},reason="error"}}')
+_REFUSED = _count(f'websocket_connections_total{{{_SELECTOR},result="failure"}}')
 DEFAULT_WEBSOCKETS_DROPPED = f"({_LOST} or vector(0)) + ({_REFUSED} or vector(0))"
 
 
