@@ -170,10 +170,14 @@ def test_failures_spread_over_a_long_pause_roll_back(
             interval=0.3,
             what=f"{ROUNDS_KEPT} rounds after the failure",
         )
-        assert rounds.status.get("phase") != "RolledBack", (
-            f"rolled back with {rounds.count('Fail')} failure(s) of at most {limit}: "
-            f"{rounds.status.get('message')}"
-        )
+        if rounds.status.get("phase") == "RolledBack":
+            # the burst's last failed rounds (its errors show for a scrape or two after
+            # it stopped) may take the count past the limit while the test waits
+            assert rounds.count("Fail") > limit, (
+                f"rolled back with {rounds.count('Fail')} failure(s) of at most {limit}: "
+                f"{rounds.status.get('message')}"
+            )
+            break
     rounds.poll()
     # What the limit is judged from: the run's counters, kept in status after the rollback.
     counted = {
