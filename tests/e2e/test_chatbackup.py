@@ -112,6 +112,7 @@ def test_a_chatbackup_writes_a_backup_the_real_mongorestore_restores(
     assert_no_secrets(custom, core, namespace, operator)
 
 
+@pytest.mark.timeout(1200)  # 30+ backup runs: 315 s on a clean-clone run, over 600 in another
 def test_retention_keeps_the_30_newest_good_backups_and_ignores_failures(
     environment: dict[str, str], operator: Path, namespace: str,
     custom: client.CustomObjectsApi, core: client.CoreV1Api,

@@ -129,8 +129,10 @@ def test_queries_that_are_not_one_number_are_errors_that_say_why(
     environment: dict[str, str], tenant: str, prometheus: PrometheusProvider
 ) -> None:
     by_service = f'sum by (service) (http_requests_total{{namespace="{tenant}"}})'
-    wait_for(lambda: _error_of(prometheus, by_service), timeout=60, what="two series in Prometheus")
-    assert "returned 3 series; it must return one number" in _error_of(prometheus, by_service)
+    # the three Services' series (idle's counters start at 0 once its pods are scraped)
+    error = wait_for(lambda: "returned 3 series" in (e := _error_of(prometheus, by_service))
+                     and e, timeout=60, what="the three Services' series in Prometheus")
+    assert "returned 3 series; it must return one number" in error
 
     bad = _error_of(prometheus, "sum(rate(http_requests_total[1m]")
     assert bad.startswith("Prometheus at http://127.0.0.1:")
