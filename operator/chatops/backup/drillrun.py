@@ -56,18 +56,16 @@ from chatops.backup import (
     pitr,
     restore,
     slices,
-    swap,
     verify,
 )
+from chatops.backup import scratch as scratchdb
 from chatops.backup.retention import RetentionPolicy
-from chatops.errors import ChatopsError, RestoreFailed
+from chatops.errors import ChatopsError
 from chatops.events import EventSink
 
 PLURAL = "chatbackups"
 VERIFY_NOW = f"{GROUP}/verify-now"
 """On a ChatBackup with `spec.verification`: one drill now (any value)."""
-MARKER = "chatops-drill"
-"""The collection a drill plants in its scratch database before it writes there."""
 KIND = "ChatBackupDrill"
 WRITE_TRIES = 5
 log = logging.getLogger("chatops.backup.drill")
@@ -219,69 +217,6 @@ def _scratch_uri(cluster: Cluster, namespace: str, name: str, spec: ChatBackupSp
                                 "spec.verification.scratch.uriSecretRef")
 
 
-def scratch_names(spec: ChatBackupSpec, databases: list[str]) -> dict[str, str]:
-    """Backup database → scratch database (see `ScratchDatabase.database`)."""
-    assert spec.verification is not None
-    scratch = spec.verification.scratch.database
-    if spec.mongodb.database is not None:
-        return dict.fromkeys(databases, scratch)
-    return {db: f"{scratch}_{db}" for db in databases}
-
-
-def _guard(
-    source: Mongo, scratch: Mongo, spec: ChatBackupSpec, names: Mapping[str, str], uid: str
-) -> None:
-    """RestoreFailed unless every scratch database is one the drill may write and drop."""
-    same = source.identity() == scratch.identity()
-    targets = set(names.values())
-    if same:
-        if spec.mongodb.database is None:
-            raise RestoreFailed(
-                "spec.verification.scratch.uriSecretRef reaches the server backed up, whose "
-                "every database is backed up: drill on a server of its own"
-            )
-        live = (set(names) | {spec.mongodb.database}) & targets
-        if live:
-            raise RestoreFailed(
-                f"spec.verification.scratch.database: {', '.join(sorted(live))} is a live "
-                "database of the server backed up; a drill never writes there"
-            )
-    for db in sorted(targets):
-        if len(db.encode()) > 63:
-            raise RestoreFailed(f"spec.verification.scratch.database: {db} is too long")
-        present = scratch.namespaces(db)
-        if not present or _marked(scratch, db, uid):
-            continue
-        foreign = [n for n in present if n != MARKER and not swap.is_ours(n)]
-        if foreign:
-            raise RestoreFailed(
-                f"spec.verification.scratch.database: {db} holds {len(foreign)} collection(s) "
-                f"a drill did not create (e.g. {foreign[0][:60]}); a drill never writes to "
-                "or drops a database it did not create: name an unused one"
-            )
-
-
-def _marked(mongo: Mongo, db: str, uid: str) -> bool:
-    return mongo.find_id(db, MARKER, uid) is not None
-
-
-def _remark(mongo: Mongo, databases: set[str], job: Drill) -> None:
-    """Plant the marker again in the scratch databases this drill wrote (passed by
-    `_guard`), so that `_drop` finds them; a server that cannot take it is logged."""
-    for db in sorted(databases):
-        try:
-            mongo.upsert_id(db, MARKER, job.uid, {"chatbackup": job.resource})
-        except ChatopsError as err:
-            log.warning("%s: marking scratch database %s again: %s", job.resource, db, err)
-
-
-def _drop(mongo: Mongo, databases: set[str], uid: str) -> None:
-    """Drop the scratch databases this ChatBackup's drills marked, and only those."""
-    for db in sorted(databases):
-        if _marked(mongo, db, uid):
-            mongo.drop_database(db)
-
-
 def _clean_after_crash(
     cluster: Cluster, namespace: str, name: str, spec: ChatBackupSpec, uid: str
 ) -> None:
@@ -293,7 +228,7 @@ def _clean_after_crash(
             assert spec.verification is not None
             base = spec.verification.scratch.database
             mine = {d for d in scratch.database_names() if d == base or d.startswith(f"{base}_")}
-            _drop(scratch, mine, uid)
+            scratchdb.drop(scratch, mine, uid)
     except ChatopsError as err:
         log.warning("%s/%s: cleaning the interrupted drill's scratch database: %s",
                     namespace, name, err)
@@ -351,12 +286,12 @@ def _drill(cluster: Cluster, job: Drill, stopped: Callable[[], bool]) -> drills.
                 store, tarball, work, require_manifest=True
             )
             fetched = time.monotonic()
-            names = scratch_names(spec, contents.databases)
-            _guard(source, scratch, spec, names, job.uid)
+            names = scratchdb.names(spec, contents.databases)
+            scratchdb.guard(source, scratch, spec, names, job.uid)
             targets = set(names.values())
             try:
                 for db in sorted(targets):
-                    scratch.upsert_id(db, MARKER, job.uid, {"chatbackup": job.resource})
+                    scratch.upsert_id(db, scratchdb.MARKER, job.uid, {"chatbackup": job.resource})
                 request = restore.RestoreRequest(
                     mode="DropCollections", rename=names, verify=True,
                     token=job.uid.replace("-", "")[:12],
@@ -382,8 +317,8 @@ def _drill(cluster: Cluster, job: Drill, stopped: Callable[[], bool]) -> drills.
                     checked += f"; {archived}" if archived else ""
             finally:
                 if spec.point_in_time.enabled:  # a replayed dropDatabase took the marker
-                    _remark(scratch, targets, job)
-                _drop(scratch, targets, job.uid)
+                    scratchdb.remark(scratch, targets, job.uid, job.resource)
+                scratchdb.drop(scratch, targets, job.uid)
         message = (
             f"{result.documents} documents of {len(result.collections)} collection(s) restored "
             f"into {', '.join(sorted(targets))} in {rto:.1f} s (download and checks "

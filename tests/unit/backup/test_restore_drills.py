@@ -12,7 +12,7 @@ import pytest
 from chatops import clock
 from chatops.api.backup import BackupRecord, ChatBackupSpec, ChatBackupStatus
 from chatops.api.verification import DrillRecord, VerificationStatus
-from chatops.backup import drillrun, drills
+from chatops.backup import drills, scratch
 
 UTC = datetime.UTC
 CREATED = datetime.datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
@@ -173,7 +173,7 @@ def test_scratch_names(database: str | None, backed_up: list[str], expected: dic
     spec = _spec(scratch={"database": "chat_drill", "uriSecretRef": {"name": "drills"}})
     spec = spec.model_copy(update={"mongodb": spec.mongodb.model_copy(
         update={"database": database})})
-    assert drillrun.scratch_names(spec, backed_up) == expected
+    assert scratch.names(spec, backed_up) == expected
 
 
 def test_the_live_database_is_refused_as_scratch() -> None:
