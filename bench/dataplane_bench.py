@@ -14,9 +14,11 @@ of env/loadgen.py (`--rate` requests a second, `--clients` long-lived WebSockets
 2. **A bad canary** (5 % errors) at 10 %, with the default analysis (1-minute windows,
    30 s interval) and again with an interval of 5 s: the user requests that failed, the
    time the canary kept its traffic, how the release ended.
-3. **A blue-green switch** (scaleDownDelaySeconds 20): the WebSocket connections dropped
-   before the drain window ended (target 0), and the reconnect time of the clients cut
-   when the old color went away (from the close to the next open, p50/p95).
+3. **A blue-green switch** (scaleDownDelaySeconds 20, 4 pods a color), with the default
+   analysis: the WebSocket connections dropped before the drain window ended (target 0),
+   and the reconnect time of the clients cut when the old color went away (from the close
+   to the next open, p50/p95) — once in one cut, once in 4 drain waves 10 s apart, per
+   wave.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from release_common import (
     Operator,
     api_client,
     delete_namespace,
+    install_crds,
     load_env,
     loadavg,
     machine,
@@ -98,27 +101,12 @@ def route(api: client.ApiClient, namespace: str) -> None:
     )
 
 
-HTTP_ONLY = ("error-rate", "latency-p95")
-"""The default metrics but websocket-success: with only long-lived clients nothing
-attempts a connection to the new color within its 1-minute window after a blue-green
-switch, so that query has no data and the post-promotion window stays inconclusive
-(measured: Paused, 18 inconclusive rounds in 90 s)."""
-
-
 def spec(
-    version: str, strategy: dict[str, Any], interval: str | None, only: tuple[str, ...] = ()
+    version: str, strategy: dict[str, Any], interval: str | None, replicas: int = 2
 ) -> dict[str, Any]:
     analysis: dict[str, Any] = {"prometheus": {"address": os.environ["PROMETHEUS_URL"]}}
     if interval:
         analysis["interval"] = interval
-    if only:
-        from chatops.api.analysis import DEFAULT_METRICS
-
-        analysis["metrics"] = [
-            m.model_dump(by_alias=True, exclude_none=True)
-            for m in DEFAULT_METRICS
-            if m.name in only
-        ]
     container = {
         "name": COMPONENT,
         "image": f"chat-api:{version}",
@@ -128,7 +116,7 @@ def spec(
         "components": [
             {
                 "name": COMPONENT,
-                "replicas": 2,
+                "replicas": replicas,
                 "template": {"spec": {"containers": [container]}},
                 "service": {"port": PORT},
             }
@@ -287,52 +275,92 @@ def bad_canary(
 
 
 def blue_green_drain(
-    custom: client.CustomObjectsApi, namespace: str, version: str, rate: float, clients: int
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    version: str,
+    rate: float,
+    clients: int,
+    waves: int = 1,
+    replicas: int = 2,
 ) -> dict[str, Any]:
-    delay = 20
-    strategy = {"blueGreen": {"postPromotionWindow": "5s", "scaleDownDelaySeconds": delay}}
+    delay, interval = 20, 10
+    strategy: dict[str, Any] = {
+        "blueGreen": {"postPromotionWindow": "5s", "scaleDownDelaySeconds": delay}
+    }
+    if waves > 1:
+        strategy["blueGreen"]["drain"] = {"waves": waves, "interval": f"{interval}s"}
     with loadgen.Load(
         os.environ["GATEWAY_URL"], host=host(namespace), rate=rate, clients=clients
     ) as load:
         wait_for(lambda: sum(c.is_open for c in load.connections()) == clients, 120, "clients open")
         old = {c.color for c in load.connections() if c.is_open}
-        apply(custom, namespace, spec(version, strategy, "5s", only=HTTP_ONLY))
-        # the drain window as the operator counts it, from when the router showed the switch
-        drain = wait_for(
-            lambda: (
-                (status(custom, namespace).get("scaleDown") or {}).get("since")
-                and status(custom, namespace)["scaleDown"]
-            ),
-            300,
-            "the old color's drain window",
-            interval=0.2,
-        )
-        done = wait_phase(custom, namespace, "Succeeded", "RolledBack", timeout=300)
+        apply(custom, namespace, spec(version, strategy, "5s", replicas))
+        # the drain as the operator records it: its window from when the router showed the
+        # switch, then each wave's start (status.scaleDown goes once the drain is over)
+        seen: dict[str, Any] = {"waves": {}}
+
+        def over() -> dict[str, Any] | None:
+            found = status(custom, namespace)
+            down = found.get("scaleDown") or {}
+            if down.get("since"):
+                seen.setdefault("since", down["since"])
+            if down.get("wave") and down.get("waveStartedAt"):
+                seen["waves"].setdefault(down["wave"], down["waveStartedAt"])
+            if down.get("paused"):
+                seen.setdefault("paused", []).append(down["paused"])
+            done = found.get("phase") in ("Succeeded", "RolledBack") and not down
+            return found if done and "since" in seen else None
+
+        done = wait_for(over, 300 + waves * 120, "the old color drained", interval=0.2)
         new = done["activeColor"]
         wait_for(
             lambda: sum(c.is_open and c.color == new for c in load.connections()) == clients,
             180,
             "every client on the new color",
         )
-    switched = timestamp(drain["since"])
+    switched = timestamp(seen["since"])
     conns = load.connections()
     cut = [c for c in loadgen.closed_by_server(conns) if c.color in old]
     early = [c for c in cut if c.closed is not None and c.closed < switched + delay - 1]
-    by_client = {}
+    by_client: dict[int, list[loadgen.Connection]] = {}
     for c in sorted(conns, key=lambda c: c.attempt):
         by_client.setdefault(c.client, []).append(c)
-    reconnect = []
+    starts = sorted((timestamp(at), wave) for wave, at in seen["waves"].items())
+    per_wave: dict[int, list[float]] = {}
     for c in cut:
         after = [n for n in by_client[c.client] if n.attempt > c.attempt and n.opened]
         if after and c.closed is not None and after[0].opened is not None:
-            reconnect.append((after[0].opened - c.closed) * 1000)
+            # the wave that closed it: the last one begun before the close (0: none seen)
+            wave = max((w for at, w in starts if at <= c.closed + 0.5), default=0)
+            per_wave.setdefault(wave, []).append((after[0].opened - c.closed) * 1000)
+    # the operator's own account, once final (counted `spec.cost.settle` after the end)
+    history = wait_for(
+        lambda: (
+            (h := (status(custom, namespace).get("history") or [{}])[-1])
+            .get("cost", {})
+            .get("final")
+            and h
+        ),
+        180,
+        "the release's cost, final",
+    )
     return {
         "ended": done["phase"],
+        "message": done.get("message", ""),
         "scaleDownDelaySeconds": delay,
+        "replicas_per_color": replicas,
+        "drain": {"waves": waves, "interval_s": interval} if waves > 1 else "one cut",
         "connections_on_old_color": len(cut),
         "dropped_before_drain_window": len(early),
-        "reconnect_ms": summary(reconnect),
+        "reconnect_ms": summary([ms for found in per_wave.values() for ms in found]),
+        "reconnect_ms_per_wave": {
+            str(w): {"closed": len(found), **summary(found)}
+            for w, found in sorted(per_wave.items())
+        },
+        "wave_started": {str(w): at for at, w in starts},
+        "paused": seen.get("paused", []),
         "failed_requests": len(loadgen.failed(load.requests())),
+        "cost_in_status": history.get("cost"),
     }
 
 
@@ -345,6 +373,7 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     load_env()
+    install_crds()
     api = api_client()
     custom = client.CustomObjectsApi(api)
     namespace = new_namespace(api, "bench-dataplane")
@@ -365,9 +394,13 @@ def main() -> None:
                 results["bad_canary"].append(found)
                 print(json.dumps(found, indent=1), flush=True)
         if "drain" in parts:
-            drained = blue_green_drain(custom, namespace, "1.3", args.rate, args.clients)
-            results["blue_green"] = drained
-            print(json.dumps(drained, indent=1), flush=True)
+            results["blue_green"] = []
+            for version, waves, replicas in (("1.3", 1, 4), ("1.4", 4, 4)):
+                drained = blue_green_drain(
+                    custom, namespace, version, args.rate, args.clients, waves, replicas
+                )
+                results["blue_green"].append(drained)
+                print(json.dumps(drained, indent=1), flush=True)
     finally:
         results["loadavg_end"] = loadavg()
         delete_namespace(api, namespace)

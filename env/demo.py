@@ -91,7 +91,7 @@ def follow(until: Callable[[dict[str, Any]], bool], timeout: float = 180) -> dic
 
 def release_manifest(version: str) -> dict[str, Any]:
     chat_app, prometheus = os.environ["CHATAPP_URL"], os.environ["PROMETHEUS_URL"]
-    window = 'namespace="{{namespace}}",service="{{service}}"'
+    window = 'namespace="{{namespace}}",service="{{service}}",revision="{{revision}}"'
     return {
         "apiVersion": "chatops.dev/v1alpha1",
         "kind": "ChatRelease",

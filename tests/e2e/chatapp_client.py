@@ -45,11 +45,14 @@ def deploy(
     release: str = "chat",
     component: str = "api",
     replicas: int = 2,
+    revision: str = "0a1b2c3d4e",
 ) -> str:
-    """The Deployment and Service `<release>-<component>-<color>` running `image`; waits
-    until the simulator serves all its pods. Returns the Service's name."""
+    """The Deployment and Service `<release>-<component>-<color>` running `image`, its
+    pods of `revision`; waits until the simulator serves all its pods. Returns the
+    Service's name."""
     name = f"{release}-{component}-{color}"
     selector = labels(release, component, color)
+    template = {**selector, "chatops.dev/revision": revision}
     container = {"name": component, "image": image, "ports": [{"containerPort": PORT}]}
     client.AppsV1Api(api).create_namespaced_deployment(
         namespace,
@@ -60,7 +63,7 @@ def deploy(
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": selector},
-                "template": {"metadata": {"labels": selector}, "spec": {"containers": [container]}},
+                "template": {"metadata": {"labels": template}, "spec": {"containers": [container]}},
             },
         },
     )

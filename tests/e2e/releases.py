@@ -21,7 +21,7 @@ PLURAL = "chatreleases"
 
 def metrics(window: str = "5s") -> list[dict[str, Any]]:
     """The runbook's three checks over a short window, so tests react in seconds."""
-    sel = 'namespace="{{namespace}}",service="{{service}}"'
+    sel = 'namespace="{{namespace}}",service="{{service}}",revision="{{revision}}"'
     return [
         {
             "name": "error-rate",

@@ -21,6 +21,8 @@ import netns  # env/, on the path by conftest
 from chatops.api.analysis import DEFAULT_METRICS
 from support import wait_for
 
+REVISION = "2f0c1d9e8a"
+
 pytestmark = pytest.mark.e2e
 
 
@@ -37,9 +39,7 @@ def _pods(api: client.ApiClient, namespace: str) -> dict[str, str]:
     return {p.metadata.name: p.status.pod_ip for p in items if not p.metadata.deletion_timestamp}
 
 
-def test_a_deployments_pods_answer_at_their_own_ips(
-    api: client.ApiClient, namespace: str
-) -> None:
+def test_a_deployments_pods_answer_at_their_own_ips(api: client.ApiClient, namespace: str) -> None:
     app.deploy(api, namespace, "chat-api:1.0", "blue", replicas=3)
     pods = _pods(api, namespace)
     assert len(pods) == 3 and all(ip and ip.startswith("10.0.") for ip in pods.values())
@@ -49,15 +49,19 @@ def test_a_deployments_pods_answer_at_their_own_ips(
 
     async def ask(ip: str) -> tuple[int, dict[str, str], Any]:
         async with _session() as s, s.get(f"http://{ip}:{app.PORT}/api/rooms") as r:
-            return r.status, {k: v for k, v in r.headers.items() if k.startswith("X-Chat")}, (
-                await r.json()
+            return (
+                r.status,
+                {k: v for k, v in r.headers.items() if k.startswith("X-Chat")},
+                (await r.json()),
             )
 
     for name, ip in pods.items():
         status, headers, body = asyncio.run(ask(ip))
         assert status == 200
         assert headers == {
-            "X-Chat-Pod": name, "X-Chat-Color": "blue", "X-Chat-Version": "chat-api:1.0"
+            "X-Chat-Pod": name,
+            "X-Chat-Color": "blue",
+            "X-Chat-Version": "chat-api:1.0",
         }
         assert body["pod"] == name and body["path"] == "/api/rooms"
 
@@ -136,7 +140,7 @@ def test_a_deleted_pod_closes_its_websockets_with_going_away(
 def test_prometheus_labels_a_color_services_pods_as_the_contract_says(
     api: client.ApiClient, namespace: str, environment: dict[str, str]
 ) -> None:
-    service = app.deploy(api, namespace, "chat-api:2.0", "green", release="chat")
+    service = app.deploy(api, namespace, "chat-api:2.0", "green", release="chat", revision=REVISION)
     app.behave(namespace, "chat-api:2.0", errorRate=0.2, latency=0.05)
     app.traffic(namespace, service, rps=20)
     pods = set(_pods(api, namespace))
@@ -150,20 +154,25 @@ def test_prometheus_labels_a_color_services_pods_as_the_contract_says(
     found = wait_for(series, timeout=90, what=f"both pods' errors in Prometheus for {service}")
     for s in found:
         labels = s["metric"]
-        contract = ("namespace", "service", "release", "component", "color")
-        assert {k: labels[k] for k in contract} == {
+        contract = ("namespace", "service", "release", "component", "color", "revision")
+        assert {k: labels.get(k) for k in contract} == {
             "namespace": namespace,
             "service": service,
             "release": "chat",
             "component": "api",
             "color": "green",
+            "revision": REVISION,
         }
         assert labels["pod"] in pods and labels["container"] == "api"
         assert labels["instance"].endswith(f":{app.PORT}")
 
     # The default analysis queries (chatops/api/analysis.py) read these series as they are.
     def value(query: str) -> float | None:
-        rendered = query.replace("{{namespace}}", namespace).replace("{{service}}", service)
+        rendered = (
+            query.replace("{{namespace}}", namespace)
+            .replace("{{service}}", service)
+            .replace("{{revision}}", REVISION)
+        )
         result = prometheus.custom_query(rendered)
         return float(result[0]["value"][1]) if result else None
 

@@ -139,6 +139,48 @@ def test_a_bad_canary_costs_a_bounded_number_of_failed_requests(
     assert "error-rate" in done["message"]
 
 
+def test_a_release_right_after_a_rolled_back_canary_is_judged_on_its_own_requests(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    """The canary color keeps the rolled-back version's series for as long as a window
+    looks back (here a minute): the next release on that color is judged on its own
+    revision's requests, not on the errors of the one before."""
+    dp.color_route(api, namespace)
+    window = {"metrics": [m for m in rel.metrics("1m") if m["name"] == "error-rate"]}
+    spec = dp.release_spec(
+        "1.0",
+        _canary(50, pause="5s"),
+        {"gatewayAPI": {"httpRoute": dp.RELEASE}},
+        analysis=dp.analysis(**window),
+    )
+    _first_release(custom, namespace, spec)
+    dp.behave(namespace, "chat-api:1.1", errorRate=0.2)
+    with _load(namespace, rate=RATE) as load:
+        wait_for(lambda: len(load.requests()) > RATE, timeout=30, what="the load running")
+        dp.set_version(custom, namespace, "1.1")
+        rel.wait_phase(custom, namespace, dp.RELEASE, "RolledBack", timeout=120)
+        dp.set_version(custom, namespace, "1.2")
+        done = wait_for(
+            lambda: (
+                (s := rel.status(custom, namespace, dp.RELEASE)).get("phase")
+                in ("Succeeded", "RolledBack")
+                and "chat-api:1.2" in str(s.get("stableVersion")) + str(s.get("message"))
+                and s
+            ),
+            timeout=120,
+            interval=0.5,
+            what="the release of chat-api:1.2 to end",
+        )
+        ended = time.time()
+    failed = loadgen.failed(load.requests())
+    assert failed and all(r.color == "green" for r in failed), failed[:5]
+    last_failure = max(r.sent for r in failed)
+    # 1.2 ran on green, its whole analysis inside the minute 1.1's errors stayed in view
+    assert ended - last_failure < 60, ended - last_failure
+    assert done["phase"] == "Succeeded", done.get("message")
+    assert done["activeColor"] == "green"
+
+
 def test_websockets_stay_on_the_old_color_through_the_drain_window_then_reconnect(
     operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
 ) -> None:

@@ -178,7 +178,7 @@ def test_drain_waves_close_connections_pod_by_pod_and_clients_reconnect_to_the_n
     cost = final_cost(custom, namespace)
     # The old pods' connections do not change between their last scrape and their
     # removal (no new connection goes to them): the count is exact.
-    assert cost["websocketsMoved"] == len(cut)
+    assert cost["websocketsMoved"] == len(cut), (cost, spans)
     assert cost["websocketsDropped"] == 0
     bad = [(r.status, r.color, r.error[:60]) for r in users.requests()
            if r.sent >= live and not r.ok]

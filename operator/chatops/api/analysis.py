@@ -58,7 +58,9 @@ class Metric(Model):
     `Inconclusive` pauses for a human past `inconclusiveLimit`; `Fail`; `Pass`."""
 
 
-_SELECTOR = 'namespace="{{namespace}}",service="{{service}}"'
+_SELECTOR = 'namespace="{{namespace}}",service="{{service}}",revision="{{revision}}"'
+"""The pods of the color Service running the revision judged: a color's series from an
+earlier revision (a canary rolled back a minute ago) are not this one's."""
 
 
 def success_ratio(success: str, total: str, window: str) -> str:
