@@ -55,13 +55,27 @@ def window(mongo: Mongo) -> Window | None:
     empty, which only a brand-new one is)."""
     if not exists(mongo):
         return None
-    coll = _collection(mongo)
-    with mongo.errors("find on local.oplog.rs"):
-        first = coll.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
-        last = coll.find_one({}, {"ts": 1}, sort=[("$natural", -1)])
+    first, last = oldest(mongo), newest(mongo)
     if first is None or last is None:
         return None
-    return Window(oplog.OpTime.of(first["ts"]), oplog.OpTime.of(last["ts"]))
+    return Window(first, last)
+
+
+def newest(mongo: Mongo) -> oplog.OpTime | None:
+    """The oplog's last position (None when it is empty or there is none)."""
+    with mongo.errors("find on local.oplog.rs"):
+        last = _collection(mongo).find_one({}, {"ts": 1}, sort=[("$natural", -1)])
+    return None if last is None else oplog.OpTime.of(last["ts"])
+
+
+def oldest(mongo: Mongo) -> oplog.OpTime | None:
+    """The oplog's first position (None when it is empty or there is none): a forward
+    scan in natural order stopped at one entry, with no sort stage. (A `$natural` sort
+    makes FerretDB read and sort the whole capped collection, seconds for 10,000
+    entries; it ignores the hint, and without a sort it pushes the limit down.)"""
+    with mongo.errors("find on local.oplog.rs"):
+        first = _collection(mongo).find_one({}, {"ts": 1}, hint=[("$natural", 1)])
+    return None if first is None else oplog.OpTime.of(first["ts"])
 
 
 def _query(
@@ -141,11 +155,11 @@ def tail(
             if kept or fresh:
                 yield b"".join(kept)
         if first:
-            oldest = window(mongo)
+            now = oldest(mongo) if exists(mongo) else None
             raise OplogGap(
                 f"the oplog no longer holds {position}"
-                + (f": its oldest entry is {oldest.first}" if oldest else ": it has no entries"),
-                position, oldest.first if oldest else None,
+                + (f": its oldest entry is {now}" if now else ": it has no entries"),
+                position, now,
             )
         if not fresh:
             yield None
@@ -158,17 +172,15 @@ def _sleep(seconds: float) -> bool:
     return False
 
 
-def check_holds(mongo: Mongo, after: oplog.OpTime) -> Window:
-    """The window, if it still holds `after`; OplogGap if it rolled past it (or there
-    is no oplog any more)."""
-    found = window(mongo)
-    if found is None or found.first > after:
+def check_holds(mongo: Mongo, after: oplog.OpTime) -> None:
+    """OplogGap if the oplog rolled past `after` (or there is no oplog any more)."""
+    first = oldest(mongo) if exists(mongo) else None
+    if first is None or first > after:
         raise OplogGap(
             f"the oplog no longer holds {after}"
-            + (f": its oldest entry is {found.first}" if found else ": there is no oplog"),
-            after, found.first if found else None,
+            + (f": its oldest entry is {first}" if first else ": there is no oplog"),
+            after, first,
         )
-    return found
 
 
 class Applier:

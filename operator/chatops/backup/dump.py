@@ -244,7 +244,8 @@ class _Run:
         """`oplog.bson`: the entries of `scope` after `start` through the oplog's last
         position now, as the server wrote them. The oplog must still hold `start` once
         they are read, or entries were lost while the collections were read."""
-        end = self._check(start).last
+        self._check(start)
+        end = oplog_adapter.newest(self._mongo) or start
         body = tarstream.Body(self._request.spool_memory, self._request.spool_dir)
         tally = Tally()
         try:
@@ -261,9 +262,9 @@ class _Run:
             sha256=tally.sha256,
         ))
 
-    def _check(self, start: oplog.OpTime) -> oplog_adapter.Window:
+    def _check(self, start: oplog.OpTime) -> None:
         try:
-            return oplog_adapter.check_holds(self._mongo, start)
+            oplog_adapter.check_holds(self._mongo, start)
         except OplogGap as gap:
             raise BackupFailed(
                 f"the oplog rolled over while the collections were read ({gap}); the "
