@@ -28,6 +28,11 @@ def chatapp(method: str, path: str, body: Any = None) -> Any:
         return json.loads(reply.read() or b"null")
 
 
+REVISION = "r1"
+"""The `chatops.dev/revision` of the pods `deploy` makes unless told: what a test's
+`{{revision}}` renders to."""
+
+
 def labels(release: str, component: str, color: str) -> dict[str, str]:
     """The labels chatops puts on a color's pods (chatops/release/manifests.py)."""
     return {
@@ -45,7 +50,7 @@ def deploy(
     release: str = "chat",
     component: str = "api",
     replicas: int = 2,
-    revision: str = "0a1b2c3d4e",
+    revision: str = REVISION,
 ) -> str:
     """The Deployment and Service `<release>-<component>-<color>` running `image`, its
     pods of `revision`; waits until the simulator serves all its pods. Returns the

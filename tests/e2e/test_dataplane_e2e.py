@@ -40,7 +40,17 @@ def _canary(*weights: int, pause: str = "10m") -> dict[str, object]:
     steps: list[dict[str, object]] = []
     for weight in weights:
         steps += [{"setWeight": weight}, {"pause": {"duration": pause}}]
-    return {"canary": {"steps": steps, "scaleDownDelaySeconds": 2, "abortScaleDownDelaySeconds": 2}}
+    # The drained color keeps its pods 5 s after the route changed: Traefik applies a route
+    # up to its providersThrottleDuration (2 s) later, more on a busy machine, and a pod
+    # gone before Traefik stops sending to it is a failed user request (500, no pod).
+    delay = 5
+    return {
+        "canary": {
+            "steps": steps,
+            "scaleDownDelaySeconds": delay,
+            "abortScaleDownDelaySeconds": delay,
+        }
+    }
 
 
 def _promote_step(custom: client.CustomObjectsApi, namespace: str) -> None:

@@ -34,7 +34,7 @@ RPS = 50
 
 
 def context(namespace: str, service: str) -> QueryContext:
-    return QueryContext(service, namespace, "api", service.rsplit("-", 1)[-1], "r1")
+    return QueryContext(service, namespace, "api", service.rsplit("-", 1)[-1], app.REVISION)
 
 
 def within_noise(value: float, share: float, requests: float) -> bool:

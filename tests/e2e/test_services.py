@@ -98,7 +98,12 @@ def test_prometheus_sees_what_the_versions_pods_do(
     queries = {m.name: m.query for m in DEFAULT_METRICS}
 
     def value(metric: str, service: str) -> float | None:
-        query = queries[metric].replace("{{namespace}}", namespace).replace("{{service}}", service)
+        query = (
+            queries[metric]
+            .replace("{{namespace}}", namespace)
+            .replace("{{service}}", service)
+            .replace("{{revision}}", app.REVISION)
+        )
         result = prometheus.custom_query(query)
         return float(result[0]["value"][1]) if result else None
 
