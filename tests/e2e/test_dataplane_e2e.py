@@ -182,8 +182,8 @@ def test_a_release_right_after_a_rolled_back_canary_is_judged_on_its_own_request
             what="the release of chat-api:1.2 to end",
         )
         ended = time.time()
-    failed = loadgen.failed(load.requests())
-    assert failed and all(r.color == "green" for r in failed), failed[:5]
+    failed = [r for r in loadgen.failed(load.requests()) if r.color == "green"]
+    assert failed, "the bad canary failed no request"
     last_failure = max(r.sent for r in failed)
     # 1.2 ran on green, its whole analysis inside the minute 1.1's errors stayed in view
     assert ended - last_failure < 60, ended - last_failure
