@@ -94,6 +94,11 @@ def traefik_argv() -> list[str]:
         "providers.kubernetesIngressNGINX": "true",
         "providers.kubernetesIngressNGINX.httpEntryPoint": "web",
         "log.level": "INFO",
+        # every answer of 500 and up, with the backend Traefik chose and its own error:
+        # what a failed user request was, when a data-plane test sees one
+        "accessLog.filePath": str(localenv.STATE / "logs" / "traefik-access.log"),
+        "accessLog.format": "json",
+        "accessLog.filters.statusCodes": "500-599",
         "log.noColor": "true",
         "global.checkNewVersion": "false",
         "global.sendAnonymousUsage": "false",

@@ -323,12 +323,15 @@ FerretDB; `CHATOPS_E2E_MESSAGES=200000` runs the issue's full size."""
 def drill_after(
     custom: client.CustomObjectsApi, namespace: str, name: str, after: str, timeout: float
 ) -> dict[str, Any]:
-    """status.verification once a drill that started after `after` has ended."""
+    """status.verification once a drill that started after `after` (a `verify_now` stamp,
+    to the microsecond; "" for any) has ended."""
 
     def ended() -> Any:
         found = status(custom, namespace, "chatbackups", name).get("verification") or {}
         last = found.get("lastDrill") or {}
-        if last.get("startedAt", "") > after and last.get("result") in ("Succeeded", "Failed"):
+        started = last.get("startedAt")
+        if (started and (not after or _instant(started) > _instant(after))
+                and last.get("result") in ("Succeeded", "Failed")):
             return found
         return None
 
@@ -343,4 +346,8 @@ def verify_now(custom: client.CustomObjectsApi, namespace: str, name: str) -> st
         GROUP, VERSION, namespace, "chatbackups", name,
         {"metadata": {"annotations": {"chatops.dev/verify-now": stamp}}},
     )
-    return stamp[:19]
+    return stamp
+
+
+def _instant(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp)
