@@ -21,8 +21,6 @@ import netns  # env/, on the path by conftest
 from chatops.api.analysis import DEFAULT_METRICS
 from support import wait_for
 
-REVISION = "2f0c1d9e8a"
-
 pytestmark = pytest.mark.e2e
 
 
@@ -140,7 +138,7 @@ def test_a_deleted_pod_closes_its_websockets_with_going_away(
 def test_prometheus_labels_a_color_services_pods_as_the_contract_says(
     api: client.ApiClient, namespace: str, environment: dict[str, str]
 ) -> None:
-    service = app.deploy(api, namespace, "chat-api:2.0", "green", release="chat", revision=REVISION)
+    service = app.deploy(api, namespace, "chat-api:2.0", "green", release="chat")
     app.behave(namespace, "chat-api:2.0", errorRate=0.2, latency=0.05)
     app.traffic(namespace, service, rps=20)
     pods = set(_pods(api, namespace))
@@ -161,7 +159,7 @@ def test_prometheus_labels_a_color_services_pods_as_the_contract_says(
             "release": "chat",
             "component": "api",
             "color": "green",
-            "revision": REVISION,
+            "revision": app.REVISION,
         }
         assert labels["pod"] in pods and labels["container"] == "api"
         assert labels["instance"].endswith(f":{app.PORT}")
@@ -171,7 +169,7 @@ def test_prometheus_labels_a_color_services_pods_as_the_contract_says(
         rendered = (
             query.replace("{{namespace}}", namespace)
             .replace("{{service}}", service)
-            .replace("{{revision}}", REVISION)
+            .replace("{{revision}}", app.REVISION)
         )
         result = prometheus.custom_query(rendered)
         return float(result[0]["value"][1]) if result else None

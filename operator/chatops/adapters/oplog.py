@@ -53,8 +53,6 @@ def exists(mongo: Mongo) -> bool:
 def window(mongo: Mongo) -> Window | None:
     """The oplog's first and last positions; None when there is no oplog (or it is
     empty, which only a brand-new one is)."""
-    if not exists(mongo):
-        return None
     first, last = oldest(mongo), newest(mongo)
     if first is None or last is None:
         return None
@@ -69,10 +67,11 @@ def newest(mongo: Mongo) -> oplog.OpTime | None:
 
 
 def oldest(mongo: Mongo) -> oplog.OpTime | None:
-    """The oplog's first position (None when it is empty or there is none): a forward
-    scan in natural order stopped at one entry, with no sort stage. (A `$natural` sort
-    makes FerretDB read and sort the whole capped collection, seconds for 10,000
-    entries; it ignores the hint, and without a sort it pushes the limit down.)"""
+    """The oplog's first position (None when it is empty or there is none: a find on a
+    missing collection finds nothing): a forward scan in natural order stopped at one
+    entry, with no sort stage. (A `$natural` sort makes FerretDB read and sort the whole
+    capped collection, seconds for 10,000 entries; it ignores the hint, and without a
+    sort it pushes the limit down.)"""
     with mongo.errors("find on local.oplog.rs"):
         first = _collection(mongo).find_one({}, {"ts": 1}, hint=[("$natural", 1)])
     return None if first is None else oplog.OpTime.of(first["ts"])
@@ -155,7 +154,7 @@ def tail(
             if kept or fresh:
                 yield b"".join(kept)
         if first:
-            now = oldest(mongo) if exists(mongo) else None
+            now = oldest(mongo)
             raise OplogGap(
                 f"the oplog no longer holds {position}"
                 + (f": its oldest entry is {now}" if now else ": it has no entries"),
@@ -174,7 +173,7 @@ def _sleep(seconds: float) -> bool:
 
 def check_holds(mongo: Mongo, after: oplog.OpTime) -> None:
     """OplogGap if the oplog rolled past `after` (or there is no oplog any more)."""
-    first = oldest(mongo) if exists(mongo) else None
+    first = oldest(mongo)
     if first is None or first > after:
         raise OplogGap(
             f"the oplog no longer holds {after}"
