@@ -53,6 +53,8 @@ def exists(mongo: Mongo) -> bool:
 def window(mongo: Mongo) -> Window | None:
     """The oplog's first and last positions; None when there is no oplog (or it is
     empty, which only a brand-new one is)."""
+    if not exists(mongo):  # newest's $natural sort is an error on FerretDB then
+        return None
     first, last = oldest(mongo), newest(mongo)
     if first is None or last is None:
         return None
