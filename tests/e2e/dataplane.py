@@ -144,23 +144,11 @@ def stable_route(api: client.ApiClient, namespace: str) -> None:
     route(api, namespace, [{"name": f"{RELEASE}-{COMPONENT}", "port": PORT}])
 
 
-def attached(api: client.ApiClient, namespace: str) -> bool:
-    """Whether the Gateway carries the route: Traefik wrote Accepted=True on it, and a
-    request through it reaches a pod (Traefik writes the status before its throttled
-    configuration reload takes the route live: up to ~2 s of 404s in between)."""
-    found = client.CustomObjectsApi(api).get_namespaced_custom_object(
-        "gateway.networking.k8s.io", "v1", namespace, "httproutes", RELEASE
-    )
-    parents = (found.get("status") or {}).get("parents") or []
-    accepted = any(
-        c["type"] == "Accepted" and c["status"] == "True"
-        for p in parents
-        for c in p.get("conditions", [])
-    )
-    return accepted and _reaches_a_pod(namespace)
-
-
-def _reaches_a_pod(namespace: str) -> bool:
+def serving(namespace: str) -> bool:
+    """Whether a request through the Gateway reaches a pod: Traefik has applied the
+    route with the Services' endpoints (it writes a route's status before its throttled
+    configuration reload takes it live, and follows Services and EndpointSlices on its
+    own watches: up to seconds of 404s, then 500s for a backend it has not seen yet)."""
     request = urllib.request.Request(
         f"{os.environ['GATEWAY_URL']}/api/health", headers={"Host": host(namespace)}
     )

@@ -93,6 +93,12 @@ def test_moved_counts_what_the_drained_pods_held_and_dropped_what_was_lost(
         # one scraped once more after closing: its close counter counts
         series(active, blue, "b2", "12x20 0 stale"),
         series(shut, blue, "b2", "0x20 12 stale", reason="shutdown"),
+        # scraped in the middle of its closes: 4 still open, 5 closed — 9 moved
+        series(active, blue, "b3", "9x10 4 stale"),
+        series(shut, blue, "b3", "0x10 5 stale", reason="shutdown"),
+        # in the middle, then once more after: 9 as well
+        series(active, blue, "b4", "9x10 4 0 stale"),
+        series(shut, blue, "b4", "0x10 5 9 stale", reason="shutdown"),
         # the serving color's pods are not asked: nothing drained them
         series(active, green, "g1", "0+1x40"),
         # lost without a close handshake, and refused handshakes
@@ -101,7 +107,7 @@ def test_moved_counts_what_the_drained_pods_held_and_dropped_what_was_lost(
         series("websocket_connections_total", green, "g1", "0+2x40", result="success"),
     ]
     check(tmp_path, inputs, [
-        (f"round({query(q.websockets_moved, blue)})", 10 + 12),
+        (f"round({query(q.websockets_moved, blue)})", 10 + 12 + 9 + 9),
         (f"round({query(q.websockets_dropped, green)})", 2 + 3),
         # nothing lost on blue: no series at all is 0, not no answer
         (f"round({query(q.websockets_dropped, blue)})", 0),

@@ -5,6 +5,7 @@ drain, and of what a release cost in status and history."""
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import Any
 
 from chatops.errors import MetricsUnavailable
@@ -146,3 +147,57 @@ def test_a_prometheus_outage_leaves_the_cost_unknown_never_zero() -> None:
                     and w.status.history[-1].cost.final)
     final = world.status.history[-1].cost
     assert final is not None and final.requests == 14 and final.problem is None
+
+
+def _replaced_when_the_window_ends(world: World, color: str, version: str) -> None:
+    """Run the world until `version` runs on `color`: not before the end of the drain
+    window the release waits for (status.scale_down), at the first look after it."""
+    drain = world.status.scale_down
+    assert drain is not None and drain.color == color and drain.since is not None, drain
+    due = max(datetime.datetime.fromisoformat(drain.at),
+              datetime.datetime.fromisoformat(drain.since)
+              + datetime.timedelta(seconds=drain.delay_seconds))
+    before = {k: d for k, d in world.deployments.items() if k[1] == color}
+    while world.deployments[("api", color)].images.get("api") != f"chat-api:{version}":
+        assert {k: d for k, d in world.deployments.items() if k[1] == color} == before, (
+            "the draining color's pods were replaced before its window ended")
+        assert world.status.phase == "Progressing", world.status
+        assert world.now < due + datetime.timedelta(seconds=1), world.status.message
+        world.tick()
+    assert world.now >= due
+    assert world.deployments[("api", color)].revision == world.status.canary_revision
+    assert world.status.scale_down is None  # the rollout ended the drain
+
+
+def test_a_release_right_after_a_rollback_replaces_the_canary_pods_after_their_window() -> None:
+    """The router may still send the rolled-back canary requests for a while (it applies
+    a route change late): a new version on that color waits for its drain window, as a
+    scale-down would, before its rollout replaces those pods."""
+    world = three_pods(DRAINED_CANARY)
+    world.prometheus.values["green"] = 0.5
+    world.release("1.1")
+    world.run_until(lambda w: w.status.phase == "RolledBack")
+    world.prometheus.values["green"] = 0.0
+    world.release("1.2")
+    world.tick()
+    assert "keep serving what the router still sends them" in (world.status.message or "")
+    assert world.status.release_started_at is None and world.status.cost is None
+    _replaced_when_the_window_ends(world, "green", "1.2")
+    started = world.status.release_started_at
+    world.run_until(lambda w: w.status.phase == "Succeeded")
+    assert world.status.stable_version and "chat-api:1.2" in world.status.stable_version
+    entry = world.status.history[-1]
+    # the new version's clock and cost window start with its pods, not before
+    assert entry.started_at == started and entry.cost is not None
+    assert entry.cost.since == started
+
+
+def test_a_release_right_after_a_promotion_replaces_the_old_pods_only_after_their_window() -> None:
+    world = three_pods(DRAINED_CANARY)
+    world.release("1.1")
+    world.run_until(lambda w: w.status.phase == "Promoting")
+    world.release("1.2")  # onto blue, whose 1.0 pods are draining
+    world.tick()
+    _replaced_when_the_window_ends(world, "blue", "1.2")
+    world.run_until(lambda w: w.status.phase == "Succeeded")
+    assert world.status.active_color == "blue"

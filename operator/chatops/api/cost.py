@@ -39,13 +39,18 @@ DEFAULT_REQUESTS = _count(f"http_requests_total{{{_SELECTOR}}}")
 DEFAULT_FAILED_REQUESTS = _count(f'http_requests_total{{{_SELECTOR},code=~"5.."}}')
 _ACTIVE = f"websocket_connections_active{{{_SELECTOR}}}"
 _SHUT = f'websocket_disconnections_total{{{_SELECTOR},reason="shutdown"}}'
-DEFAULT_WEBSOCKETS_MOVED = (
-    f"sum(max by (pod) (last_over_time({_ACTIVE}{_WINDOW}) or increase({_SHUT}{_WINDOW})))"
+_HELD = f"sum by (pod) (last_over_time({_ACTIVE}{_WINDOW}))"
+_CLOSED = (
+    f"sum by (pod) (clamp_min(last_over_time({_SHUT}{_WINDOW})"
+    f" - (last_over_time({_SHUT}{_WINDOW} offset {{{{window}}}})"
+    f" or last_over_time({_SHUT}{_WINDOW}) * 0), 0))"
 )
-"""Asked of the drained color only: the connections each of its pods held when it went,
-the last `websocket_connections_active` Prometheus scraped of it, or its `shutdown` closes
-when a scrape after the closes caught them (a pod that exits at once is never scraped
-again, so its own close counter alone would miss them)."""
+DEFAULT_WEBSOCKETS_MOVED = f"sum(({_HELD} + {_CLOSED}) or {_HELD} or {_CLOSED})"
+"""Asked of the drained color only: the connections each of its pods held when it went.
+At its last scrape a pod's `websocket_connections_active` and its `shutdown` closes in
+the window add up to them — before its closes began (a pod that exits at once is never
+scraped again), after them, or in between (a scrape in the middle of a pod's closes
+sees some still open and the others closed: either figure alone misses a part)."""
 _LOST = _count(f'websocket_disconnections_total{{{_SELECTOR},reason="error"}}')
 _REFUSED = _count(f'websocket_connections_total{{{_SELECTOR},result="failure"}}')
 DEFAULT_WEBSOCKETS_DROPPED = f"({_LOST} or vector(0)) + ({_REFUSED} or vector(0))"

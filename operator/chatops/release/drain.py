@@ -87,6 +87,23 @@ def begin(color: str, at: datetime.datetime, delay: int, drain: Drain | None) ->
     )
 
 
+def window(
+    state: ScaleDown, unrouted: bool, now: datetime.datetime
+) -> tuple[ScaleDown, datetime.datetime | None]:
+    """The drain window of a color no wave has touched yet: `state` with `since` set by
+    the first look to see the router send it no new connections (`unrouted`), and when
+    the window ends — until then its pods stay as they are, serving what the router
+    still sends them; None while the router sends it new connections (not begun)."""
+    if not unrouted:
+        return state, None
+    if state.since is None:
+        state = state.model_copy(update={"since": clock.rfc3339(now)})
+    since = clock.parse(state.since or clock.rfc3339(now))
+    return state, max(
+        clock.parse(state.at), since + datetime.timedelta(seconds=state.delay_seconds)
+    )
+
+
 def target(initial: int, waves: int, wave: int) -> int:
     """Pods left after `wave` of `waves` (0: before the first), of `initial`: the first
     waves take the larger batches, the last leaves none."""
@@ -113,13 +130,10 @@ def advance(state: ScaleDown, look: Look) -> Step:
     """One look at a drain: wait for the window, begin a wave, wait for its pods to go,
     check the reconnects, begin the next — or pause."""
     now = look.now
-    if not look.traffic_left:
-        return Step(state, {})  # never scale down under new connections
-    if state.since is None:  # the first look to see no new connections go to it
-        state = state.model_copy(update={"since": clock.rfc3339(now)})
     if state.wave == 0:
-        since = clock.parse(state.since or clock.rfc3339(now))
-        due = max(clock.parse(state.at), since + datetime.timedelta(seconds=state.delay_seconds))
+        state, due = window(state, look.traffic_left, now)
+        if due is None:
+            return Step(state, {})  # never scale down under new connections
         if now < due:
             return Step(state, {}, requeue=(due - now).total_seconds())
         initial = {c: look.pods[c].replicas if c in look.pods else 0 for c in look.components}

@@ -21,10 +21,12 @@ from chatops.release.model import (
 from chatops.release.plan import BUSY, Plan
 from chatops.release.transitions import (
     abort,
+    held_by_drain,
     new_color,
     not_ready,
     past,
     promote,
+    rollout,
     traffic_shows,
     weights_shown,
 )
@@ -37,6 +39,11 @@ def progress(obs: Observation) -> Plan:
     assert active is not None and revision is not None
     canary = new_color(obs, active)
     plan = Plan(status)
+    drain = status.scale_down
+    if drain is not None and drain.color == canary:
+        if held_by_drain(obs, plan, canary):
+            return plan
+        rollout(plan, obs, canary, revision)  # the window ended: the new pods, from now
     for c in spec.components:
         plan.act(ApplyDeployment(c.name, canary, revision, c.replicas))
         if canary != active:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from typing import Literal
 
+from chatops import clock
 from chatops.api.common import now_rfc3339
 from chatops.api.release_status import ChatReleaseStatus, HistoryEntry
 from chatops.release import cost as costs
@@ -33,38 +34,77 @@ def new_color(obs: Observation, active: Color) -> Color:
 
 def start(obs: Observation, plan: Plan, desired: str) -> Plan:
     """A new revision: bring it up on the idle color (in place when rolling), no traffic."""
-    spec, now = obs.spec, obs.now
+    spec = obs.spec
     active = plan.status.active_color
     assert active is not None
     canary = new_color(obs, active)
-    draining = plan.status.scale_down
     plan.update(
         phase="Progressing",
         canary_revision=desired,
         canary_version=rev.summary(spec),
         current_step=0 if spec.strategy.canary else None,
         canary_weight=0,
-        release_started_at=now_rfc3339(now),
-        step_started_at=now_rfc3339(now),
         analysis_started_at=None,
         gates_passed=None,
         smoke_test_job=None,
         promoted_at=None,
         aborted_revision=None,
         analysis=[],
-        cost=costs.opened(canary, now_rfc3339(now)),
-        # a color still draining becomes the new canary: its drain ends now
-        scale_down=None if draining is None or draining.color == canary else draining,
         message=f"releasing {rev.summary(spec)} (revision {desired}) on {canary}",
     )
     plan.act(ApplyServices(active))
     if canary != active:  # a version replaced mid-release loses its traffic first
         plan.act(SetTraffic(canary, 0))
-    for c in spec.components:
-        plan.act(ApplyDeployment(c.name, canary, desired, c.replicas))
     plan.event("Normal", "ReleaseStarted", plan.status.message or "")
+    if not held_by_drain(obs, plan, canary):
+        rollout(plan, obs, canary, desired)
     plan.requeue(BUSY)
     return plan
+
+
+def held_by_drain(obs: Observation, plan: Plan, canary: Color) -> bool:
+    """Whether the release waits for `canary`'s drain window, its version's pods not yet
+    applied: a rollback or a promotion just moved the color's traffic away, and the
+    router may send its pods requests until the window ends (it applies a route change
+    late), as a scale-down would wait. A drain that has begun its waves holds nothing."""
+    drain = plan.status.scale_down
+    if drain is None or drain.color != canary or drain.wave > 0:
+        return False
+    state, due = drains.window(drain, unrouted(obs, canary), obs.now)
+    if due is not None and obs.now >= due:
+        return False
+    for c in obs.spec.components:
+        plan.act(ScaleDeployment(c.name, other(canary), c.replicas))
+    plan.act(SetTraffic(canary, 0))
+    until = (
+        f"at {clock.rfc3339(due)}" if due is not None
+        else f"once the router sends it no traffic ({weights_shown(obs, canary)})"
+    )
+    plan.update(
+        scale_down=state,
+        release_started_at=None,
+        step_started_at=None,
+        cost=None,
+        message=f"releasing {plan.status.canary_version} on {canary} {until}: the pods "
+        "there keep serving what the router still sends them until their drain window ends",
+    )
+    plan.requeue(BUSY if due is None else (due - obs.now).total_seconds())
+    return True
+
+
+def rollout(plan: Plan, obs: Observation, canary: Color, desired: str) -> None:
+    """The new version's pods on `canary`, from now: the release's clock, its first
+    step and its cost window start."""
+    now = now_rfc3339(obs.now)
+    plan.update(
+        release_started_at=now,
+        step_started_at=now,
+        cost=costs.opened(canary, now),
+        scale_down=None if plan.status.scale_down is None
+        or plan.status.scale_down.color == canary else plan.status.scale_down,
+    )
+    for c in obs.spec.components:
+        plan.act(ApplyDeployment(c.name, canary, desired, c.replicas))
 
 
 def supersede(obs: Observation, desired: str) -> Plan:
@@ -240,9 +280,7 @@ def keep_stable(obs: Observation, plan: Plan, cut: bool = False) -> None:
             for (_, color), d in obs.deployments.items()
             if color == drain.color
         },
-        traffic_left=not any(
-            obs.weights.get(c.name, {}).get(drain.color, 0) for c in spec.components
-        ),
+        traffic_left=unrouted(obs, drain.color),
         checks=obs.reconnects,
         cut=cut,
         now=now,
@@ -276,6 +314,11 @@ def not_ready(obs: Observation, color: Color, revision: str | None) -> str:
             have = d.available if d is not None and d.revision == revision else 0
             missing.append(f"{c.name}-{color} {have}/{c.replicas} available")
     return ", ".join(missing)
+
+
+def unrouted(obs: Observation, color: Color) -> bool:
+    """Whether the router shows no traffic of any component going to `color`."""
+    return not any(obs.weights.get(c.name, {}).get(color, 0) for c in obs.spec.components)
 
 
 def traffic_shows(obs: Observation, color: Color, weight: int) -> bool:
