@@ -159,7 +159,7 @@ def test_a_rolled_back_canary_runs_its_whole_delay_after_its_traffic_left() -> N
     world.annotations["chatops.dev/abort"] = ""
     world.tick()
     drain = world.status.scale_down
-    assert world.status.phase == "RolledBack" and drain is not None and drain.since is None
+    assert world.status.phase == "Degraded" and drain is not None and drain.since is None
     world.run_until(lambda w: w.serving().get("api") == {"blue": 100})
     left_at = world.now  # the next look is the first to see it
     assert _scaled_down_at(world) - left_at >= datetime.timedelta(seconds=15)

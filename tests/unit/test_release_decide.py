@@ -190,8 +190,12 @@ def test_abort_mid_canary_rolls_back() -> None:
     world.run_until(lambda w: w.status.canary_weight == 50)
     world.annotations["chatops.dev/abort"] = ""
     world.tick()
-    assert world.status.phase == "RolledBack"
+    # traffic back first; RolledBack once the router shows it
     assert world.serving() == {"api": {"blue": 100}, "web": {"blue": 100}}
+    assert world.status.phase == "Degraded"
+    assert "rolling back chat-api:1.1" in (world.status.message or "")
+    world.tick()
+    assert world.status.phase == "RolledBack"
     world.run_until(lambda w: "chatops.dev/abort" not in w.annotations)
     assert world.status.phase == "RolledBack"
 

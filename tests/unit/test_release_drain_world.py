@@ -176,7 +176,7 @@ def test_a_release_right_after_a_rollback_replaces_the_canary_pods_after_their_w
     world = three_pods(DRAINED_CANARY)
     world.prometheus.values["green"] = 0.5
     world.release("1.1")
-    world.run_until(lambda w: w.status.phase == "RolledBack")
+    world.run_until(lambda w: w.status.phase == "Degraded")  # rolling back
     world.prometheus.values["green"] = 0.0
     world.release("1.2")
     world.tick()

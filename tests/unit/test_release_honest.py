@@ -44,6 +44,14 @@ def test_complete_is_true_after_a_rollback_and_ready_only_once_the_spec_version_
 
     world.run_until(lambda w: w.status.canary_weight == 10)
     world.prometheus.values["green"] = 0.5
+    world.routable = False  # the rollback's route change is not applied for a while
+    world.run_until(lambda w: w.status.phase == "Degraded")
+    world.tick()
+    rolling = _conditions(world.status)
+    assert world.serving()["api"]["green"] == 10  # the router still sends the canary some
+    assert rolling["Complete"] == ("False", "Degraded", 2)
+    assert rolling["Progressing"][0] == "True"
+    world.routable = True
     world.run_until(lambda w: w.status.phase == "RolledBack")
     rolled = _conditions(world.status)
     assert rolled["Complete"] == ("True", "RolledBack", 2)

@@ -36,6 +36,7 @@ from chatops.release.model import (
     DeploymentState,
     Observation,
     SetTraffic,
+    other,
 )
 from release_world import World, released, spec
 
@@ -205,6 +206,12 @@ class Story(RuleBasedStateMachine):
     # -- what must hold --------------------------------------------------------------
 
     def _check(self, obs: Observation, decision: Decision) -> None:
+        new = decision.status
+        if new.phase == "RolledBack" and new.active_color is not None:
+            idle = other(new.active_color)
+            if any(obs.weights.get(c.name, {}).get(idle) for c in obs.spec.components):
+                self.violations.append(f"RolledBack while the router sends {idle} traffic: "
+                                       f"{obs.weights}")
         for action in decision.actions:
             if (
                 isinstance(action, SetTraffic)
@@ -234,7 +241,7 @@ class Story(RuleBasedStateMachine):
             and k is not None
             and k < len(steps)
             and steps[k].pause is not None
-            and new.phase != "RolledBack"
+            and new.aborted_revision != status.canary_revision
             and (new.current_step is None or new.current_step > k)
         )
 

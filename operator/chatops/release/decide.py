@@ -44,6 +44,7 @@ from chatops.release.transitions import (
     start,
     supersede,
     traffic_shows,
+    unrouted,
     weights_shown,
 )
 
@@ -178,8 +179,11 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
         active = plan.status.active_color
         assert active is not None
         # RolledBack only once the cluster shows the stable version back and Available
-        # (a rolling rollback re-applies its template, which takes a rollout).
+        # (a rolling rollback re-applies its template, which takes a rollout) and the
+        # router no traffic on the other color.
         pending = not_ready(obs, active, status.stable_revision)
+        if not unrouted(obs, other(active)):
+            pending = ", ".join(p for p in (pending, weights_shown(obs, other(active))) if p)
         if pending:
             plan.update(
                 phase="Degraded",

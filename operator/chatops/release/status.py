@@ -77,13 +77,16 @@ serves all traffic), `Reconciled` (False while an action on the cluster fails)."
 def with_conditions(
     status: ChatReleaseStatus, now: datetime.datetime, generation: int
 ) -> ChatReleaseStatus:
-    """`Progressing` while a release is in flight; `Complete` once it ended, with the
-    outcome as its reason (`kubectl wait --for=condition=Complete` returns after a
-    rollback too); `Ready` only while the spec's version serves all traffic. Each names
-    the generation it was computed from, so a wait on a new spec never passes on the old."""
+    """`Progressing` while a release or its rollback is in flight; `Complete` once it
+    ended, with the outcome as its reason (`kubectl wait --for=condition=Complete`
+    returns after a rollback too, once the cluster shows it); `Ready` only while the
+    spec's version serves all traffic. Each names the generation it was computed from,
+    so a wait on a new spec never passes on the old."""
     phase = status.phase or "Progressing"
     message = status.message or phase
-    in_flight = phase in _PROGRESSING
+    # a rollback is in flight until the cluster shows it (Degraded "rolling back …")
+    rolling_back = phase == "Degraded" and status.aborted_revision is not None
+    in_flight = phase in _PROGRESSING or rolling_back
     conditions = status.conditions
     for new in (
         condition(ACCEPTED, "True", "SpecValid", "the spec is valid", now, generation),

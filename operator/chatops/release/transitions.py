@@ -171,12 +171,11 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
     delay = st.abort_scale_down_delay(spec)
     plan = Plan(status)
     plan.update(
-        # In place, the stable template must roll out again before it is back: until the
-        # Deployments show it, the release is Degraded (see `_between_releases`).
-        phase="Degraded" if rolling else "RolledBack",
-        message=f"rolling back {status.canary_version}: {why}"
-        if rolling
-        else f"rolled back {status.canary_version}: {why}",
+        # RolledBack once the cluster shows it (see `_between_releases`): the router with
+        # no traffic on the new version, and in place the stable template rolled out
+        # again; until then Degraded.
+        phase="Degraded",
+        message=f"rolling back {status.canary_version}: {why}",
         canary_weight=0,
         aborted_revision=status.canary_revision,
         canary_revision=None,
