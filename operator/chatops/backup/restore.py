@@ -273,7 +273,7 @@ def replay_oplog(
     # the capture holds the backed-up databases only (and any made during the dump)
     wanted = request.databases
     scope = oplog.Namespaces(None if wanted is None else frozenset(wanted))
-    applier = oplog_adapter.Applier(mongo, request.rename)
+    applier = oplog_adapter.Applier(mongo, request.rename, request.token)
     try:
         for entry, reader in entries(downloaded.path, oplog=True):
             if entry is OPLOG:

@@ -130,14 +130,15 @@ def _namespaces(databases: Sequence[str] | None) -> oplog.Namespaces:
 
 
 def replay(
-    plan: Any, recovered: RecoveredPointInTime, after: OpTime, stopped: Any
+    plan: Any, recovered: RecoveredPointInTime, after: OpTime, stopped: Any, token: str = ""
 ) -> int:
     """Replay the recorded slices' ops in (after, until] into the target; the ops
-    applied."""
+    applied. `token` names the replay's journal: the same across restarts of one
+    recovery, so a restarted one finishes the batch a kill interrupted."""
     until = pitr.at(recovered.until_ts)
     store, pieces = _slices(plan, recovered.slices)
     with Mongo(plan.secrets.mongo_uri) as mongo:
-        applier = oplog_io.Applier(mongo)
+        applier = oplog_io.Applier(mongo, token=token)
         return oplog.replay(
             _entries(store, pieces, after, until, stopped), _namespaces(plan.databases),
             applier.read, applier.write,

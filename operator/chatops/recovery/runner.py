@@ -23,6 +23,7 @@ from kubernetes import client
 
 from chatops import clock
 from chatops.adapters import finalizers
+from chatops.adapters import oplog as oplog_io
 from chatops.adapters.kube import Cluster
 from chatops.adapters.lease import LEASE_SECONDS, Lease, Renewal
 from chatops.adapters.mongo import Mongo
@@ -197,7 +198,8 @@ def _let_go(
             if token:
                 for db in mongo.database_names():
                     for coll in mongo.namespaces(db):
-                        if coll.startswith(f"{swap.TEMP}-{token}-"):
+                        if coll.startswith((f"{swap.TEMP}-{token}-",
+                                            f"{oplog_io.JOURNAL}-{token}")):
                             mongo.drop_collection(db, coll)
                         elif coll.startswith(f"{swap.REPLACED}-{token}-"):
                             replaced.append(f"{db}.{coll}")

@@ -173,7 +173,8 @@ def replay(ctx: Context) -> str:
     recovered = _recovered(ctx)
     after = _base_position(ctx)
     try:
-        applied = pointintime.replay(ctx.plan, recovered, after, ctx.stopped)
+        applied = pointintime.replay(ctx.plan, recovered, after, ctx.stopped,
+                                     token=ctx.uid.replace("-", "")[:12])
     except pointintime.Stopped:
         raise Stopped() from None
     ctx.save(ctx.status.model_copy(
