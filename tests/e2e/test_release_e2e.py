@@ -369,3 +369,36 @@ def test_rolling_update_in_place_and_back_on_a_bad_version(
         timeout=60,
         what="1.1 Available again",
     )
+
+
+def test_a_dry_run_metric_failing_every_round_is_shown_and_never_stops_the_release(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    """A stricter latency query tried in dryRun on a real release (p95 under 1 µs: every
+    real request is slower): it fails every round through the real Prometheus, the
+    runbook's metrics pass, and the canary walks every step and promotes. Status and
+    `chatops status` show the dry run's verdicts as such."""
+    rel.http_route(api, namespace)
+    spec = rel.release_spec("1.0", rel.canary(pause="3s"), {"gatewayAPI": {"httpRoute": "chat"}})
+    strict = next(m for m in spec["analysis"]["metrics"] if m["name"] == "latency-p95")
+    spec["analysis"]["metrics"].append(
+        {**strict, "name": "latency-strict", "max": 0.000001, "dryRun": True}
+    )
+    _first_release(custom, namespace, spec)
+    rel.set_version(custom, namespace, "chat", "1.1")
+    tried: list[dict[str, Any]] = []
+
+    def promoted() -> bool:
+        s = rel.status(custom, namespace, "chat")
+        assert s.get("phase") not in ("RolledBack", "Degraded", "Paused"), s.get("message")
+        tried.extend(m for m in s.get("analysis", []) if m["metric"] == "latency-strict"
+                     and m not in tried)
+        return s.get("stableVersion") == "chat-api:1.1,chat-web:1.1"
+
+    wait_for(promoted, timeout=120, interval=0.3, what="the canary to be promoted")
+    done = rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=30)
+    assert done["history"][-1]["result"] == "Succeeded"
+    assert tried and all(m["verdict"] == "Fail" and m["dryRun"] for m in tried), tried
+    assert {m["component"] for m in tried} == {"api", "web"}
+    shown = _chatops("status", "chat", "-n", namespace)
+    assert "latency-strict" in shown.stdout and "Fail (dryRun)" in shown.stdout, shown.stdout

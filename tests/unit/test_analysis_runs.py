@@ -163,3 +163,44 @@ def test_a_rolled_back_canary_runs_its_whole_delay_after_its_traffic_left() -> N
     world.run_until(lambda w: w.serving().get("api") == {"blue": 100})
     left_at = world.now  # the next look is the first to see it
     assert _scaled_down_at(world) - left_at >= datetime.timedelta(seconds=15)
+
+
+def _dry_run_spec(*, deciding: bool) -> dict[str, Any]:
+    """A new latency query tried in dryRun (max 0.5) beside the error rate that decides
+    (max 1.0; or none that decides)."""
+    metrics = [
+        *([{"name": "error-rate", "query": 'errors{service="{{service}}"}', "max": 1.0}]
+          if deciding else []),
+        {"name": "latency-try", "query": 'latency{service="{{service}}"}', "max": 0.5,
+         "dryRun": True},
+    ]
+    return spec(strategy=LONG_PAUSE, analysis={"interval": "5s", "metrics": metrics})
+
+
+def test_a_dry_run_metric_failing_every_round_is_shown_and_never_decides() -> None:
+    world = released(World(_dry_run_spec(deciding=True)))
+    world.prometheus.values["green"] = 0.6  # over the dryRun max, under the deciding one
+    world.release("1.1")
+    world.tick()
+    seen: list[Measurement] = []
+    while world.status.phase != "Succeeded":
+        assert world.status.phase in ("Progressing", "Paused", "Promoting"), world.status.message
+        world.tick()
+        seen += [m for m in (world.status.analysis or []) if m.metric == "latency-try"]
+    assert world.status.history[-1].result == "Succeeded"
+    assert seen and all(m.verdict == "Fail" and m.dry_run for m in seen)
+    assert "chat-api:1.1" in (world.status.stable_version or "")
+
+
+def test_a_release_whose_only_metric_is_dry_run_promotes_once_it_was_measured() -> None:
+    world = released(World(_dry_run_spec(deciding=False)))
+    world.prometheus.values["green"] = 0.9
+    world.release("1.1")
+    world.run_until(lambda w: w.status.analysis_run is not None
+                    and w.status.analysis_run.rounds > 0)
+    run = world.status.analysis_run
+    assert run is not None
+    counted = {(c.metric, c.component): c for c in run.metrics}
+    assert counted[("latency-try", "api")].failed >= 1 and counted[("latency-try", "api")].dry_run
+    world.run_until(lambda w: w.status.phase in ("Succeeded", "RolledBack"))
+    assert world.status.phase == "Succeeded", world.status.message

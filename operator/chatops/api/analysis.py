@@ -56,6 +56,12 @@ class Metric(Model):
     promotes, and more than `consecutiveErrorLimit` such rounds in a row roll it back (a
     new version's first rounds often come before Prometheus has two samples of it);
     `Inconclusive` pauses for a human past `inconclusiveLimit`; `Fail`; `Pass`."""
+    dry_run: bool = False
+    """Measured, shown in status (`dryRun: true` on its measurements and counters) and
+    exported as the others are, but never decides: its failures, inconclusive and
+    errored rounds neither roll back nor pause nor hold the release, and promotion does
+    not wait for it to pass (Argo Rollouts' `dryRun`). For trying a new query on real
+    releases before it gates them."""
 
 
 _SELECTOR = 'namespace="{{namespace}}",service="{{service}}",revision="{{revision}}"'
@@ -163,6 +169,8 @@ class Measurement(Model):
     """When it was taken (RFC 3339)."""
     message: str = ""
     """Why the verdict, e.g. the threshold or the error."""
+    dry_run: bool = False
+    """Its metric is `dryRun`: this verdict decided nothing."""
 
 
 MESSAGE_LIMIT = 512
@@ -191,6 +199,8 @@ class MetricCount(Model):
     """The verdict of the latest measurement."""
     last_message: str = Field(default="", max_length=MESSAGE_LIMIT)
     """Why the latest verdict."""
+    dry_run: bool = False
+    """The metric is `dryRun`: these counters decide nothing."""
     last_failure: str = Field(default="", max_length=MESSAGE_LIMIT)
     """Why the latest Fail, if any: the reason a rollback names."""
 

@@ -214,7 +214,8 @@ def latest_measurements(analysis: object) -> tuple[MeasurementRow, ...]:
             metric=_text(entry.get("metric")),
             component=_text(entry.get("component")),
             value=format_value(entry.get("value")),
-            verdict=_text(entry.get("verdict")),
+            # a dryRun metric's verdict decided nothing: said beside it
+            verdict=_text(entry.get("verdict")) + (" (dryRun)" if entry.get("dryRun") else ""),
             time=_text(entry.get("time")),
         )
         latest[(row.metric, row.component)] = row

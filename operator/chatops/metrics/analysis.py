@@ -244,6 +244,7 @@ def _counted(run: AnalysisRun, time: str, measurements: Sequence[Measurement]) -
 def _tallied(c: MetricCount, m: Measurement) -> MetricCount:
     message = m.message[:MESSAGE_LIMIT]
     update: dict[str, object] = {
+        "dry_run": m.dry_run,
         "last_verdict": m.verdict,
         "last_message": message,
         "consecutive_errors": c.consecutive_errors + 1 if m.verdict == "Error" else 0,
@@ -305,8 +306,9 @@ def outcome(
     - Successful: every metric of every component (`components`, by default those
       counted) passed at least once, none is over a limit, none last errored.
 
-    Counters of metrics no longer in the spec are ignored."""
-    names = [m.name for m in analysis.metrics]
+    Counters of metrics no longer in the spec are ignored, and so are those of `dryRun`
+    metrics: they are measured and shown, never decide."""
+    names = [m.name for m in analysis.metrics if not m.dry_run]
     counts = {(c.metric, c.component): c for c in (run.metrics if run is not None else [])}
     wanted = (
         list(components)
@@ -326,4 +328,6 @@ def outcome(
         for result, message in results:
             if result == worst:
                 return result, message
-    return "Successful", f"all {len(names)} metric(s) passed on {', '.join(wanted)}"
+    dry = len(analysis.metrics) - len(names)
+    shown = f"; {dry} dryRun metric(s) measured, not judged" if dry else ""
+    return "Successful", f"all {len(names)} metric(s) passed on {', '.join(wanted)}{shown}"

@@ -54,6 +54,7 @@ def measure(
                 verdict=verdict,
                 time=now_rfc3339(now),
                 message=message,
+                dry_run=metric.dry_run,
             )
         )
     return measurements
