@@ -9,6 +9,9 @@ chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measu
 chatops backups NAME [-n NS]           a ChatBackup's backups in S3, with size and age
 chatops backup-now NAME [-n NS]        ask for one backup now
 chatops restore-points NAME [-n NS]    the times a point-in-time restore can target
+chatops completion bash|zsh|tcsh       the shell's tab completion of these commands
+
+Installed as `kubectl-chatops` too, a kubectl plugin: `kubectl chatops status NAME`.
 """
 
 from __future__ import annotations
@@ -35,8 +38,15 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="chatops", description=__doc__.splitlines()[0])
+def _completion(args: argparse.Namespace) -> int:
+    import shtab  # only this command needs it
+
+    sys.stdout.write(shtab.complete(parser(), shell=args.shell))  # of `chatops`
+    return 0
+
+
+def parser(prog: str = "chatops") -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator against the current kube context")
@@ -49,11 +59,24 @@ def parser() -> argparse.ArgumentParser:
 
     release.register(commands)
     backups.register(commands)
+
+    completion = commands.add_parser(
+        "completion", help="print the shell's tab completion of these commands",
+        description="print the shell's tab completion of the chatops command: "
+        "`source <(chatops completion bash)`",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    completion.set_defaults(func=_completion)
     return top
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def kubectl_main(argv: list[str] | None = None) -> int:
+    """`kubectl-chatops`: kubectl runs it for `kubectl chatops …` (a kubectl plugin)."""
+    return main(argv, prog="kubectl chatops")
+
+
+def main(argv: list[str] | None = None, prog: str = "chatops") -> int:
+    args = parser(prog).parse_args(argv)
     try:
         return int(args.func(args))
     except CommandError as err:

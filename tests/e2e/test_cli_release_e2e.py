@@ -258,3 +258,29 @@ def test_watch_ends_when_the_release_is_deleted(
     assert f'chatreleases.chatops.dev "chat" was deleted from namespace {namespace}' in (
         out.read_text()
     )
+
+
+def test_kubectl_runs_the_commands_as_its_chatops_plugin(
+    release: str, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    """The real kubectl finds `kubectl-chatops` where pip installed it (beside the
+    interpreter) and runs it: `kubectl chatops status` prints what `chatops status`
+    does, and `kubectl chatops promote` asks the same."""
+    set_status(custom, namespace, release, PAUSED_AT_25)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def plugin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60,
+                              env=env)
+
+    listed = plugin("plugin", "list")
+    assert "kubectl-chatops" in listed.stdout, listed.stdout + listed.stderr
+    shown = plugin("chatops", "status", release, "-n", namespace)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == chatops("status", release, "-n", namespace).stdout
+    assert "Phase:         Paused" in shown.stdout
+    promoted = plugin("chatops", "promote", release, "-n", namespace)
+    assert promoted.returncode == 0, promoted.stderr
+    assert annotations(custom, namespace, release)["chatops.dev/promote"].startswith("step@")
+    usage = plugin("chatops", "--help")
+    assert usage.stdout.startswith("usage: kubectl chatops"), usage.stdout
