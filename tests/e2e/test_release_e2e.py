@@ -371,6 +371,18 @@ def test_rolling_update_in_place_and_back_on_a_bad_version(
     )
 
 
+def _first_release_with_p95(
+    api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str, **metric: Any
+) -> None:
+    """A first canary release whose analysis adds the runbook's p95 query as `metric`
+    changes it (its name, bounds, dryRun or compareToStable)."""
+    rel.http_route(api, namespace)
+    spec = rel.release_spec("1.0", rel.canary(pause="3s"), {"gatewayAPI": {"httpRoute": "chat"}})
+    p95 = next(m for m in spec["analysis"]["metrics"] if m["name"] == "latency-p95")
+    spec["analysis"]["metrics"].append({**p95, **metric})
+    _first_release(custom, namespace, spec)
+
+
 def test_a_dry_run_metric_failing_every_round_is_shown_and_never_stops_the_release(
     operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
 ) -> None:
@@ -378,13 +390,8 @@ def test_a_dry_run_metric_failing_every_round_is_shown_and_never_stops_the_relea
     real request is slower): it fails every round through the real Prometheus, the
     runbook's metrics pass, and the canary walks every step and promotes. Status and
     `chatops status` show the dry run's verdicts as such."""
-    rel.http_route(api, namespace)
-    spec = rel.release_spec("1.0", rel.canary(pause="3s"), {"gatewayAPI": {"httpRoute": "chat"}})
-    strict = next(m for m in spec["analysis"]["metrics"] if m["name"] == "latency-p95")
-    spec["analysis"]["metrics"].append(
-        {**strict, "name": "latency-strict", "max": 0.000001, "dryRun": True}
-    )
-    _first_release(custom, namespace, spec)
+    _first_release_with_p95(api, custom, namespace, name="latency-strict", max=0.000001,
+                            dryRun=True)
     rel.set_version(custom, namespace, "chat", "1.1")
     tried: list[dict[str, Any]] = []
 
@@ -402,3 +409,23 @@ def test_a_dry_run_metric_failing_every_round_is_shown_and_never_stops_the_relea
     assert {m["component"] for m in tried} == {"api", "web"}
     shown = _chatops("status", "chat", "-n", namespace)
     assert "latency-strict" in shown.stdout and "Fail (dryRun)" in shown.stdout, shown.stdout
+
+
+def test_a_canary_slower_than_the_stable_by_more_than_its_ratio_rolls_back(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    """p95 compared to the stable version's, through the real Prometheus: 1.1 answers in
+    0.2 s, under the runbook's fixed 500 ms, but far past 1.5 times what 1.0 answers in:
+    the release rolls back, and says against what."""
+    _first_release_with_p95(api, custom, namespace, name="p95-vs-stable", max=1.5,
+                            compareToStable=True)
+    rel.play(namespace, "1.1", latency=0.2)
+    rel.set_version(custom, namespace, "chat", "1.1")
+
+    done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
+    assert "p95-vs-stable on" in done["message"] and "times stable" in done["message"], done
+    judged = [m for m in done["analysis"] if m["metric"] == "p95-vs-stable"]
+    assert judged and judged[-1]["verdict"] == "Fail" and judged[-1]["stableValue"]
+    assert float(judged[-1]["value"]) > 1.5 * float(judged[-1]["stableValue"])
+    absolute = [m for m in done["analysis"] if m["metric"] == "latency-p95"]
+    assert absolute and all(m["verdict"] != "Fail" for m in absolute)  # under 500 ms

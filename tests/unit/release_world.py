@@ -182,8 +182,11 @@ class World:
                         color=color,
                         revision=obs.status.canary_revision or "",
                     )
+                    stable = replace(context, service=f"chat-{c.name}-{other(color)}",
+                                     color=other(color), revision=obs.status.stable_revision
+                                     or "")
                     measurements += tuple(
-                        measure(self.prometheus, obs.spec.analysis, context, self.now)
+                        measure(self.prometheus, obs.spec.analysis, context, self.now, stable)
                     )
             reconnects: tuple[Measurement, ...] = ()
             if decision.needs.reconnects:

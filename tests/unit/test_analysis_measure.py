@@ -159,3 +159,43 @@ def test_an_unknown_placeholder_is_a_spec_error_not_a_measurement() -> None:
     )
     with pytest.raises(UnknownPlaceholder, match=r"spec.analysis.metrics\[0\].query"):
         measure(Answers({}), analysis, CONTEXT, NOW)
+
+
+STABLE = QueryContext("chat-api-blue", "prod", "api", "blue", "5d8c")
+RELATIVE = Analysis.model_validate(
+    {"metrics": [{"name": "p95-vs-stable", "query": 'p95{service="{{service}}"}',
+                  "max": 1.5, "compareToStable": True}]}
+)
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "verdict", "message"),
+    [
+        (0.7, 0.5, "Pass", "0.7 within max 0.75 (max 1.5 times stable 0.5)"),
+        (0.9, 0.5, "Fail", "0.9 > max 0.75 (max 1.5 times stable 0.5)"),
+        (0.1, 0.0, "Fail", "0.1 > max 0 (max 1.5 times stable 0)"),
+        (0.9, None, "Error", "no data for the stable version (no series); onNoData is Error"),
+        (0.9, math.nan, "Error", "no data for the stable version (NaN); onNoData is Error"),
+    ],
+)
+def test_a_metric_compared_to_stable_is_judged_against_the_stable_versions_value(
+    canary: float, stable: float | None, verdict: str, message: str
+) -> None:
+    answers = {'p95{service="chat-api-green"}': canary, 'p95{service="chat-api-blue"}': stable}
+    (got,) = measure(Answers(answers), RELATIVE, CONTEXT, NOW, STABLE)
+    assert (got.verdict, got.message) == (verdict, message)
+    assert got.value == str(canary)
+    assert got.stable_value == (None if stable is None else ("NaN" if math.isnan(stable)
+                                                             else f"{stable:g}"))
+
+
+def test_the_stable_versions_query_failing_is_an_error_and_the_canarys_comes_first() -> None:
+    (got,) = measure(Answers({'p95{service="chat-api-green"}': 0.7}), RELATIVE, CONTEXT, NOW,
+                     STABLE)
+    assert got.verdict == "Error" and got.message.startswith("the stable version's query: ")
+    (first,) = measure(Answers({'p95{service="chat-api-blue"}': 0.5}), RELATIVE, CONTEXT, NOW,
+                       STABLE)
+    assert first.verdict == "Error" and "stable" not in first.message
+    # with nothing beside the version measured (an in-place release): no data
+    (alone,) = measure(Answers({'p95{service="chat-api-green"}': 0.7}), RELATIVE, CONTEXT, NOW)
+    assert alone.verdict == "Error" and "no data for the stable version" in alone.message

@@ -204,3 +204,26 @@ def test_a_release_whose_only_metric_is_dry_run_promotes_once_it_was_measured() 
     assert counted[("latency-try", "api")].failed >= 1 and counted[("latency-try", "api")].dry_run
     world.run_until(lambda w: w.status.phase in ("Succeeded", "RolledBack"))
     assert world.status.phase == "Succeeded", world.status.message
+
+
+def _against_stable() -> dict[str, Any]:
+    metrics = [{"name": "p95-vs-stable", "query": 'p95{service="{{service}}"}', "max": 1.5,
+                "compareToStable": True}]
+    return spec(strategy=LONG_PAUSE, analysis={"interval": "5s", "metrics": metrics})
+
+
+def test_a_canary_within_its_ratio_of_the_stable_promotes_and_one_past_it_rolls_back() -> None:
+    world = released(World(_against_stable()))
+    world.prometheus.values.update(blue=0.4, green=0.5)  # 1.25 x stable: within 1.5
+    world.release("1.1")
+    world.run_until(lambda w: w.status.canary_revision is not None)
+    world.run_until(lambda w: w.status.phase in ("Succeeded", "RolledBack"))
+    assert world.status.phase == "Succeeded", world.status.message
+    assert world.status.active_color == "green"
+    # the next one is judged against the version it replaces: now green's 0.5
+    world.prometheus.values.update(blue=0.8, green=0.5)  # blue is the canary: 1.6 x
+    world.release("1.2")
+    world.run_until(lambda w: w.status.canary_revision is not None)
+    world.run_until(lambda w: w.status.phase in ("Succeeded", "RolledBack"))
+    assert world.status.phase == "RolledBack", world.status.message
+    assert "0.8 > max 0.75 (max 1.5 times stable 0.5)" in (world.status.message or "")

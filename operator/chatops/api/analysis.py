@@ -56,6 +56,14 @@ class Metric(Model):
     promotes, and more than `consecutiveErrorLimit` such rounds in a row roll it back (a
     new version's first rounds often come before Prometheus has two samples of it);
     `Inconclusive` pauses for a human past `inconclusiveLimit`; `Fail`; `Pass`."""
+    compare_to_stable: bool = False
+    """`min` and `max` are ratios to the stable version's value of the same query, taken
+    in the same round from the other color's pods (`{{service}}`, `{{color}}` and
+    `{{revision}}` theirs): `max: 1.2` passes while the new version's value is at most
+    1.2 times the stable's: a canary judged against what its users get today rather than a
+    fixed number. The stable's value missing or NaN is no data (`onNoData`), its query
+    failing an error; a stable value of 0 makes every bound 0. An in-place `rolling`
+    release has no other color to compare with: no data."""
     dry_run: bool = False
     """Measured, shown in status (`dryRun: true` on its measurements and counters) and
     exported as the others are, but never decides: its failures, inconclusive and
@@ -171,6 +179,8 @@ class Measurement(Model):
     """Why the verdict, e.g. the threshold or the error."""
     dry_run: bool = False
     """Its metric is `dryRun`: this verdict decided nothing."""
+    stable_value: str | None = None
+    """With `compareToStable`: the stable version's value it was compared with."""
 
 
 MESSAGE_LIMIT = 512

@@ -171,6 +171,25 @@ def judge(
     return "Pass", f"{shown} within {' and '.join(bounds)}"
 
 
+def against_stable(
+    metric: Metric, stable: float | ChatopsError | None
+) -> Metric | tuple[Verdict, str]:
+    """A `compareToStable` metric with its ratios made bounds for this round (each times
+    the stable version's value), or the verdict when there is no stable value to compare
+    with: its query failed (Error) or it has no data (`onNoData`)."""
+    if isinstance(stable, ChatopsError):
+        return "Error", f"the stable version's query: {stable}"
+    if stable is None or math.isnan(stable):
+        what = "no series" if stable is None else "NaN"
+        return _NO_DATA[metric.on_no_data], (
+            f"no data for the stable version ({what}); onNoData is {metric.on_no_data}"
+        )
+    return metric.model_copy(update={
+        "min": None if metric.min is None else metric.min * stable,
+        "max": None if metric.max is None else metric.max * stable,
+    })
+
+
 def next_measurement_at(
     analysis: Analysis, started_at: datetime.datetime, last_measured_at: datetime.datetime | None
 ) -> datetime.datetime:

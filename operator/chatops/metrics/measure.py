@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import datetime
 
-from chatops.api.analysis import Analysis, Measurement
+from chatops.api.analysis import Analysis, Measurement, Metric, Verdict
 from chatops.api.common import now_rfc3339
-from chatops.errors import MetricsUnavailable
-from chatops.metrics.analysis import QueryContext, TrafficSeen, format_value, judge, render
+from chatops.errors import ChatopsError, MetricsUnavailable
+from chatops.metrics.analysis import (
+    QueryContext,
+    TrafficSeen,
+    against_stable,
+    format_value,
+    judge,
+    render,
+)
 from chatops.metrics.provider import MetricProvider
 
 
@@ -22,8 +29,10 @@ def measure(
     analysis: Analysis,
     context: QueryContext,
     now: datetime.datetime,
+    stable: QueryContext | None = None,
 ) -> list[Measurement]:
-    """A measurement of every metric of `analysis` for the version `context` names.
+    """A measurement of every metric of `analysis` for the version `context` names, the
+    `compareToStable` ones against the same query for `stable` (the other color's pods).
     Query failures become Error measurements; an unknown placeholder is a spec error
     and raises `UnknownPlaceholder`."""
     traffic: TrafficSeen | None = None
@@ -44,7 +53,10 @@ def measure(
             value = provider.query(query)
         except MetricsUnavailable as err:
             value = err
-        verdict, message = judge(metric, traffic_error or value, traffic)
+        baseline: float | MetricsUnavailable | None = None
+        if metric.compare_to_stable:
+            baseline = _stable_value(provider, metric, index, stable)
+        verdict, message = _judged(metric, traffic_error or value, traffic, baseline)
         measurements.append(
             Measurement(
                 metric=metric.name,
@@ -55,6 +67,44 @@ def measure(
                 time=now_rfc3339(now),
                 message=message,
                 dry_run=metric.dry_run,
+                stable_value=None if isinstance(baseline, MetricsUnavailable)
+                else format_value(baseline),
             )
         )
     return measurements
+
+
+def _stable_value(
+    provider: MetricProvider, metric: Metric, index: int, stable: QueryContext | None
+) -> float | MetricsUnavailable | None:
+    if stable is None:  # nothing serves beside the version measured
+        return None
+    query = render(metric.query, stable, f"spec.analysis.metrics[{index}].query")
+    try:
+        return provider.query(query)
+    except MetricsUnavailable as err:
+        return err
+
+
+def _judged(
+    metric: Metric,
+    value: float | ChatopsError | None,
+    traffic: TrafficSeen | None,
+    stable: float | ChatopsError | None,
+) -> tuple[Verdict, str]:
+    """`judge`, a `compareToStable` metric with its bounds scaled by the stable value
+    (errors and too little traffic of the version measured come first)."""
+    if not metric.compare_to_stable or isinstance(value, ChatopsError) or (
+        traffic is not None and not traffic.enough
+    ):
+        return judge(metric, value, traffic)
+    scaled = against_stable(metric, stable)
+    if isinstance(scaled, tuple):
+        return scaled
+    verdict, message = judge(scaled, value, traffic)
+    assert isinstance(stable, float)  # else `against_stable` gave the verdict
+    ratios = " and ".join(
+        f"{name} {format_value(ratio)} times stable {format_value(stable)}"
+        for name, ratio in (("min", metric.min), ("max", metric.max)) if ratio is not None
+    )
+    return verdict, f"{message} ({ratios})"

@@ -251,7 +251,12 @@ def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurem
     provider = _provider(cluster, obs)
     taken: list[Measurement] = []
     for c in obs.spec.components:
-        taken += measure(provider, analysis, _context(obs, c.name, color), obs.now)
+        beside = obs.deployments.get((c.name, other(color)))
+        stable = (
+            replace(_context(obs, c.name, other(color)), revision=beside.revision or "")
+            if beside is not None else None
+        )
+        taken += measure(provider, analysis, _context(obs, c.name, color), obs.now, stable)
     return tuple(taken)
 
 
