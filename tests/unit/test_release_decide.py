@@ -4,6 +4,7 @@ actions ask. Each test is a story a user of the release would tell."""
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 
 from chatops.release.decide import decide
 from chatops.release.model import (
@@ -338,6 +339,25 @@ def test_rolling_updates_in_place_and_rolls_back_on_failure() -> None:
     world.run_until(lambda w: w.status.phase == "RolledBack")
     world.tick()
     assert {d.revision for d in world.deployments.values()} == {good}
+
+
+def test_a_rolling_rollback_is_not_rolled_back_while_a_pod_of_the_version_it_left_runs() -> None:
+    """The Deployment back on the stable template, its new pods all available, one pod
+    of the bad version not yet gone (`status.replicas` 3 of 2): still Degraded."""
+    world = released(World(spec(strategy={"rolling": {"analysisWindow": "60s"}},
+                                trafficRouting=None)))
+    world.release("1.1")
+    world.prometheus.values["blue"] = 0.3
+    world.run_until(lambda w: w.status.phase == "Degraded")
+    world.tick()  # the stable template applied again, rolled out at once in this world
+    key = ("api", "blue")
+    world.deployments[key] = replace(world.deployments[key], total=3)
+    world.tick(advance=False)
+    assert world.status.phase == "Degraded", world.status.message
+    assert "waiting for api-blue" in (world.status.message or "")
+    world.deployments[key] = replace(world.deployments[key], total=2)
+    world.tick(advance=False)
+    assert world.status.phase == "RolledBack", world.status.message
 
 
 def test_stable_version_losing_pods_is_degraded() -> None:

@@ -46,6 +46,9 @@ class DeploymentState:
     """Available replicas."""
     updated: int
     """Replicas of the newest ReplicaSet."""
+    total: int = 0
+    """Pods of every template it still runs (`status.replicas`): more than `replicas`
+    while a rollout's old pods are still there."""
     current: bool = True
     """Whether the Deployment controller has seen the newest spec."""
     quiesced_by: str | None = None
@@ -56,8 +59,15 @@ class DeploymentState:
 
     @property
     def ready(self) -> bool:
-        """Rolled out: every replica of the newest template is available."""
-        return self.current and self.updated >= self.replicas and self.available >= self.replicas
+        """Rolled out, as `kubectl rollout status` says it: every replica of the newest
+        template available and no pod of an older one left (a rollback in place is not
+        back while a pod of the version it left still serves)."""
+        return (
+            self.current
+            and self.updated >= self.replicas
+            and self.available >= self.replicas
+            and self.total <= self.replicas
+        )
 
 
 SmokeResult = Literal["Running", "Succeeded", "Failed"]

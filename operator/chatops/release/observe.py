@@ -37,6 +37,7 @@ def deployments(
             replicas=d.spec.replicas or 0,
             available=status.available_replicas or 0,
             updated=status.updated_replicas or 0,
+            total=status.replicas or 0,
             current=(status.observed_generation or 0) >= (d.metadata.generation or 0),
             quiesced_by=(d.metadata.annotations or {}).get(QUIESCED_BY),
             images={c.name: c.image for c in d.spec.template.spec.containers or []},
