@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, cast
 
 from chatops import clock
 from chatops.api.analysis import (
@@ -145,16 +145,30 @@ _NO_DATA: dict[str, Verdict] = {
 
 
 def judge(
-    metric: Metric, value: float | ChatopsError | None, traffic: TrafficSeen | None = None
+    metric: Metric,
+    value: float | ChatopsError | None,
+    traffic: TrafficSeen | None = None,
+    stable: float | ChatopsError | None = None,
 ) -> tuple[Verdict, str]:
     """The verdict on one measurement and why. An error beats everything (nothing was
-    learned); then too little traffic; then no data (`onNoData`); then `min`/`max`,
-    both inclusive."""
+    learned); then too little traffic; then, for a `compareToStable` metric, the
+    stable version's value (`stable`) missing or failed; then no data (`onNoData`);
+    then `min`/`max`, both inclusive (a `compareToStable` metric's times `stable`)."""
     if isinstance(value, ChatopsError):
         return "Error", str(value)
     if traffic is not None and not traffic.enough:
         seen = format_value(traffic.requests) or "0"
         return "Inconclusive", f"too little traffic: {seen} < {format_value(traffic.minimum)}"
+    if metric.compare_to_stable:
+        scaled = against_stable(metric, stable)
+        if isinstance(scaled, tuple):
+            return scaled
+        verdict, message = judge(scaled.model_copy(update={"compare_to_stable": False}), value)
+        ratios = " and ".join(
+            f"{name} {format_value(ratio)} times stable {format_value(cast(float, stable))}"
+            for name, ratio in (("min", metric.min), ("max", metric.max)) if ratio is not None
+        )
+        return verdict, f"{message} ({ratios})"
     if value is None or math.isnan(value):
         what = "no series" if value is None else "NaN"
         verdict = _NO_DATA[metric.on_no_data]

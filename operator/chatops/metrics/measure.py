@@ -10,17 +10,10 @@ from __future__ import annotations
 
 import datetime
 
-from chatops.api.analysis import Analysis, Measurement, Metric, Verdict
+from chatops.api.analysis import Analysis, Measurement, Metric
 from chatops.api.common import now_rfc3339
-from chatops.errors import ChatopsError, MetricsUnavailable
-from chatops.metrics.analysis import (
-    QueryContext,
-    TrafficSeen,
-    against_stable,
-    format_value,
-    judge,
-    render,
-)
+from chatops.errors import MetricsUnavailable
+from chatops.metrics.analysis import QueryContext, TrafficSeen, format_value, judge, render
 from chatops.metrics.provider import MetricProvider
 
 
@@ -56,7 +49,7 @@ def measure(
         baseline: float | MetricsUnavailable | None = None
         if metric.compare_to_stable:
             baseline = _stable_value(provider, metric, index, stable)
-        verdict, message = _judged(metric, traffic_error or value, traffic, baseline)
+        verdict, message = judge(metric, traffic_error or value, traffic, baseline)
         measurements.append(
             Measurement(
                 metric=metric.name,
@@ -85,26 +78,3 @@ def _stable_value(
     except MetricsUnavailable as err:
         return err
 
-
-def _judged(
-    metric: Metric,
-    value: float | ChatopsError | None,
-    traffic: TrafficSeen | None,
-    stable: float | ChatopsError | None,
-) -> tuple[Verdict, str]:
-    """`judge`, a `compareToStable` metric with its bounds scaled by the stable value
-    (errors and too little traffic of the version measured come first)."""
-    if not metric.compare_to_stable or isinstance(value, ChatopsError) or (
-        traffic is not None and not traffic.enough
-    ):
-        return judge(metric, value, traffic)
-    scaled = against_stable(metric, stable)
-    if isinstance(scaled, tuple):
-        return scaled
-    verdict, message = judge(scaled, value, traffic)
-    assert isinstance(stable, float)  # else `against_stable` gave the verdict
-    ratios = " and ".join(
-        f"{name} {format_value(ratio)} times stable {format_value(stable)}"
-        for name, ratio in (("min", metric.min), ("max", metric.max)) if ratio is not None
-    )
-    return verdict, f"{message} ({ratios})"
