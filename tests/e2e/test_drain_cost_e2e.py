@@ -15,8 +15,11 @@ counts from what Prometheus shows.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,6 +135,26 @@ def final_cost(custom: client.CustomObjectsApi, namespace: str) -> dict[str, Any
     return found
 
 
+def scraped(namespace: str, cost: dict[str, Any]) -> dict[str, list[tuple[float, str]]]:
+    """The samples Prometheus holds of the pods' WebSockets in the last minute of the
+    cost's window, per pod and series: (seconds from the window's end, value) — to read
+    a miscount by."""
+    until = clock.parse(cost["until"]).timestamp()
+    out: dict[str, list[tuple[float, str]]] = {}
+    for name, series in (
+        ("open", f'websocket_connections_active{{namespace="{namespace}"}}'),
+        ("shut", f'websocket_disconnections_total{{namespace="{namespace}",reason="shutdown"}}'),
+    ):
+        query = urllib.parse.urlencode({"query": f"{series}[60s]", "time": until + 5})
+        url = f"{os.environ['PROMETHEUS_URL']}/api/v1/query?{query}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        for found in answer["data"]["result"]:
+            out[f"{found['metric']['pod']} {name}"] = [
+                (round(float(t) - until, 1), v) for t, v in found["values"]][-8:]
+    return out
+
+
 def batches(closes: list[loadgen.Connection], gap: float) -> list[list[loadgen.Connection]]:
     """Connections grouped by close time: a new batch after a pause of more than `gap`."""
     out: list[list[loadgen.Connection]] = []
@@ -178,7 +201,7 @@ def test_drain_waves_close_connections_pod_by_pod_and_clients_reconnect_to_the_n
     cost = final_cost(custom, namespace)
     # The old pods' connections do not change between their last scrape and their
     # removal (no new connection goes to them): the count is exact.
-    assert cost["websocketsMoved"] == len(cut), (cost, spans)
+    assert cost["websocketsMoved"] == len(cut), (cost, spans, scraped(namespace, cost))
     assert cost["websocketsDropped"] == 0
     bad = [(r.status, r.color, r.error[:60]) for r in users.requests()
            if r.sent >= live and not r.ok]
