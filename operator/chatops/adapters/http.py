@@ -1,14 +1,19 @@
-"""HTTP health probes: the one place chatops GETs a URL and judges the answer.
+"""HTTP calls chatops makes to other people's endpoints: the one place it GETs or POSTs a
+URL and judges the answer.
 
-A probe passes on any 2xx answer within its timeout; anything else (another status, a
+A call passes on any 2xx answer within its timeout; anything else (another status, a
 refused connection, a timeout, a malformed URL) is a reason, worded for a status message
-a human reads: the URL and what happened, never a traceback.
+a human reads: where and what happened, never a traceback. A URL may carry a secret (a
+Slack incoming-webhook URL is one): `post_json` names it by `label`, never by the URL.
 """
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
+from typing import Any
 
 
 def probe(url: str, timeout: float) -> str | None:
@@ -20,3 +25,35 @@ def probe(url: str, timeout: float) -> str | None:
         return f"{url}: HTTP {err.code}"
     except (OSError, ValueError) as err:
         return f"{url}: {type(err).__name__}: {err}"
+
+
+def post_json(
+    url: str,
+    body: Any,
+    timeout: float,
+    *,
+    label: str,
+    headers: Mapping[str, str] | None = None,
+) -> str | None:
+    """POST `body` as JSON: None when `url` answers 2xx within `timeout` seconds; why
+    not, otherwise, naming the endpoint by `label` (the URL may hold a secret)."""
+    try:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return None if 200 <= reply.status < 300 else f"{label}: HTTP {reply.status}"
+    except urllib.error.HTTPError as err:
+        return f"{label}: HTTP {err.code}"
+    except TimeoutError:
+        return f"{label}: no answer within {timeout:g} s"
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, TimeoutError):
+            return f"{label}: no answer within {timeout:g} s"
+        # A ValueError's text quotes the URL: say only what kind of error it was.
+        said = getattr(reason, "strerror", None) or type(reason).__name__
+        return f"{label}: {said}"
