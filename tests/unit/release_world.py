@@ -36,6 +36,7 @@ from chatops.release.model import (
     RestoreRevision,
     ScaleDeployment,
     SetTraffic,
+    WebhookRequest,
     other,
 )
 
@@ -129,6 +130,11 @@ class World:
     """Per component, the requests Prometheus counts for a cost window (failed a tenth,
     moved half); an Exception: unreachable."""
     cost_windows: list[CostWindow] = field(default_factory=list)
+    hooks: dict[str, str | None] = field(default_factory=dict)
+    """Webhook name → what its endpoint answers: None a 2xx, else the failure
+    (`HTTP 503`); a webhook not named here answers 2xx."""
+    calls: list[WebhookRequest] = field(default_factory=list)
+    """Every webhook call made, in order."""
 
     @property
     def parsed(self) -> ChatReleaseSpec:
@@ -192,9 +198,12 @@ class World:
             if decision.needs.reconnects:
                 reconnects = self._reconnects(decision.needs.reconnects)
             counted = self._cost(decision.needs.cost) if decision.needs.cost else None
+            self.calls += decision.needs.webhooks
+            answers = {(r.hook.name, r.revision): self.hooks.get(r.hook.name)
+                       for r in decision.needs.webhooks}
             decision = decide(
                 replace(obs, health=health, measurements=measurements, reconnects=reconnects,
-                        cost=counted)
+                        cost=counted, webhooks=answers)
             )
         self.apply(decision)
         if advance:

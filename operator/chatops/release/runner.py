@@ -46,6 +46,7 @@ from chatops.release.model import (
     Decision,
     Manual,
     Observation,
+    WebhookRequest,
     other,
 )
 from chatops.traffic.factory import router_for
@@ -194,9 +195,19 @@ def _probed(cluster: Cluster, obs: Observation, decision: Decision) -> Observati
     measurements = _measure(cluster, obs, needs.measure) if needs.measure else ()
     reconnects = _reconnects(cluster, obs, needs.reconnects) if needs.reconnects else ()
     cost = _cost(cluster, obs, needs.cost) if needs.cost else None
+    called = {(r.hook.name, r.revision): _call(r) for r in needs.webhooks}
     return replace(
-        obs, health=health, measurements=measurements, reconnects=reconnects, cost=cost
+        obs, health=health, measurements=measurements, reconnects=reconnects, cost=cost,
+        webhooks=called,
     )
+
+
+def _call(request: WebhookRequest) -> str | None:
+    """POST the payload; None on 2xx, else what went wrong (`HTTP 503`; never the URL,
+    which may carry a token)."""
+    hook = request.hook
+    why = http.post_json(hook.url, request.payload, hook.timeout_seconds, label=hook.name)
+    return None if why is None else why.removeprefix(f"{hook.name}: ")
 
 
 def _context(obs: Observation, component: str, color: Color) -> QueryContext:
