@@ -45,8 +45,9 @@ class Webhook(Model):
     """pre-rollout, confirm-promotion or rollback."""
     url: bounds.URL
     """Where the payload is POSTed."""
-    timeout_seconds: int = Field(default=10, ge=1, le=300)
-    """Longest a call may take; a call that takes longer fails."""
+    timeout_seconds: int = Field(default=10, ge=1, le=60)
+    """Longest a call may take; a call that takes longer fails. The release's look
+    waits for it on one of the operator's worker threads, so it is at most a minute."""
     failure_limit: bounds.Limit = 2
     """pre-rollout: failed calls tolerated before the release rolls back; rollback:
     failed calls retried. confirm-promotion holds however often it fails."""
