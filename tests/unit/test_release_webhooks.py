@@ -194,3 +194,15 @@ def test_pre_rollout_webhooks_are_refused_on_a_rolling_update() -> None:
     body = spec(strategy={"rolling": {}}, webhooks=[hook("gate", "pre-rollout")])
     with pytest.raises(ValidationError, match=r"pre-rollout need strategy\.canary"):
         ChatReleaseSpec.model_validate(body)
+
+
+def test_health_checks_then_the_pre_rollout_webhook_pass_in_one_look() -> None:
+    """A gate's answer leads to the next gate within the same look, as the runner probes
+    round by round: with health checks, the webhook is still called (and only once)."""
+    body = spec(webhooks=[hook("gate", "pre-rollout")])
+    for c in body["components"]:
+        c["healthCheck"] = {"path": "/healthz"}
+    world = released(World(body))
+    world.release("1.1")
+    world.run_until(lambda w: w.status.gates_passed is True, ticks=20)
+    assert len(calls_of(world, "gate")) == 1

@@ -11,14 +11,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from chatops.api import bounds
+from chatops.api.bounds import Rule
 from chatops.api.common import Model, Name
 
 WebhookType = Literal["pre-rollout", "confirm-promotion", "rollback"]
 
-MetadataKey = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")]
+_RULES = (
+    Rule(
+        "!has(self.metadata) || self.metadata.all(k, size(k) <= 63)",
+        "metadata keys are at most 63 characters",
+        lambda w: all(len(k) <= 63 for k in w.metadata),
+    ),
+)
 
 
 class Webhook(Model):
@@ -39,6 +46,12 @@ class Webhook(Model):
       `failureLimit` + 1 times in all.
     """
 
+    model_config = ConfigDict(json_schema_extra=bounds.validations(*_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Webhook:
+        return bounds.enforce(self, _RULES)
+
     name: Name
     """Names the webhook in status, Events and the payload."""
     type: WebhookType
@@ -51,7 +64,7 @@ class Webhook(Model):
     failure_limit: bounds.Limit = 2
     """pre-rollout: failed calls tolerated before the release rolls back; rollback:
     failed calls retried. confirm-promotion holds however often it fails."""
-    metadata: dict[MetadataKey, Annotated[str, Field(max_length=256)]] = Field(
+    metadata: dict[str, Annotated[str, Field(max_length=256)]] = Field(
         default_factory=dict, max_length=8
     )
     """Passed through in the payload's `metadata`, e.g. a test suite to run."""
