@@ -51,6 +51,15 @@ class Cluster:
             raise
         return body
 
+    def resources(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Every chatops resource of a kind in `namespace`, or in all namespaces (None)."""
+        if namespace is None:
+            found = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        else:
+            found = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        items: list[dict[str, Any]] = found.get("items") or []
+        return items
+
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
