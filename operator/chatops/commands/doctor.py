@@ -136,7 +136,7 @@ def _kube(check: str, args: argparse.Namespace) -> Finding:
     where = scope or "all namespaces"
     plural = "chatbackups" if check == "backups" else "chatreleases"
     try:
-        bodies = Cluster(api).resources(plural, scope)
+        bodies = Cluster(api).resources(plural, scope, timeout=args.timeout)
     except client.ApiException as err:
         return Finding(False, f"listing {plural}: {err.status} {err.reason}", where)
     except (OSError, urllib3.exceptions.HTTPError) as err:  # refused, timed out
