@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,8 +60,11 @@ class PrivateRedis:
             env={**os.environ, "REDIS_PASSWORD": self.password},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: localenv.tcp_open(self.port), timeout=30, interval=0.1,
-                 what="the private Redis")
+        wait_for(self._listening, timeout=30, interval=0.1, what="the private Redis")
+
+    def _listening(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> None:
         if self._proc is not None:

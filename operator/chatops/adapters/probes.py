@@ -52,6 +52,8 @@ def redis_ping(url: str, timeout: float) -> Finding:
         with client:
             pong = client.ping()
     except redis.AuthenticationError:
+        if not hidden:
+            return Finding(False, "Redis asks for a password the URL does not give (NOAUTH)")
         return Finding(False, "Redis refused the credentials (AUTH)")
     except redis.RedisError as err:
         return Finding(False, redact(f"{type(err).__name__}: {err}", hidden))
