@@ -2,12 +2,19 @@
 check, each bounded by `timeout` seconds, each answering a `Finding` whose text carries
 no secret — connection strings' passwords and URL tokens are scrubbed from whatever a
 driver said. The verdicts on the cluster's objects are pure (`chatops.doctor.checks`);
-these only look."""
+these only look. Imported only by the doctor, so its drivers' import time is never
+counted in a check's duration."""
 
 from __future__ import annotations
 
 import secrets
 import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.sync.client import connect
 
 from chatops.adapters import http
 from chatops.adapters.mongo import Mongo
@@ -39,10 +46,6 @@ def mongodb_ping(uri: str, timeout: float) -> Finding:
 
 def redis_ping(url: str, timeout: float) -> Finding:
     """Redis answers PING with PONG (after AUTH, when the URL has a password)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     hidden = uri_secrets(url)
     try:
         client = redis.Redis.from_url(
@@ -67,14 +70,6 @@ def websocket_echo(url: str, timeout: float) -> Finding:
     """A WebSocket connects and a message sent on it comes back within `timeout`: a chat
     room that broadcasts to everyone in it, its sender included, echoes. Other messages
     (a hello, other members' messages) are read past."""
-    from websockets.exceptions import (
-        ConnectionClosed,
-        InvalidStatus,
-        InvalidURI,
-        WebSocketException,
-    )
-    from websockets.sync.client import connect
-
     hidden = [*uri_secrets(url), *(url.split("?", 1)[1:])]
     token = f"{ECHO_PREFIX}{secrets.token_hex(8)}"
     deadline = time.monotonic() + timeout

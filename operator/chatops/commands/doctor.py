@@ -169,6 +169,9 @@ def _run(item: Planned | Result, args: argparse.Namespace) -> Result:
 def results(args: argparse.Namespace, environ: Mapping[str, str]) -> list[Result]:
     """Every check's result, the checks run side by side."""
     planned = plan(args, environ)
+    # the kubernetes client, imported before any check's clock starts
+    import chatops.adapters.kube
+    import chatops.commands.kube  # noqa: F401
     with ThreadPoolExecutor(max_workers=len(planned)) as pool:
         return list(pool.map(lambda item: _run(item, args), planned))
 
