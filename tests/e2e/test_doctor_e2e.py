@@ -270,3 +270,31 @@ def test_the_doctor_is_green_on_a_healthy_app_and_names_each_broken_part(
     assert aborted.returncode == 0, aborted.stderr
     rel.wait_phase(custom, namespace, dp.RELEASE, "RolledBack", timeout=120)
     assert doctor.only_failed("releases").startswith(f"{namespace}/{dp.RELEASE} RolledBack")
+
+
+def test_an_api_server_that_does_not_answer_fails_the_kubernetes_checks_in_time(
+    environment: dict[str, str], tmp_path: Path,
+) -> None:
+    """A kube context whose API server is gone: backups and releases fail within the
+    timeout saying so, the other checks still run, and the token is never printed."""
+    kubeconfig = tmp_path / "gone.kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "me", "user": {"token": TOKEN}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "me",
+                                                  "namespace": "chat"}}],
+    }))
+    done = subprocess.run(
+        [sys.executable, "-m", "chatops.cli", "doctor", "-o", "json", "--timeout", "3",
+         "--redis-url", environment["REDIS_URL"]],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )
+    body = json.loads(done.stdout)
+    assert done.returncode == 1 and body["failed"] == ["backups", "releases"], body
+    got = {c["name"]: c for c in body["checks"]}
+    assert got["backups"]["detail"].startswith("listing chatbackups: the API server did not")
+    assert got["backups"]["target"] == "chat"
+    assert got["redis"]["status"] == "ok"
+    assert TOKEN not in done.stdout + done.stderr
