@@ -79,6 +79,20 @@ def _traefik_header_routers(namespace: str, header: str) -> list[str]:
     return [r.get("rule", "") for r in routers if header in r.get("rule", "")]
 
 
+def _traefik_split(namespace: str) -> dict[str, int] | None:
+    """Color → weight of the weighted service over both colors that Traefik applies now
+    (the header rule's service, to green alone, is another one)."""
+    for service in dp.traefik_services(namespace):
+        weights = {}
+        for child in (service.get("weighted") or {}).get("services") or []:
+            for color in ("blue", "green"):
+                if f"-svc-{namespace}-{dp.RELEASE}-{dp.COMPONENT}-{color}-" in child["name"]:
+                    weights[color] = int(child.get("weight", 1))
+        if len(weights) == 2:
+            return weights
+    return None
+
+
 def _color(namespace: str, headers: dict[str, str]) -> str | None:
     """Who answers one request through the Gateway with `headers`."""
     request = urllib.request.Request(
@@ -149,7 +163,8 @@ def test_dogfood_requests_reach_the_canary_first_then_the_weights_walk_and_the_r
         _promote_step(custom, namespace)
         wait_for(lambda: _status(custom, namespace).get("canaryWeight") == 50, timeout=120,
                  what="the canary at 50 %")
-        dp.wait_applied(namespace, 50)
+        wait_for(lambda: _traefik_split(namespace) == {"blue": 50, "green": 50}, timeout=60,
+                 interval=0.2, what="Traefik applying 50 %")
         since = time.time()
         dogfood_at_50, others_at_50 = _sample(dogfood, since), _sample(others, since)
 

@@ -182,3 +182,15 @@ def test_chatops_status_shows_the_header_route_while_it_is_in_force() -> None:
     assert "Header route:  X-Canary: dogfood and Cookie ~ canary=always -> canary\n" in text
     del body["status"]["headerRoute"]
     assert "Header route" not in render(view(body))
+
+
+def test_a_newer_version_on_the_header_step_starts_over_without_the_rule() -> None:
+    w = world()
+    w.run_until(lambda w: w.status.phase == "Paused")
+    w.release("1.2")
+    w.tick()
+    assert w.header_routes == NONE and w.status.header_route is None
+    assert w.status.current_step == 0
+    w.run_until(lambda w: w.status.phase == "Paused")
+    assert w.header_routes == on_green(w)
+    assert w.status.canary_version == "chat-api:1.2,chat-web:1.2"
