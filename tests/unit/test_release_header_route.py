@@ -5,6 +5,7 @@ look that was lost."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -194,3 +195,15 @@ def test_a_newer_version_on_the_header_step_starts_over_without_the_rule() -> No
     w.run_until(lambda w: w.status.phase == "Paused")
     assert w.header_routes == on_green(w)
     assert w.status.canary_version == "chat-api:1.2,chat-web:1.2"
+
+
+def test_a_canary_that_loses_availability_under_its_header_route_rolls_back_at_once() -> None:
+    w = world()
+    w.run_until(lambda w: w.status.phase == "Paused")
+    d = w.deployments[("api", "green")]
+    w.deployments[("api", "green")] = replace(d, available=0)
+    w.tick()
+    assert w.status.phase == "Degraded" and "lost availability under traffic" in (
+        w.status.message or "")
+    w.run_until(lambda w: w.status.phase == "RolledBack")
+    assert w.header_routes == NONE

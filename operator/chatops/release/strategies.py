@@ -56,7 +56,7 @@ def progress(obs: Observation) -> Plan:
 
     pending = not_ready(obs, canary, revision)
     if pending:
-        if (status.canary_weight or 0) > 0:
+        if (status.canary_weight or 0) > 0 or status.header_route is not None:
             return abort(obs, "CanaryUnavailable", f"lost availability under traffic: {pending}")
         if past(status.release_started_at, spec.progress_deadline_seconds, obs.now):
             return abort(
