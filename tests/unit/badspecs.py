@@ -360,6 +360,20 @@ def _rules(kind: str, good: dict[str, Any], base: int) -> Iterator[Bad]:
             spec = copy.deepcopy(good)
             spec["trafficRouting"] = {"service": {}}
             yield Bad(kind, spec, "spec", "a canary routed by Service", base)
+            spec = copy.deepcopy(good)
+            spec["strategy"]["canary"]["steps"] = [{"setWeight": 10, "headerRoute": {"match": []}}]
+            yield Bad(kind, spec, "spec.strategy.canary.steps[0]", "weight and header route", base)
+            spec = copy.deepcopy(good)
+            dogfood = {"name": "X-Canary", "value": "dogfood"}
+            spec["strategy"]["canary"]["steps"] = [
+                {"headerRoute": {"match": [dogfood, {**dogfood, "name": "x-canary"}]}}
+            ]
+            yield Bad(kind, spec, "spec.strategy.canary.steps[0].headerRoute", "a header twice",
+                      base)
+            spec = copy.deepcopy(good)
+            spec["strategy"]["canary"]["steps"] = [{"headerRoute": {"match": [dogfood]}}]
+            spec["trafficRouting"] = {"nginx": {"ingress": "chat"}}
+            yield Bad(kind, spec, "spec", "a header route on NGINX", base)
         rolling = good["strategy"].get("rolling")
         if rolling:
             spec = copy.deepcopy(good)

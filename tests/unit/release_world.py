@@ -37,10 +37,12 @@ from chatops.release.model import (
     Observation,
     RestoreRevision,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
     WebhookRequest,
     other,
 )
+from chatops.traffic.router import HeaderMatch
 
 T0 = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
@@ -111,6 +113,10 @@ class World:
     now: datetime.datetime = T0
     deployments: dict[tuple[str, Color], DeploymentState] = field(default_factory=dict)
     weights: dict[str, dict[Color, int]] = field(default_factory=dict)
+    header_routes: dict[str, frozenset[tuple[Color, tuple[HeaderMatch, ...]]]] = field(
+        default_factory=dict
+    )
+    """Per component, the header routes the router holds (as it reads them back)."""
     prometheus: Prometheus = field(default_factory=Prometheus)
     broken: set[str] = field(default_factory=set)
     """Revisions whose pods never become Available."""
@@ -164,6 +170,7 @@ class World:
             now=self.now,
             deployments=dict(self.deployments),
             weights=copy.deepcopy(self.weights),
+            header_routes=dict(self.header_routes),
             manual=manual,
             smoke=self.smoke if self.status.smoke_test_job else None,
         )
@@ -269,6 +276,12 @@ class World:
                         action.canary: action.weight,
                         other(action.canary): 100 - action.weight,
                     }
+            elif isinstance(action, SetHeaderRoute) and self.routable:
+                for c in spec.components:
+                    self.header_routes[c.name] = (
+                        frozenset({(action.canary, action.matches)})
+                        if action.matches else frozenset()
+                    )
             elif isinstance(action, ClearAnnotation) and (
                 # compare-and-remove, as the API server's JSON patch `test` does
                 action.value is None or self.annotations.get(action.key) == action.value

@@ -14,6 +14,7 @@ from chatops.api import bounds
 from chatops.api.analysis import AnalysisRun, Measurement
 from chatops.api.common import Condition, Model
 from chatops.api.cost import ReleaseCost
+from chatops.api.header_route import HeaderRoute
 from chatops.api.webhooks import WebhookCall
 
 # -- status ---------------------------------------------------------------------------
@@ -104,6 +105,10 @@ class ChatReleaseStatus(Model):
     canary_weight: int | None = None
     """Percent of new connections on the new version, as the router last showed it: a
     weight is recorded (and its pause starts) only once the router reads it back."""
+    header_route: HeaderRoute | None = None
+    """The header route a canary step set, as the router last showed it: requests
+    carrying these headers go to the new version whatever its weight. Removed (and
+    cleared) at promotion, rollback and deletion."""
     step_started_at: str | None = None
     """When the current step started (RFC 3339)."""
     release_started_at: str | None = None

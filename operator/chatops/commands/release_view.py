@@ -64,6 +64,8 @@ class ReleaseView:
     """The drain in progress, e.g. `wave 2/4 of blue; paused: …`."""
     cost: str = _NONE
     """What the release in flight (or the latest one) has cost its users."""
+    header_route: str = _NONE
+    """The header route in force, e.g. `X-Canary: dogfood -> new version`."""
     history: tuple[HistoryRow, ...] = ()
 
 
@@ -87,6 +89,7 @@ def view(body: Mapping[str, Any]) -> ReleaseView:
         finished=phase in TERMINAL_PHASES and _observed_current(meta, status),
         drain=drain_text(status.get("scaleDown")),
         cost=cost_text(_latest_cost(status)),
+        header_route=header_route_text(status.get("headerRoute")),
         history=history_rows(status.get("history")),
     )
 
@@ -98,6 +101,7 @@ def render(release: ReleaseView) -> str:
         ("Phase", release.phase),
         ("Step", release.step),
         ("Weight", release.weight),
+        *((("Header route", release.header_route),) if release.header_route != _NONE else ()),
         ("Stable", release.stable),
         ("Canary", release.canary),
         ("Active color", release.active_color),
@@ -124,6 +128,20 @@ def render(release: ReleaseView) -> str:
                 for h in release.history]
         lines.extend("  " + line for line in table(columns, past))
     return "\n".join(lines) + "\n"
+
+
+def header_route_text(route: object) -> str:
+    """`X-Canary: dogfood -> canary` (a regex with `~`), or `-` when there is none."""
+    matches = _mapping(route).get("match") if isinstance(route, Mapping) else None
+    if not isinstance(matches, list) or not matches:
+        return _NONE
+    shown = [
+        f"{_text(m.get('name'))}"
+        f"{' ~ ' if m.get('type') == 'RegularExpression' else ': '}{_text(m.get('value'))}"
+        for m in matches
+        if isinstance(m, Mapping)
+    ]
+    return f"{' and '.join(shown)} -> canary"
 
 
 def drain_text(drain: object) -> str:

@@ -23,6 +23,7 @@ from chatops.metrics.analysis import count
 from chatops.release import cost, webhooks
 from chatops.release import revision as rev
 from chatops.release import status as st
+from chatops.release.headers import headers_show
 from chatops.release.model import (
     Action,
     ApplyDeployment,
@@ -31,6 +32,7 @@ from chatops.release.model import (
     Decision,
     Observation,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
     other,
 )
@@ -248,6 +250,8 @@ def _satisfied(obs: Observation, action: Action) -> bool:
     """Whether the cluster already shows what `action` asks for (so it is not sent)."""
     if isinstance(action, SetTraffic):
         return traffic_shows(obs, action.canary, action.weight)
+    if isinstance(action, SetHeaderRoute):
+        return headers_show(obs, action.canary, action.matches)
     if isinstance(action, ScaleDeployment):
         d = obs.deployments.get((action.component, action.color))
         return d is not None and d.replicas == action.replicas

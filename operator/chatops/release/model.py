@@ -21,6 +21,7 @@ from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.api.webhooks import Webhook
 from chatops.events import Event
+from chatops.traffic.router import HeaderMatch
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -116,6 +117,11 @@ class Observation:
     deployments: Mapping[tuple[str, Color], DeploymentState] = field(default_factory=dict)
     weights: Mapping[str, Mapping[Color, int]] = field(default_factory=dict)
     """Percent of new connections per component and color, as the router reads it."""
+    header_routes: Mapping[str, frozenset[tuple[Color, tuple[HeaderMatch, ...]]]] = field(
+        default_factory=dict
+    )
+    """Per component, the (color, headers) of the release's header rules as the router
+    reads them: empty when it has none."""
     manual: Manual = Manual()
     health: Mapping[str, str | None] | None = None
     """Component → None when healthy, else why not; None when not probed."""
@@ -241,6 +247,15 @@ class SetTraffic:
 
 
 @dataclass(frozen=True)
+class SetHeaderRoute:
+    """Requests carrying all of `matches` go to `canary` whatever the weights; none: the
+    release's header route is removed."""
+
+    canary: Color
+    matches: tuple[HeaderMatch, ...] = ()
+
+
+@dataclass(frozen=True)
 class FinalizeTraffic:
     """All traffic is on `active`: remove what the router generated for the release."""
 
@@ -270,6 +285,7 @@ Action = (
     | ScaleDeployment
     | RestoreRevision
     | SetTraffic
+    | SetHeaderRoute
     | FinalizeTraffic
     | StartSmokeTest
     | ClearAnnotation

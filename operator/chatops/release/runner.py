@@ -51,7 +51,7 @@ from chatops.release.model import (
     other,
 )
 from chatops.traffic.factory import router_for
-from chatops.traffic.router import TrafficRouter, color_of
+from chatops.traffic.router import HeaderMatch, TrafficRouter, color_of
 
 PLURAL = "chatreleases"
 STUCK_RETRY = 15.0
@@ -96,6 +96,7 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         now=now,
         deployments=observe.deployments(cluster.deployments(namespace, observe.selector(name))),
         weights=_weights(router, namespace, name, spec, status),
+        header_routes=header_routes(router, namespace, name, spec, status),
         manual=Manual.read(body["metadata"].get("annotations") or {}),
         smoke=observe.smoke_result(cluster.job(namespace, status.smoke_test_job))
         if status.smoke_test_job
@@ -192,6 +193,21 @@ def _weights(
                 colors["blue" if color == "blue" else "green"] = weight
         out[component] = colors
     return out
+
+
+def header_routes(
+    router: TrafficRouter, namespace: str, name: str, spec: ChatReleaseSpec,
+    status: ChatReleaseStatus,
+) -> dict[str, frozenset[tuple[Color, tuple[HeaderMatch, ...]]]]:
+    """The release's header routes per component, by color, as the router shows them;
+    empty where it cannot tell (as `_weights`)."""
+    canary = other(status.active_color or "blue")
+    try:
+        seen = router.get_header_routes(namespace, name, execute.splits(name, spec, canary, 0))
+    except ChatopsError as err:
+        log.info("%s/%s: cannot read header routes: %s", namespace, name, err)
+        return {}
+    return observe.header_routes(seen)
 
 
 # -- probes ---------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ from chatops.annotations import PROMOTE
 from chatops.api.common import now_rfc3339, seconds
 from chatops.metrics.analysis import Outcome, count, last_round_at, next_measurement_at, outcome
 from chatops.release import webhooks
+from chatops.release.headers import describe_headers, header_matches, headers_show, headers_shown
 from chatops.release.model import (
     ApplyDeployment,
     Color,
     Observation,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
     StartSmokeTest,
 )
@@ -52,10 +54,11 @@ def progress(obs: Observation) -> Plan:
             plan.act(ScaleDeployment(c.name, active, c.replicas))
     if canary != active:
         plan.act(SetTraffic(canary, status.canary_weight or 0))
+        plan.act(SetHeaderRoute(canary, header_matches(status.header_route)))
 
     pending = not_ready(obs, canary, revision)
     if pending:
-        if (status.canary_weight or 0) > 0:
+        if (status.canary_weight or 0) > 0 or status.header_route is not None:
             return abort(obs, "CanaryUnavailable", f"lost availability under traffic: {pending}")
         if past(status.release_started_at, spec.progress_deadline_seconds, obs.now):
             return abort(
@@ -139,7 +142,12 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
         plan.update(current_step=len(steps))
         webhooks.confirm(plan, spec, "confirmed by chatops.dev/promote")
     k = plan.status.current_step or 0
-    while k < len(steps) and steps[k].set_weight is not None:
+    while k < len(steps) and steps[k].pause is None:
+        if steps[k].header_route is not None:
+            if not _header_step(obs, plan, canary, k):
+                return plan
+            k += 1
+            continue
         weight = steps[k].set_weight or 0
         where = f"step {k + 1}/{len(steps)}"
         if weight == 100 and (held := _unconfirmed(obs, plan, canary, where, True)):
@@ -208,6 +216,40 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     # rather than a look later (under load that look can queue for seconds).
     _next_step(obs, plan, k + 1)
     return _canary(obs, plan, canary)
+
+
+def _header_step(obs: Observation, plan: Plan, canary: Color, k: int) -> bool:
+    """Step `k` routes a header to the canary: recorded once the router shows it (as a
+    weight is), and the walk goes on in the same look; False while it is not shown."""
+    steps = obs.spec.strategy.canary.steps if obs.spec.strategy.canary else []
+    route = steps[k].header_route
+    matches = header_matches(route)
+    plan.act(SetHeaderRoute(canary, matches))
+    where = f"step {k + 1}/{len(steps)}"
+    if not headers_show(obs, canary, matches):
+        what = f"routing requests with {describe_headers(matches)}" if matches else (
+            "removing the header route")
+        plan.update(
+            phase="Progressing",
+            message=f"{where}: {what} to {canary} ({headers_shown(obs)})",
+        )
+        plan.requeue(BUSY)
+        return False
+    now = now_rfc3339(obs.now)
+    plan.update(
+        header_route=route if matches else None,
+        current_step=k + 1,
+        step_started_at=now,
+        analysis_started_at=now,
+    )
+    version = plan.status.canary_version
+    plan.event(
+        "Normal",
+        "HeaderRouteSet" if matches else "HeaderRouteRemoved",
+        f"requests with {describe_headers(matches)} go to {version} ({where})"
+        if matches else f"no header route to {version} any more ({where})",
+    )
+    return True
 
 
 def _next_step(obs: Observation, plan: Plan, k: int) -> Plan:
