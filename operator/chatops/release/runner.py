@@ -22,6 +22,7 @@ from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api import validation
 from chatops.api.analysis import Measurement, PrometheusSource
+from chatops.api.common import SecretKeyRef
 from chatops.api.cost import CostQueries
 from chatops.api.drain import Drain
 from chatops.api.release import ChatReleaseSpec
@@ -33,6 +34,7 @@ from chatops.metrics.analysis import QueryContext, WindowContext, render, window
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
 from chatops.metrics.provider import WindowProvider
+from chatops.metrics.web import WebProvider
 from chatops.release import drain as drains
 from chatops.release import execute, manifests, observe
 from chatops.release import status as st
@@ -297,10 +299,25 @@ def _provider(cluster: Cluster, obs: Observation) -> WindowProvider:
         return _Unavailable(address, f"cannot read the Prometheus token: {type(err).__name__}")
 
 
+def _web(cluster: Cluster, namespace: str) -> WebProvider:
+    """The `web` metrics' provider, reading header Secrets of the release's namespace."""
+
+    def read(ref: SecretKeyRef) -> str:
+        try:
+            return cluster.secret_value(namespace, ref.name, ref.key)
+        except KeyError:
+            raise ChatopsError("the Secret has no such key") from None
+        except client.ApiException as err:
+            raise ChatopsError(f"HTTP {err.status} {err.reason}") from None
+
+    return WebProvider(read)
+
+
 def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurement, ...]:
     analysis = obs.spec.analysis
     assert analysis is not None
     provider = _provider(cluster, obs)
+    web = _web(cluster, obs.namespace)
     taken: list[Measurement] = []
     for c in obs.spec.components:
         beside = obs.deployments.get((c.name, other(color)))
@@ -308,7 +325,7 @@ def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurem
             replace(_context(obs, c.name, other(color)), revision=beside.revision or "")
             if beside is not None else None
         )
-        taken += measure(provider, analysis, _context(obs, c.name, color), obs.now, stable)
+        taken += measure(provider, analysis, _context(obs, c.name, color), obs.now, stable, web)
     return tuple(taken)
 
 
