@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from kubernetes import client
 
 import releases as rel
 from support import wait_for
+from test_cli_release_e2e import set_status
+from test_cluster import RELEASE, create
 
 pytestmark = pytest.mark.e2e
 
@@ -167,3 +170,27 @@ def test_an_unknown_release_is_named_with_its_namespace(
     assert done.stderr == (
         f'error: chatreleases.chatops.dev "nope" not found in namespace {namespace}\n'
     )
+
+
+def test_a_watch_without_until_done_outlives_the_end_and_stops_on_ctrl_c(
+    crds: None, namespace: str, custom: client.CustomObjectsApi, tmp_path: Path
+) -> None:
+    """No operator: the test writes the status one would. A watch without --until-done
+    keeps drawing past Succeeded (a human watching the next release); Ctrl-C ends it."""
+    create(custom, namespace, "ChatRelease", RELEASE, "chat")
+    out = tmp_path / "watch.out"
+    watcher = _start([sys.executable, "-m", "chatops.cli", "get", "release", "chat", "-n",
+                      namespace, "--watch"], out)
+    try:
+        wait_for(lambda: "Status:     • -" in out.read_text(), 30, what="the first frame")
+        set_status(custom, namespace, "chat", {"observedGeneration": 1, "phase": "Succeeded"})
+        wait_for(lambda: "Status:     ✔ Succeeded" in out.read_text(), 30, what="Succeeded")
+        set_status(custom, namespace, "chat", {"phase": "Progressing"})
+        wait_for(lambda: "Status:     ◌ Progressing" in out.read_text(), 30, what="a new frame")
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=30) == 130
+    finally:
+        watcher.kill()
+        watcher.wait()
+    text = out.read_text()
+    assert "Traceback" not in text and len(_frames(text)) == 3, text

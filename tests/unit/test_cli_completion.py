@@ -41,6 +41,10 @@ def test_bash_completes_the_commands_and_their_options(
     )
     assert {"--watch", "--namespace"} <= set(_complete(script, "status", "--"))
     assert "--full" in _complete(script, "promote", "--")
+    assert "release" in _complete(script, "get", "")
+    assert {"--watch", "--until-done", "--no-color"} <= set(
+        _complete(script, "get", "release", "chat", "--")
+    )
 
 
 @pytest.mark.parametrize("shell", ["zsh", "tcsh"])
