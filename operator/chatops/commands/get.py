@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from chatops import clock
 from chatops.commands import CommandError, release_tree, release_view
+from chatops.commands.release import EXIT_ROLLED_BACK  # as `chatops status --watch`
 
 if TYPE_CHECKING:
     from chatops.commands.releases import Releases
 
-EXIT_ROLLED_BACK = 2
-"""`--until-done` exit status when the release ended RolledBack or Failed (as
-`chatops status --watch`): a pipeline step waits on a release and fails with it."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C, as a shell reports a command ended by SIGINT."""
 _TICK = 1.0
