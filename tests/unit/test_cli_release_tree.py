@@ -211,3 +211,13 @@ def test_get_release_parses_as_kubectl_spells_it(alias: str) -> None:
 def test_until_done_without_watch_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["get", "release", "chat", "--until-done"]) == 1
     assert capsys.readouterr().err == "error: --until-done follows a watch: add --watch\n"
+
+
+def test_a_rolling_update_is_the_new_version_in_place_with_all_the_traffic() -> None:
+    body = release({"rolling": {}}, {"phase": "Progressing", "activeColor": "blue",
+                                     "canaryWeight": 0, "stableRevision": "aaaa1111",
+                                     "canaryRevision": "bbbb2222"})
+    found = rows(body, [deployment("api", "blue", "bbbb2222", "1.1", 2, 1)])
+    assert found[2][2:] == ("◌ Progressing", "5m", "canary, in place, weight:100%, ready:1/2, "
+                            "registry.example/chat-api:1.1, revision:bbbb2222")
+    assert ("Strategy", "Rolling") in header(body)

@@ -221,8 +221,9 @@ def _deployment(
     desired, ready = _count(spec.get("replicas")), _count(observed.get("readyReplicas"))
     running = _count(observed.get("replicas"))
     role = _role(deployment, status)
+    weight = _weight(role, status)
     if role == "canary" and _labels(deployment).get(_COLOR) == status.get("activeColor"):
-        role = "canary, in place"  # a rolling update: the stable color itself
+        role, weight = "canary, in place", 100  # a rolling update: the stable color itself
     if desired == 0:
         health = f"{UNKNOWN} ScaledDown" if running == 0 else f"{PROGRESSING} ScalingDown"
     elif _deadline_exceeded(observed):
@@ -233,7 +234,7 @@ def _deployment(
         health = f"{HEALTHY} Healthy"
     else:
         health = f"{PROGRESSING} Progressing"
-    info = [role, f"weight:{_weight(role.split(',')[0], status)}%", f"ready:{ready}/{desired}"]
+    info = [role, f"weight:{weight}%", f"ready:{ready}/{desired}"]
     if _mapping(status.get("scaleDown")).get("color") == _labels(deployment).get(_COLOR):
         info.append(f"scale-down:{_text(_mapping(status['scaleDown']).get('at'))}")
     containers = _mapping(_mapping(spec.get("template")).get("spec")).get("containers") or []
