@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 import releases as rel
-from support import wait_for
+from support import GROUP, VERSION, wait_for
 from test_cli_release_e2e import set_status
 from test_cluster import RELEASE, create
 
@@ -70,14 +70,29 @@ def _weights(frames: list[list[str]], deployment: str) -> list[int]:
 
 
 def _release(api: client.ApiClient, custom: client.CustomObjectsApi, namespace: str) -> None:
-    """A first canary release at 1.0 (Succeeded), then 1.1 asked for: the watches start
-    on a spec the operator has not seen, so they wait for this release's end."""
+    """A first canary release at 1.0 (Succeeded), then 1.1 asked for with `spec.paused`:
+    the operator brings it up and holds before the first weight, so a watch that starts
+    slowly under load still sees every step once `_go` lets the release walk."""
     rel.http_route(api, namespace)
     rel.traffic(namespace, "chat", "blue", "green")
     spec = rel.release_spec("1.0", rel.canary(pause="4s"), {"gatewayAPI": {"httpRoute": "chat"}})
     rel.create(custom, namespace, "chat", spec)
     rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
+    _pause(custom, namespace, True)
     rel.set_version(custom, namespace, "chat", "1.1")
+
+
+def _pause(custom: client.CustomObjectsApi, namespace: str, paused: bool) -> None:
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, rel.PLURAL, "chat", {"spec": {"paused": paused}}
+    )
+
+
+def _go(custom: client.CustomObjectsApi, namespace: str, *outputs: Path) -> None:
+    """Once every watch drew the release held at its start, let it walk."""
+    wait_for(lambda: all("Status:     ॥ Paused" in out.read_text() for out in outputs),
+             timeout=120, interval=0.5, what="every watch drawing the held release")
+    _pause(custom, namespace, False)
 
 
 def _ended(watchers: dict[str, Any], timeout: float) -> dict[str, int]:
@@ -98,6 +113,7 @@ def test_the_watched_tree_tells_a_canary_walking_its_steps_and_ends_at_succeeded
 ) -> None:
     _release(api, custom, namespace)
     watchers = _watchers(namespace, tmp_path)
+    _go(custom, namespace, *(out for _, out in watchers.values()))
 
     codes = _ended(watchers, timeout=180)
 
@@ -141,6 +157,7 @@ def test_the_watched_tree_of_a_rolled_back_release_says_why_and_exits_non_zero(
     watcher = _start([sys.executable, "-m", "chatops.cli", "get", "release", "chat", "-n",
                       namespace, "-w", "--until-done"], out)
     try:
+        _go(custom, namespace, out)
         wait_for(lambda: "canary, weight:25%" in out.read_text(), timeout=120, interval=0.5,
                  what="the tree at 25%")
         rel.play(namespace, "1.1", errorRate=0.05)
@@ -164,7 +181,7 @@ def test_an_unknown_release_is_named_with_its_namespace(
 ) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "chatops.cli", "get", "release", "nope", "-n", namespace, *watch],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 1, done.stdout
     assert done.stderr == (
@@ -176,19 +193,21 @@ def test_a_watch_without_until_done_outlives_the_end_and_stops_on_ctrl_c(
     crds: None, namespace: str, custom: client.CustomObjectsApi, tmp_path: Path
 ) -> None:
     """No operator: the test writes the status one would. A watch without --until-done
-    keeps drawing past Succeeded (a human watching the next release); Ctrl-C ends it."""
+    keeps drawing past Succeeded (a human watching the next release); Ctrl-C ends it.
+    Waits are long: once, beside two canary tests at a load average of 17 on 2 cores,
+    no frame came within 30 s."""
     create(custom, namespace, "ChatRelease", RELEASE, "chat")
     out = tmp_path / "watch.out"
     watcher = _start([sys.executable, "-m", "chatops.cli", "get", "release", "chat", "-n",
                       namespace, "--watch"], out)
     try:
-        wait_for(lambda: "Status:     • -" in out.read_text(), 30, what="the first frame")
+        wait_for(lambda: "Status:     • -" in out.read_text(), 120, what="the first frame")
         set_status(custom, namespace, "chat", {"observedGeneration": 1, "phase": "Succeeded"})
-        wait_for(lambda: "Status:     ✔ Succeeded" in out.read_text(), 30, what="Succeeded")
+        wait_for(lambda: "Status:     ✔ Succeeded" in out.read_text(), 120, what="Succeeded")
         set_status(custom, namespace, "chat", {"phase": "Progressing"})
-        wait_for(lambda: "Status:     ◌ Progressing" in out.read_text(), 30, what="a new frame")
+        wait_for(lambda: "Status:     ◌ Progressing" in out.read_text(), 120, what="a new frame")
         watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(timeout=30) == 130
+        assert watcher.wait(timeout=120) == 130
     finally:
         watcher.kill()
         watcher.wait()
