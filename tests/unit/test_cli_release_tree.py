@@ -105,8 +105,8 @@ def test_the_header_says_status_step_weight_and_both_versions() -> None:
         ("Strategy", "Canary"),
         ("  Step", "4/5: pause 4s"),
         ("  Weight", "25%"),
-        ("Images", "chat-api:1.0,chat-web:1.0 (revision aaaa1111) (stable)"),
-        ("", "chat-api:1.1,chat-web:1.1 (revision bbbb2222) (canary)"),
+        ("Images", "chat-api:1.0,chat-web:1.0 (stable, revision aaaa1111)"),
+        ("", "chat-api:1.1,chat-web:1.1 (canary, revision bbbb2222)"),
     ]
 
 
@@ -150,7 +150,7 @@ def test_a_rolled_back_release_shows_the_stable_color_serving_and_the_new_one_go
         ("│  └──⊞ error-rate", "Measurement", "✖ Fail", "30s", "value:0.05"),
         ("└──# web", "Component", "", "", "replicas:2"),
     ]
-    assert ("Images", "chat-api:1.0 (revision aaaa1111) (stable)") in header(body)
+    assert ("Images", "chat-api:1.0 (stable, revision aaaa1111)") in header(body)
     going = deployment("api", "green", "bbbb2222", "1.1", 0, 0, running=1)
     gone = deployment("api", "green", "bbbb2222", "1.1", 0, 0)
     assert [rows(body, [d])[2][2:] for d in (going, gone)] == [

@@ -119,10 +119,17 @@ def header(release: Mapping[str, Any]) -> list[tuple[str, str]]:
     if position is not None:
         fields.append(("  Step", _step_text(position)))
     fields.append(("  Weight", shown.weight))
-    fields.append(("Images", f"{shown.stable} (stable)"))
-    if shown.canary != "-":
-        fields.append(("", f"{shown.canary} (canary)"))
+    fields.append(("Images", _images(status, "stable")))
+    if status.get("canaryVersion") or status.get("canaryRevision"):
+        fields.append(("", _images(status, "canary")))
     return fields
+
+
+def _images(status: Mapping[str, Any], role: str) -> str:
+    """`chat-api:1.1,chat-web:1.1 (canary, revision 9f2ab3c4)`."""
+    revision = status.get(f"{role}Revision")
+    about = f"{role}, revision {revision}" if revision else role
+    return f"{_text(status.get(f'{role}Version'))} ({about})"
 
 
 def render(
