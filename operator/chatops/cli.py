@@ -6,6 +6,7 @@ chatops promote NAME [--full] [-n NS]  promote a ChatRelease one step (or fully)
 chatops abort NAME [-n NS]             roll a ChatRelease back
 chatops retry NAME [-n NS]             release a rolled-back version again
 chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measurements
+chatops get release NAME [--watch]     the release as a tree: components, colors, weights
 chatops backups NAME [-n NS]           a ChatBackup's backups in S3, with size and age
 chatops backup-now NAME [-n NS]        ask for one backup now
 chatops restore-points NAME [-n NS]    the times a point-in-time restore can target
@@ -23,7 +24,7 @@ import pathlib
 import sys
 
 from chatops.api import crd
-from chatops.commands import CommandError, backups, doctor, release
+from chatops.commands import CommandError, backups, doctor, get, release
 from chatops.commands import run as run_command
 
 
@@ -60,6 +61,7 @@ def parser(prog: str = "chatops") -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     release.register(commands)
+    get.register(commands)
     backups.register(commands)
     doctor.register(commands)
 

@@ -45,6 +45,10 @@ def test_bash_completes_the_commands_and_their_options(
     assert {"--output", "--require", "--backup-max-age", "--all-namespaces"} <= set(
         _complete(script, "doctor", "--")
     )
+    assert "release" in _complete(script, "get", "")
+    assert {"--watch", "--until-done", "--no-color"} <= set(
+        _complete(script, "get", "release", "chat", "--")
+    )
 
 
 @pytest.mark.parametrize("shell", ["zsh", "tcsh"])

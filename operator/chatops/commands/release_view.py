@@ -255,13 +255,25 @@ def format_value(value: object) -> str:
 
 def _step(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
     """`k/n` for a canary (k counts from 1, as the operator's events do); `-` otherwise."""
+    position = step_position(spec, status)
+    return _NONE if position is None else f"{position[0]}/{position[1]}"
+
+
+def step_position(
+    spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> tuple[int, int, Mapping[str, Any]] | None:
+    """The canary step in progress: its number counted from 1, the number of steps, and
+    the step as the spec writes it (`{"setWeight": 25}`, `{"pause": {...}}`); None when
+    no canary step is in progress."""
     strategy = _mapping(spec.get("strategy"))
     current = status.get("currentStep")
     if "canary" not in strategy or not isinstance(current, int):
-        return _NONE
+        return None
     steps = _mapping(strategy["canary"]).get("steps")
-    total = len(steps) if isinstance(steps, list) and steps else len(DEFAULT_CANARY_STEPS)
-    return f"{min(current + 1, total)}/{total}"
+    if not isinstance(steps, list) or not steps:
+        steps = [step.wire() for step in DEFAULT_CANARY_STEPS]
+    k = min(current, len(steps) - 1)
+    return k + 1, len(steps), _mapping(steps[k])
 
 
 def _weight(weight: object) -> str:
