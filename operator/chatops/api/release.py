@@ -398,7 +398,7 @@ class ChatReleaseSpec(Model):
     webhooks: Annotated[
         list[Webhook],
         Field(
-            max_length=8,
+            max_length=4,
             json_schema_extra={
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],

@@ -120,7 +120,7 @@ class ChatReleaseStatus(Model):
     """Whether the new version passed its health checks and smoke test."""
     smoke_test_job: str | None = None
     """The smoke-test Job of the release in progress."""
-    webhooks: list[WebhookCall] = Field(default_factory=list, max_length=16)
+    webhooks: list[WebhookCall] = Field(default_factory=list, max_length=8)  # webhooks.KEPT
     """What each webhook answered for the release in flight, and the rollback webhooks
     still owed for the last rollback."""
     promoted_at: str | None = None

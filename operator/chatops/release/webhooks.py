@@ -24,6 +24,9 @@ from chatops.release.plan import Plan
 RETRY = 5.0
 """Seconds from a failed call to the next one."""
 PAYLOAD_VERSION = "chatops.dev/webhook/v1"
+KEPT = 8
+"""Calls `status.webhooks` keeps (its maxItems), newest last: the release's gates (at most
+4 webhooks) and the rollback webhooks still owed; an older owed call gives way."""
 GateState = Literal["passed", "waiting", "failed"]
 
 
@@ -37,7 +40,7 @@ def _find(calls: list[WebhookCall], name: str, revision: str) -> WebhookCall | N
 
 def _put(calls: list[WebhookCall], call: WebhookCall) -> list[WebhookCall]:
     kept = [c for c in calls if not (c.name == call.name and c.revision == call.revision)]
-    return [*kept, call]
+    return [*kept, call][-KEPT:]
 
 
 def payload(
@@ -164,7 +167,7 @@ def rolled_back(
     owed = [WebhookCall(name=w.name, type=w.type, revision=revision)
             for w in of_type(spec, "rollback")]
     kept = [c for c in calls if c.revision != revision or c.type != "rollback"]
-    return [*kept, *owed]
+    return [*kept, *owed][-KEPT:]
 
 
 def settle_rollbacks(obs: Observation, plan: Plan, traffic_back: bool) -> None:
