@@ -51,7 +51,7 @@ class Dispatcher:
         self, send: Send, outbox: Outbox | None = None, workers: int = WORKERS,
         on_dropped: Callable[[Pending, str], None] | None = None,
     ) -> None:
-        self.outbox = outbox or Outbox()
+        self.outbox = outbox if outbox is not None else Outbox()
         self._send = send
         self._dropped = on_dropped or (lambda pending, reason: None)
         self._changed = threading.Condition()
@@ -75,7 +75,8 @@ class Dispatcher:
         for pending in left:
             self._drop(pending, "shutdown")
         for thread in self._threads:
-            thread.join(TIMEOUT + 1)
+            if thread.ident is not None:  # started
+                thread.join(TIMEOUT + 1)
 
     def offer(self, deliveries: list[message.Delivery]) -> None:
         """Queue the deliveries, due now; any the full outbox refuses is dropped."""
