@@ -10,9 +10,11 @@ in the log, in `chatops_notifications_dropped_total` and in a Warning Event
 
 Delivery is at most once per Event and in memory: notifications still queued when the
 operator stops are dropped (counted, reason `shutdown`, and logged). A restarted operator
-sends nothing again, since it posts no Event again for what its status already records;
-a receiver that answered too late for its attempt's timeout may get a delivery twice,
-with the same `id`.
+sends nothing again, since it posts no Event again for what its status already records
+(killed between a ChatRelease's Events and the status they explain, the next look posts
+and sends them again; a ChatBackup or ChatRecovery writes its status first, so such an
+Event is lost instead). A receiver that answered too late for its attempt's timeout gets
+the delivery again, with the same `id`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ WORKERS = 2
 """Threads attempting deliveries: a receiver that times out holds one, not the others."""
 TIMEOUT = 5.0
 """Seconds an attempt waits for the receiver's answer."""
+STOP_WAIT = 1.0
+"""Seconds the operator's stop waits for each worker's attempt in flight."""
 log = logging.getLogger("chatops.notify")
 
 Send = Callable[[message.Delivery], str | None]
@@ -75,8 +79,8 @@ class Dispatcher:
         for pending in left:
             self._drop(pending, "shutdown")
         for thread in self._threads:
-            if thread.ident is not None:  # started
-                thread.join(TIMEOUT + 1)
+            if thread.ident is not None:  # started; an attempt in flight is not waited
+                thread.join(STOP_WAIT)  # for long: SIGTERM must end the operator soon
 
     def offer(self, deliveries: list[message.Delivery]) -> None:
         """Queue the deliveries, due now; any the full outbox refuses is dropped."""
