@@ -148,7 +148,7 @@ def test_a_canary_release_is_told_in_order_and_a_slack_receiver_gets_slacks_shap
     _secret(core, namespace, {"json": hook.url, "slack": chat.url})
     rel.http_route(api, namespace)
     rel.traffic(namespace, "chat", "blue", "green")
-    spec = _release_spec("3s", [_receiver("hook", "json"),
+    spec = _release_spec("5s", [_receiver("hook", "json"),
                                 _receiver("chat", "slack", format="slack",
                                           on=["Promoted", "RolledBack"])])
     rel.create(custom, namespace, "chat", spec)
