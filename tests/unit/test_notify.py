@@ -47,7 +47,7 @@ EVERY_KIND = [
     ("ChatRelease", "Promoted", "Promoted"),
     ("ChatRelease", "AnalysisFailed", "RolledBack"),
     ("ChatRelease", "Aborted", "RolledBack"),
-    ("ChatRelease", "ProgressDeadlineExceeded", "RolledBack"),
+    ("ChatRelease", "PreRolloutWebhookFailed", "RolledBack"),
     ("ChatBackup", "BackupFailed", "Failed"),
     ("ChatBackup", "BackupSkipped", "Missed"),
     ("ChatBackup", "MissedSchedules", "Missed"),
@@ -57,10 +57,15 @@ EVERY_KIND = [
 ]
 
 
+def rolled(kind: str) -> dict[str, int | str]:
+    """The details of a rollback's Event (`transitions.abort`): the revision it undoes."""
+    return {"rolledBack": "bad1"} if kind == "RolledBack" else {}
+
+
 @pytest.mark.parametrize(("resource", "reason", "kind"), EVERY_KIND)
 def test_every_kind_renders_the_versioned_json_payload(resource: str, reason: str,
                                                        kind: str) -> None:
-    event = Event("Warning", reason, "what happened")
+    event = Event("Warning", reason, "what happened", rolled(kind))
     [d] = message.deliveries(subject(resource, [RECEIVER]), event, AT, ids())
     assert d.kind == kind and d.receiver == "team" and d.url.name == "hooks"
     assert d.body["apiVersion"] == "chatops.dev/notification/v1"
@@ -70,12 +75,14 @@ def test_every_kind_renders_the_versioned_json_payload(resource: str, reason: st
                                 "namespace": "shop", "name": "chat", "uid": "u-1"}
     assert d.body["event"] == {"type": "Warning", "reason": reason, "message": "what happened"}
     assert ("release" in d.body) == (resource == "ChatRelease")
+    if kind == "RolledBack":
+        assert d.body["release"]["revision"] == "bad1"
     assert d.label == f"notification team of {resource} shop/chat"
 
 
 @pytest.mark.parametrize(("resource", "reason", "kind"), EVERY_KIND)
 def test_every_kind_renders_a_slack_message(resource: str, reason: str, kind: str) -> None:
-    event = Event("Normal", reason, "x" * 4000)
+    event = Event("Normal", reason, "x" * 4000, rolled(kind))
     [d] = message.deliveries(subject(resource, [{**RECEIVER, "format": "slack"}]), event, AT,
                              ids())
     assert set(d.body) == {"text", "blocks"}
@@ -96,7 +103,8 @@ def test_only_the_kinds_a_receiver_listens_for_and_only_notification_events() ->
     for reason in ("GatesPassed", "DrainWave", "LookFailed", "NotificationFailed"):
         assert message.deliveries(told, Event("Normal", reason, ""), AT, ids()) == []
     # a release receiver cannot listen for a backup's kinds, and a kind not listed is none
-    assert message.kind_of("ChatRelease", "BackupFailed") is None
+    assert message.kind_of("ChatRelease", Event("Warning", "BackupFailed", "")) is None
+    assert message.kind_of("ChatRelease", Event("Warning", "AnalysisFailed", "")) is None
     assert message.deliveries(subject("ChatBackup", []), Event("Warning", "BackupFailed", ""),
                               AT, ids()) == []
 

@@ -202,7 +202,7 @@ def offer(subject: Mapping[str, Any], event: Event) -> None:
     """Offer a posted Event to the object's receivers: rendered now, sent in the
     background. Nothing when no dispatcher runs (a CLI command posting an Event)."""
     running = _running
-    if running is None or message.kind_of(str(subject.get("kind")), event.reason) is None:
+    if running is None or message.kind_of(str(subject.get("kind")), event) is None:
         return
     ids = (str(uuid.uuid4()) for _ in itertools.count())
     running.offer(message.deliveries(subject, event, message.now(), ids))

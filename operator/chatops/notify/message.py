@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from chatops import clock, telemetry
+from chatops import clock
 from chatops.api.common import SecretKeyRef
 from chatops.api.notifications import (
     BackupNotification,
@@ -38,16 +38,12 @@ from chatops.events import Event
 
 API_VERSION = "chatops.dev/notification/v1"
 
-ROLLBACKS = sorted(telemetry.ROLLBACK_REASONS | {"Reverted"})
-"""The reasons of the Event a release posts as its rollback begins (`transitions.abort`):
-those the rollback counter counts, and a spec put back to the stable version."""
 KINDS: dict[str, dict[str, str]] = {
     "ChatRelease": {
         "ReleaseStarted": "Started",
         "WeightSet": "Step",
         "TrafficSwitched": "Step",
         "Promoted": "Promoted",
-        **dict.fromkeys(ROLLBACKS, "RolledBack"),
     },
     "ChatBackup": {
         "BackupFailed": "Failed",
@@ -57,7 +53,10 @@ KINDS: dict[str, dict[str, str]] = {
     },
     "ChatRecovery": {"RecoverySucceeded": "Succeeded", "RecoveryFailed": "Failed"},
 }
-"""Event reason → notification kind, per resource: every other Event is not one."""
+"""Event reason → notification kind, per resource: every other Event is not one, but
+the Event a release's rollback begins with (`transitions.abort`), whatever its reason
+(AnalysisFailed, Aborted, a failed webhook…), which names the revision it rolls back in
+its details (`rolledBack`): it is kind RolledBack."""
 Receiver = ReleaseNotification | BackupNotification | RecoveryNotification
 _RECEIVERS: dict[str, TypeAdapter[list[Any]]] = {
     "ChatRelease": TypeAdapter(list[ReleaseNotification]),
@@ -89,9 +88,11 @@ class Delivery:
         return f"notification {self.receiver} of {self.ref['kind']} {self.namespace}/{meta['name']}"
 
 
-def kind_of(resource: str, reason: str) -> str | None:
-    """The notification kind of an Event of this reason on this resource, if it is one."""
-    return KINDS.get(resource, {}).get(reason)
+def kind_of(resource: str, event: Event) -> str | None:
+    """The notification kind of `event` on this resource, if it is one."""
+    if resource == "ChatRelease" and "rolledBack" in event.details:
+        return "RolledBack"
+    return KINDS.get(resource, {}).get(event.reason)
 
 
 def receivers(subject: Mapping[str, Any]) -> list[Receiver]:
@@ -113,7 +114,7 @@ def deliveries(
     """A delivery per receiver of the object listening for the Event's kind, stamped
     `at` (RFC 3339), each with the next of `ids` (one per delivery, kept by every
     attempt at it)."""
-    kind = kind_of(str(subject.get("kind")), event.reason)
+    kind = kind_of(str(subject.get("kind")), event)
     if kind is None:
         return []
     meta = subject["metadata"]
@@ -150,16 +151,17 @@ def json_payload(
         "event": {"type": event.type, "reason": event.reason, "message": event.message},
     }
     if subject["kind"] == "ChatRelease":
-        body["release"] = _release(subject.get("status") or {}, event, kind)
+        body["release"] = _release(subject.get("status") or {}, event)
     return body
 
 
-def _release(status: Mapping[str, Any], event: Event, kind: str) -> dict[str, Any]:
+def _release(status: Mapping[str, Any], event: Event) -> dict[str, Any]:
     """The release facts of the status the Event explains: the revision it is about
-    (in flight, rolled back, or just promoted), the phase, the canary step."""
-    revision = status.get("canaryRevision") or (
-        status.get("abortedRevision") if kind == "RolledBack" else None
-    ) or status.get("stableRevision")
+    (rolled back, in flight, or just promoted), the phase, the canary step."""
+    revision = (
+        event.details.get("rolledBack") or status.get("canaryRevision")
+        or status.get("stableRevision")
+    )
     facts: dict[str, Any] = {
         "revision": revision,
         "phase": status.get("phase"),
