@@ -9,6 +9,8 @@ chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measu
 chatops backups NAME [-n NS]           a ChatBackup's backups in S3, with size and age
 chatops backup-now NAME [-n NS]        ask for one backup now
 chatops restore-points NAME [-n NS]    the times a point-in-time restore can target
+chatops doctor [-o json] [-n NS|-A]    the daily health check: API, MongoDB, Redis,
+                                       WebSocket, backups' age, releases not Succeeded
 chatops completion bash|zsh|tcsh       the shell's tab completion of these commands
 
 Installed as `kubectl-chatops` too, a kubectl plugin: `kubectl chatops status NAME`.
@@ -21,7 +23,7 @@ import pathlib
 import sys
 
 from chatops.api import crd
-from chatops.commands import CommandError, backups, release
+from chatops.commands import CommandError, backups, doctor, release
 from chatops.commands import run as run_command
 
 
@@ -59,6 +61,7 @@ def parser(prog: str = "chatops") -> argparse.ArgumentParser:
 
     release.register(commands)
     backups.register(commands)
+    doctor.register(commands)
 
     completion = commands.add_parser(
         "completion", help="print the shell's tab completion of these commands",

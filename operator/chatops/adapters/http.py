@@ -16,14 +16,17 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def probe(url: str, timeout: float) -> str | None:
-    """None when `url` answers 2xx within `timeout` seconds; why not, otherwise."""
+def probe(url: str, timeout: float, *, label: str | None = None) -> str | None:
+    """None when `url` answers 2xx within `timeout` seconds; why not, otherwise (naming
+    the endpoint by `label` when given: the URL may hold a secret, a token in its query)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return None if 200 <= reply.status < 300 else f"{url}: HTTP {reply.status}"
+            return None if 200 <= reply.status < 300 else f"{label or url}: HTTP {reply.status}"
     except urllib.error.HTTPError as err:
-        return f"{url}: HTTP {err.code}"
+        return f"{label or url}: HTTP {err.code}"
     except (OSError, ValueError) as err:
+        if label is not None:
+            return _reason(err, label, timeout)
         return f"{url}: {type(err).__name__}: {err}"
 
 
@@ -48,12 +51,15 @@ def post_json(
             return None if 200 <= reply.status < 300 else f"{label}: HTTP {reply.status}"
     except urllib.error.HTTPError as err:
         return f"{label}: HTTP {err.code}"
-    except TimeoutError:
-        return f"{label}: no answer within {timeout:g} s"
     except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        if isinstance(reason, TimeoutError):
-            return f"{label}: no answer within {timeout:g} s"
-        # A ValueError's text quotes the URL: say only what kind of error it was.
-        said = getattr(reason, "strerror", None) or type(reason).__name__
-        return f"{label}: {said}"
+        return _reason(err, label, timeout)
+
+
+def _reason(err: OSError | ValueError, label: str, timeout: float) -> str:
+    """Why a call to the endpoint `label` got no answer, never quoting its URL."""
+    reason = getattr(err, "reason", err)
+    if isinstance(reason, TimeoutError):
+        return f"{label}: no answer within {timeout:g} s"
+    # A ValueError's text quotes the URL: say only what kind of error it was.
+    said = getattr(reason, "strerror", None) or type(reason).__name__
+    return f"{label}: {said}"

@@ -20,6 +20,7 @@ from chatops.api.cost import CostQueries
 from chatops.api.drain import Drain
 from chatops.api.notifications import ReleaseReceivers
 from chatops.api.pod import PodTemplate
+from chatops.api.webhooks import Webhook
 
 # -- spec: components ----------------------------------------------------------------
 
@@ -340,6 +341,13 @@ _SPEC_RULES = (
             and (s.traffic_routing.gateway_api is not None or s.traffic_routing.nginx is not None)
         ),
     ),
+    Rule(
+        "!has(self.strategy.rolling) || !has(self.webhooks) "
+        "|| self.webhooks.all(w, w.type != 'pre-rollout')",
+        "webhooks of type pre-rollout need strategy.canary or strategy.blueGreen: a rolling "
+        "update sends traffic to each new pod as it starts, so nothing comes before traffic",
+        lambda s: s.strategy.rolling is None or all(w.type != "pre-rollout" for w in s.webhooks),
+    ),
 )
 
 
@@ -373,6 +381,17 @@ class ChatReleaseSpec(Model):
     """Prometheus checks gating each step; none means availability and health checks only."""
     smoke_test: SmokeTest | None = None
     """A Job that must succeed before traffic moves."""
+    webhooks: Annotated[
+        list[Webhook],
+        Field(
+            max_length=8,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ] = Field(default_factory=list)
+    """HTTP gates of every release: pre-rollout, confirm-promotion and rollback."""
     cost: CostQueries | None = None
     """How what a release cost its users is counted (`status.cost`); none: the default
     queries of the label contract."""

@@ -14,6 +14,7 @@ from chatops.api import bounds
 from chatops.api.analysis import AnalysisRun, Measurement
 from chatops.api.common import Condition, Model
 from chatops.api.cost import ReleaseCost
+from chatops.api.webhooks import WebhookCall
 
 # -- status ---------------------------------------------------------------------------
 
@@ -114,6 +115,9 @@ class ChatReleaseStatus(Model):
     """Whether the new version passed its health checks and smoke test."""
     smoke_test_job: str | None = None
     """The smoke-test Job of the release in progress."""
+    webhooks: list[WebhookCall] = Field(default_factory=list, max_length=16)
+    """What each webhook answered for the release in flight, and the rollback webhooks
+    still owed for the last rollback."""
     promoted_at: str | None = None
     """When traffic switched to the new color (blue-green; RFC 3339): set when the switch
     is decided, and again when the router shows it done."""

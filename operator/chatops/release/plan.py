@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.events import Event
-from chatops.release.model import Action, Color, CostWindow, Needs, SetTraffic
+from chatops.release.model import Action, Color, CostWindow, Needs, SetTraffic, WebhookRequest
 
 BUSY = 2.0
 """Seconds between looks while something is moving."""
@@ -49,12 +49,14 @@ class Plan:
         measure: Color | None = None,
         reconnects: Color | None = None,
         cost: CostWindow | None = None,
+        webhook: WebhookRequest | None = None,
     ) -> None:
         self.needs = Needs(
             health=health or self.needs.health,
             measure=measure or self.needs.measure,
             reconnects=reconnects or self.needs.reconnects,
             cost=cost or self.needs.cost,
+            webhooks=(*self.needs.webhooks, webhook) if webhook else self.needs.webhooks,
         )
 
     def requeue(self, seconds: float) -> None:

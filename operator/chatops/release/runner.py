@@ -45,7 +45,9 @@ from chatops.release.model import (
     CostWindow,
     Decision,
     Manual,
+    Needs,
     Observation,
+    WebhookRequest,
     other,
 )
 from chatops.traffic.factory import router_for
@@ -55,6 +57,9 @@ PLURAL = "chatreleases"
 STUCK_RETRY = 15.0
 """Seconds between attempts at an action a human must unblock."""
 PROMETHEUS_ENV = "CHATOPS_PROMETHEUS_URL"
+PROBE_ROUNDS = 3
+"""Rounds of probing one look may take: a gate's answer can lead the decision to the
+next gate (health checks passed, now the pre-rollout webhook) within the same look."""
 log = logging.getLogger("chatops.release")
 
 
@@ -97,8 +102,12 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         else None,
     )
     decision = decide(obs)
-    if decision.needs:
-        decision = decide(_probed(cluster, obs, decision))
+    for _ in range(PROBE_ROUNDS):
+        needs = unanswered(decision.needs, obs)
+        if not needs:
+            break
+        obs = _probed(cluster, obs, needs)
+        decision = decide(obs)
     return _carry_out(cluster, router, body, obs, decision, post)
 
 
@@ -188,15 +197,42 @@ def _weights(
 # -- probes ---------------------------------------------------------------------------------
 
 
-def _probed(cluster: Cluster, obs: Observation, decision: Decision) -> Observation:
-    needs = decision.needs
-    health = _health(obs, needs.health) if needs.health else None
-    measurements = _measure(cluster, obs, needs.measure) if needs.measure else ()
-    reconnects = _reconnects(cluster, obs, needs.reconnects) if needs.reconnects else ()
-    cost = _cost(cluster, obs, needs.cost) if needs.cost else None
-    return replace(
-        obs, health=health, measurements=measurements, reconnects=reconnects, cost=cost
+def unanswered(needs: Needs, obs: Observation) -> Needs:
+    """What `needs` asks that `obs` has no answer to yet: each is probed once a look."""
+    return Needs(
+        health=needs.health if obs.health is None else None,
+        measure=needs.measure if not obs.measurements else None,
+        reconnects=needs.reconnects if not obs.reconnects else None,
+        cost=needs.cost if obs.cost is None else None,
+        webhooks=tuple(r for r in needs.webhooks
+                       if (r.hook.name, r.revision) not in obs.webhooks),
     )
+
+
+def _probed(cluster: Cluster, obs: Observation, needs: Needs) -> Observation:
+    """`obs` with the answers to `needs`, beside those it already had."""
+    found: dict[str, Any] = {}
+    if needs.health:
+        found["health"] = _health(obs, needs.health)
+    if needs.measure:
+        found["measurements"] = _measure(cluster, obs, needs.measure)
+    if needs.reconnects:
+        found["reconnects"] = _reconnects(cluster, obs, needs.reconnects)
+    if needs.cost:
+        found["cost"] = _cost(cluster, obs, needs.cost)
+    if needs.webhooks:
+        found["webhooks"] = {
+            **obs.webhooks, **{(r.hook.name, r.revision): _call(r) for r in needs.webhooks}
+        }
+    return replace(obs, **found)
+
+
+def _call(request: WebhookRequest) -> str | None:
+    """POST the payload; None on 2xx, else what went wrong (`HTTP 503`; never the URL,
+    which may carry a token)."""
+    hook = request.hook
+    why = http.post_json(hook.url, request.payload, hook.timeout_seconds, label=hook.name)
+    return None if why is None else why.removeprefix(f"{hook.name}: ")
 
 
 def _context(obs: Observation, component: str, color: Color) -> QueryContext:

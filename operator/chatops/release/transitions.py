@@ -13,6 +13,7 @@ from chatops.release import cost as costs
 from chatops.release import drain as drains
 from chatops.release import revision as rev
 from chatops.release import status as st
+from chatops.release import webhooks
 from chatops.release.model import (
     ApplyDeployment,
     ApplyServices,
@@ -47,6 +48,7 @@ def start(obs: Observation, plan: Plan, desired: str) -> Plan:
         analysis_started_at=None,
         gates_passed=None,
         smoke_test_job=None,
+        webhooks=webhooks.started(plan.status.webhooks, spec),
         promoted_at=None,
         aborted_revision=None,
         analysis=[],
@@ -186,6 +188,7 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
         cost=None,
         history=st.append_history(status.history, entry, spec.history_limit),
         scale_down=None if rolling else drains.begin(canary, at, delay, st.drain(spec)),
+        webhooks=webhooks.rolled_back(status.webhooks, spec, status.canary_revision),
     )
     if rolling:
         assert status.stable_revision is not None
