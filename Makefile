@@ -61,8 +61,8 @@ operator: env-up ## run the operator in the foreground against the local cluster
 demo: env-up ## bring up the environment, install the CRDs, run the operator, apply the examples
 	$(PY) env/demo.py
 
-.PHONY: bench bench-releases bench-backups bench-pitr bench-dataplane
-bench: bench-releases bench-backups bench-pitr bench-dataplane ## run the benchmarks and print their results (see bench/)
+.PHONY: bench bench-releases bench-backups bench-pitr bench-dataplane bench-notify
+bench: bench-releases bench-backups bench-pitr bench-dataplane bench-notify ## run the benchmarks and print their results (see bench/)
 
 bench-releases: env-up ## ChatRelease benchmarks: rollback reaction time, 200 releases at once
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/release_reaction.py
@@ -76,3 +76,6 @@ bench-pitr: env-up ## RPO of the oplog archive under 200 writes/s, 10-minute sli
 
 bench-dataplane: env-up ## what a release costs users through Traefik: floor, bad canary, WebSocket drain
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/dataplane_bench.py
+
+bench-notify: ## notification delivery through a receiver away 10 s (refused, then 500s)
+	$(PY) bench/notify_outage.py --outage 10 --notifications 20

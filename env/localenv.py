@@ -274,6 +274,10 @@ def start_cluster() -> str:
     flags = {
         "--runtime": "binary",
         "--kube-apiserver-port": str(free_port()),
+        # kwokctl's own pick counts down from 32765 and checks only that a port is free
+        # now: two checkouts starting at once took the same one, and the second's API
+        # server then stored its objects in the first one's etcd (a shared cluster).
+        "--etcd-port": str(free_port()),
         "--kube-apiserver-binary": str(k8s / "kube-apiserver"),
         "--kube-controller-manager-binary": str(k8s / "kube-controller-manager"),
         "--kube-scheduler-binary": str(k8s / "kube-scheduler"),

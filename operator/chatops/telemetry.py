@@ -232,6 +232,46 @@ def record_gap(namespace: str, name: str) -> None:
     archive_gaps.labels(namespace, name).inc()
 
 
+notifications_delivered = Counter(
+    "chatops_notifications_delivered", "Notifications a receiver answered 2xx to.",
+    ["namespace", "receiver"],
+)
+notification_attempts_failed = Counter(
+    "chatops_notification_attempts_failed",
+    "Attempts at a notification that failed (an answer not 2xx, a timeout, no Secret); "
+    "each is retried after a backoff until its last.",
+    ["namespace", "receiver"],
+)
+notifications_dropped = Counter(
+    "chatops_notifications_dropped",
+    "Notifications never delivered: every attempt failed (attempts), the queue was full "
+    "(queueFull), or the operator stopped with them queued (shutdown).",
+    ["namespace", "receiver", "reason"],
+)
+notifications_queued = Gauge(
+    "chatops_notifications_queued", "Notifications waiting for their next attempt."
+)
+notification_delivery = Histogram(
+    "chatops_notification_delivery_seconds",
+    "From a notification's Event to its receiver's 2xx, retries included.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+)
+
+
+def record_notification(
+    outcome: str, namespace: str, receiver: str, seconds: float | None = None
+) -> None:
+    """One notification's `outcome`: delivered (after `seconds`), failed (an attempt),
+    or dropped for a reason (`queueFull`, `attempts`, `shutdown`)."""
+    if outcome == "delivered":
+        notifications_delivered.labels(namespace, receiver).inc()
+        notification_delivery.observe(seconds or 0.0)
+    elif outcome == "failed":
+        notification_attempts_failed.labels(namespace, receiver).inc()
+    else:
+        notifications_dropped.labels(namespace, receiver, outcome).inc()
+
+
 class Health:
     """What `/healthz` and `/readyz` answer. A standby replica is alive and ready; the
     leader is alive while its event loop keeps beating (a hung loop gets restarted)."""

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 from chatops.api import bounds, cron
 from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name, SecretKeyRef
+from chatops.api.notifications import BackupReceivers
 from chatops.api.pitr import ArchiveStatus, PointInTime
 from chatops.api.verification import Verification, VerificationStatus
 
@@ -176,6 +177,9 @@ class ChatBackupSpec(Model):
     point_in_time: PointInTime = Field(default_factory=PointInTime)
     """Archive the oplog continuously between base backups, for restores to any second
     (a ChatRecovery's `pointInTime`)."""
+    notifications: BackupReceivers = Field(default_factory=list)
+    """Webhooks told when a backup fails, a scheduled run is missed, or the oplog
+    archive has a gap, in the background: a receiver that is down never holds a run up."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     """On deleting the ChatBackup: keep its S3 objects (no finalizer: deleting it never
     waits for the operator), or delete the objects its uid wrote (a finalizer holds the

@@ -12,6 +12,7 @@ from chatops.api import bounds
 from chatops.api.backup import MongoURISecretRef, S3Endpoint
 from chatops.api.bounds import Rule
 from chatops.api.common import Condition, Model, Name
+from chatops.api.notifications import RecoveryReceivers
 from chatops.api.pitr import RecoveredPointInTime, RecoveryPointInTime
 
 
@@ -156,6 +157,8 @@ class ChatRecoverySpec(Model):
     """Check document counts and checksums against the backup's manifest."""
     post_restore: PostRestore = Field(default_factory=PostRestore)
     """Health checks after the app is back."""
+    notifications: RecoveryReceivers = Field(default_factory=list)
+    """Webhooks told when the restore has succeeded or failed, in the background."""
     point_in_time: RecoveryPointInTime | None = None
     """Restore the database as it was at a time (or before a ChatRelease revision
     started), from the newest base backup not after it and the ChatBackup's archived

@@ -19,6 +19,7 @@ from chatops.api.common import Model, Name
 from chatops.api.cost import CostQueries
 from chatops.api.drain import Drain
 from chatops.api.header_route import HeaderRoute
+from chatops.api.notifications import ReleaseReceivers
 from chatops.api.pod import PodTemplate
 from chatops.api.webhooks import Webhook
 
@@ -415,6 +416,9 @@ class ChatReleaseSpec(Model):
     """A new version not Available within this time is rolled back (at most a day)."""
     history_limit: int = Field(default=10, ge=1, le=100)
     """How many past releases status.history keeps."""
+    notifications: ReleaseReceivers = Field(default_factory=list)
+    """Webhooks told when a release starts, sets each step, is promoted or rolled back,
+    in the background: a receiver that is down never holds the release up."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     """What deleting the ChatRelease does to the app. `Retain` (the default): traffic
     goes back to the stable color, the other color is deleted, and the stable color's

@@ -36,7 +36,7 @@ from chatops.backup.bsonstream import documents
 from chatops.backup.manifest import ManifestSource
 from chatops.backup.oplog import OpTime
 from chatops.errors import ChatopsError, InvalidSpec, OplogGap
-from chatops.events import Event, EventSink
+from chatops.events import Event, EventSink, subject
 
 PLURAL = "chatbackups"
 KIND = "ChatBackupArchive"
@@ -152,7 +152,7 @@ class Session:
         self.cluster, self.spec, self.store, self.mongo = cluster, spec, store, mongo
         self.namespace, self.name = str(meta["namespace"]), str(meta["name"])
         self.uid = str(meta.get("uid") or "")
-        self.ref = {k: body[k] for k in ("apiVersion", "kind", "metadata")}
+        self.ref = subject(body)
         self.post, self.wake_backups, self.stopped = post, wake_backups, stopped
         self.source = ManifestSource(namespace=self.namespace, name=self.name, uid=self.uid)
         self.prefix = spec.storage.s3.prefix

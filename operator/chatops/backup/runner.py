@@ -31,7 +31,7 @@ from chatops.backup.controller import Observation, Outcome, Start
 from chatops.backup.manifest import ManifestSource
 from chatops.backup.retention import RetentionPolicy, StoredBackup
 from chatops.errors import ChatopsError, InvalidSpec
-from chatops.events import Event, EventSink
+from chatops.events import Event, EventSink, subject
 
 PLURAL = "chatbackups"
 LEASE_POLL = 2.0
@@ -50,7 +50,7 @@ class Run:
     spec: ChatBackupSpec
     start: Start
     ref: Mapping[str, Any]
-    """apiVersion, kind and metadata, for Events."""
+    """What its Events are posted on (`events.subject`)."""
     worker: Lease | None = None
     """This process's worker Lease on the ChatBackup, held from the look to the record."""
     failed_keys: tuple[str, ...] = ()
@@ -73,7 +73,7 @@ class Look:
 
 
 def _ref(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: body[k] for k in ("apiVersion", "kind", "metadata")}
+    return subject(body)
 
 
 def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> Look:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -20,7 +21,8 @@ from chatops import clock
 from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api.common import Condition, stalled
-from chatops.events import EventSink
+from chatops.events import Event, EventSink
+from chatops.notify import dispatcher
 
 log = logging.getLogger("chatops")
 
@@ -32,8 +34,15 @@ MAX_BACKOFF = 300.0
 
 def poster(api: client.ApiClient) -> EventSink:
     """Posts an Event synchronously through the API (kopf's own `kopf.event` only queues
-    it for later), so a controller can post it before the status that it explains."""
-    return Cluster(api).post_event
+    it for later), so a controller can post it before the status that it explains; then
+    offers it to the object's receivers (`notify`), which never waits on them."""
+    cluster = Cluster(api)
+
+    def post(subject: Mapping[str, Any], event: Event) -> None:
+        cluster.post_event(subject, event)
+        dispatcher.offer(subject, event)
+
+    return post
 
 
 def report_stalled(

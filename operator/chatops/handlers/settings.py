@@ -15,6 +15,7 @@ from kubernetes import client, config
 
 from chatops import telemetry
 from chatops.api.common import GROUP
+from chatops.notify import dispatcher
 
 LOOK_WORKERS = 16
 """Threads for the controllers' looks (blocking Kubernetes and Prometheus calls), shared
@@ -39,6 +40,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         concurrent.futures.ThreadPoolExecutor(LOOK_WORKERS, thread_name_prefix="look")
     )
     memo["heartbeat"] = asyncio.create_task(_heartbeat())
+    dispatcher.start(memo["api"])
     # Handler progress goes in annotations, not status: status is the API a user reads,
     # and its schema has no room for kopf's records.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -58,6 +60,7 @@ async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
     """End the heartbeat as the operator stops: kopf waits 5 s for any task still running
     before it cancels it, and a SIGTERMed operator would linger that long for nothing."""
     memo["heartbeat"].cancel()
+    await asyncio.to_thread(dispatcher.stop)
 
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):

@@ -33,7 +33,7 @@ from chatops.api.common import GROUP, unstalled
 from chatops.api.recovery import ChatRecoverySpec, ChatRecoveryStatus
 from chatops.backup import swap
 from chatops.errors import ChatopsError, InvalidSpec
-from chatops.events import Event, EventSink
+from chatops.events import Event, EventSink, subject
 from chatops.recovery import machine, source, steps
 
 PLURAL = "chatrecoveries"
@@ -77,7 +77,7 @@ def advance(
         workspace.worker.stop()
         workspace.worker = None
         return Look(done=False, delay=float(LEASE_SECONDS))
-    ref = {k: body[k] for k in ("apiVersion", "kind", "metadata")}
+    ref = subject(body)
     status = ChatRecoveryStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     problems = tuple(validation.problems("ChatRecovery", body.get("spec") or {}))
@@ -172,7 +172,7 @@ def settle(
     workspace.close()
     said.append(_let_go(cluster, namespace, name, body, status))
     message = f"deleted while {status.phase or 'Pending'}: " + "; ".join(said)
-    ref = {k: body[k] for k in ("apiVersion", "kind", "metadata")}
+    ref = subject(body)
     post(ref, Event("Warning", "RecoveryDeleted", message))
     log.info("%s/%s: %s", namespace, name, message)
     finalizers.remove(cluster, PLURAL, body, FINALIZER)

@@ -45,8 +45,11 @@ class Plan:
         if action not in self.actions:
             self.actions.append(action)
 
-    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        self.events.append(Event(type_, reason, message))
+    def event(
+        self, type_: Literal["Normal", "Warning"], reason: str, message: str,
+        **details: int | str,
+    ) -> None:
+        self.events.append(Event(type_, reason, message, details))
 
     def need(
         self,

@@ -28,7 +28,7 @@ from chatops.api.drain import Drain
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.errors import ChatopsError, MetricsUnavailable
-from chatops.events import Event, EventSink
+from chatops.events import Event, EventSink, subject
 from chatops.metrics import window as window_queries
 from chatops.metrics.analysis import QueryContext, WindowContext, render, window
 from chatops.metrics.measure import measure
@@ -420,8 +420,9 @@ def _carry_out(
                                                   action.value):
                 log.info("%s/%s: %s changed since it was read; it is kept for the next look",
                          namespace, name, action.key)
+    told = subject(body, decision.status.wire())  # the status these Events explain
     for event in decision.events:
-        post(body, event)
+        post(told, event)
     was = next((c for c in obs.status.conditions if c.type == st.RECONCILED), None)
     before = st.action_problem(obs.status)
     shown = (

@@ -173,6 +173,7 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
             "Normal",
             "WeightSet",
             f"{weight}% of new connections to {plan.status.canary_version} (step {k}/{len(steps)})",
+            step=k, steps=len(steps), weight=weight,
         )
     if k >= len(steps):
         return _unconfirmed(obs, plan, canary, f"step {k}/{len(steps)}", True) or promote(

@@ -202,7 +202,8 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
             plan.act(RestoreRevision(c.name, active, status.stable_revision))
     else:
         plan.act(SetTraffic(canary, 0))
-    plan.event("Warning", reason, plan.status.message or "")
+    # the rollback's Event, whatever its reason, is a RolledBack notification (notify)
+    plan.event("Warning", reason, plan.status.message or "", rolledBack=status.canary_revision)
     plan.requeue(BUSY)
     return plan
 
