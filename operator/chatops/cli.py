@@ -10,6 +10,7 @@ chatops backups NAME [-n NS]           a ChatBackup's backups in S3, with size a
 chatops backup-now NAME [-n NS]        ask for one backup now
 chatops restore-points NAME [-n NS]    the times a point-in-time restore can target
 chatops completion bash|zsh|tcsh       the shell's tab completion of these commands
+chatops --version                      the installed package's version (as the image reports it)
 
 Installed as `kubectl-chatops` too, a kubectl plugin: `kubectl chatops status NAME`.
 """
@@ -17,6 +18,7 @@ Installed as `kubectl-chatops` too, a kubectl plugin: `kubectl chatops status NA
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import pathlib
 import sys
 
@@ -47,6 +49,9 @@ def _completion(args: argparse.Namespace) -> int:
 
 def parser(prog: str = "chatops") -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    top.add_argument(
+        "--version", action="version", version=f"chatops {importlib.metadata.version('chatops')}"
+    )
     commands = top.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator against the current kube context")

@@ -159,6 +159,16 @@ def _run_healthcheck(port: int) -> int:
 
 
 @pytest.fixture
+def working(monkeypatch: pytest.MonkeyPatch) -> telemetry.Health:
+    """The operator's health as a leader whose API server answers."""
+    health = telemetry.Health()
+    health.leading()
+    health.answered()
+    monkeypatch.setattr(telemetry, "health", health)
+    return health
+
+
+@pytest.fixture
 def served() -> Iterator[int]:
     server = telemetry.serve(0)
     try:
@@ -168,17 +178,23 @@ def served() -> Iterator[int]:
         server.server_close()
 
 
-def test_the_healthcheck_passes_while_the_operator_is_alive(served: int) -> None:
+def test_the_healthcheck_passes_while_the_operator_works(
+    working: telemetry.Health, served: int
+) -> None:
     assert _run_healthcheck(served) == 0
 
 
 def test_the_healthcheck_fails_when_the_leaders_loop_is_hung(
-    served: int, monkeypatch: pytest.MonkeyPatch
+    working: telemetry.Health, served: int
 ) -> None:
-    hung = telemetry.Health()
-    hung.leading()
-    hung.last_beat = time.monotonic() - 2 * telemetry.Health.STALE
-    monkeypatch.setattr(telemetry, "health", hung)
+    working.last_beat = time.monotonic() - 2 * telemetry.Health.STALE
+    assert _run_healthcheck(served) != 0
+
+
+def test_the_healthcheck_fails_when_the_api_server_refuses_the_credentials(
+    working: telemetry.Health, served: int
+) -> None:
+    working.not_answered("the API server answered 401 Unauthorized")
     assert _run_healthcheck(served) != 0
 
 

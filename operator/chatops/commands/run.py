@@ -1,7 +1,8 @@
 """`chatops run`: the operator process.
 
 It serves `/metrics`, `/healthz` and `/readyz` on one port from the start, so a standby
-replica is alive and ready while it waits for the leader Lease; with `--leader-elect`
+replica is alive and ready while it waits for the leader Lease — alive meaning working:
+the API server answers its credentials (adapters/reachability.py); with `--leader-elect`
 it acts only once it holds the Lease, and exits the moment it cannot keep it (its
 Deployment restarts it as a standby).
 """
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf  # imported here: other commands need no operator machinery
 
     import chatops.handlers  # noqa: F401 - registers the handlers
+    from chatops.adapters import reachability
     from chatops.handlers.settings import api_client
 
     kopf.configure(
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         telemetry.serve(args.metrics_port)
     stop = threading.Event()
+    reachability.watch(telemetry.health, api_client, stop)
     if args.leader_elect:
         from chatops.adapters.lease import Election
 
