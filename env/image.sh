@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The operator image, built from the Dockerfile (`make image`).
 #
-#   env/image.sh          build it unless built already; print its reference
-#   env/image.sh rootfs   the same, then print a directory holding its root filesystem
-#                         (rootfs/) and its OCI config (config.json), for runc
+#   env/image.sh                 build it unless built already; print its reference
+#   env/image.sh rootfs          the same, then print a directory holding its root
+#                                filesystem (rootfs/) and OCI config (config.json), for runc
+#   env/image.sh push NAME:TAG   the same, then push it to a registry (REGISTRY/NAME:TAG)
+#   env/image.sh save FILE       the same, then write it as a docker-archive tarball named
+#                                chatops:<version> (for `kind load image-archive FILE`)
 #
 # With a Docker engine that answers: `docker build`. Without one (this project's machines):
 # Debian's buildah (`bud --isolation chroot --network host`, vfs storage under
@@ -83,11 +86,12 @@ build_buildah() {  # $1: hash, $2: base
   return "$code"
 }
 
-prune_buildah() {
-  local old
-  old=$(bah images --format '{{.Name}}:{{.Tag}} {{.CreatedAt}}' |
-    grep -F "/$image:build-" | sort -k2 -r | tail -n +$((keep + 1)) | cut -d' ' -f1)
-  for ref in $old; do bah rmi "$ref" >/dev/null 2>&1 || true; done
+prune_buildah() {  # $1: the base in use
+  local old name
+  old=$(bah images --format '{{.CreatedAtRaw}} {{.Name}}:{{.Tag}}' | grep -F "/$image:build-" |
+    sort -r | tail -n +$((keep + 1)) | awk '{print $NF}')
+  old+=" $(bah images --format '{{.Name}}:{{.Tag}}' | grep -F /chatops-python-base: | grep -vxF "$1")"
+  for name in $old; do bah rmi "$name" >/dev/null 2>&1 || true; done
   bah rmi --prune >/dev/null 2>&1 || true
 }
 
@@ -114,7 +118,7 @@ build() {
       log "buildah bud $image:$version ($hash) FROM $base"
       build_buildah "$hash" "$base"
       log "built in $((SECONDS - start)) s"
-      prune_buildah
+      prune_buildah "$base"
     fi
   fi
   echo "$ref"
@@ -149,6 +153,10 @@ rootfs() {  # $1: reference
   echo "$dir"
 }
 
+case ${1:-}:$# in
+  :0 | rootfs:1 | push:2 | save:2) ;;
+  *) echo "usage: env/image.sh [rootfs | push REGISTRY/NAME:TAG | save FILE]" >&2; exit 2 ;;
+esac
 mkdir -p "$cache"
 exec 9>"$cache/image.lock"
 flock 9  # one build at a time per machine: checkouts and test workers share the cache
@@ -156,5 +164,12 @@ ref=$(build)
 case ${1:-} in
   "") echo "$ref" ;;
   rootfs) rootfs "$ref" ;;
-  *) echo "usage: env/image.sh [rootfs]" >&2; exit 2 ;;
+  push)
+    if docker_works; then docker tag "$ref" "$2" && docker push "$2" >&2
+    else bah push --quiet "$ref" "docker://$2" >&2; fi
+    echo "$2" ;;
+  save)
+    if docker_works; then docker save -o "$2" "$image:$version"
+    else rm -f "$2" && bah push --quiet "$ref" "docker-archive:$2:$image:$version" >&2; fi
+    echo "$2" ;;
 esac

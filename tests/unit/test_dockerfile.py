@@ -106,6 +106,20 @@ def test_it_is_a_multi_stage_build_ending_on_slim_python() -> None:
     assert any(f"--from={builder.name}" in c for c in final().all("COPY"))
 
 
+def test_the_final_stage_is_the_builders_venv_and_user_on_the_base() -> None:
+    """Nothing is installed or run in the final stage: what it adds to the base is the
+    venv and the user's /etc/passwd line, copied from the builder (so the base needs no
+    shell, and no build tool or cache reaches the image)."""
+    builder = stages()[0].name
+    assert final().all("RUN") == []
+    copied = [c.split() for c in final().all("COPY")]
+    assert all(words[0] == f"--from={builder}" for words in copied), copied
+    assert sorted(" ".join(words[1:]) for words in copied) == [
+        "/etc/passwd /etc/group /etc/",
+        "/opt/chatops /opt/chatops",
+    ]
+
+
 def test_the_operator_runs_as_a_numeric_non_root_user() -> None:
     """A numeric uid lets Kubernetes check `runAsNonRoot` without reading /etc/passwd."""
     user = final().last("USER").split(":")[0]
