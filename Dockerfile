@@ -23,9 +23,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 COPY operator ./operator
-RUN python3 -m venv /opt/chatops \
+# README.md is only the wheel's long description: an empty one keeps an edit of the README
+# from rebuilding the image (make image's cache is keyed by what the build copies).
+RUN touch README.md \
+ && python3 -m venv /opt/chatops \
  && /opt/chatops/bin/pip install --no-compile . \
  && /opt/chatops/bin/pip uninstall -y -q pip setuptools \
  && site=$(/opt/chatops/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \

@@ -13,7 +13,7 @@
 # $CHATOPS_ENV_CACHE/containers), FROM a Python base made of Debian packages
 # (env/build.sh pythonbase), pip in the build given this machine's CA bundle and pip
 # configuration. A build is keyed by a hash of everything it is made from (Dockerfile,
-# .dockerignore, pyproject.toml, README.md, operator/, the base): when none changed,
+# .dockerignore, pyproject.toml, operator/, the base): when none changed,
 # nothing is built. Tags: $IMAGE:<version> (the package's version, the chart's appVersion)
 # and $IMAGE:build-<hash>. IMAGE defaults to chatops.
 set -euo pipefail
@@ -33,7 +33,7 @@ version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", 
 
 # What the build reads, as .dockerignore lets it through (sources, never bytecode).
 inputs() {
-  printf '%s\n' Dockerfile .dockerignore pyproject.toml README.md
+  printf '%s\n' Dockerfile .dockerignore pyproject.toml
   find operator -type f ! -path '*/__pycache__/*' ! -name '*.py[cod]' ! -path '*.egg-info*' | LC_ALL=C sort
 }
 content_hash() {  # $1: what else the build depends on (the base image)

@@ -10,7 +10,7 @@ The chart's rendered Deployment is the only source of how the container runs, so
 chart and an image that drift apart (a port, a path, a volume, a user) fail here. The
 first run on a machine builds the image (`env/image.sh`: about 2 minutes, after the
 Python base of `env/build.sh pythonbase`); later runs reuse it until the Dockerfile,
-pyproject.toml, README.md or operator/ change."""
+pyproject.toml or operator/ change."""
 
 from __future__ import annotations
 
@@ -289,6 +289,7 @@ def test_a_container_whose_token_is_refused_is_neither_live_nor_ready(
             what="two refused attempts at the leader Lease",
         )
         assert _ask(health) == (503, f"standby: {REFUSED}\n")
+        assert running.stop() == 0, "on SIGTERM a standby (PID 1) exits, and cleanly"
     records = _json_lines(running.log)
     assert sum(r["message"] == f"not working: {REFUSED}" for r in records) == 1, "said once"
     assert (sa / "token").read_text() not in running.log.read_text(), "the token in the log"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import threading
 from typing import Any
@@ -87,8 +88,15 @@ def run(args: argparse.Namespace) -> int:
         identity = f"{socket.gethostname()}-{os.getpid()}"
         election = Election(api_client(), args.leader_namespace, identity)
         telemetry.health.standing_by()
-        if not election.acquire(stop):
-            return 0
+        # A standby stops at SIGTERM (in a container it is PID 1, whose unhandled SIGTERM
+        # the kernel ignores: the kubelet would wait out the grace period and kill it);
+        # once leading, kopf's own handler takes the signal over.
+        waiting = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            if not election.acquire(stop):
+                return 0
+        finally:
+            signal.signal(signal.SIGTERM, waiting)
         election.keep(_lost, stop)
     telemetry.health.leading()
     kwargs: dict[str, Any] = {
