@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -38,18 +38,18 @@ def health(
 
 
 @pytest.mark.parametrize(
-    ("h", "alive", "ready"),
+    ("made", "alive", "ready"),
     [
-        (health("starting", None), False, False),
-        (health("starting", 0), True, False),
-        (health("standby", 0), True, True),
-        (health("leading", 0), True, True),
-        (health("standby", None), False, False),
-        (health("leading", 1, refused=True), False, False),
-        (health("standby", 1, refused=True), False, False),
-        (health("leading", 2 * STALE), False, False),
-        (health("leading", 0, beat=2 * STALE), False, False),
-        (health("standby", 0, beat=2 * STALE), True, True),
+        (lambda: health("starting", None), False, False),
+        (lambda: health("starting", 0), True, False),
+        (lambda: health("standby", 0), True, True),
+        (lambda: health("leading", 0), True, True),
+        (lambda: health("standby", None), False, False),
+        (lambda: health("leading", 1, refused=True), False, False),
+        (lambda: health("standby", 1, refused=True), False, False),
+        (lambda: health("leading", 2 * STALE), False, False),
+        (lambda: health("leading", 0, beat=2 * STALE), False, False),
+        (lambda: health("standby", 0, beat=2 * STALE), True, True),
     ],
     ids=[
         "started, API server not asked yet",
@@ -64,7 +64,10 @@ def health(
         "standby: no loop to turn yet",
     ],
 )
-def test_alive_means_working(h: telemetry.Health, alive: bool, ready: bool) -> None:
+def test_alive_means_working(
+    made: Callable[[], telemetry.Health], alive: bool, ready: bool
+) -> None:
+    h = made()  # now: a Health made at collection would be stale by the time it runs
     assert (h.alive(), h.ready()) == (alive, ready)
     assert h.describe().startswith(h.state)
     assert (h.describe() == f"{h.state}\n") == alive
