@@ -66,8 +66,10 @@ def _get(port: int, path: str) -> tuple[int, str]:
 
 
 def _helm_template(namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart rendered as the release `namespace` (a unique name: the ClusterRole and
+    ClusterRoleBinding it names are cluster-wide, beside other tests' releases)."""
     rendered = subprocess.run(
-        ["helm", "template", "chatops", str(ROOT / "charts" / "chatops"), "--namespace",
+        ["helm", "template", namespace, str(ROOT / "charts" / "chatops"), "--namespace",
          namespace, "--kube-version", "1.32.0", "-f", "-"],
         input=json.dumps(values), check=True, text=True, capture_output=True,
     ).stdout
@@ -85,6 +87,7 @@ def chart(
     system = f"chatops-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system)))
+    applied: list[dict[str, Any]] = []
 
     def render(**values: Any) -> container.Pod:
         docs = _helm_template(system, {
@@ -95,12 +98,17 @@ def chart(
         })
         rbac = [d for d in docs if d["kind"] in RBAC]
         kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+        applied.extend(rbac)
         (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
         return container.Pod(deployment)
 
     try:
         yield render
     finally:
+        cluster_wide = [d for d in applied if d["kind"].startswith("Cluster")]
+        if cluster_wide:
+            kubectl("delete", "--ignore-not-found", "-f", "-",
+                    input=yaml.safe_dump_all(cluster_wide))
         core.delete_namespace(system, propagation_policy="Background")
 
 
