@@ -4,8 +4,8 @@
 # Every part lands in $CHATOPS_ENV_CACHE/<part>-<version>/bin and is marked done only
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
 # Usage: env/build.sh [part...]
-#   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus
-#   promtool traefik containers pythonbase)
+#   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm redis gatewayapi
+#   prometheus promtool traefik containers pythonbase)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -120,6 +120,46 @@ build_helm() {
   GOBIN=$1 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+build_redis() {
+  # A Redis-protocol server (RESP over TCP, AUTH, PING, pub/sub...): miniredis, in-memory,
+  # run by a small main that listens where it is told, with the password of
+  # $REDIS_PASSWORD when set (never on the command line, where `ps` would show it).
+  go mod init chatops-env/redis >/dev/null 2>&1
+  cat >main.go <<'GO'
+package main
+
+import (
+	"flag"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alicebob/miniredis/v2"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:6379", "listen address")
+	flag.Parse()
+	m := miniredis.NewMiniRedis()
+	if password := os.Getenv("REDIS_PASSWORD"); password != "" {
+		m.RequireAuth(password)
+	}
+	if err := m.StartAddr(*addr); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("redis (miniredis) listening on %s", m.Addr())
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	<-stop
+	m.Close()
+}
+GO
+  go get "github.com/alicebob/miniredis/v2@$MINIREDIS_VERSION"
+  go mod tidy
+  go build -ldflags "-s -w" -o "$1/redis-server" .
+}
+
 build_gatewayapi() {
   # The module zip carries the CRDs; nothing is compiled.
   go mod init chatops-env/gatewayapi >/dev/null 2>&1
@@ -232,7 +272,7 @@ build_pythonbase() {
 
 main() {
   local part
-  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm gatewayapi prometheus promtool traefik containers pythonbase}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm redis gatewayapi prometheus promtool traefik containers pythonbase}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
       etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
@@ -241,6 +281,7 @@ main() {
       mongotools) done_or_build mongotools "$MONGO_TOOLS_VERSION" build_mongotools ;;
       bsondump) done_or_build bsondump "$MONGO_TOOLS_VERSION" build_bsondump ;;
       helm) done_or_build helm "$HELM_VERSION" build_helm ;;
+      redis) done_or_build redis "$MINIREDIS_VERSION" build_redis ;;
       gatewayapi) done_or_build gatewayapi "$GATEWAY_API_VERSION" build_gatewayapi ;;
       prometheus) done_or_build prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
       promtool) done_or_build promtool "$PROMETHEUS_VERSION" build_promtool ;;

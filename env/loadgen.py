@@ -172,7 +172,8 @@ class Load:
     seconds (plus up to as much again of jitter, so a cut does not become a synchronised
     storm); a failed handshake retries after `reconnect_delay` as well. With `netns`, the
     connections are made inside that network namespace (env/netns.py), e.g. straight to
-    a pod's address for the latency floor of a benchmark."""
+    a pod's address for the latency floor of a benchmark. `headers` go with every
+    request and handshake (a header route's dogfood users: `{"X-Canary": "dogfood"}`)."""
 
     def __init__(
         self,
@@ -185,9 +186,10 @@ class Load:
         timeout: float = 5.0,
         reconnect_delay: float = 0.2,
         netns: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self.headers = {"Host": host} if host else {}
+        self.headers = {**(headers or {}), **({"Host": host} if host else {})}
         self.rate, self.clients = rate, clients
         self.path, self.ws_path = path, ws_path
         self.timeout, self.reconnect_delay = timeout, reconnect_delay

@@ -8,8 +8,8 @@ without Docker.
     python env/localenv.py session CMD...   run commands in turn with it up (see `session`)
 
 `up` writes one env file, `.chatops-env/env`, with KUBECONFIG, MONGODB_URI,
-S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL and CHATOPS_NETNS, which tests, the demo
-and the operator read. A part
+S3_ENDPOINT_URL, PROMETHEUS_URL, CHATAPP_URL, REDIS_URL (the chat app's Redis, with a
+password) and CHATOPS_NETNS, which tests, the demo and the operator read. A part
 already given in the environment (say KUBECONFIG of a kind cluster) is used as it is and
 never started or stopped here.
 
@@ -50,7 +50,7 @@ CLUSTER = "chatops"
 NODES = 3
 GIVEN_KEYS = (
     "KUBECONFIG", "MONGODB_URI", "S3_ENDPOINT_URL", "PROMETHEUS_URL",
-    "GATEWAY_URL", "GATEWAY_NAME", "GATEWAY_NAMESPACE",
+    "GATEWAY_URL", "GATEWAY_NAME", "GATEWAY_NAMESPACE", "REDIS_URL",
 )
 NETNS = netns.name_for(ROOT)
 # FerretDB's replica set name (`hello.setName`) and its oplog: a capped `local.oplog.rs`
@@ -94,6 +94,7 @@ def bin_dir(part: str) -> Path:
         "mongotools": v["MONGO_TOOLS_VERSION"],
         "bsondump": v["MONGO_TOOLS_VERSION"],
         "helm": v["HELM_VERSION"],
+        "redis": v["MINIREDIS_VERSION"],
         "gatewayapi": v["GATEWAY_API_VERSION"],
         "prometheus": v["PROMETHEUS_VERSION"],
         "promtool": v["PROMETHEUS_VERSION"],
@@ -426,6 +427,21 @@ def start_s3() -> str:
     return url
 
 
+def start_redis(name: str = "redis") -> str:
+    """The chat app's Redis: a Redis-protocol server (miniredis, env/build.sh) that asks
+    for a password, as a production one does; its URL, the password in it."""
+    import secrets
+
+    port, password = free_port(), secrets.token_hex(12)
+    spawn(
+        name,
+        [str(bin_dir("redis") / "redis-server"), f"--addr=127.0.0.1:{port}"],
+        env={"REDIS_PASSWORD": password},
+    )
+    wait_until(name, lambda: tcp_open(port))
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
 def start_forward(name: str, *specs: str) -> None:
     """A forwarder (env/netns.py) between the host's loopback and the namespace's."""
     netns_py = str(ROOT / "env" / "netns.py")
@@ -576,6 +592,7 @@ def up() -> dict[str, str]:
         "kubernetes": "KUBECONFIG" not in have,
         "ferretdb": "MONGODB_URI" not in have,
         "s3": "S3_ENDPOINT_URL" not in have,
+        "redis": "REDIS_URL" not in have,
         "chatapp": "KUBECONFIG" not in have,
         "traefik": "KUBECONFIG" not in have and "GATEWAY_URL" not in have,
         "prometheus": "PROMETHEUS_URL" not in have,
@@ -583,6 +600,7 @@ def up() -> dict[str, str]:
     parts = ["k8s", "etcd", "kwok", "gatewayapi", "ferretdb", "mongotools", "bsondump", "helm"]
     parts += ["promtool", *(["prometheus"] if need["prometheus"] else [])]
     parts += ["traefik"] if need["traefik"] else []
+    parts += ["redis"] if need["redis"] else []
     build(parts)
 
     env = dict(have)
@@ -597,6 +615,8 @@ def up() -> dict[str, str]:
     if need["s3"]:
         env["S3_ENDPOINT_URL"] = start_s3()
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    if need["redis"]:
+        env["REDIS_URL"] = start_redis()
     env.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     if need["chatapp"]:
         env["CHATAPP_URL"] = start_chatapp(env["KUBECONFIG"])
@@ -616,7 +636,7 @@ def up() -> dict[str, str]:
 
 
 def down(quiet: bool = False) -> None:
-    first = ["operator", "traefik", "prometheus", "chatapp", "s3", "ferretdb"]
+    first = ["operator", "traefik", "prometheus", "chatapp", "s3", "redis", "ferretdb"]
     rest = sorted(p.stem for p in (STATE / "pids").glob("*.pid") if p.stem not in first)
     for name in first + rest:
         if alive(name) and not quiet:

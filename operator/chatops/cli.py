@@ -6,9 +6,12 @@ chatops promote NAME [--full] [-n NS]  promote a ChatRelease one step (or fully)
 chatops abort NAME [-n NS]             roll a ChatRelease back
 chatops retry NAME [-n NS]             release a rolled-back version again
 chatops status NAME [--watch] [-n NS]  phase, step, weight, versions, last measurements
+chatops get release NAME [--watch]     the release as a tree: components, colors, weights
 chatops backups NAME [-n NS]           a ChatBackup's backups in S3, with size and age
 chatops backup-now NAME [-n NS]        ask for one backup now
 chatops restore-points NAME [-n NS]    the times a point-in-time restore can target
+chatops doctor [-o json] [-n NS|-A]    the daily health check: API, MongoDB, Redis,
+                                       WebSocket, backups' age, releases not Succeeded
 chatops completion bash|zsh|tcsh       the shell's tab completion of these commands
 chatops --version                      the installed package's version (as the image reports it)
 
@@ -23,7 +26,7 @@ import pathlib
 import sys
 
 from chatops.api import crd
-from chatops.commands import CommandError, backups, release
+from chatops.commands import CommandError, backups, doctor, get, release
 from chatops.commands import run as run_command
 
 
@@ -63,7 +66,9 @@ def parser(prog: str = "chatops") -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
 
     release.register(commands)
+    get.register(commands)
     backups.register(commands)
+    doctor.register(commands)
 
     completion = commands.add_parser(
         "completion", help="print the shell's tab completion of these commands",

@@ -7,7 +7,9 @@
     │                        asked for; names the object and what it must contain
     ├── RevisionUnavailable  a Deployment cannot be put back on a revision: nothing kept it
     ├── MetricsUnavailable   Prometheus gave no single number: unreachable, HTTP error, bad
-    │                        query, or more than one series (an Error measurement, not a Fail)
+    │   │                    query, or more than one series (an Error measurement, not a Fail)
+    │   └── WebMetricUnavailable a `web` metric's endpoint gave no number (timeout, HTTP
+    │                        status, not JSON, not a number): an Error measurement too
     ├── StorageError         S3 refused or failed a request (bucket, key, error code)
     ├── DatabaseError        MongoDB refused or failed a request (host at most)
     ├── BackupFailed         a backup run produced no complete backup (nothing listed)
@@ -115,3 +117,17 @@ class MetricsUnavailable(ChatopsError):
         self.address = address
         self.problem = problem
         super().__init__(f"Prometheus at {address}: {problem}")
+
+
+class WebMetricUnavailable(MetricsUnavailable):
+    """A `web` metric got no usable answer: no answer within its timeout, a status other
+    than 2xx, a body that is not JSON, a jsonPath matching something that is not one
+    number, or a header Secret that cannot be read. An Error measurement, as when
+    Prometheus is down. The message names the metric and the endpoint (`GET url`, without
+    any user-info), never a header's value."""
+
+    def __init__(self, metric: str, endpoint: str, problem: str) -> None:
+        self.metric = metric
+        self.address = endpoint
+        self.problem = problem
+        ChatopsError.__init__(self, f"web metric {metric}: {endpoint}: {problem}")

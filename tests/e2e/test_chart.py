@@ -4,6 +4,8 @@ backup under its own ServiceAccount — which cannot do what it must not."""
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -39,6 +42,10 @@ def test_the_chart_lints_and_every_manifest_passes_a_server_side_dry_run(
         {},
         {"watchNamespaces": [namespace], "grafana": {"dashboard": {"enabled": True}}},
         {"replicas": 1, "secretNamespaces": [namespace]},
+        # the doctor's CronJob, cluster-wide and in one namespace
+        {"doctor": {"enabled": True}},
+        {"doctor": {"enabled": True, "namespace": namespace, "existingSecret": "doctor",
+                    "timeZone": "Europe/Paris", "require": ["api", "mongodb"]}},
     ]
     for values in variants:
         rendered = helm(
@@ -235,3 +242,77 @@ def test_the_installed_operator_releases_under_its_own_rbac(
     refused = re.compile(r"orbidden|\(403\)|code\W+403|status\W+403")
     forbidden = [line for line in log.read_text().splitlines() if refused.search(line)]
     assert forbidden == [], forbidden[:5]
+
+
+def _render(namespace: str, values: dict[str, object]) -> list[dict[str, Any]]:
+    rendered = helm("template", "chatops", str(CHART), "--namespace", namespace,
+                    "--kube-version", "1.32.0", "-f", "-", input=json.dumps(values)).stdout
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def test_the_doctor_cronjob_is_off_by_default_and_its_args_are_the_commands_own(
+    environment: dict[str, str],
+) -> None:
+    """`doctor.enabled` renders a CronJob whose arguments the real `chatops` parser reads
+    as meant: JSON out, the backup age of the chart's alert, the URLs from the Secret."""
+    from chatops import cli
+
+    assert "CronJob" not in {d["kind"] for d in _render("chat", {})}
+    docs = _render("chat", {"doctor": {"enabled": True, "existingSecret": "doctor-urls",
+                                       "schedule": "30 6 * * *", "require": ["api"]}})
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    assert cron["spec"]["schedule"] == "30 6 * * *"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "doctor-urls"}}]
+    args = cli.parser().parse_args(container["args"])
+    assert (args.command, args.output, args.all_namespaces) == ("doctor", "json", True)
+    assert args.backup_max_age == datetime.timedelta(hours=26)  # alerts' backupMaxAgeHours
+    assert args.require == ["api"]
+    assert {d["kind"] for d in docs} >= {"ClusterRole", "ClusterRoleBinding"}
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"]
+                == pod["serviceAccountName"])
+    assert role["rules"] == [{"apiGroups": ["chatops.dev"],
+                              "resources": ["chatreleases", "chatbackups"],
+                              "verbs": ["get", "list"]}]
+
+
+def test_the_doctor_runs_as_the_charts_cronjob_would_under_its_own_serviceaccount(
+    crds: None, api: client.ApiClient, namespace: str, tmp_path: Path,
+) -> None:
+    """The CronJob's pod would run on a fake node here: its ServiceAccount, Role and
+    Secret are applied as rendered, and its command runs from the host with that
+    ServiceAccount's token and the Secret's keys as its environment."""
+    values = {"doctor": {"enabled": True, "namespace": namespace, "existingSecret": "doctor"}}
+    docs = _render(namespace, values)
+    access = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")
+              and d["metadata"]["name"].endswith("-doctor")]
+    assert len(access) == 3
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                  "items": access}))
+    core = client.CoreV1Api(api)
+    urls = {"MONGODB_URI": backups.uri_with_password(os.environ["MONGODB_URI"])}
+    core.create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="doctor"), string_data=urls))
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    secret = core.read_namespaced_secret("doctor", namespace).data
+    env = {k: base64.b64decode(v).decode() for k, v in secret.items()}
+    kubeconfig = _kubeconfig_for(pod["serviceAccountName"], namespace, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "chatops.cli", *pod["containers"][0]["args"]],
+        capture_output=True, text=True, timeout=120,
+        env={"PATH": os.environ["PATH"], "KUBECONFIG": str(kubeconfig), **env},
+    )
+    report = json.loads(done.stdout)
+    got = {c["name"]: (c["status"], c["detail"]) for c in report["checks"]}
+    # it may list what it checks (no 403), finds no ChatBackup here, and pings MongoDB
+    assert got["releases"] == ("ok", "no ChatReleases")
+    assert got["backups"] == ("failed", "no ChatBackup: nothing backs MongoDB up")
+    assert got["mongodb"][0] == "ok", got
+    assert got["redis"][0] == got["api"][0] == "skipped"
+    assert done.returncode == 1 and backups.PASSWORD not in done.stdout + done.stderr
+    who = f"system:serviceaccount:{namespace}:{pod['serviceAccountName']}"
+    for verb in ("patch", "delete"):
+        assert kubectl("auth", "can-i", "--as", who, verb, "chatbackups.chatops.dev", "-n",
+                       namespace, check=False).stdout.strip() == "no"

@@ -34,6 +34,18 @@ Path_ = tuple[str | int, ...]
 
 _IMAGE = "registry.example.com/chat-api:1.4.0"
 _CONTAINERS = [{"name": "api", "image": _IMAGE}]
+_WEB = {
+    "url": "http://slo.monitoring/api/v1/errors?service={{service}}",
+    "method": "POST",
+    "body": '{"service": "{{service}}", "color": "{{color}}"}',
+    "jsonPath": "{$.data.value}",
+    "timeoutSeconds": 5,
+    "headers": [
+        {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "slo", "key": "token"}}},
+        {"name": "Accept", "value": "application/json"},
+    ],
+}
+_WEB_METRIC = {"name": "slo-errors", "web": _WEB, "max": 0.01, "compareToStable": True}
 MORE: dict[str, list[dict[str, Any]]] = {
     "ChatRelease": [
         {
@@ -69,7 +81,7 @@ MORE: dict[str, list[dict[str, Any]]] = {
                     "authSecretRef": {"name": "prom", "key": "token"},
                 },
                 "minimumTraffic": {},
-                "metrics": [{"name": "errors", "query": "up", "min": 0, "max": 1}],
+                "metrics": [{"name": "errors", "query": "up", "min": 0, "max": 1}, _WEB_METRIC],
             },
             "smokeTest": {"template": {"spec": {"containers": _CONTAINERS}}},
         },
@@ -159,7 +171,8 @@ def operator_only(bad: Bad) -> bool:
     reads `{{service}}` as a host)."""
     return (
         bad.what in ("an unknown time zone", "an unknown placeholder", "schedule '0 3 31 2 *'")
-        or (bad.what.startswith("URL") and ":99999" in bad.what and "healthCheck" in bad.field)
+        or (bad.what.startswith("URL") and ":99999" in bad.what
+            and ("healthCheck" in bad.field or bad.field.endswith(".web.url")))
     )
 
 
@@ -297,6 +310,11 @@ ONE_OF: dict[str, dict[Path_, dict[str, Any]]] = {
             "nginx": {"ingress": "chat"},
             "service": {},
         },
+        ("analysis", "metrics", 1): {"query": "up", "web": _WEB},
+        ("analysis", "metrics", 1, "web", "headers", 0): {
+            "value": "Bearer x",
+            "valueFrom": {"secretKeyRef": {"name": "slo", "key": "token"}},
+        },
     },
     "ChatRecovery": {
         ("source",): {"backupRef": {"name": "nightly"}, "s3": {"bucket": "abc", "key": "a.tar.gz"}},
@@ -360,6 +378,20 @@ def _rules(kind: str, good: dict[str, Any], base: int) -> Iterator[Bad]:
             spec = copy.deepcopy(good)
             spec["trafficRouting"] = {"service": {}}
             yield Bad(kind, spec, "spec", "a canary routed by Service", base)
+            spec = copy.deepcopy(good)
+            spec["strategy"]["canary"]["steps"] = [{"setWeight": 10, "headerRoute": {"match": []}}]
+            yield Bad(kind, spec, "spec.strategy.canary.steps[0]", "weight and header route", base)
+            spec = copy.deepcopy(good)
+            dogfood = {"name": "X-Canary", "value": "dogfood"}
+            spec["strategy"]["canary"]["steps"] = [
+                {"headerRoute": {"match": [dogfood, {**dogfood, "name": "x-canary"}]}}
+            ]
+            yield Bad(kind, spec, "spec.strategy.canary.steps[0].headerRoute", "a header twice",
+                      base)
+            spec = copy.deepcopy(good)
+            spec["strategy"]["canary"]["steps"] = [{"headerRoute": {"match": [dogfood]}}]
+            spec["trafficRouting"] = {"nginx": {"ingress": "chat"}}
+            yield Bad(kind, spec, "spec", "a header route on NGINX", base)
         rolling = good["strategy"].get("rolling")
         if rolling:
             spec = copy.deepcopy(good)

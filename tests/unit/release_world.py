@@ -21,6 +21,7 @@ from chatops.metrics import window as window_queries
 from chatops.metrics.analysis import QueryContext, WindowContext
 from chatops.metrics.measure import measure
 from chatops.release import drain as drains
+from chatops.release import runner
 from chatops.release import status as st
 from chatops.release.decide import decide
 from chatops.release.model import (
@@ -32,12 +33,16 @@ from chatops.release.model import (
     Decision,
     DeploymentState,
     Manual,
+    Needs,
     Observation,
     RestoreRevision,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
+    WebhookRequest,
     other,
 )
+from chatops.traffic.router import HeaderMatch
 
 T0 = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
@@ -108,6 +113,10 @@ class World:
     now: datetime.datetime = T0
     deployments: dict[tuple[str, Color], DeploymentState] = field(default_factory=dict)
     weights: dict[str, dict[Color, int]] = field(default_factory=dict)
+    header_routes: dict[str, frozenset[tuple[Color, tuple[HeaderMatch, ...]]]] = field(
+        default_factory=dict
+    )
+    """Per component, the header routes the router holds (as it reads them back)."""
     prometheus: Prometheus = field(default_factory=Prometheus)
     broken: set[str] = field(default_factory=set)
     """Revisions whose pods never become Available."""
@@ -129,6 +138,11 @@ class World:
     """Per component, the requests Prometheus counts for a cost window (failed a tenth,
     moved half); an Exception: unreachable."""
     cost_windows: list[CostWindow] = field(default_factory=list)
+    hooks: dict[str, str | None] = field(default_factory=dict)
+    """Webhook name → what its endpoint answers: None a 2xx, else the failure
+    (`HTTP 503`); a webhook not named here answers 2xx."""
+    calls: list[WebhookRequest] = field(default_factory=list)
+    """Every webhook call made, in order."""
 
     @property
     def parsed(self) -> ChatReleaseSpec:
@@ -156,6 +170,7 @@ class World:
             now=self.now,
             deployments=dict(self.deployments),
             weights=copy.deepcopy(self.weights),
+            header_routes=dict(self.header_routes),
             manual=manual,
             smoke=self.smoke if self.status.smoke_test_job else None,
         )
@@ -163,43 +178,53 @@ class World:
     def tick(self, advance: bool = True) -> Decision:
         obs = self.observation()
         decision = decide(obs)
-        if decision.needs:
-            health = None
-            if decision.needs.health:
-                color = decision.needs.health
-                health = {
-                    c.name: ("HTTP 503" if color in self.sick else None)
-                    for c in obs.spec.components
-                }
-            measurements: tuple[Any, ...] = ()
-            if decision.needs.measure and obs.spec.analysis:
-                color = decision.needs.measure
-                for c in obs.spec.components:
-                    context = QueryContext(
-                        service=f"chat-{c.name}-{color}",
-                        namespace="ns",
-                        component=c.name,
-                        color=color,
-                        revision=obs.status.canary_revision or "",
-                    )
-                    stable = replace(context, service=f"chat-{c.name}-{other(color)}",
-                                     color=other(color), revision=obs.status.stable_revision
-                                     or "")
-                    measurements += tuple(
-                        measure(self.prometheus, obs.spec.analysis, context, self.now, stable)
-                    )
-            reconnects: tuple[Measurement, ...] = ()
-            if decision.needs.reconnects:
-                reconnects = self._reconnects(decision.needs.reconnects)
-            counted = self._cost(decision.needs.cost) if decision.needs.cost else None
-            decision = decide(
-                replace(obs, health=health, measurements=measurements, reconnects=reconnects,
-                        cost=counted)
-            )
+        for _ in range(runner.PROBE_ROUNDS):  # as the runner probes, round by round
+            needs = runner.unanswered(decision.needs, obs)
+            if not needs:
+                break
+            obs = self._probed(obs, needs)
+            decision = decide(obs)
         self.apply(decision)
         if advance:
             self.now += datetime.timedelta(seconds=decision.requeue_after)
         return decision
+
+    def _probed(self, obs: Observation, needs: Needs) -> Observation:
+        """`obs` with the answers to `needs`, as this world gives them."""
+        found: dict[str, Any] = {}
+        if needs.health:
+            color = needs.health
+            found["health"] = {
+                c.name: ("HTTP 503" if color in self.sick else None) for c in obs.spec.components
+            }
+        if needs.measure and obs.spec.analysis:
+            color = needs.measure
+            measurements: tuple[Measurement, ...] = ()
+            for c in obs.spec.components:
+                context = QueryContext(
+                    service=f"chat-{c.name}-{color}",
+                    namespace="ns",
+                    component=c.name,
+                    color=color,
+                    revision=obs.status.canary_revision or "",
+                )
+                stable = replace(context, service=f"chat-{c.name}-{other(color)}",
+                                 color=other(color), revision=obs.status.stable_revision
+                                 or "")
+                measurements += tuple(
+                    measure(self.prometheus, obs.spec.analysis, context, self.now, stable)
+                )
+            found["measurements"] = measurements
+        if needs.reconnects:
+            found["reconnects"] = self._reconnects(needs.reconnects)
+        if needs.cost:
+            found["cost"] = self._cost(needs.cost)
+        if needs.webhooks:
+            self.calls += needs.webhooks
+            found["webhooks"] = {**obs.webhooks, **{(r.hook.name, r.revision):
+                                                    self.hooks.get(r.hook.name)
+                                                    for r in needs.webhooks}}
+        return replace(obs, **found)
 
     def _reconnects(self, color: Color) -> tuple[Measurement, ...]:
         """The reconnect check as the runner takes it, Prometheus answering
@@ -251,6 +276,12 @@ class World:
                         action.canary: action.weight,
                         other(action.canary): 100 - action.weight,
                     }
+            elif isinstance(action, SetHeaderRoute) and self.routable:
+                for c in spec.components:
+                    self.header_routes[c.name] = (
+                        frozenset({(action.canary, action.matches)})
+                        if action.matches else frozenset()
+                    )
             elif isinstance(action, ClearAnnotation) and (
                 # compare-and-remove, as the API server's JSON patch `test` does
                 action.value is None or self.annotations.get(action.key) == action.value

@@ -44,7 +44,8 @@ def test_every_spec_field_is_bounded_at_the_api_server(kind: crd.Kind) -> None:
 
 def _largest(node: dict[str, Any], path: str) -> Any:
     """The largest value the schema admits at `node`: every string at its maxLength,
-    every list at its maxItems, every field set. Pod templates are left out: they are
+    every list at its maxItems, every field set but where a rule admits exactly one of
+    several (the largest is kept). Pod templates are left out: they are
     Kubernetes' own PodTemplateSpec, as large as a Deployment's may be (their images,
     labels and annotations are bounded all the same)."""
     if node.get("x-kubernetes-int-or-string"):
@@ -62,7 +63,26 @@ def _largest(node: dict[str, Any], path: str) -> Any:
         return [_largest(node["items"], f"{path}[]")] * node["maxItems"]
     if path.endswith(".template"):
         return {}
-    return {k: _largest(v, f"{path}.{k}") for k, v in node.get("properties", {}).items()}
+    found = {k: _largest(v, f"{path}.{k}") for k, v in node.get("properties", {}).items()}
+    for group in _exclusive(node):  # of "exactly one of", only the largest is admitted
+        kept = max(group, key=lambda k: len(json.dumps(found.get(k))))
+        found = {k: v for k, v in found.items() if k == kept or k not in group}
+    return found
+
+
+_ONE_OF = (
+    re.compile(r"^has\(self\.(\w+)\) != has\(self\.(\w+)\)$"),
+    re.compile(r"^\[has\(self\.(\w+)\)(?:, has\(self\.(\w+)\))*\]\.filter\(x, x\)\.size\(\) == 1$"),
+)
+
+
+def _exclusive(node: dict[str, Any]) -> list[set[str]]:
+    """The groups of fields of which a CEL rule admits exactly one."""
+    groups = []
+    for rule in node.get("x-kubernetes-validations", []):
+        if any(pattern.match(rule["rule"]) for pattern in _ONE_OF):
+            groups.append(set(re.findall(r"has\(self\.(\w+)\)", rule["rule"])))
+    return groups
 
 
 @pytest.mark.parametrize("kind", crd.KINDS, ids=lambda k: k.kind)

@@ -41,6 +41,14 @@ def test_bash_completes_the_commands_and_their_options(
     )
     assert {"--watch", "--namespace"} <= set(_complete(script, "status", "--"))
     assert "--full" in _complete(script, "promote", "--")
+    assert _complete(script, "doc") == ["doctor"]
+    assert {"--output", "--require", "--backup-max-age", "--all-namespaces"} <= set(
+        _complete(script, "doctor", "--")
+    )
+    assert "release" in _complete(script, "get", "")
+    assert {"--watch", "--until-done", "--no-color"} <= set(
+        _complete(script, "get", "release", "chat", "--")
+    )
 
 
 @pytest.mark.parametrize("shell", ["zsh", "tcsh"])
@@ -48,7 +56,7 @@ def test_the_other_shells_get_a_script_naming_every_command(
     shell: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = _script(shell, capsys)
-    for command in ("promote", "abort", "retry", "status", "backups", "restore-points"):
+    for command in ("promote", "abort", "retry", "status", "backups", "restore-points", "doctor"):
         assert command in script
 
 

@@ -37,18 +37,24 @@ def route(*rules: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def apply(obj: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
-    """The object as the API server leaves it after a JSON patch of test/add operations."""
+    """The object as the API server leaves it after a JSON patch of test, add and remove
+    operations (`-` appends to a list)."""
     out = copy.deepcopy(obj)
     for op in patch:
         *parents, last = op["path"].lstrip("/").split("/")
         target: Any = out
         for key in parents:
             target = target[int(key)] if isinstance(target, list) else target[key]
+        key: Any = int(last) if isinstance(target, list) and last != "-" else last
         if op["op"] == "test":
-            assert target[last] == op["value"], f"test failed at {op['path']}"
+            assert target[key] == op["value"], f"test failed at {op['path']}"
+        elif op["op"] == "remove":
+            del target[key]
+        elif key == "-":
+            target.append(op["value"])
         else:
             assert op["op"] == "add"
-            target[last] = op["value"]
+            target[key] = op["value"]
     return out
 
 

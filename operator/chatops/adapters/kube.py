@@ -51,6 +51,21 @@ class Cluster:
             raise
         return body
 
+    def resources(
+        self, plural: str, namespace: str | None, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Every chatops resource of a kind in `namespace`, or in all namespaces (None)."""
+        if namespace is None:
+            found = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, _request_timeout=timeout
+            )
+        else:
+            found = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, _request_timeout=timeout
+            )
+        items: list[dict[str, Any]] = found.get("items") or []
+        return items
+
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

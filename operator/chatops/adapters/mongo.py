@@ -164,6 +164,11 @@ class Mongo:
             return f"replicaset/{name}"
         return "servers/" + ",".join(sorted(a for h, p in nodes for a in resolve(h, p or 27017)))
 
+    def ping(self) -> None:
+        """One round trip (`ping`): the server is up and answers this client."""
+        with self.errors("ping"):
+            self._client.admin.command("ping")
+
     def server_version(self) -> str:
         with self.errors("buildInfo"):
             return str(self._client.admin.command("buildInfo").get("version", "unknown"))

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, model_validator
 from chatops.api import bounds
 from chatops.api.bounds import Rule
 from chatops.api.common import Model, Name, SecretKeyRef
+from chatops.api.web import WebMetric
 
 # -- the spec's checks ---------------------------------------------------------------
 
@@ -18,6 +19,11 @@ OnNoData = Literal["Error", "Inconclusive", "Fail", "Pass"]
 
 
 _METRIC_RULES = (
+    Rule(
+        "has(self.query) != has(self.web)",
+        "set exactly one of query and web",
+        lambda m: bounds.exactly_one(m.query, m.web),
+    ),
     Rule(
         "has(self.min) || has(self.max)",
         "set min, max or both",
@@ -32,7 +38,7 @@ _METRIC_RULES = (
 
 
 class Metric(Model):
-    """One Prometheus query and the range its value must stay in."""
+    """One Prometheus query, or one `web` endpoint, and the range its value must stay in."""
 
     model_config = ConfigDict(json_schema_extra=bounds.validations(*_METRIC_RULES))
 
@@ -42,10 +48,15 @@ class Metric(Model):
 
     name: Name
     """Metric name, shown in status and events."""
-    query: bounds.Query
+    query: bounds.Query | None = None
     """PromQL returning one number (at most 2048 characters); `{{service}}`,
     `{{namespace}}`, `{{component}}`, `{{color}}` and `{{revision}}` are replaced before
-    it runs."""
+    it runs. Exactly one of `query` and `web`."""
+    web: WebMetric | None = None
+    """Instead of a query: an HTTP endpoint answering JSON and the JSONPath to the value
+    (Argo Rollouts' `web` provider); judged by the same rules. Its failures (no answer in
+    `timeoutSeconds`, a status other than 2xx, an answer that is not JSON, a value that
+    is not a number) are Error measurements, as an unreachable Prometheus is."""
     min: float | None = None
     """Lowest passing value."""
     max: float | None = None
@@ -63,7 +74,8 @@ class Metric(Model):
     1.2 times the stable's: a canary judged against what its users get today rather than a
     fixed number. The stable's value missing or NaN is no data (`onNoData`), its query
     failing an error; a stable value of 0 makes every bound 0. An in-place `rolling`
-    release has no other color to compare with: no data."""
+    release has no other color to compare with: no data. A `web` metric compares the
+    same way: its URL and body rendered for the stable version are asked too."""
     dry_run: bool = False
     """Measured, shown in status (`dryRun: true` on its measurements and counters) and
     exported as the others are, but never decides: its failures, inconclusive and

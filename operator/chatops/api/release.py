@@ -18,7 +18,9 @@ from chatops.api.bounds import Rule
 from chatops.api.common import Model, Name
 from chatops.api.cost import CostQueries
 from chatops.api.drain import Drain
+from chatops.api.header_route import HeaderRoute
 from chatops.api.pod import PodTemplate
+from chatops.api.webhooks import Webhook
 
 # -- spec: components ----------------------------------------------------------------
 
@@ -100,15 +102,16 @@ class Pause(Model):
 
 _STEP_RULES = (
     Rule(
-        "has(self.setWeight) != has(self.pause)",
-        "each step sets exactly one of setWeight or pause",
-        lambda s: bounds.exactly_one(s.set_weight, s.pause),
+        "[has(self.setWeight), has(self.pause), has(self.headerRoute)]"
+        ".filter(x, x).size() == 1",
+        "each step sets exactly one of setWeight, pause or headerRoute",
+        lambda s: bounds.exactly_one(s.set_weight, s.pause, s.header_route),
     ),
 )
 
 
 class CanaryStep(Model):
-    """One step: either set the canary's weight or pause."""
+    """One step: set the canary's weight, pause, or route a header to the canary."""
 
     model_config = ConfigDict(json_schema_extra=bounds.validations(*_STEP_RULES))
 
@@ -120,6 +123,9 @@ class CanaryStep(Model):
     """Percent of new connections sent to the canary (1..100)."""
     pause: Pause | None = None
     """Wait here, analysing, for a duration or until promoted."""
+    header_route: HeaderRoute | None = None
+    """Requests carrying these headers go to the canary whatever its weight (Gateway API
+    only), until the release ends or another headerRoute step replaces it."""
 
 
 DEFAULT_CANARY_STEPS: tuple[CanaryStep, ...] = (
@@ -339,6 +345,23 @@ _SPEC_RULES = (
             and (s.traffic_routing.gateway_api is not None or s.traffic_routing.nginx is not None)
         ),
     ),
+    Rule(
+        "!has(self.strategy.rolling) || !has(self.webhooks) "
+        "|| self.webhooks.all(w, w.type != 'pre-rollout')",
+        "webhooks of type pre-rollout need strategy.canary or strategy.blueGreen: a rolling "
+        "update sends traffic to each new pod as it starts, so nothing comes before traffic",
+        lambda s: s.strategy.rolling is None or all(w.type != "pre-rollout" for w in s.webhooks),
+    ),
+    Rule(
+        "!has(self.strategy.canary) || !has(self.strategy.canary.steps) || "
+        "!self.strategy.canary.steps.exists(s, has(s.headerRoute)) || "
+        "(has(self.trafficRouting) && has(self.trafficRouting.gatewayAPI))",
+        "strategy.canary.steps[].headerRoute needs trafficRouting.gatewayAPI (an HTTPRoute "
+        "rule matches the headers; nginx and service routing cannot)",
+        lambda s: s.strategy.canary is None
+        or not any(step.header_route for step in s.strategy.canary.steps)
+        or (s.traffic_routing is not None and s.traffic_routing.gateway_api is not None),
+    ),
 )
 
 
@@ -372,6 +395,17 @@ class ChatReleaseSpec(Model):
     """Prometheus checks gating each step; none means availability and health checks only."""
     smoke_test: SmokeTest | None = None
     """A Job that must succeed before traffic moves."""
+    webhooks: Annotated[
+        list[Webhook],
+        Field(
+            max_length=8,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ] = Field(default_factory=list)
+    """HTTP gates of every release: pre-rollout, confirm-promotion and rollback."""
     cost: CostQueries | None = None
     """How what a release cost its users is counted (`status.cost`); none: the default
     queries of the label contract."""

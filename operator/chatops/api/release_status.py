@@ -14,6 +14,8 @@ from chatops.api import bounds
 from chatops.api.analysis import AnalysisRun, Measurement
 from chatops.api.common import Condition, Model
 from chatops.api.cost import ReleaseCost
+from chatops.api.header_route import HeaderRoute
+from chatops.api.webhooks import WebhookCall
 
 # -- status ---------------------------------------------------------------------------
 
@@ -103,6 +105,10 @@ class ChatReleaseStatus(Model):
     canary_weight: int | None = None
     """Percent of new connections on the new version, as the router last showed it: a
     weight is recorded (and its pause starts) only once the router reads it back."""
+    header_route: HeaderRoute | None = None
+    """The header route a canary step set, as the router last showed it: requests
+    carrying these headers go to the new version whatever its weight. Removed (and
+    cleared) at promotion, rollback and deletion."""
     step_started_at: str | None = None
     """When the current step started (RFC 3339)."""
     release_started_at: str | None = None
@@ -114,6 +120,9 @@ class ChatReleaseStatus(Model):
     """Whether the new version passed its health checks and smoke test."""
     smoke_test_job: str | None = None
     """The smoke-test Job of the release in progress."""
+    webhooks: list[WebhookCall] = Field(default_factory=list, max_length=16)
+    """What each webhook answered for the release in flight, and the rollback webhooks
+    still owed for the last rollback."""
     promoted_at: str | None = None
     """When traffic switched to the new color (blue-green; RFC 3339): set when the switch
     is decided, and again when the router shows it done."""

@@ -64,6 +64,8 @@ class ReleaseView:
     """The drain in progress, e.g. `wave 2/4 of blue; paused: …`."""
     cost: str = _NONE
     """What the release in flight (or the latest one) has cost its users."""
+    header_route: str = _NONE
+    """The header route in force, e.g. `X-Canary: dogfood -> new version`."""
     history: tuple[HistoryRow, ...] = ()
 
 
@@ -87,6 +89,7 @@ def view(body: Mapping[str, Any]) -> ReleaseView:
         finished=phase in TERMINAL_PHASES and _observed_current(meta, status),
         drain=drain_text(status.get("scaleDown")),
         cost=cost_text(_latest_cost(status)),
+        header_route=header_route_text(status.get("headerRoute")),
         history=history_rows(status.get("history")),
     )
 
@@ -98,6 +101,7 @@ def render(release: ReleaseView) -> str:
         ("Phase", release.phase),
         ("Step", release.step),
         ("Weight", release.weight),
+        *((("Header route", release.header_route),) if release.header_route != _NONE else ()),
         ("Stable", release.stable),
         ("Canary", release.canary),
         ("Active color", release.active_color),
@@ -124,6 +128,20 @@ def render(release: ReleaseView) -> str:
                 for h in release.history]
         lines.extend("  " + line for line in table(columns, past))
     return "\n".join(lines) + "\n"
+
+
+def header_route_text(route: object) -> str:
+    """`X-Canary: dogfood -> canary` (a regex with `~`), or `-` when there is none."""
+    matches = _mapping(route).get("match") if isinstance(route, Mapping) else None
+    if not isinstance(matches, list) or not matches:
+        return _NONE
+    shown = [
+        f"{_text(m.get('name'))}"
+        f"{' ~ ' if m.get('type') == 'RegularExpression' else ': '}{_text(m.get('value'))}"
+        for m in matches
+        if isinstance(m, Mapping)
+    ]
+    return f"{' and '.join(shown)} -> canary"
 
 
 def drain_text(drain: object) -> str:
@@ -237,13 +255,25 @@ def format_value(value: object) -> str:
 
 def _step(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str:
     """`k/n` for a canary (k counts from 1, as the operator's events do); `-` otherwise."""
+    position = step_position(spec, status)
+    return _NONE if position is None else f"{position[0]}/{position[1]}"
+
+
+def step_position(
+    spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> tuple[int, int, Mapping[str, Any]] | None:
+    """The canary step in progress: its number counted from 1, the number of steps, and
+    the step as the spec writes it (`{"setWeight": 25}`, `{"pause": {...}}`); None when
+    no canary step is in progress."""
     strategy = _mapping(spec.get("strategy"))
     current = status.get("currentStep")
     if "canary" not in strategy or not isinstance(current, int):
-        return _NONE
+        return None
     steps = _mapping(strategy["canary"]).get("steps")
-    total = len(steps) if isinstance(steps, list) and steps else len(DEFAULT_CANARY_STEPS)
-    return f"{min(current + 1, total)}/{total}"
+    if not isinstance(steps, list) or not steps:
+        steps = [step.wire() for step in DEFAULT_CANARY_STEPS]
+    k = min(current, len(steps) - 1)
+    return k + 1, len(steps), _mapping(steps[k])
 
 
 def _weight(weight: object) -> str:

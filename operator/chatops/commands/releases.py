@@ -14,6 +14,7 @@ from urllib3.exceptions import HTTPError
 
 from chatops.api.common import GROUP, VERSION
 from chatops.commands import CommandError, kube
+from chatops.release.manifests import owned_selector
 
 PLURAL = "chatreleases"
 RESOURCE = f"{PLURAL}.{GROUP}"
@@ -118,6 +119,53 @@ class Releases:
                 if event["type"] == "ERROR":  # e.g. 410 Gone: read again
                     break
                 yield event["object"]
+
+    def deployments(self, name: str) -> list[dict[str, Any]]:
+        """The Deployments chatops made for release `name` (both colors of every
+        component), as the API server returns them."""
+        return list(self._deployments(name)[0].values())
+
+    def deployment_changes(self, name: str) -> Iterator[list[dict[str, Any]]]:
+        """The release's Deployments now, then again after every change of one of them,
+        through the watch API (renewed from a fresh list when a watch ends)."""
+        apps = client.AppsV1Api(self.api)
+        while True:
+            current, version = self._deployments(name)
+            yield list(current.values())
+            stream = watch.Watch().stream(
+                apps.list_namespaced_deployment,
+                self.namespace,
+                label_selector=owned_selector(name),
+                resource_version=version,
+                timeout_seconds=_WATCH_SECONDS,
+            )
+            for event in self._guarded(name, stream):
+                if event["type"] == "ERROR":
+                    break
+                body = self.api.sanitize_for_serialization(event["object"])
+                if event["type"] == "DELETED":
+                    current.pop(body["metadata"]["name"], None)
+                else:
+                    current[body["metadata"]["name"]] = body
+                yield list(current.values())
+
+    def _deployments(self, name: str) -> tuple[dict[str, dict[str, Any]], str]:
+        """name → Deployment of the release, and the list's resourceVersion."""
+        apps = client.AppsV1Api(self.api)
+        try:
+            listed = apps.list_namespaced_deployment(
+                self.namespace, label_selector=owned_selector(name)
+            )
+        except ApiException as err:
+            reason = _status_body(err).get("message") or err.reason
+            raise CommandError(
+                f"the Deployments of {self.resource(name)} in namespace {self.namespace}: "
+                f"{reason}"
+            ) from err
+        except HTTPError as err:
+            raise CommandError(self._unreachable(err)) from err
+        found = {d.metadata.name: self.api.sanitize_for_serialization(d) for d in listed.items}
+        return found, str(listed.metadata.resource_version)
 
     def _guarded(self, name: str, events: Iterator[Any]) -> Iterator[dict[str, Any]]:
         """The watch's events; an expired resourceVersion (410) just ends them."""

@@ -80,10 +80,15 @@ def unknown_placeholders(query: str, known: tuple[str, ...] = PLACEHOLDERS) -> l
 
 
 def placeholder_problems(analysis: Analysis) -> list[str]:
-    """`field: problem` lines for every unknown placeholder in the analysis' queries."""
-    queries = [
-        (f"spec.analysis.metrics[{i}].query", m.query) for i, m in enumerate(analysis.metrics)
-    ]
+    """`field: problem` lines for every unknown placeholder in the analysis' queries (and
+    `web` metrics' URLs and bodies)."""
+    queries = []
+    for i, m in enumerate(analysis.metrics):
+        field = f"spec.analysis.metrics[{i}]"
+        queries += [(f"{field}.query", m.query)] if m.query is not None else []
+        if m.web is not None:
+            queries.append((f"{field}.web.url", m.web.url))
+            queries += [(f"{field}.web.body", m.web.body)] if m.web.body is not None else []
     if analysis.minimum_traffic is not None:
         queries.append(("spec.analysis.minimumTraffic.query", analysis.minimum_traffic.query))
     return query_problems(queries)

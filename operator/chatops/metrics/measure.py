@@ -1,5 +1,6 @@
 """One round of measurements of one component's version: the only place the analysis
-touches a `MetricProvider`, so everything it decides stays in pure `analysis` functions.
+touches a `MetricProvider` or a `WebProvider`, so everything it decides stays in pure
+`analysis` functions.
 
 The minimum-traffic query runs once per component and round; every metric is still
 queried when traffic is too low, so `status.analysis` shows the value a human would want
@@ -15,6 +16,8 @@ from chatops.api.common import now_rfc3339
 from chatops.errors import MetricsUnavailable
 from chatops.metrics.analysis import QueryContext, TrafficSeen, format_value, judge, render
 from chatops.metrics.provider import MetricProvider
+from chatops.metrics.web import WebProvider
+from chatops.metrics.web import request_for as web_request
 
 
 def measure(
@@ -23,11 +26,14 @@ def measure(
     context: QueryContext,
     now: datetime.datetime,
     stable: QueryContext | None = None,
+    web: WebProvider | None = None,
 ) -> list[Measurement]:
     """A measurement of every metric of `analysis` for the version `context` names, the
     `compareToStable` ones against the same query for `stable` (the other color's pods).
-    Query failures become Error measurements; an unknown placeholder is a spec error
-    and raises `UnknownPlaceholder`."""
+    Prometheus queries go to `provider`, `web` metrics to `web`. Failures to answer
+    become Error measurements; an unknown placeholder is a spec error and raises
+    `UnknownPlaceholder`."""
+    web = web or WebProvider()
     traffic: TrafficSeen | None = None
     traffic_error: MetricsUnavailable | None = None
     guard = analysis.minimum_traffic
@@ -40,21 +46,16 @@ def measure(
 
     measurements = []
     for index, metric in enumerate(analysis.metrics):
-        query = render(metric.query, context, f"spec.analysis.metrics[{index}].query")
-        value: float | MetricsUnavailable | None
-        try:
-            value = provider.query(query)
-        except MetricsUnavailable as err:
-            value = err
+        asked, value = _ask(provider, web, metric, index, context)
         baseline: float | MetricsUnavailable | None = None
-        if metric.compare_to_stable:
-            baseline = _stable_value(provider, metric, index, stable)
+        if metric.compare_to_stable and stable is not None:
+            baseline = _ask(provider, web, metric, index, stable)[1]
         verdict, message = judge(metric, traffic_error or value, traffic, baseline)
         measurements.append(
             Measurement(
                 metric=metric.name,
                 component=context.component,
-                query=query,
+                query=asked,
                 value=None if isinstance(value, MetricsUnavailable) else format_value(value),
                 verdict=verdict,
                 time=now_rfc3339(now),
@@ -67,14 +68,25 @@ def measure(
     return measurements
 
 
-def _stable_value(
-    provider: MetricProvider, metric: Metric, index: int, stable: QueryContext | None
-) -> float | MetricsUnavailable | None:
-    if stable is None:  # nothing serves beside the version measured
-        return None
-    query = render(metric.query, stable, f"spec.analysis.metrics[{index}].query")
+def _ask(
+    provider: MetricProvider,
+    web: WebProvider,
+    metric: Metric,
+    index: int,
+    context: QueryContext,
+) -> tuple[str, float | MetricsUnavailable | None]:
+    """What metric `index` asks for the version `context` names (the rendered query, or
+    the web request's method and URL) and the answer: a value, None for no data, or why
+    there is none."""
+    if metric.web is not None:
+        request = web_request(metric, context, index)
+        try:
+            return request.endpoint, web.value(request)
+        except MetricsUnavailable as err:
+            return request.endpoint, err
+    assert metric.query is not None  # exactly one of query and web
+    query = render(metric.query, context, f"spec.analysis.metrics[{index}].query")
     try:
-        return provider.query(query)
+        return query, provider.query(query)
     except MetricsUnavailable as err:
-        return err
-
+        return query, err

@@ -31,6 +31,7 @@ def reconnect_check(
     measurements are: an unreachable Prometheus is an Error, never a pass."""
     out = []
     for context in contexts:
+        assert metric.query is not None  # the drain's check is a query
         query = render(metric.query, context, field)
         value: float | MetricsUnavailable | None
         try:

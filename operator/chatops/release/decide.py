@@ -20,9 +20,10 @@ from chatops.api.common import now_rfc3339
 from chatops.api.release_status import HistoryEntry
 from chatops.events import Event
 from chatops.metrics.analysis import count
-from chatops.release import cost
+from chatops.release import cost, webhooks
 from chatops.release import revision as rev
 from chatops.release import status as st
+from chatops.release.headers import headers_show
 from chatops.release.model import (
     Action,
     ApplyDeployment,
@@ -31,6 +32,7 @@ from chatops.release.model import (
     Decision,
     Observation,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
     other,
 )
@@ -209,6 +211,11 @@ def _between_releases(obs: Observation, desired: str) -> Plan:
 def _finish(obs: Observation, plan: Plan) -> Decision:
     """Drop actions the cluster already satisfies, add conditions and a phase Event."""
     old = obs.status
+    active = plan.status.active_color
+    webhooks.settle_rollbacks(
+        obs, plan, active is not None and (obs.spec.strategy.rolling is not None
+                                           or unrouted(obs, other(active)))
+    )
     # The round measured for this look is counted in the same status patch that keeps
     # it, whatever branch decided (an abort starts from the observed status): counted
     # once, since `count` skips a round it has already counted.
@@ -243,6 +250,8 @@ def _satisfied(obs: Observation, action: Action) -> bool:
     """Whether the cluster already shows what `action` asks for (so it is not sent)."""
     if isinstance(action, SetTraffic):
         return traffic_shows(obs, action.canary, action.weight)
+    if isinstance(action, SetHeaderRoute):
+        return headers_show(obs, action.canary, action.matches)
     if isinstance(action, ScaleDeployment):
         d = obs.deployments.get((action.component, action.color))
         return d is not None and d.replicas == action.replicas

@@ -18,7 +18,7 @@ from chatops.events import Event, EventSink
 from chatops.release import execute, manifests
 from chatops.release.execute import splits
 from chatops.release.model import other
-from chatops.release.runner import PLURAL, _weights
+from chatops.release.runner import PLURAL, _weights, header_routes
 from chatops.release.teardown import owned, teardown
 from chatops.traffic.factory import router_for
 
@@ -57,14 +57,20 @@ def finish(
     )
     router = router_for(spec, api, ownership.owner(body))
     weights = {} if terminating else _weights(router, namespace, name, spec, status)
-    plan = teardown(spec, status, objects, weights, terminating, traffic_stuck=stuck)
+    headers = {} if terminating else header_routes(router, namespace, name, spec, status)
+    plan = teardown(
+        spec, status, objects, weights, terminating, traffic_stuck=stuck, header_routes=headers
+    )
     for restore in plan.restore:
         component = next(c for c in spec.components if c.name == restore.component)
         execute.restore(cluster, namespace, name, restore, component.replicas)
+    if plan.headers is not None:
+        router.set_header_route(namespace, name, splits(name, spec, plan.headers.canary, 0), ())
     if plan.traffic is not None:
         router.set_weights(
             namespace, name, splits(name, spec, plan.traffic.canary, plan.traffic.weight)
         )
+    if plan.headers is not None or plan.traffic is not None:
         return plan.waiting
     if plan.finalize is not None:
         router.finalize(namespace, name, splits(name, spec, other(plan.finalize.active), 0))

@@ -24,6 +24,7 @@ from chatops.release.model import (
     Observation,
     RestoreRevision,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
     StartSmokeTest,
     other,
@@ -90,7 +91,7 @@ def _object(obs: Observation, action: Action) -> str:
         return f"Deployment {ns}/{manifests.deployment_name(name, action.component, action.color)}"
     if isinstance(action, ApplyServices):
         return f"the Services of ChatRelease {ns}/{name}"
-    if isinstance(action, SetTraffic | FinalizeTraffic):
+    if isinstance(action, SetTraffic | SetHeaderRoute | FinalizeTraffic):
         return "traffic routing"
     if isinstance(action, StartSmokeTest):
         return f"Job {ns}/{action.job}"
@@ -143,6 +144,10 @@ def _do(
             cluster.apply(manifests.service(body, c, action.active, stable=True))
     elif isinstance(action, SetTraffic):
         router.set_weights(namespace, name, splits(name, spec, action.canary, action.weight))
+    elif isinstance(action, SetHeaderRoute):
+        router.set_header_route(
+            namespace, name, splits(name, spec, action.canary, 0), action.matches
+        )
     elif isinstance(action, FinalizeTraffic):
         router.finalize(namespace, name, splits(name, spec, other(action.active), 0))
     elif isinstance(action, StartSmokeTest):

@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from chatops.annotations import ABORT, PROMOTE, RETRY, what
 from chatops.api.analysis import Measurement
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
+from chatops.api.webhooks import Webhook
 from chatops.events import Event
+from chatops.traffic.router import HeaderMatch
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -115,6 +117,11 @@ class Observation:
     deployments: Mapping[tuple[str, Color], DeploymentState] = field(default_factory=dict)
     weights: Mapping[str, Mapping[Color, int]] = field(default_factory=dict)
     """Percent of new connections per component and color, as the router reads it."""
+    header_routes: Mapping[str, frozenset[tuple[Color, tuple[HeaderMatch, ...]]]] = field(
+        default_factory=dict
+    )
+    """Per component, the (color, headers) of the release's header rules as the router
+    reads them: empty when it has none."""
     manual: Manual = Manual()
     health: Mapping[str, str | None] | None = None
     """Component → None when healthy, else why not; None when not probed."""
@@ -126,6 +133,9 @@ class Observation:
     """The drain's reconnect check taken for this decision (one per component)."""
     cost: CostCount | None = None
     """The cost figures counted for this decision, over the window it asked for."""
+    webhooks: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
+    """(webhook, revision) → None when it answered 2xx, else what went wrong: the calls
+    made for this decision."""
 
 
 # -- what the decision asks to look at ---------------------------------------------------
@@ -161,6 +171,15 @@ class CostCount:
 
 
 @dataclass(frozen=True)
+class WebhookRequest:
+    """POST `payload` to `hook` for the release of `revision`."""
+
+    hook: Webhook
+    revision: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Needs:
     """I/O the decision cannot do without."""
 
@@ -172,9 +191,12 @@ class Needs:
     """Check the reconnect success on this color (the one serving), for a drain."""
     cost: CostWindow | None = None
     """Count what a release cost over this window."""
+    webhooks: tuple[WebhookRequest, ...] = ()
+    """Call these webhooks."""
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.health, self.measure, self.reconnects, self.cost))
+        probes = (self.health, self.measure, self.reconnects, self.cost)
+        return bool(self.webhooks) or any(v is not None for v in probes)
 
 
 # -- what the decision asks to be true ---------------------------------------------------
@@ -225,6 +247,15 @@ class SetTraffic:
 
 
 @dataclass(frozen=True)
+class SetHeaderRoute:
+    """Requests carrying all of `matches` go to `canary` whatever the weights; none: the
+    release's header route is removed."""
+
+    canary: Color
+    matches: tuple[HeaderMatch, ...] = ()
+
+
+@dataclass(frozen=True)
 class FinalizeTraffic:
     """All traffic is on `active`: remove what the router generated for the release."""
 
@@ -254,6 +285,7 @@ Action = (
     | ScaleDeployment
     | RestoreRevision
     | SetTraffic
+    | SetHeaderRoute
     | FinalizeTraffic
     | StartSmokeTest
     | ClearAnnotation

@@ -10,7 +10,14 @@ from kubernetes import client
 
 from chatops.annotations import QUIESCED_BY, REVISION
 from chatops.release.model import Color, DeploymentState, SmokeResult
-from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL, INSTANCE_LABEL
+from chatops.traffic.router import (
+    COLOR_LABEL,
+    COMPONENT_LABEL,
+    INSTANCE_LABEL,
+    HeaderMatch,
+    HeaderRoutes,
+    color_of,
+)
 
 
 def selector(release: str) -> str:
@@ -55,3 +62,16 @@ def smoke_result(job: client.V1Job | None) -> SmokeResult | None:
         if condition.status == "True" and condition.type == "Failed":
             return "Failed"
     return "Running"
+
+
+def header_routes(
+    seen: HeaderRoutes,
+) -> dict[str, frozenset[tuple[Color, tuple[HeaderMatch, ...]]]]:
+    """The router's header routes by component, with colors for Services."""
+    return {
+        component: frozenset(
+            ("blue" if color_of(service) == "blue" else "green", matches)
+            for service, matches in pairs
+        )
+        for component, pairs in seen.items()
+    }

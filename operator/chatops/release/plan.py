@@ -8,7 +8,15 @@ from typing import Any, Literal
 
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.events import Event
-from chatops.release.model import Action, Color, CostWindow, Needs, SetTraffic
+from chatops.release.model import (
+    Action,
+    Color,
+    CostWindow,
+    Needs,
+    SetHeaderRoute,
+    SetTraffic,
+    WebhookRequest,
+)
 
 BUSY = 2.0
 """Seconds between looks while something is moving."""
@@ -28,11 +36,12 @@ class Plan:
         self.status = self.status.model_copy(update=fields)
 
     def act(self, action: Action) -> None:
-        """Add `action`; a `SetTraffic` replaces any earlier one, as weights say what should
-        be true: the last word of a decision is the weight, never a detour through the
-        earlier one."""
-        if isinstance(action, SetTraffic):
-            self.actions = [a for a in self.actions if not isinstance(a, SetTraffic)]
+        """Add `action`; a `SetTraffic` (a `SetHeaderRoute`) replaces any earlier one, as
+        weights say what should be true: the last word of a decision is the weight, never
+        a detour through the earlier one."""
+        for kind in (SetTraffic, SetHeaderRoute):
+            if isinstance(action, kind):
+                self.actions = [a for a in self.actions if not isinstance(a, kind)]
         if action not in self.actions:
             self.actions.append(action)
 
@@ -46,12 +55,14 @@ class Plan:
         measure: Color | None = None,
         reconnects: Color | None = None,
         cost: CostWindow | None = None,
+        webhook: WebhookRequest | None = None,
     ) -> None:
         self.needs = Needs(
             health=health or self.needs.health,
             measure=measure or self.needs.measure,
             reconnects=reconnects or self.needs.reconnects,
             cost=cost or self.needs.cost,
+            webhooks=(*self.needs.webhooks, webhook) if webhook else self.needs.webhooks,
         )
 
     def requeue(self, seconds: float) -> None:

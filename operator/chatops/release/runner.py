@@ -22,6 +22,7 @@ from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
 from chatops.api import validation
 from chatops.api.analysis import Measurement, PrometheusSource
+from chatops.api.common import SecretKeyRef
 from chatops.api.cost import CostQueries
 from chatops.api.drain import Drain
 from chatops.api.release import ChatReleaseSpec
@@ -33,6 +34,7 @@ from chatops.metrics.analysis import QueryContext, WindowContext, render, window
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
 from chatops.metrics.provider import WindowProvider
+from chatops.metrics.web import WebProvider
 from chatops.release import drain as drains
 from chatops.release import execute, manifests, observe
 from chatops.release import status as st
@@ -45,16 +47,21 @@ from chatops.release.model import (
     CostWindow,
     Decision,
     Manual,
+    Needs,
     Observation,
+    WebhookRequest,
     other,
 )
 from chatops.traffic.factory import router_for
-from chatops.traffic.router import TrafficRouter, color_of
+from chatops.traffic.router import HeaderMatch, TrafficRouter, color_of
 
 PLURAL = "chatreleases"
 STUCK_RETRY = 15.0
 """Seconds between attempts at an action a human must unblock."""
 PROMETHEUS_ENV = "CHATOPS_PROMETHEUS_URL"
+PROBE_ROUNDS = 3
+"""Rounds of probing one look may take: a gate's answer can lead the decision to the
+next gate (health checks passed, now the pre-rollout webhook) within the same look."""
 log = logging.getLogger("chatops.release")
 
 
@@ -91,14 +98,19 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         now=now,
         deployments=observe.deployments(cluster.deployments(namespace, observe.selector(name))),
         weights=_weights(router, namespace, name, spec, status),
+        header_routes=header_routes(router, namespace, name, spec, status),
         manual=Manual.read(body["metadata"].get("annotations") or {}),
         smoke=observe.smoke_result(cluster.job(namespace, status.smoke_test_job))
         if status.smoke_test_job
         else None,
     )
     decision = decide(obs)
-    if decision.needs:
-        decision = decide(_probed(cluster, obs, decision))
+    for _ in range(PROBE_ROUNDS):
+        needs = unanswered(decision.needs, obs)
+        if not needs:
+            break
+        obs = _probed(cluster, obs, needs)
+        decision = decide(obs)
     return _carry_out(cluster, router, body, obs, decision, post)
 
 
@@ -185,18 +197,60 @@ def _weights(
     return out
 
 
+def header_routes(
+    router: TrafficRouter, namespace: str, name: str, spec: ChatReleaseSpec,
+    status: ChatReleaseStatus,
+) -> dict[str, frozenset[tuple[Color, tuple[HeaderMatch, ...]]]]:
+    """The release's header routes per component, by color, as the router shows them;
+    empty where it cannot tell (as `_weights`)."""
+    canary = other(status.active_color or "blue")
+    try:
+        seen = router.get_header_routes(namespace, name, execute.splits(name, spec, canary, 0))
+    except ChatopsError as err:
+        log.info("%s/%s: cannot read header routes: %s", namespace, name, err)
+        return {}
+    return observe.header_routes(seen)
+
+
 # -- probes ---------------------------------------------------------------------------------
 
 
-def _probed(cluster: Cluster, obs: Observation, decision: Decision) -> Observation:
-    needs = decision.needs
-    health = _health(obs, needs.health) if needs.health else None
-    measurements = _measure(cluster, obs, needs.measure) if needs.measure else ()
-    reconnects = _reconnects(cluster, obs, needs.reconnects) if needs.reconnects else ()
-    cost = _cost(cluster, obs, needs.cost) if needs.cost else None
-    return replace(
-        obs, health=health, measurements=measurements, reconnects=reconnects, cost=cost
+def unanswered(needs: Needs, obs: Observation) -> Needs:
+    """What `needs` asks that `obs` has no answer to yet: each is probed once a look."""
+    return Needs(
+        health=needs.health if obs.health is None else None,
+        measure=needs.measure if not obs.measurements else None,
+        reconnects=needs.reconnects if not obs.reconnects else None,
+        cost=needs.cost if obs.cost is None else None,
+        webhooks=tuple(r for r in needs.webhooks
+                       if (r.hook.name, r.revision) not in obs.webhooks),
     )
+
+
+def _probed(cluster: Cluster, obs: Observation, needs: Needs) -> Observation:
+    """`obs` with the answers to `needs`, beside those it already had."""
+    found: dict[str, Any] = {}
+    if needs.health:
+        found["health"] = _health(obs, needs.health)
+    if needs.measure:
+        found["measurements"] = _measure(cluster, obs, needs.measure)
+    if needs.reconnects:
+        found["reconnects"] = _reconnects(cluster, obs, needs.reconnects)
+    if needs.cost:
+        found["cost"] = _cost(cluster, obs, needs.cost)
+    if needs.webhooks:
+        found["webhooks"] = {
+            **obs.webhooks, **{(r.hook.name, r.revision): _call(r) for r in needs.webhooks}
+        }
+    return replace(obs, **found)
+
+
+def _call(request: WebhookRequest) -> str | None:
+    """POST the payload; None on 2xx, else what went wrong (`HTTP 503`; never the URL,
+    which may carry a token)."""
+    hook = request.hook
+    why = http.post_json(hook.url, request.payload, hook.timeout_seconds, label=hook.name)
+    return None if why is None else why.removeprefix(f"{hook.name}: ")
 
 
 def _context(obs: Observation, component: str, color: Color) -> QueryContext:
@@ -245,10 +299,25 @@ def _provider(cluster: Cluster, obs: Observation) -> WindowProvider:
         return _Unavailable(address, f"cannot read the Prometheus token: {type(err).__name__}")
 
 
+def _web(cluster: Cluster, namespace: str) -> WebProvider:
+    """The `web` metrics' provider, reading header Secrets of the release's namespace."""
+
+    def read(ref: SecretKeyRef) -> str:
+        try:
+            return cluster.secret_value(namespace, ref.name, ref.key)
+        except KeyError:
+            raise ChatopsError("the Secret has no such key") from None
+        except client.ApiException as err:
+            raise ChatopsError(f"HTTP {err.status} {err.reason}") from None
+
+    return WebProvider(read)
+
+
 def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurement, ...]:
     analysis = obs.spec.analysis
     assert analysis is not None
     provider = _provider(cluster, obs)
+    web = _web(cluster, obs.namespace)
     taken: list[Measurement] = []
     for c in obs.spec.components:
         beside = obs.deployments.get((c.name, other(color)))
@@ -256,7 +325,7 @@ def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurem
             replace(_context(obs, c.name, other(color)), revision=beside.revision or "")
             if beside is not None else None
         )
-        taken += measure(provider, analysis, _context(obs, c.name, color), obs.now, stable)
+        taken += measure(provider, analysis, _context(obs, c.name, color), obs.now, stable, web)
     return tuple(taken)
 
 

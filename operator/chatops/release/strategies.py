@@ -5,16 +5,20 @@ watch window, or a rolling update's watch window — every step gated by the ana
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 
 from chatops import clock
 from chatops.annotations import PROMOTE
 from chatops.api.common import now_rfc3339, seconds
 from chatops.metrics.analysis import Outcome, count, last_round_at, next_measurement_at, outcome
+from chatops.release import webhooks
+from chatops.release.headers import describe_headers, header_matches, headers_show, headers_shown
 from chatops.release.model import (
     ApplyDeployment,
     Color,
     Observation,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
     StartSmokeTest,
 )
@@ -50,10 +54,11 @@ def progress(obs: Observation) -> Plan:
             plan.act(ScaleDeployment(c.name, active, c.replicas))
     if canary != active:
         plan.act(SetTraffic(canary, status.canary_weight or 0))
+        plan.act(SetHeaderRoute(canary, header_matches(status.header_route)))
 
     pending = not_ready(obs, canary, revision)
     if pending:
-        if (status.canary_weight or 0) > 0:
+        if (status.canary_weight or 0) > 0 or status.header_route is not None:
             return abort(obs, "CanaryUnavailable", f"lost availability under traffic: {pending}")
         if past(status.release_started_at, spec.progress_deadline_seconds, obs.now):
             return abort(
@@ -78,7 +83,8 @@ def progress(obs: Observation) -> Plan:
 
 
 def _gates(obs: Observation, plan: Plan, color: Color) -> Plan:
-    """Health checks, then the smoke test, before any traffic reaches the new version."""
+    """Health checks, the smoke test, then the pre-rollout webhooks, before any traffic
+    reaches the new version."""
     spec, status, now = obs.spec, plan.status, obs.now
     if any(c.health_check for c in spec.components):
         if obs.health is None:
@@ -102,6 +108,14 @@ def _gates(obs: Observation, plan: Plan, color: Color) -> Plan:
             return plan
         if obs.smoke == "Failed":
             return abort(obs, "SmokeTestFailed", f"smoke test Job {job} failed")
+    state, why = webhooks.gate(obs, plan, "pre-rollout")
+    if state == "failed":
+        # from the status this look wrote: the last failure is in the rollback's record
+        return abort(replace(obs, status=plan.status), "PreRolloutWebhookFailed",
+                     f"pre-rollout webhook {why}")
+    if state == "waiting":
+        plan.update(phase="Progressing", message=f"waiting for pre-rollout webhooks: {why}")
+        return plan
     plan.update(
         gates_passed=True,
         step_started_at=now_rfc3339(now),
@@ -126,9 +140,18 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
         # (until the router shows all traffic moved) without the annotation
         plan.act(obs.manual.clear(PROMOTE))
         plan.update(current_step=len(steps))
+        webhooks.confirm(plan, spec, "confirmed by chatops.dev/promote")
     k = plan.status.current_step or 0
-    while k < len(steps) and steps[k].set_weight is not None:
+    while k < len(steps) and steps[k].pause is None:
+        if steps[k].header_route is not None:
+            if not _header_step(obs, plan, canary, k):
+                return plan
+            k += 1
+            continue
         weight = steps[k].set_weight or 0
+        where = f"step {k + 1}/{len(steps)}"
+        if weight == 100 and (held := _unconfirmed(obs, plan, canary, where, True)):
+            return held  # all traffic on the new version is its promotion: confirmed first
         plan.act(SetTraffic(canary, weight))
         if not traffic_shows(obs, canary, weight):
             # A weight is recorded (and its pause starts) only once the router shows it.
@@ -152,7 +175,9 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
             f"{weight}% of new connections to {plan.status.canary_version} (step {k}/{len(steps)})",
         )
     if k >= len(steps):
-        return promote(obs, plan)
+        return _unconfirmed(obs, plan, canary, f"step {k}/{len(steps)}", True) or promote(
+            obs, plan
+        )
 
     pause = steps[k].pause
     assert pause is not None
@@ -193,6 +218,40 @@ def _canary(obs: Observation, plan: Plan, canary: Color) -> Plan:
     return _canary(obs, plan, canary)
 
 
+def _header_step(obs: Observation, plan: Plan, canary: Color, k: int) -> bool:
+    """Step `k` routes a header to the canary: recorded once the router shows it (as a
+    weight is), and the walk goes on in the same look; False while it is not shown."""
+    steps = obs.spec.strategy.canary.steps if obs.spec.strategy.canary else []
+    route = steps[k].header_route
+    matches = header_matches(route)
+    plan.act(SetHeaderRoute(canary, matches))
+    where = f"step {k + 1}/{len(steps)}"
+    if not headers_show(obs, canary, matches):
+        what = f"routing requests with {describe_headers(matches)}" if matches else (
+            "removing the header route")
+        plan.update(
+            phase="Progressing",
+            message=f"{where}: {what} to {canary} ({headers_shown(obs)})",
+        )
+        plan.requeue(BUSY)
+        return False
+    now = now_rfc3339(obs.now)
+    plan.update(
+        header_route=route if matches else None,
+        current_step=k + 1,
+        step_started_at=now,
+        analysis_started_at=now,
+    )
+    version = plan.status.canary_version
+    plan.event(
+        "Normal",
+        "HeaderRouteSet" if matches else "HeaderRouteRemoved",
+        f"requests with {describe_headers(matches)} go to {version} ({where})"
+        if matches else f"no header route to {version} any more ({where})",
+    )
+    return True
+
+
 def _next_step(obs: Observation, plan: Plan, k: int) -> Plan:
     now = now_rfc3339(obs.now)
     plan.update(phase="Progressing", current_step=k, step_started_at=now, analysis_started_at=now)
@@ -225,6 +284,15 @@ def _blue_green(obs: Observation, plan: Plan, new: Color) -> Plan:
             return plan
         if obs.manual.promote is not None:
             plan.act(obs.manual.clear(PROMOTE))
+            webhooks.confirm(plan, spec, "confirmed by chatops.dev/promote")
+        state, why = webhooks.gate(obs, plan, "confirm-promotion")
+        if state != "passed":
+            plan.update(
+                phase="Paused",
+                message=f"{status.canary_version} is ready on {new}; waiting for "
+                f"confirm-promotion webhooks: {why}",
+            )
+            return plan
         # The switch is decided: recorded, so the next looks carry it out whatever the
         # annotation or the analysis say meanwhile.
         plan.update(promoted_at=now_rfc3339(now))
@@ -262,10 +330,35 @@ def _rolling(obs: Observation, plan: Plan, color: Color) -> Plan:
     if obs.manual.promote == "full":
         plan.act(obs.manual.clear(PROMOTE))
         return promote(obs, plan)
-    return _watch(obs, plan, color, plan.status.analysis_started_at, rolling.analysis_window)
+    return _watch(obs, plan, color, plan.status.analysis_started_at, rolling.analysis_window,
+                  confirm=True)
 
 
-def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window: str) -> Plan:
+def _unconfirmed(
+    obs: Observation, plan: Plan, color: Color, where: str, analyse: bool
+) -> Plan | None:
+    """None once every confirm-promotion webhook answered 2xx; until then the plan that
+    holds the release here (`analyse`: with the analysis going on, rolling back if it
+    fails)."""
+    state, why = webhooks.gate(obs, plan, "confirm-promotion")
+    if state == "passed":
+        return None
+    if analyse:
+        verdict, said = _analysis(obs, plan, color)
+        if verdict == "Failed":
+            return abort(replace(obs, status=plan.status), "AnalysisFailed", said)
+    plan.update(phase="Paused", message=f"{where}: waiting for confirm-promotion webhooks: {why}")
+    return plan
+
+
+def _watch(
+    obs: Observation,
+    plan: Plan,
+    color: Color,
+    since: str | None,
+    window: str,
+    confirm: bool = False,
+) -> Plan:
     """The new version serves; keep it if the analysis holds for `window`."""
     verdict, why = _analysis(obs, plan, color)
     if verdict == "Failed":
@@ -283,6 +376,8 @@ def _watch(obs: Observation, plan: Plan, color: Color, since: str | None, window
     if verdict != "Successful":
         plan.update(phase="Progressing", message=f"window over, waiting for the analysis: {why}")
         return plan
+    if confirm:
+        return _unconfirmed(obs, plan, color, "window over", False) or promote(obs, plan)
     return promote(obs, plan)
 
 

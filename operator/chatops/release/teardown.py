@@ -19,7 +19,14 @@ from typing import Any, Literal
 from chatops.annotations import REVISION
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
-from chatops.release.model import Color, FinalizeTraffic, RestoreRevision, SetTraffic, other
+from chatops.release.model import (
+    Color,
+    FinalizeTraffic,
+    RestoreRevision,
+    SetHeaderRoute,
+    SetTraffic,
+    other,
+)
 from chatops.traffic.router import COLOR_LABEL, COMPONENT_LABEL
 
 
@@ -67,6 +74,8 @@ class Teardown:
     """Rolling update in flight: the stable template back on the Deployments first."""
     traffic: SetTraffic | None = None
     """All new connections back to the stable color."""
+    headers: SetHeaderRoute | None = None
+    """The release's header route removed: its requests back on the stable color too."""
     finalize: FinalizeTraffic | None = None
     """Remove what the router generated (the NGINX canary Ingress)."""
     keep: tuple[Owned, ...] = ()
@@ -86,12 +95,14 @@ def teardown(
     weights: Mapping[str, Mapping[Color, int]],
     terminating: bool,
     traffic_stuck: str | None = None,
+    header_routes: Mapping[str, frozenset[tuple[Color, object]]] | None = None,
 ) -> Teardown:
     """The next round of the deletion of a release with `spec` and `status`, given the
     objects it owns and the traffic weights the router shows (empty when it cannot tell:
     a missing HTTPRoute has nothing to move back). `traffic_stuck` says why traffic
     could not be moved back after several tries: then both colors are kept, since
-    either may still receive traffic."""
+    either may still receive traffic. `header_routes` are the release's header routes
+    the router shows: removed, like the weights, before anything is released."""
     if terminating:
         # The namespace controller deletes everything; nothing can be created there and
         # nothing is left to serve, so the finalizer goes at once.
@@ -125,10 +136,12 @@ def teardown(
         not weights.get(c.name) or weights[c.name].get(leaving, 0) == 0 for c in spec.components
     )
     traffic = None if moved else SetTraffic(leaving, 0)
-    if traffic is not None:
+    headers = SetHeaderRoute(leaving) if any((header_routes or {}).values()) else None
+    if traffic is not None or headers is not None:
         return Teardown(
             restore=restore,
             traffic=traffic,
+            headers=headers,
             waiting=f"moving all traffic back to {active} before anything is released",
         )
     keep = tuple(o for o in owned if o.kind == "Service" or o.color == active)

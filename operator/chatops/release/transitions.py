@@ -13,6 +13,7 @@ from chatops.release import cost as costs
 from chatops.release import drain as drains
 from chatops.release import revision as rev
 from chatops.release import status as st
+from chatops.release import webhooks
 from chatops.release.model import (
     ApplyDeployment,
     ApplyServices,
@@ -21,6 +22,7 @@ from chatops.release.model import (
     Observation,
     RestoreRevision,
     ScaleDeployment,
+    SetHeaderRoute,
     SetTraffic,
     other,
 )
@@ -47,13 +49,16 @@ def start(obs: Observation, plan: Plan, desired: str) -> Plan:
         analysis_started_at=None,
         gates_passed=None,
         smoke_test_job=None,
+        webhooks=webhooks.started(plan.status.webhooks, spec),
         promoted_at=None,
         aborted_revision=None,
+        header_route=None,
         analysis=[],
         message=f"releasing {rev.summary(spec)} (revision {desired}) on {canary}",
     )
     plan.act(ApplyServices(active))
     if canary != active:  # a version replaced mid-release loses its traffic first
+        plan.act(SetHeaderRoute(canary))
         plan.act(SetTraffic(canary, 0))
     plan.event("Normal", "ReleaseStarted", plan.status.message or "")
     if not held_by_drain(obs, plan, canary):
@@ -75,6 +80,7 @@ def held_by_drain(obs: Observation, plan: Plan, canary: Color) -> bool:
         return False
     for c in obs.spec.components:
         plan.act(ScaleDeployment(c.name, other(canary), c.replicas))
+    plan.act(SetHeaderRoute(canary))
     plan.act(SetTraffic(canary, 0))
     until = (
         f"at {clock.rfc3339(due)}" if due is not None
@@ -181,12 +187,15 @@ def abort(obs: Observation, reason: str, why: str) -> Plan:
         canary_revision=None,
         canary_version=None,
         current_step=None,
+        header_route=None,
         promoted_at=None,
         release_started_at=None,
         cost=None,
         history=st.append_history(status.history, entry, spec.history_limit),
         scale_down=None if rolling else drains.begin(canary, at, delay, st.drain(spec)),
+        webhooks=webhooks.rolled_back(status.webhooks, spec, status.canary_revision),
     )
+    plan.act(SetHeaderRoute(canary))  # the dogfood users first back on stable, too
     if rolling:
         assert status.stable_revision is not None
         for c in spec.components:
@@ -228,6 +237,7 @@ def promote(obs: Observation, plan: Plan) -> Plan:
         canary_version=None,
         canary_weight=None,
         current_step=None,
+        header_route=None,
         release_started_at=None,
         promoted_at=None,
         analysis_started_at=None,
@@ -242,6 +252,7 @@ def promote(obs: Observation, plan: Plan) -> Plan:
         ),
         history=st.append_history(status.history, entry, spec.history_limit),
     )
+    plan.act(SetHeaderRoute(new))  # everyone on the new version now: the rule goes
     if new != active:
         plan.act(ApplyServices(new))
         plan.act(SetTraffic(active, 0))
@@ -267,6 +278,7 @@ def keep_stable(obs: Observation, plan: Plan, cut: bool = False) -> None:
             plan.act(RestoreRevision(c.name, active, stable))
         else:
             plan.act(ScaleDeployment(c.name, active, c.replicas))
+    plan.act(SetHeaderRoute(other(active)))
     plan.act(SetTraffic(other(active), 0))
     drain = status.scale_down
     if drain is None:
@@ -316,8 +328,13 @@ def not_ready(obs: Observation, color: Color, revision: str | None) -> str:
 
 
 def unrouted(obs: Observation, color: Color) -> bool:
-    """Whether the router shows no traffic of any component going to `color`."""
-    return not any(obs.weights.get(c.name, {}).get(color, 0) for c in obs.spec.components)
+    """Whether the router shows no traffic of any component going to `color`, by weight
+    or by a header route."""
+    return not any(
+        obs.weights.get(c.name, {}).get(color, 0)
+        or any(shown == color for shown, _ in obs.header_routes.get(c.name, ()))
+        for c in obs.spec.components
+    )
 
 
 def traffic_shows(obs: Observation, color: Color, weight: int) -> bool:
@@ -337,7 +354,6 @@ def weights_shown(obs: Observation, color: Color) -> str:
         for c in obs.spec.components
     )
     return f"the router shows {shown} on {color}"
-
 
 def scaled_to_zero(obs: Observation, component: str, color: Color) -> bool:
     d = obs.deployments.get((component, color))

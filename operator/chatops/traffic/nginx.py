@@ -30,8 +30,11 @@ from chatops.ownership import LABEL_LIMIT, bounded, controlled_by, controller
 from chatops.traffic.router import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    HeaderMatch,
+    HeaderRoutes,
     Split,
     Weights,
+    no_header_routes,
     percent,
     stable_service_name,
 )
@@ -238,6 +241,20 @@ class NginxRouter:
         if canary is not None and not is_ours(canary, self.owner):
             raise not_ours(canary, release)
         return observed_weights(canary, splits)
+
+    def set_header_route(
+        self,
+        namespace: str,
+        release: str,
+        splits: Sequence[Split],
+        matches: Sequence[HeaderMatch],
+    ) -> None:
+        no_header_routes(f"the NGINX router of {release}", matches)
+
+    def get_header_routes(
+        self, namespace: str, release: str, splits: Sequence[Split]
+    ) -> HeaderRoutes:
+        return {}
 
     def finalize(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         """Delete the release's canary Ingress; refuse, naming it, when an Ingress of

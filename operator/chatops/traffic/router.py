@@ -12,12 +12,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from chatops.errors import TrafficRoutingError
 
 Weights = dict[str, dict[str, int]]
 """component -> {Service name: percent of new connections it receives}."""
+
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    """One header a request must carry to take the header route, in Gateway API's
+    terms (HTTPHeaderMatch)."""
+
+    name: str
+    value: str
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+
+
+HeaderRoutes = dict[str, frozenset[tuple[str, tuple[HeaderMatch, ...]]]]
+"""component -> {(Service name, the headers that send requests to it)} of the header
+rules chatops made for the release: empty when it has none, one pair when they agree."""
 
 COLORS = ("blue", "green")
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -68,10 +84,37 @@ class TrafficRouter(Protocol):
         weights of `splits` are ignored; only their component and Service names count)."""
         ...
 
+    def set_header_route(
+        self,
+        namespace: str,
+        release: str,
+        splits: Sequence[Split],
+        matches: Sequence[HeaderMatch],
+    ) -> None:
+        """Send requests carrying all of `matches` to each split's canary Service, beside
+        the weights; no `matches`: remove the release's header route. Idempotent; a
+        router that cannot match headers raises TrafficRoutingError when asked to."""
+        ...
+
+    def get_header_routes(
+        self, namespace: str, release: str, splits: Sequence[Split]
+    ) -> HeaderRoutes:
+        """The header routes the routing object holds for the release, per component."""
+        ...
+
     def finalize(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         """Remove what the router generated, once the release finished or was aborted and
         traffic is wholly on one color; objects the user owns are left as they are."""
         ...
+
+
+def no_header_routes(router: str, matches: Sequence[HeaderMatch]) -> None:
+    """What a router without header matching does when asked for a header route: refuse
+    one (the API server already refuses such a spec), remove none (there is none)."""
+    if matches:
+        raise TrafficRoutingError(
+            router, "cannot route by header; headerRoute steps need trafficRouting.gatewayAPI"
+        )
 
 
 def stable_service_name(release: str, component: str) -> str:

@@ -16,7 +16,16 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from chatops.errors import TrafficRoutingError
-from chatops.traffic.router import COLOR_LABEL, Split, Weights, color_of, stable_service_name
+from chatops.traffic.router import (
+    COLOR_LABEL,
+    HeaderMatch,
+    HeaderRoutes,
+    Split,
+    Weights,
+    color_of,
+    no_header_routes,
+    stable_service_name,
+)
 
 
 def selected_color(release: str, split: Split) -> str:
@@ -83,6 +92,20 @@ class ServiceRouter:
             for split in splits
         }
         return observed_weights(selectors, splits)
+
+    def set_header_route(
+        self,
+        namespace: str,
+        release: str,
+        splits: Sequence[Split],
+        matches: Sequence[HeaderMatch],
+    ) -> None:
+        no_header_routes(f"the Service router of {release}", matches)
+
+    def get_header_routes(
+        self, namespace: str, release: str, splits: Sequence[Split]
+    ) -> HeaderRoutes:
+        return {}
 
     def finalize(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         """Nothing generated: the stable Service stays, selecting the color that won."""
