@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 ENVPY := $(PY) env/localenv.py
 
-.PHONY: help venv build env-up env-down env-status test unit e2e lint crds demo operator
+.PHONY: help venv build image env-up env-down env-status test unit e2e lint crds demo operator
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -19,6 +19,9 @@ venv: $(VENV)/.installed ## create .venv with chatops and its dev tools
 
 build: ## build the local environment's binaries from the Go module proxy (cached)
 	env/build.sh
+
+image: ## build the operator image: Docker when an engine runs, else buildah on a local base (cached)
+	env/image.sh
 
 env-up: venv ## start the local environment (builds what is missing); writes .chatops-env/env
 	$(ENVPY) up

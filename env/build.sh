@@ -5,7 +5,7 @@
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
 # Usage: env/build.sh [part...]
 #   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm redis gatewayapi
-#   prometheus promtool traefik)
+#   prometheus promtool traefik containers pythonbase)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -234,9 +234,45 @@ build_promtool() {
     -o "$1/promtool" ./cmd/promtool
 }
 
+install_containers() {
+  # The image is built and run without a Docker engine: Debian's buildah builds the
+  # Dockerfile, runc runs the built image (tests/e2e/test_image.py), mmdebstrap makes the
+  # Python base the build starts from. Debian packages, checked each time (not cached).
+  local tool missing=()
+  for tool in buildah runc mmdebstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "containers: apt-get install ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then echo "as root: apt-get install -y ${missing[*]}" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${missing[@]}" >&2 ||
+    { apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2; }
+}
+
+build_pythonbase() {
+  # The base image of a build without a registry (env/image.sh): Debian's Python from
+  # Debian packages, as a root filesystem tarball. Only what a run and the builder stage
+  # need: the essential set (a shell and coreutils for the builder's RUN), python3 with
+  # venv (its bundled pip wheel installs the wheels), tzdata (schedules' time zones). Not:
+  # apt, documentation, locales, glibc's iconv modules (Python has its own codecs), perl
+  # (bookworm's usrmerge pulls it in; only dpkg's scripts use it, and dpkg is done once
+  # the tree is made). dpkg's database stays, so image scanners see every package.
+  install_containers
+  local root=$PWD/root
+  local excludes=('/usr/share/doc/*' '/usr/share/man/*' '/usr/share/info/*'
+    '/usr/share/locale/*' '/usr/lib/*/gconv/*')
+  mmdebstrap --variant=essential --include=python3,python3-venv,tzdata \
+    --aptopt='APT::Install-Recommends "false"' \
+    "${excludes[@]/#/--dpkgopt=path-exclude=}" "$PYTHON_BASE_SUITE" "$root"
+  chroot "$root" dpkg-query -W -f '${Package}\n' | grep -E 'perl|^usrmerge$' |
+    xargs chroot "$root" dpkg --purge --force-remove-essential --force-depends >&2
+  rm -rf "$root"/var/cache/* "$root"/var/log/* "$root"/var/lib/apt/lists/*
+  tar -C "$root" --numeric-owner -cf "$1/python-base.tar" .
+  rm -rf "$root"
+}
+
 main() {
   local part
-  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm redis gatewayapi prometheus promtool traefik}; do
+  for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm redis gatewayapi prometheus promtool traefik containers pythonbase}; do
     case $part in
       k8s) done_or_build k8s "$K8S_VERSION" build_k8s ;;
       etcd) done_or_build etcd "$ETCD_VERSION" build_etcd ;;
@@ -250,6 +286,8 @@ main() {
       prometheus) done_or_build prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
       promtool) done_or_build promtool "$PROMETHEUS_VERSION" build_promtool ;;
       traefik) done_or_build traefik "$TRAEFIK_VERSION" build_traefik ;;
+      containers) install_containers ;;
+      pythonbase) done_or_build pythonbase "$PYTHON_BASE_VERSION" build_pythonbase ;;
       *) echo "unknown part: $part" >&2; exit 2 ;;
     esac
   done

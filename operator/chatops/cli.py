@@ -13,6 +13,7 @@ chatops restore-points NAME [-n NS]    the times a point-in-time restore can tar
 chatops doctor [-o json] [-n NS|-A]    the daily health check: API, MongoDB, Redis,
                                        WebSocket, backups' age, releases not Succeeded
 chatops completion bash|zsh|tcsh       the shell's tab completion of these commands
+chatops --version                      the installed package's version (as the image reports it)
 
 Installed as `kubectl-chatops` too, a kubectl plugin: `kubectl chatops status NAME`.
 """
@@ -20,6 +21,7 @@ Installed as `kubectl-chatops` too, a kubectl plugin: `kubectl chatops status NA
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import pathlib
 import sys
 
@@ -50,6 +52,9 @@ def _completion(args: argparse.Namespace) -> int:
 
 def parser(prog: str = "chatops") -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    top.add_argument(
+        "--version", action="version", version=f"chatops {importlib.metadata.version('chatops')}"
+    )
     commands = top.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator against the current kube context")

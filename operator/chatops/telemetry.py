@@ -273,15 +273,22 @@ def record_notification(
 
 
 class Health:
-    """What `/healthz` and `/readyz` answer. A standby replica is alive and ready; the
-    leader is alive while its event loop keeps beating (a hung loop gets restarted)."""
+    """What `/healthz` and `/readyz` answer: alive means working. A replica is working
+    while the API server answers its credentials (reachability checks it every few
+    seconds) and, once it leads, while its event loop keeps beating; a replica that
+    cannot read its credentials, reach the API server or get past its authentication is
+    not alive, and its Deployment restarts it. A standby replica that works is alive
+    and ready."""
 
     STALE = 30.0
-    """Seconds without a beat after which the leader counts as hung."""
+    """Seconds without a beat, or without an answer of the API server, after which the
+    replica counts as not working (a hung loop, a check that hangs)."""
 
     def __init__(self) -> None:
         self.state = "starting"
         self.last_beat = time.monotonic()
+        self.last_answer: float | None = None
+        self.unreachable: str | None = "the API server not asked yet"
 
     def standing_by(self) -> None:
         self.state = "standby"
@@ -292,11 +299,35 @@ class Health:
     def beat(self) -> None:
         self.last_beat = time.monotonic()
 
+    def answered(self) -> None:
+        """The API server answered a request made with this replica's credentials."""
+        self.last_answer, self.unreachable = time.monotonic(), None
+
+    def not_answered(self, why: str) -> None:
+        """It did not (`why` names the failure and never a credential)."""
+        self.unreachable = why
+
+    def trouble(self) -> str | None:
+        """Why this replica is not working; None while it is."""
+        now = time.monotonic()
+        if self.unreachable is not None:
+            return self.unreachable
+        if self.last_answer is None or now - self.last_answer >= self.STALE:
+            return f"no answer of the API server for {self.STALE:.0f} s"
+        if self.state == "leading" and now - self.last_beat >= self.STALE:
+            return f"the event loop has not turned for {self.STALE:.0f} s"
+        return None
+
     def alive(self) -> bool:
-        return self.state != "leading" or time.monotonic() - self.last_beat < self.STALE
+        return self.trouble() is None
 
     def ready(self) -> bool:
-        return self.state in ("standby", "leading")
+        return self.state in ("standby", "leading") and self.alive()
+
+    def describe(self) -> str:
+        """The probes' body: the state, and what is wrong if anything is."""
+        trouble = self.trouble()
+        return f"{self.state}\n" if trouble is None else f"{self.state}: {trouble}\n"
 
 
 health = Health()
@@ -307,11 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/metrics":
             self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
         elif self.path == "/healthz":
-            ok = health.alive()
-            self._reply(200 if ok else 503, f"{health.state}\n".encode())
+            self._reply(200 if health.alive() else 503, health.describe().encode())
         elif self.path == "/readyz":
-            ok = health.ready()
-            self._reply(200 if ok else 503, f"{health.state}\n".encode())
+            self._reply(200 if health.ready() else 503, health.describe().encode())
         else:
             self._reply(404, b"not found\n")
 

@@ -106,6 +106,20 @@ def test_it_is_a_multi_stage_build_ending_on_slim_python() -> None:
     assert any(f"--from={builder.name}" in c for c in final().all("COPY"))
 
 
+def test_the_final_stage_is_the_builders_venv_and_user_on_the_base() -> None:
+    """Nothing is installed or run in the final stage: what it adds to the base is the
+    venv and the user's /etc/passwd line, copied from the builder (so the base needs no
+    shell, and no build tool or cache reaches the image)."""
+    builder = stages()[0].name
+    assert final().all("RUN") == []
+    copied = [c.split() for c in final().all("COPY")]
+    assert all(words[0] == f"--from={builder}" for words in copied), copied
+    assert sorted(" ".join(words[1:]) for words in copied) == [
+        "/etc/passwd /etc/group /etc/",
+        "/opt/chatops /opt/chatops",
+    ]
+
+
 def test_the_operator_runs_as_a_numeric_non_root_user() -> None:
     """A numeric uid lets Kubernetes check `runAsNonRoot` without reading /etc/passwd."""
     user = final().last("USER").split(":")[0]
@@ -159,6 +173,16 @@ def _run_healthcheck(port: int) -> int:
 
 
 @pytest.fixture
+def working(monkeypatch: pytest.MonkeyPatch) -> telemetry.Health:
+    """The operator's health as a leader whose API server answers."""
+    health = telemetry.Health()
+    health.leading()
+    health.answered()
+    monkeypatch.setattr(telemetry, "health", health)
+    return health
+
+
+@pytest.fixture
 def served() -> Iterator[int]:
     server = telemetry.serve(0)
     try:
@@ -168,17 +192,23 @@ def served() -> Iterator[int]:
         server.server_close()
 
 
-def test_the_healthcheck_passes_while_the_operator_is_alive(served: int) -> None:
+def test_the_healthcheck_passes_while_the_operator_works(
+    working: telemetry.Health, served: int
+) -> None:
     assert _run_healthcheck(served) == 0
 
 
 def test_the_healthcheck_fails_when_the_leaders_loop_is_hung(
-    served: int, monkeypatch: pytest.MonkeyPatch
+    working: telemetry.Health, served: int
 ) -> None:
-    hung = telemetry.Health()
-    hung.leading()
-    hung.last_beat = time.monotonic() - 2 * telemetry.Health.STALE
-    monkeypatch.setattr(telemetry, "health", hung)
+    working.last_beat = time.monotonic() - 2 * telemetry.Health.STALE
+    assert _run_healthcheck(served) != 0
+
+
+def test_the_healthcheck_fails_when_the_api_server_refuses_the_credentials(
+    working: telemetry.Health, served: int
+) -> None:
+    working.not_answered("the API server answered 401 Unauthorized")
     assert _run_healthcheck(served) != 0
 
 

@@ -1,7 +1,8 @@
 """`chatops run`: the operator process.
 
 It serves `/metrics`, `/healthz` and `/readyz` on one port from the start, so a standby
-replica is alive and ready while it waits for the leader Lease; with `--leader-elect`
+replica is alive and ready while it waits for the leader Lease — alive meaning working:
+the API server answers its credentials (adapters/reachability.py); with `--leader-elect`
 it acts only once it holds the Lease, and exits the moment it cannot keep it (its
 Deployment restarts it as a standby).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import threading
 from typing import Any
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf  # imported here: other commands need no operator machinery
 
     import chatops.handlers  # noqa: F401 - registers the handlers
+    from chatops.adapters import reachability
     from chatops.handlers.settings import api_client
 
     kopf.configure(
@@ -78,14 +81,22 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         telemetry.serve(args.metrics_port)
     stop = threading.Event()
+    reachability.watch(telemetry.health, api_client, stop)
     if args.leader_elect:
         from chatops.adapters.lease import Election
 
         identity = f"{socket.gethostname()}-{os.getpid()}"
         election = Election(api_client(), args.leader_namespace, identity)
         telemetry.health.standing_by()
-        if not election.acquire(stop):
-            return 0
+        # A standby stops at SIGTERM (in a container it is PID 1, whose unhandled SIGTERM
+        # the kernel ignores: the kubelet would wait out the grace period and kill it);
+        # once leading, kopf's own handler takes the signal over.
+        waiting = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            if not election.acquire(stop):
+                return 0
+        finally:
+            signal.signal(signal.SIGTERM, waiting)
         election.keep(_lost, stop)
     telemetry.health.leading()
     kwargs: dict[str, Any] = {
