@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130
 """Ctrl-C, as a shell reports a command ended by SIGINT."""
 _TICK = 1.0
+"""Seconds between redraws on a terminal (ages move), and between wake-ups elsewhere: a
+Ctrl-C that the kernel hands to a watch thread only sets Python's flag, and the main
+thread acts on it when it next wakes — never, if it waited on the queue without end."""
 """Seconds between redraws on a terminal when nothing changed (the ages move)."""
 _CLEAR = "\x1b[H\x1b[2J"
 
@@ -86,7 +89,7 @@ def _get_release(args: argparse.Namespace) -> int:
 
 def _watch(releases: Releases, name: str, until_done: bool, tty: bool, color: bool) -> int:
     shown: tuple[release_tree.Row, ...] | None = None
-    for release, deployments in _states(releases, name, tick=_TICK if tty else None):
+    for release, deployments in _states(releases, name, tick=_TICK):
         rows = release_tree.unchanged(release_tree.tree(release, deployments, clock.now()))
         if tty or rows != shown:
             frame = release_tree.render(release, deployments, clock.now(), color)
@@ -100,10 +103,10 @@ def _watch(releases: Releases, name: str, until_done: bool, tty: bool, color: bo
 
 
 def _states(
-    releases: Releases, name: str, tick: float | None
+    releases: Releases, name: str, tick: float
 ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """(the release, its Deployments) once both were read, then after every change of
-    either — and every `tick` seconds when given. Ends when the release is deleted."""
+    either, and every `tick` seconds. Ends when the release is deleted."""
     seen: queue.Queue[tuple[str, Any]] = queue.Queue()
     _follow(seen, "release", lambda: releases.changes(name))
     _follow(seen, "deployments", lambda: releases.deployment_changes(name))
