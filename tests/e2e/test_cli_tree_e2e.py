@@ -29,9 +29,14 @@ PLUGIN_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH',
 
 
 def _start(argv: list[str], out: Path) -> subprocess.Popen[bytes]:
+    """The command as a terminal starts it: with Ctrl-C's default disposition (a suite
+    run as a background job of a script inherits SIGINT ignored, and so would the
+    command, which then never sees the test's Ctrl-C)."""
     with open(out, "wb") as sink:
-        return subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PATH": PLUGIN_PATH})
+        return subprocess.Popen(
+            argv, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "PATH": PLUGIN_PATH},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
 def _watchers(namespace: str, tmp_path: Path) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:

@@ -31,11 +31,12 @@ log = logging.getLogger("chatops.reachability")
 def check(api: client.ApiClient) -> str | None:
     """None when the API server answers a request made with `api`'s credentials, else
     what went wrong (the status or the error's kind, never a credential)."""
-    try:  # the status is the answer: the body is not read (nor its schema checked)
+    try:  # the status is the answer: the body is not parsed (nor its schema checked)
         answer = client.VersionApi(api).get_code(
             _request_timeout=TIMEOUT, _preload_content=False
         )
-        answer.release_conn()
+        answer.read()  # a connection goes back to the pool only with its answer read:
+        answer.release_conn()  # otherwise the next check finds it mid-response
     except ApiException as err:
         if not err.status:  # the client's own words for a TLS failure
             return f"the API server is unreachable: {str(err.reason).splitlines()[0]}"
