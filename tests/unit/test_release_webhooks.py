@@ -95,6 +95,7 @@ def test_a_pre_rollout_webhook_failing_past_its_limit_rolls_back_and_calls_rollb
         "rollback", "chat", "ns", revision)
     assert sent["metadata"] == {"team": "chat"}
     assert "pre-rollout webhook gate failed" in sent["message"]
+    assert sent["version"] == "chat-api:1.1,chat-web:1.1", "the version rolled back"
     for _ in range(20):
         world.tick()
     assert len(calls_of(world, "page-oncall")) == 1, "a rollback webhook is called once"

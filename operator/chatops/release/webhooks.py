@@ -56,7 +56,9 @@ def payload(
         "release": obs.name,
         "namespace": obs.namespace,
         "revision": revision,
-        "version": status.canary_version if in_flight else ended.images if ended else None,
+        # the images in short form, as status.canaryVersion writes them
+        "version": status.canary_version if in_flight
+        else ",".join(ended.images.values()) if ended else None,
         "phase": status.phase,
         "step": status.current_step if in_flight else None,
         "weight": status.canary_weight if in_flight else None,
