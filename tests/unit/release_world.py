@@ -21,9 +21,8 @@ from chatops.metrics import window as window_queries
 from chatops.metrics.analysis import QueryContext, WindowContext
 from chatops.metrics.measure import measure
 from chatops.release import drain as drains
-from chatops.release import runner
+from chatops.release import probes
 from chatops.release import status as st
-from chatops.release.decide import decide
 from chatops.release.model import (
     ApplyDeployment,
     ClearAnnotation,
@@ -176,14 +175,7 @@ class World:
         )
 
     def tick(self, advance: bool = True) -> Decision:
-        obs = self.observation()
-        decision = decide(obs)
-        for _ in range(runner.PROBE_ROUNDS):  # as the runner probes, round by round
-            needs = runner.unanswered(decision.needs, obs)
-            if not needs:
-                break
-            obs = self._probed(obs, needs)
-            decision = decide(obs)
+        _, decision = probes.answered(self.observation(), self._probed)  # as the runner
         self.apply(decision)
         if advance:
             self.now += datetime.timedelta(seconds=decision.requeue_after)

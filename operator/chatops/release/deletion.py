@@ -18,7 +18,7 @@ from chatops.events import Event, EventSink
 from chatops.release import execute, manifests
 from chatops.release.execute import splits
 from chatops.release.model import other
-from chatops.release.runner import PLURAL, _weights, header_routes
+from chatops.release.runner import PLURAL, header_routes, router_weights
 from chatops.release.teardown import owned, teardown
 from chatops.traffic.factory import router_for
 
@@ -56,7 +56,7 @@ def finish(
         )
     )
     router = router_for(spec, api, ownership.owner(body))
-    weights = {} if terminating else _weights(router, namespace, name, spec, status)
+    weights = {} if terminating else router_weights(router, namespace, name, spec, status)
     headers = {} if terminating else header_routes(router, namespace, name, spec, status)
     plan = teardown(
         spec, status, objects, weights, terminating, traffic_stuck=stuck, header_routes=headers
