@@ -37,6 +37,9 @@ class Cluster:
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.versions: dict[tuple[str, str, str], str] = {}
+        """The resourceVersion each chatops resource was last read or left at by this
+        Cluster: (plural, namespace, name) -> version."""
 
     # -- chatops resources ------------------------------------------------------------
 
@@ -49,7 +52,16 @@ class Cluster:
             if err.status == 404:
                 return None
             raise
+        self._versioned(plural, body)
         return body
+
+    def _versioned(self, plural: str, body: Any) -> None:
+        """Keep the resourceVersion of `body` (an API answer) in `versions`."""
+        if isinstance(body, dict):
+            meta = body.get("metadata") or {}
+            if meta.get("resourceVersion"):
+                key = (plural, meta.get("namespace", ""), meta.get("name", ""))
+                self.versions[key] = meta["resourceVersion"]
 
     def resources(
         self, plural: str, namespace: str | None, timeout: float | None = None
@@ -69,9 +81,9 @@ class Cluster:
     def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
-        self.custom.patch_namespaced_custom_object_status(
+        self._versioned(plural, self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
-        )
+        ))
 
     def write_status(self, plural: str, namespace: str, name: str, old: Model, new: Model) -> None:
         """The status `new` in one merge patch from `old`, with explicit nulls for keys it
@@ -95,9 +107,9 @@ class Cluster:
         `resource_version`; False (nothing written) when it has changed since."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            self._versioned(plural, self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, plural, name, body
-            )
+            ))
         except ApiException as err:
             if err.status == 409:
                 return False
@@ -139,7 +151,9 @@ class Cluster:
 
     def remove_annotations(self, plural: str, namespace: str, name: str, keys: list[str]) -> None:
         patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, patch)
+        self._versioned(plural, self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, patch
+        ))
 
     def remove_annotation_if(
         self, plural: str, namespace: str, name: str, key: str, value: str
@@ -149,7 +163,7 @@ class Cluster:
         path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
         patch = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
         try:
-            self.custom.patch_namespaced_custom_object(
+            self._versioned(plural, self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 namespace,
@@ -157,7 +171,7 @@ class Cluster:
                 name,
                 patch,
                 _content_type="application/json-patch+json",
-            )
+            ))
         except ApiException as err:
             if err.status in (404, 409, 422):
                 return False
@@ -203,12 +217,11 @@ class Cluster:
             if err.status != 404:  # deleted meanwhile: nothing left to stop or bring back
                 raise
 
-    def deployments(self, namespace: str, selector: str) -> list[client.V1Deployment]:
-        """The Deployments matching the label `selector`."""
-        found: list[client.V1Deployment] = self.apps.list_namespaced_deployment(
-            namespace, label_selector=selector
-        ).items
-        return found
+    def deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The Deployments matching the label `selector`, in their wire form (as a watch
+        shows them)."""
+        found = self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
+        return [self.api.sanitize_for_serialization(d) for d in found]
 
     def restore_revision(self, namespace: str, deployment: str, revision: str) -> None:
         """Put a Deployment back on the pod template it had at `revision`, taken from its

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf.
 """
 
-from chatops.handlers import backup, drills, recovery, release, settings
+from chatops.handlers import backup, drills, recovery, release, settings, watched
 
-__all__ = ["backup", "drills", "recovery", "release", "settings"]
+__all__ = ["backup", "drills", "recovery", "release", "settings", "watched"]

@@ -15,10 +15,11 @@ import kopf
 from kubernetes import client
 
 from chatops import telemetry
+from chatops.adapters.watched import Seen
 from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
 from chatops.events import EventSink
-from chatops.handlers import daemons
+from chatops.handlers import daemons, watched
 from chatops.release import deletion, runner
 
 log = logging.getLogger("chatops.release")
@@ -32,21 +33,30 @@ async def wake(memo: Any, meta: kopf.Meta, **_: Any) -> None:
 
 @kopf.daemon(GROUP, VERSION, "chatreleases", cancellation_timeout=10)
 async def release(
-    name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: Any,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
 ) -> None:
-    """Look as often as the last look asked. A look that raises is said in the status
+    """Look as often as the last look asked, or at once when the release or what it
+    reads changes (`handlers/watched.py`). A look that raises is said in the status
     and an Event (`runner.report_failure`), then tried again after a growing delay: never
     a silent retry loop, never a daemon kopf restarts for ever."""
     assert namespace is not None  # ChatRelease is namespaced
     api = memo["api"]
     woken = daemons.alarm(memo)
+    watched.subscribe(memo, namespace, name, woken)
     post = daemons.poster(api)
     backoff = daemons.Backoff()
+    written: str | None = None
     while not stopped:
         try:
+            seen = watched.seen(body, written, kwargs)  # here: the indexes change in this loop
             with telemetry.look_seconds.time():
-                look = await asyncio.to_thread(_look, memo, api, namespace, name, post)
-            delay = look.requeue_after
+                look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
+            delay, written = look.requeue_after, look.version
             backoff.succeeded()
         except Exception as err:  # whatever it is, it is reported, not re-raised
             delay = backoff.failed()
@@ -54,6 +64,7 @@ async def release(
                         namespace, name, type(err).__name__, err, delay)
             await _report(api, namespace, name, err, post)
         await daemons.nap(woken, stopped, delay)
+    watched.unsubscribe(memo, namespace, name)
     telemetry.forget_release(namespace, name)
 
 
@@ -68,13 +79,13 @@ async def _report(
 
 
 def _look(
-    memo: Any, api: client.ApiClient, namespace: str, name: str, post: EventSink
+    memo: Any, api: client.ApiClient, namespace: str, name: str, post: EventSink, seen: Seen
 ) -> runner.Look:
     """One look, marked in `memo` while it runs: a deletion waits for a look in flight,
     whose actions could otherwise move traffic after the deletion moved it back."""
     memo["looking"] = True
     try:
-        return runner.look(api, namespace, name, post)
+        return runner.look(api, namespace, name, post, seen)
     finally:
         memo["looking"] = False
 

@@ -15,6 +15,7 @@ from kubernetes import client, config
 
 from chatops import telemetry
 from chatops.api.common import GROUP
+from chatops.handlers import watched
 from chatops.notify import dispatcher
 
 LOOK_WORKERS = 16
@@ -52,6 +53,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # something went wrong.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
+    watched.configure(settings, memo)
     logging.getLogger("kopf.objects").addFilter(_quiet_wakes)
 
 
@@ -92,6 +94,11 @@ async def _heartbeat() -> None:
 
 
 def _quiet_wakes(record: logging.LogRecord) -> bool:
-    """Drop kopf's line for every successful wake-up handler: one per object change,
-    all alike, and they would drown what matters."""
-    return not record.getMessage().startswith("Handler 'wake")
+    """Drop kopf's lines for every successful wake-up handler and index update: one per
+    change of a watched object, all alike, and they would drown what matters."""
+    message = record.getMessage()
+    return not (message.startswith(QUIET) and "fail" not in message)
+
+
+QUIET = ("Handler 'wake", "Indexer '",
+         *(f"Handler '{h}'" for h in ("deployment_changed", "route_changed", "ingress_changed")))

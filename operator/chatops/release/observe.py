@@ -4,7 +4,8 @@ translates, so the adapters need not know the release core (and do not import it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kubernetes import client
 
@@ -26,28 +27,33 @@ def selector(release: str) -> str:
 
 
 def deployments(
-    found: Iterable[client.V1Deployment],
+    found: Iterable[Mapping[str, Any]],
 ) -> dict[tuple[str, Color], DeploymentState]:
-    """The release's Deployments by (component, color); others are left out."""
+    """The release's Deployments by (component, color), from their wire form (as
+    watched, or listed); others are left out."""
     out: dict[tuple[str, Color], DeploymentState] = {}
     for d in found:
-        labels = d.metadata.labels or {}
+        meta, spec, status = d.get("metadata") or {}, d.get("spec") or {}, d.get("status") or {}
+        labels = meta.get("labels") or {}
         color = labels.get(COLOR_LABEL)
         if color not in ("blue", "green"):
             continue
-        status = d.status
+        template = spec.get("template") or {}
         component = labels.get(COMPONENT_LABEL, "")
         out[(component, color)] = DeploymentState(
             component=component,
             color=color,
-            revision=(d.spec.template.metadata.labels or {}).get(REVISION),
-            replicas=d.spec.replicas or 0,
-            available=status.available_replicas or 0,
-            updated=status.updated_replicas or 0,
-            total=status.replicas or 0,
-            current=(status.observed_generation or 0) >= (d.metadata.generation or 0),
-            quiesced_by=(d.metadata.annotations or {}).get(QUIESCED_BY),
-            images={c.name: c.image for c in d.spec.template.spec.containers or []},
+            revision=((template.get("metadata") or {}).get("labels") or {}).get(REVISION),
+            replicas=spec.get("replicas") or 0,
+            available=status.get("availableReplicas") or 0,
+            updated=status.get("updatedReplicas") or 0,
+            total=status.get("replicas") or 0,
+            current=(status.get("observedGeneration") or 0) >= (meta.get("generation") or 0),
+            quiesced_by=(meta.get("annotations") or {}).get(QUIESCED_BY),
+            images={
+                c.get("name", ""): c.get("image", "")
+                for c in (template.get("spec") or {}).get("containers") or []
+            },
         )
     return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
@@ -18,6 +18,7 @@ from kubernetes import client
 from chatops import clock, ownership, telemetry
 from chatops.adapters.kube import Cluster
 from chatops.adapters.redact import redact
+from chatops.adapters.watched import Seen
 from chatops.api import validation
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
@@ -49,12 +50,18 @@ class Look:
 
     decision: Decision | None
     requeue_after: float
+    version: str | None = None
+    """The ChatRelease's resourceVersion as the look left it (`watched.current`)."""
 
 
-def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> Look:
-    """Observe, decide, act. Returns when to look again."""
+def look(
+    api: client.ApiClient, namespace: str, name: str, post: EventSink, seen: Seen | None = None
+) -> Look:
+    """Observe, decide, act. Returns when to look again. What `seen` holds (the
+    watches' copy) is read from it; the rest from the API server."""
+    seen = seen or Seen()
     cluster = Cluster(api)
-    body = cluster.get(PLURAL, namespace, name)
+    body = seen.release or cluster.get(PLURAL, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return Look(None, 60)
     now = clock.now()
@@ -62,11 +69,11 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
     generation = int(body["metadata"].get("generation") or 0)
     if validation.problems("ChatRelease", body.get("spec") or {}):
         _refuse(cluster, body, status, generation, now)
-        return Look(None, 60)
+        return Look(None, 60, cluster.versions.get((PLURAL, namespace, name)))
     spec = ChatReleaseSpec.model_validate(body["spec"])
     if status.stable_revision is None:  # new: take back what a namesake left serving
         _adopt(cluster, namespace, name)
-    router = router_for(spec, api, ownership.owner(body))
+    router = router_for(spec, api, ownership.owner(body), seen)
     obs = Observation(
         name=name,
         namespace=namespace,
@@ -74,7 +81,9 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         spec=spec,
         status=status,
         now=now,
-        deployments=observe.deployments(cluster.deployments(namespace, observe.selector(name))),
+        deployments=observe.deployments(
+            seen.deployments or cluster.deployments(namespace, observe.selector(name))
+        ),
         weights=router_weights(router, namespace, name, spec, status),
         header_routes=header_routes(router, namespace, name, spec, status),
         manual=Manual.read(body["metadata"].get("annotations") or {}),
@@ -83,7 +92,9 @@ def look(api: client.ApiClient, namespace: str, name: str, post: EventSink) -> L
         else None,
     )
     obs, decision = probes.answered(obs, lambda o, needs: probes.probed(cluster, o, needs))
-    return _carry_out(cluster, router, body, obs, decision, post)
+    cluster.versions.setdefault((PLURAL, namespace, name), body["metadata"]["resourceVersion"])
+    done = _carry_out(cluster, router, body, obs, decision, post)
+    return replace(done, version=cluster.versions[(PLURAL, namespace, name)])
 
 
 def _adopt(cluster: Cluster, namespace: str, name: str) -> None:

@@ -24,10 +24,12 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from chatops.adapters.watched import Seen
 from chatops.errors import TrafficRoutingError
 from chatops.traffic.router import HeaderMatch, HeaderRoutes, Split, Weights, percent
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+KIND = "HTTPRoute"
 DEFAULT_WEIGHT = 1
 """A backendRef without `weight` weighs 1 (Gateway API spec)."""
 ATTEMPTS = 3
@@ -255,9 +257,12 @@ def observed_header_routes(
 class GatewayAPIRouter:
     """Sets backendRef weights on the user's HTTPRoute `spec.trafficRouting.gatewayAPI`."""
 
-    def __init__(self, api_client: client.ApiClient, http_route: str) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, http_route: str, seen: Seen | None = None
+    ) -> None:
         self._api = client.CustomObjectsApi(api_client)
         self.http_route = http_route
+        self._seen = seen or Seen()
 
     def set_weights(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         self._patch(namespace, lambda route: weight_patch(route, splits))
@@ -291,9 +296,10 @@ class GatewayAPIRouter:
         """Apply the patch computed from the route as read; read again and recompute
         when a `test` fails (the route changed between our read and our write)."""
         for attempt in range(1, ATTEMPTS + 1):
-            patch = patch_of(self._read(namespace))
+            patch = patch_of(self._read(namespace, watched=attempt == 1))
             if not patch:
                 return
+            self._seen.forget(KIND, namespace, self.http_route)
             try:
                 self._api.patch_namespaced_custom_object(
                     GROUP,
@@ -310,7 +316,11 @@ class GatewayAPIRouter:
                 if err.status not in (409, 422) or attempt == ATTEMPTS:
                     raise
 
-    def _read(self, namespace: str) -> dict[str, Any]:
+    def _read(self, namespace: str, watched: bool = True) -> dict[str, Any]:
+        """The route, as watched unless `watched` is False (a `test` failed on it)."""
+        seen = self._seen.get(KIND, namespace, self.http_route) if watched else None
+        if seen is not None:
+            return seen
         try:
             route: dict[str, Any] = self._api.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, self.http_route

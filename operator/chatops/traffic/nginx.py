@@ -25,6 +25,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from chatops.adapters.watched import Seen
 from chatops.errors import TrafficRoutingError
 from chatops.ownership import LABEL_LIMIT, bounded, controlled_by, controller
 from chatops.traffic.router import (
@@ -45,6 +46,7 @@ CANARY_WEIGHT = f"{NGINX}canary-weight"
 CANARY_WEIGHT_TOTAL = f"{NGINX}canary-weight-total"
 RELEASE_LABEL = "chatops.dev/release"
 ATTEMPTS = 3
+KIND = "Ingress"
 
 
 def canary_name(ingress: str, release: str) -> str:
@@ -203,17 +205,22 @@ class NginxRouter:
     weight; `owner` is the ownerReference to the ChatRelease it belongs to."""
 
     def __init__(
-        self, api_client: client.ApiClient, ingress: str, owner: Mapping[str, Any]
+        self,
+        api_client: client.ApiClient,
+        ingress: str,
+        owner: Mapping[str, Any],
+        seen: Seen | None = None,
     ) -> None:
         self._client = api_client
         self._api = client.NetworkingV1Api(api_client)
         self.ingress = ingress
         self.owner = owner
+        self._seen = seen or Seen()
 
     def set_weights(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         name = canary_name(self.ingress, release)
         for attempt in range(1, ATTEMPTS + 1):
-            stable = self._read(namespace, self.ingress)
+            stable = self._read(namespace, self.ingress, watched=attempt == 1)
             if stable is None:
                 raise TrafficRoutingError(
                     describe(namespace, self.ingress),
@@ -221,7 +228,8 @@ class NginxRouter:
                     "which must route each component to <release>-<component>",
                 )
             desired = canary_ingress(stable, release, splits, self.owner)
-            current = self._read(namespace, name)
+            current = self._read(namespace, name, watched=attempt == 1)
+            self._seen.forget(KIND, namespace, name)
             try:
                 if current is None:
                     self._api.create_namespaced_ingress(namespace, desired)
@@ -265,6 +273,7 @@ class NginxRouter:
             return
         if not is_ours(current, self.owner):
             raise not_ours(current, release)
+        self._seen.forget(KIND, namespace, name)
         uid = current["metadata"].get("uid")
         try:
             # Preconditioned on the uid read: never a same-named Ingress created meanwhile.
@@ -275,7 +284,12 @@ class NginxRouter:
             if err.status not in (404, 409):
                 raise
 
-    def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _read(self, namespace: str, name: str, watched: bool = True) -> dict[str, Any] | None:
+        """The Ingress, as watched unless `watched` is False (a write was refused on it);
+        None when it does not exist."""
+        seen = self._seen.get(KIND, namespace, name) if watched else None
+        if seen is not None:
+            return seen
         try:
             ingress = self._api.read_namespaced_ingress(name, namespace)
         except ApiException as err:

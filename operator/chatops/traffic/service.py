@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from chatops.adapters.watched import Seen
 from chatops.errors import TrafficRoutingError
 from chatops.traffic.router import (
     COLOR_LABEL,
@@ -72,8 +73,9 @@ def observed_weights(
 class ServiceRouter:
     """Switches the selector of each component's stable Service `<release>-<component>`."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, seen: Seen | None = None) -> None:
         self._api = client.CoreV1Api(api_client)
+        self._seen = seen or Seen()
 
     def set_weights(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         for split in splits:
@@ -82,6 +84,7 @@ class ServiceRouter:
             name = stable_service_name(release, split.component)
             patch = selector_patch(self._selector(namespace, name), release, split)
             if patch is not None:
+                self._seen.forget("Service", namespace, name)
                 self._api.patch_namespaced_service(name, namespace, patch)
 
     def get_weights(self, namespace: str, release: str, splits: Sequence[Split]) -> Weights:
@@ -111,6 +114,10 @@ class ServiceRouter:
         """Nothing generated: the stable Service stays, selecting the color that won."""
 
     def _selector(self, namespace: str, name: str) -> dict[str, str] | None:
+        seen = self._seen.get("Service", namespace, name)
+        if seen is not None:
+            watched: dict[str, str] | None = (seen.get("spec") or {}).get("selector")
+            return watched
         try:
             service = self._api.read_namespaced_service(name, namespace)
         except ApiException as err:
