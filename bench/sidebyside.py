@@ -226,8 +226,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for run in rs:
             if "window" in run:
                 run["requests"] = st.count(requests, c, *run["window"])
+    windows = {c: [tuple(r["window"]) for r in rs if "window" in r] for c, rs in runs.items()}
     return {
         "benchmark": "sidebyside",
+        "requests_by_kind": {c: st.breakdown(requests, c, w) for c, w in windows.items()},
         "machine": rc.machine(),
         "versions": {
             k: v
@@ -291,8 +293,17 @@ def report(result: dict[str, Any]) -> str:
             verdict = "not measured" if met is None else ("met" if met else "NOT met")
             lines.append(
                 f"- target {labels[target.row][0]} ≤ {target.factor} x "
-                f"{head[target.peer]}'s: {verdict}"
+                f"{head[target.peer]}: {verdict}"
             )
+    for c in names:
+        kinds = result["requests_by_kind"].get(c, {})
+        top = ", ".join(f"{k} {n:.1f}" for k, n in list(kinds.items())[:8])
+        lines.append(f"- {head[c]} requests per release: {top}")
+    counted = st.spread(r.get("in_process_requests") for r in result["runs"].get("chatops", []))
+    if counted.n:
+        lines.append(
+            f"- chatops requests per release counted in its process: {counted.show('', 0)}"
+        )
     failed = [
         f"{c} run {r['run']}: {r['error']}"
         for c in names

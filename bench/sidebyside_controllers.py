@@ -62,6 +62,8 @@ class Chatops(Peer):
         selector_ = 'namespace="{{namespace}}",service="{{service}}",revision="{{revision}}"'
         metrics = [{"name": "error-rate", "query": st.error_rate(selector_), "max": st.THRESHOLD}]
         self.body = rc.release(name, version, ["api"], steps, "5s", replicas=1, metrics=metrics)
+        # a run's objects go with it, as Argo's and Flagger's (owned by their Rollout/Canary)
+        self.body["spec"]["deletionPolicy"] = "Delete"
         self.custom.create_namespaced_custom_object(
             rc.GROUP, rc.VERSION, self.namespace, rc.PLURAL, self.body
         )

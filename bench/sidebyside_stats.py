@@ -9,6 +9,7 @@ import datetime
 import json
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -83,6 +84,20 @@ def audited(lines: Iterable[str], namespaces: Mapping[str, str]) -> list[Request
 def count(requests: Iterable[Request], controller: str, start: float, end: float) -> int:
     """Requests `controller` made in [start, end] (epoch seconds)."""
     return sum(1 for r in requests if r.controller == controller and start <= r.at <= end)
+
+
+def breakdown(
+    requests: Iterable[Request], controller: str, windows: Iterable[tuple[float, float]]
+) -> dict[str, float]:
+    """`verb resource` → requests per window (per release), most first: what a release
+    costs each controller, row by row."""
+    spans = list(windows)
+    counts: Counter[str] = Counter(
+        f"{r.verb} {r.resource}"
+        for r in requests
+        if r.controller == controller and any(a <= r.at <= b for a, b in spans)
+    )
+    return {key: n / max(len(spans), 1) for key, n in counts.most_common()}
 
 
 @dataclass(frozen=True)
