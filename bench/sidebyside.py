@@ -21,6 +21,9 @@ healthy new version, then a bad one. What each row is, exactly:
   --kube-audit-policy), requests by the controller's user agent (sidebyside_stats), from
   the healthy change to 10 s after its 100 %; chatops' are also counted inside its
   process (bench/counted_operator.py) as a cross-check;
+- **Prometheus queries per release** (and per second of it): each controller's Prometheus
+  address is a counting pass-through proxy of its own (sidebyside_peers.PrometheusCounter),
+  same window;
 - **CPU per release**: utime + stime of the controller's process tree in the same window;
 - **peak RSS** (VmHWM) of the tree at the end, and **idle** (VmRSS) 20 s after start with
   an empty namespace.
@@ -205,11 +208,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             runners = {c: Runner(p, chats[c], barrier) for c, p in peers.items()}
             for index in range(args.runs):
                 barrier.reset()
-                threads = [threading.Thread(target=r.run, args=(index,)) for r in runners.values()]
+                threads = [
+                    threading.Thread(target=r.run, args=(index,), daemon=True)
+                    for r in runners.values()
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
-                    t.join()
+                    while t.is_alive():  # in steps, so that Ctrl-C still tears down
+                        t.join(1)
                 for c, r in runners.items():
                     print(json.dumps({"controller": c, **r.runs[-1]}), flush=True)
             peak = {c: tree_memory(p.pid)[1] for c, p in peers.items()}
@@ -226,6 +233,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for run in rs:
             if "window" in run:
                 run["requests"] = st.count(requests, c, *run["window"])
+                run["prometheus_queries"] = peers[c].prometheus.count(*run["window"])
     windows = {c: [tuple(r["window"]) for r in rs if "window" in r] for c, rs in runs.items()}
     return {
         "benchmark": "sidebyside",
@@ -252,6 +260,7 @@ ROWS = (
     ("full", "spec change → 100 %", "to_full_s", " s"),
     ("rollback", "metric crosses 1 % → 100 % on stable", "rollback_s", " s"),
     ("requests", "Kubernetes API requests per release", "requests", ""),
+    ("prometheus", "Prometheus queries per release", "prometheus_queries", ""),
     ("cpu", "controller CPU per release", "cpu_s", " s"),
 )
 
@@ -282,7 +291,7 @@ def report(result: dict[str, Any]) -> str:
     labels = {key: (label, unit) for key, label, _, unit in ROWS}
     labels.update({"peak_rss": ("peak RSS", " MiB"), "idle_rss": ("idle RSS", " MiB")})
     for key, (label, unit) in labels.items():
-        digits = 0 if key in ("requests", "peak_rss", "idle_rss") else 2
+        digits = 0 if key in ("requests", "prometheus", "peak_rss", "idle_rss") else 2
         cells = [rows[key][c].show(unit, digits) for c in names]
         quotients = [f"{st.ratio(rows[key]['chatops'], rows[key][p]):.2f}" for p in ratios]
         lines.append(f"| {label} | " + " | ".join(cells + quotients) + " |")
@@ -299,6 +308,16 @@ def report(result: dict[str, Any]) -> str:
         kinds = result["requests_by_kind"].get(c, {})
         top = ", ".join(f"{k} {n:.1f}" for k, n in list(kinds.items())[:8])
         lines.append(f"- {head[c]} requests per release: {top}")
+    for c in names:
+        rates = [
+            r["prometheus_queries"] / (r["window"][1] - r["window"][0])
+            for r in result["runs"][c]
+            if "prometheus_queries" in r
+        ]
+        lines.append(
+            f"- {head[c]} Prometheus queries per second of a release: "
+            f"{st.spread(rates).show('', 2)}"
+        )
     counted = st.spread(r.get("in_process_requests") for r in result["runs"].get("chatops", []))
     if counted.n:
         lines.append(
