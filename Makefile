@@ -64,7 +64,7 @@ operator: env-up ## run the operator in the foreground against the local cluster
 demo: env-up ## bring up the environment, install the CRDs, run the operator, apply the examples
 	$(PY) env/demo.py
 
-.PHONY: bench bench-releases bench-backups bench-pitr bench-dataplane bench-notify
+.PHONY: bench bench-releases bench-backups bench-pitr bench-dataplane bench-notify bench-sidebyside
 bench: bench-releases bench-backups bench-pitr bench-dataplane bench-notify ## run the benchmarks and print their results (see bench/)
 
 bench-releases: env-up ## ChatRelease benchmarks: rollback reaction time, 200 releases at once
@@ -79,6 +79,10 @@ bench-pitr: env-up ## RPO of the oplog archive under 200 writes/s, 10-minute sli
 
 bench-dataplane: env-up ## what a release costs users through Traefik: floor, bad canary, WebSocket drain
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/dataplane_bench.py
+
+bench-sidebyside: venv ## chatops, Argo Rollouts and Flagger on one private control plane (RUNS=5)
+	env/build.sh k8s etcd kwok gatewayapi prometheus flagger argo-rollouts argo-gatewayapi-plugin
+	$(PY) bench/sidebyside.py --runs $${RUNS:-5} $${JSON:+--json $$JSON}
 
 bench-notify: ## notification delivery through a receiver away 10 s (refused, then 500s)
 	$(PY) bench/notify_outage.py --outage 10 --notifications 20

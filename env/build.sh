@@ -5,7 +5,8 @@
 # when its build finished, so an interrupted build resumes and a warm run does nothing.
 # Usage: env/build.sh [part...]
 #   (default: all of k8s etcd kwok ferretdb mongotools bsondump helm redis gatewayapi
-#   prometheus promtool traefik containers pythonbase)
+#   prometheus promtool traefik containers pythonbase; the side-by-side benchmark's peers
+#   flagger argo-rollouts argo-gatewayapi-plugin are built only when named)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -234,6 +235,42 @@ build_promtool() {
     -o "$1/promtool" ./cmd/promtool
 }
 
+build_flagger() {
+  # A peer of the side-by-side benchmark (bench/sidebyside.py), run out of cluster. The
+  # proxy's version list stops at v1.36.1 but the tag resolves; its CRDs are in the module.
+  GOBIN=$1 nice go install "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION"
+  cp "$(go env GOMODCACHE)/github.com/fluxcd/flagger@$FLAGGER_VERSION/kustomize/base/flagger/crd.yaml" \
+    "$1/flagger-crds.yaml"
+}
+
+argo_module() {
+  # A writable copy of Argo Rollouts' module in ./argo-rollouts (it needs a newer Go than
+  # the machine's: GOTOOLCHAIN fetches it from the proxy).
+  local mod
+  mod=$(go mod download -json "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  cp -r "$mod" argo-rollouts && chmod -R u+w argo-rollouts
+}
+
+build_argo_rollouts() {
+  # The other peer of the side-by-side benchmark: the controller and its CRDs.
+  export GOTOOLCHAIN=$ARGO_GO_TOOLCHAIN
+  argo_module && cd argo-rollouts
+  GOFLAGS="$GOFLAGS -mod=mod" nice go build -ldflags "-s -w" -o "$1/rollouts-controller" ./cmd/rollouts-controller
+  local f
+  for f in manifests/crds/*-crd.yaml; do echo "---"; cat "$f"; done >"$1/argo-rollouts-crds.yaml"
+}
+
+build_argo_gatewayapi_plugin() {
+  # The upstream Gateway API traffic plugin is refused by the proxy: the benchmark's own
+  # (bench/argo-gatewayapi-plugin), built inside Argo's module on its plugin RPC package.
+  export GOTOOLCHAIN=$ARGO_GO_TOOLCHAIN
+  argo_module && cd argo-rollouts
+  mkdir -p cmd/chatops-gatewayapi-plugin
+  cp "$here/../bench/argo-gatewayapi-plugin/"*.go cmd/chatops-gatewayapi-plugin/
+  GOFLAGS="$GOFLAGS -mod=mod" nice go build -ldflags "-s -w" -o "$1/gatewayapi-plugin" ./cmd/chatops-gatewayapi-plugin
+}
+
 install_containers() {
   # The image is built and run without a Docker engine: Debian's buildah builds the
   # Dockerfile, runc runs the built image (tests/e2e/test_image.py), mmdebstrap makes the
@@ -270,6 +307,8 @@ build_pythonbase() {
   rm -rf "$root"
 }
 
+plugin_hash() { cat "$here/../bench/argo-gatewayapi-plugin/"*.go | sha256sum | cut -c1-8; }
+
 main() {
   local part
   for part in ${*:-k8s etcd kwok ferretdb mongotools bsondump helm redis gatewayapi prometheus promtool traefik containers pythonbase}; do
@@ -286,6 +325,10 @@ main() {
       prometheus) done_or_build prometheus "$PROMETHEUS_VERSION" build_prometheus ;;
       promtool) done_or_build promtool "$PROMETHEUS_VERSION" build_promtool ;;
       traefik) done_or_build traefik "$TRAEFIK_VERSION" build_traefik ;;
+      flagger) done_or_build flagger "$FLAGGER_VERSION" build_flagger ;;
+      argo-rollouts) done_or_build argo-rollouts "$ARGO_ROLLOUTS_VERSION" build_argo_rollouts ;;
+      argo-gatewayapi-plugin)
+        done_or_build argo-gatewayapi-plugin "$ARGO_ROLLOUTS_VERSION-$(plugin_hash)" build_argo_gatewayapi_plugin ;;
       containers) install_containers ;;
       pythonbase) done_or_build pythonbase "$PYTHON_BASE_VERSION" build_pythonbase ;;
       *) echo "unknown part: $part" >&2; exit 2 ;;
