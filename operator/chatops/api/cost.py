@@ -60,7 +60,8 @@ the window add up to them — before its closes began (a pod that exits at once 
 scraped again), after them, or in between (a scrape in the middle of a pod's closes
 sees some still open and the others closed: either figure alone misses a part).
 Its last scrape *by its own process*: Prometheus keeps a gone pod's target for a few
-seconds (discovery sends updates at most every 5 s), and when the pod's IP already
+seconds (discovery sends updates at most every 5 s; 1 s in the local environment, 3 s
+seen there under load), and when the pod's IP already
 serves a new pod the target scrapes that one under the gone pod's labels — its
 counters from 0, no connection of the gone pod's (prometheus/prometheus#13322). Such a
 sample shows fewer accepted connections (`result="success"`) than the pod had
