@@ -24,7 +24,8 @@ process of its own so that peak RSS is that tool's alone:
 
 `--tools read,dump,mongodump,mongodump-oplog` measures only those rows (the restores and
 mongorestore need the dump and mongodump rows; default: all); `--replay 0` skips the
-replay rate.
+replay rate; `--repeat N` measures the read, dump and mongodump rows N times in turn (on a
+shared machine, ratios of neighbouring rows).
 
 Wall times are single runs on a shared machine: read them as ratios, not as absolutes.
 """
@@ -152,10 +153,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="50000,200000")
     parser.add_argument("--replay", type=int, default=4000,
                         help="messages written (and edited) for the replay rate; 0: none")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure the read, dump and mongodump rows this many times, "
+                        "alternated (the restores once, after)")
     parser.add_argument("--tools", default=",".join(ALL),
                         help=f"rows to measure, of {','.join(ALL)}")
     ns = parser.parse_args()
     tools = set(ns.tools.split(","))
+    if ns.repeat < 1:
+        parser.error("--repeat: at least 1")
     if not tools <= set(ALL):
         parser.error(f"--tools: unknown {sorted(tools - set(ALL))}; known: {','.join(ALL)}")
     if tools & {"restore", "mongorestore"} and not {"dump", "mongodump"} <= tools:
@@ -177,25 +183,30 @@ def main() -> None:
         client.drop_database(db)
         seed(client, db, size)
         out = Path(tempfile.mkdtemp(prefix="bench-"))
+        has_oplog = "oplog.rs" in client.local.list_collection_names()
         try:
-            row: dict[str, Any] = {"messages": size}
-            if "read" in tools:
-                row["read"] = run([*py, "read", db])
-            if "dump" in tools:
-                row["dump"] = run([*py, "dump", db, bucket])
-            if "mongodump" in tools:
-                row["mongodump"] = run(
-                    ["mongodump", "--uri", uri, "--db", db, "--gzip", "--out", str(out)]
-                )
-                row["mongodump"]["bytes"] = sum(p.stat().st_size for p in (out / db).iterdir())
-            if "mongodump-oplog" in tools and "oplog.rs" in client.local.list_collection_names():
-                whole = out / "with-oplog"
-                row["mongodump --oplog"] = run(
-                    ["mongodump", "--uri", uri, "--oplog", "--gzip", "--out", str(whole)]
-                )
-                row["mongodump --oplog"]["bytes"] = sum(
-                    p.stat().st_size for p in whole.rglob("*") if p.is_file()
-                )
+            for repeat in range(ns.repeat):  # alternated: load drifts alike over each pair
+                row: dict[str, Any] = {"messages": size}
+                if "read" in tools:
+                    row["read"] = run([*py, "read", db])
+                if "dump" in tools:
+                    row["dump"] = run([*py, "dump", db, bucket])
+                if "mongodump" in tools:
+                    row["mongodump"] = run(
+                        ["mongodump", "--uri", uri, "--db", db, "--gzip", "--out", str(out)]
+                    )
+                    row["mongodump"]["bytes"] = sum(p.stat().st_size for p in (out / db).iterdir())
+                if "mongodump-oplog" in tools and has_oplog:
+                    whole = out / "with-oplog"
+                    row["mongodump --oplog"] = run(
+                        ["mongodump", "--uri", uri, "--oplog", "--gzip", "--out", str(whole)]
+                    )
+                    row["mongodump --oplog"]["bytes"] = sum(
+                        p.stat().st_size for p in whole.rglob("*") if p.is_file()
+                    )
+                if repeat < ns.repeat - 1:
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
             for workers in WORKERS if "restore" in tools else ():
                 for how in ("full", "loaded") if workers == 1 else ("loaded",):
                     row[f"restore-{workers}-{how}"] = run(
