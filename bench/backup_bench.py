@@ -22,6 +22,11 @@ process of its own so that peak RSS is that tool's alone:
                 as FerretDB needs; `--noIndexRestore` on FerretDB, which refuses the
                 `ns` index option mongorestore adds)
 
+`--tools read,dump,mongodump,mongodump-oplog` measures only those rows (the restores and
+mongorestore need the dump and mongodump rows; default: all); `--replay 0` skips the
+replay rate; `--repeat N` measures the read, dump and mongodump rows N times in turn (on a
+shared machine, ratios of neighbouring rows).
+
 Wall times are single runs on a shared machine: read them as ratios, not as absolutes.
 """
 
@@ -55,6 +60,8 @@ TOOLS = {
        for w in WORKERS},
     "restore-1-full": "chatops restore, 1 worker, verified by a full read-back (before)",
 }
+ALL = ("read", "dump", "mongodump", "mongodump-oplog", "restore", "mongorestore")
+"""What `--tools` selects from."""
 
 
 def run(argv: list[str]) -> dict[str, Any]:
@@ -146,7 +153,19 @@ def main() -> None:
     parser.add_argument("--sizes", default="50000,200000")
     parser.add_argument("--replay", type=int, default=4000,
                         help="messages written (and edited) for the replay rate; 0: none")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure the read, dump and mongodump rows this many times, "
+                        "alternated (the restores once, after)")
+    parser.add_argument("--tools", default=",".join(ALL),
+                        help=f"rows to measure, of {','.join(ALL)}")
     ns = parser.parse_args()
+    tools = set(ns.tools.split(","))
+    if ns.repeat < 1:
+        parser.error("--repeat: at least 1")
+    if not tools <= set(ALL):
+        parser.error(f"--tools: unknown {sorted(tools - set(ALL))}; known: {','.join(ALL)}")
+    if tools & {"restore", "mongorestore"} and not {"dump", "mongodump"} <= tools:
+        parser.error("--tools: the restores read the dump's and mongodump's output")
     import boto3
     from pymongo import MongoClient
 
@@ -164,23 +183,31 @@ def main() -> None:
         client.drop_database(db)
         seed(client, db, size)
         out = Path(tempfile.mkdtemp(prefix="bench-"))
+        has_oplog = "oplog.rs" in client.local.list_collection_names()
         try:
-            row: dict[str, Any] = {"messages": size}
-            row["read"] = run([*py, "read", db])
-            row["dump"] = run([*py, "dump", db, bucket])
-            row["mongodump"] = run(
-                ["mongodump", "--uri", uri, "--db", db, "--gzip", "--out", str(out)]
-            )
-            row["mongodump"]["bytes"] = sum(p.stat().st_size for p in (out / db).iterdir())
-            if "oplog.rs" in client.local.list_collection_names():
-                whole = out / "with-oplog"
-                row["mongodump --oplog"] = run(
-                    ["mongodump", "--uri", uri, "--oplog", "--gzip", "--out", str(whole)]
-                )
-                row["mongodump --oplog"]["bytes"] = sum(
-                    p.stat().st_size for p in whole.rglob("*") if p.is_file()
-                )
-            for workers in WORKERS:
+            for repeat in range(ns.repeat):  # alternated: load drifts alike over each pair
+                row: dict[str, Any] = {"messages": size}
+                if "read" in tools:
+                    row["read"] = run([*py, "read", db])
+                if "dump" in tools:
+                    row["dump"] = run([*py, "dump", db, bucket])
+                if "mongodump" in tools:
+                    row["mongodump"] = run(
+                        ["mongodump", "--uri", uri, "--db", db, "--gzip", "--out", str(out)]
+                    )
+                    row["mongodump"]["bytes"] = sum(p.stat().st_size for p in (out / db).iterdir())
+                if "mongodump-oplog" in tools and has_oplog:
+                    whole = out / "with-oplog"
+                    row["mongodump --oplog"] = run(
+                        ["mongodump", "--uri", uri, "--oplog", "--gzip", "--out", str(whole)]
+                    )
+                    row["mongodump --oplog"]["bytes"] = sum(
+                        p.stat().st_size for p in whole.rglob("*") if p.is_file()
+                    )
+                if repeat < ns.repeat - 1:
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            for workers in WORKERS if "restore" in tools else ():
                 for how in ("full", "loaded") if workers == 1 else ("loaded",):
                     row[f"restore-{workers}-{how}"] = run(
                         [*py, "restore", db, bucket, row["dump"]["key"], target, str(workers),
@@ -192,7 +219,10 @@ def main() -> None:
                 "--nsFrom", f"{db}.*", "--nsTo", f"{target}.*",
                 "--numParallelCollections=1", "--numInsertionWorkersPerCollection=1",
             ]
-            row["mongorestore"] = run(restore_args + (["--noIndexRestore"] if ferretdb else []))
+            if "mongorestore" in tools:
+                row["mongorestore"] = run(
+                    restore_args + (["--noIndexRestore"] if ferretdb else [])
+                )
         finally:
             shutil.rmtree(out, ignore_errors=True)
             client.drop_database(db)

@@ -86,6 +86,7 @@ def test_moved_counts_what_the_drained_pods_held_and_dropped_what_was_lost(
     q = CostQueries()
     blue, green = "chat-api-blue", "chat-api-green"
     active, shut = "websocket_connections_active", "websocket_disconnections_total"
+    accepted = "websocket_connections_total"
     inputs = [
         # a pod that went away before a scrape saw its closes: its last gauge counts
         series(active, blue, "b1", "10x10 stale"),
@@ -99,6 +100,12 @@ def test_moved_counts_what_the_drained_pods_held_and_dropped_what_was_lost(
         # in the middle, then once more after: 9 as well
         series(active, blue, "b4", "9x10 4 0 stale"),
         series(shut, blue, "b4", "0x10 5 9 stale", reason="shutdown"),
+        # gone, its target kept a few seconds by Prometheus' discovery, while its IP
+        # already served a new pod: the last scrapes are that pod's, under b5's labels
+        # (counters from 0, 2 connections of its own) — b5 held 11 when it went
+        series(active, blue, "b5", "11x10 stale 0 2 2 stale"),
+        series(shut, blue, "b5", "0x10 stale 0 0 0 stale", reason="shutdown"),
+        series(accepted, blue, "b5", "11x10 stale 0 2 2 stale", result="success"),
         # the serving color's pods are not asked: nothing drained them
         series(active, green, "g1", "0+1x40"),
         # lost without a close handshake, and refused handshakes
@@ -107,7 +114,7 @@ def test_moved_counts_what_the_drained_pods_held_and_dropped_what_was_lost(
         series("websocket_connections_total", green, "g1", "0+2x40", result="success"),
     ]
     check(tmp_path, inputs, [
-        (f"round({query(q.websockets_moved, blue)})", 10 + 12 + 9 + 9),
+        (f"round({query(q.websockets_moved, blue)})", 10 + 12 + 9 + 9 + 11),
         (f"round({query(q.websockets_dropped, green)})", 2 + 3),
         # nothing lost on blue: no series at all is 0, not no answer
         (f"round({query(q.websockets_dropped, blue)})", 0),
