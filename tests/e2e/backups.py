@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import tempfile
 import threading
 import uuid
@@ -21,7 +20,8 @@ from typing import Any
 import boto3
 from kubernetes import client
 
-from support import GROUP, VERSION, wait_for
+from localenv import free_port
+from support import GROUP, VERSION, PrivateServer, wait_for
 
 PASSWORD = "Chat-Pa55w0rd-must-not-leak"
 S3_SECRET = "S3-s3cret-key-must-not-leak"
@@ -199,42 +199,23 @@ def available(apps: client.AppsV1Api, namespace: str, name: str) -> tuple[int, i
     return d.spec.replicas or 0, d.status.available_replicas or 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateFerretDB:
+class PrivateFerretDB(PrivateServer):
     """A FerretDB of the test's own (SQLite in a temporary folder) on a fixed port, to be
     stopped and started again without disturbing anyone else's database."""
 
+    what = "FerretDB"
+
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.uri = f"mongodb://127.0.0.1:{self.port}/"
         self._dir = tempfile.mkdtemp(prefix="chatops-e2e-ferretdb-")
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            [
-                "ferretdb", "--handler=sqlite", f"--sqlite-url=file:{self._dir}/",
-                f"--state-dir={self._dir}", f"--listen-addr=127.0.0.1:{self.port}",
-                "--debug-addr=-", "--telemetry=disable", "--log-level=error",
-            ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._listening, timeout=30, interval=0.1, what="the private FerretDB")
-
-    def _listening(self) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=30)
-            self._proc = None
+    def command(self) -> list[str]:
+        return [
+            "ferretdb", "--handler=sqlite", f"--sqlite-url=file:{self._dir}/",
+            f"--state-dir={self._dir}", f"--listen-addr=127.0.0.1:{self.port}",
+            "--debug-addr=-", "--telemetry=disable", "--log-level=error",
+        ]
 
 
 class CuttableProxy:

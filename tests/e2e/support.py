@@ -1,16 +1,20 @@
-"""Helpers of the e2e tests: kubectl and polling."""
+"""Helpers of the e2e tests: kubectl, polling, plain HTTP and servers of a test's own."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from localenv import free_port
 
 GROUP, VERSION = "chatops.dev", "v1alpha1"
 
@@ -36,6 +40,55 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def http_get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
+    """GET `path` on 127.0.0.1:`port` as a probe asks: (status, body), an HTTP error's
+    code and body alike, and (0, "") when nothing answers (not up yet, or gone)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return 0, ""
+
+
+class PrivateServer:
+    """A server process of the test's own on a port of its own (`command()`), so that a
+    test can stop it and start it again without disturbing anyone else's tests."""
+
+    what = "server"
+    """Named in the timeout when it does not come up."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str] | None:
+        """The process's environment; None: the test's own."""
+        return None
+
+    def ready(self) -> bool:
+        """Whether it serves; by default, whether its port accepts a connection."""
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            self.command(), env=self.environment(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.ready, timeout=60, interval=0.1, what=f"the private {self.what}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+            self._proc = None
 
 
 def metrics(operator_log: Path) -> dict[str, float]:

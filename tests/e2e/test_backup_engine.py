@@ -11,10 +11,8 @@ import datetime
 import hashlib
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from chatops.api.backup import S3Endpoint
 from chatops.backup import dump, layout, restore
 from chatops.backup.manifest import ManifestSource
 from chatops.errors import BackupFailed, DatabaseError, StorageError, VerificationFailed
+from support import PrivateServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 
@@ -400,38 +399,27 @@ def test_secrets_never_reach_an_error(environment: dict[str, str], bucket: str) 
     assert "no-such-bucket-e2e" in str(s3_err.value)
 
 
-class PrivateS3:
+class PrivateS3(PrivateServer):
     """A moto S3 server of this test's own, on a port of its own, so that stopping it
     mid-upload disturbs nobody else's tests (the shared one is watched by
     `localenv.running()`, and a concurrent session would restart everything)."""
 
+    what = "S3 server"
+
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        moto = str(Path(sys.executable).parent / "moto_server")
-        self._proc = subprocess.Popen(
-            [moto, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                boto3.client("s3", endpoint_url=self.url).list_buckets()
-                return
-            except Exception:
-                time.sleep(0.2)
-        raise AssertionError("the private S3 server did not start")
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                "-p", str(self.port)]
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=30)
-            self._proc = None
+    def ready(self) -> bool:
+        try:
+            boto3.client("s3", endpoint_url=self.url).list_buckets()
+            return True
+        except Exception:
+            return False
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import datetime
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from backups import (
     uri_with_password,
 )
 from chatops import clock
-from support import wait_for
+from support import PrivateServer, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mongodb]
 
@@ -44,33 +43,22 @@ TOKEN = "doctor-t0ken-must-not-leak"
 ALL_CHECKS = ["api", "mongodb", "redis", "websocket", "backups", "releases"]
 
 
-class PrivateRedis:
+class PrivateRedis(PrivateServer):
     """The env's Redis-protocol server (miniredis, env/build.sh) of the test's own, with
     a password, to be stopped without disturbing anyone."""
 
+    what = "Redis"
+
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.password = f"redis-{secrets.token_hex(8)}"
         self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            [str(localenv.bin_dir("redis") / "redis-server"), f"--addr=127.0.0.1:{self.port}"],
-            env={**os.environ, "REDIS_PASSWORD": self.password},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._listening, timeout=30, interval=0.1, what="the private Redis")
+    def command(self) -> list[str]:
+        return [str(localenv.bin_dir("redis") / "redis-server"), f"--addr=127.0.0.1:{self.port}"]
 
-    def _listening(self) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=30)
-            self._proc = None
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "REDIS_PASSWORD": self.password}
 
 
 @pytest.fixture

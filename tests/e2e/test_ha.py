@@ -4,35 +4,16 @@ kill the leader mid-release and the standby takes over and finishes it."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 import releases as rel
-from support import start_operator, wait_for
+from support import free_port, http_get, start_operator, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def _replica(namespace: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -46,22 +27,22 @@ def test_the_standby_takes_over_a_release_when_the_leader_dies(
     custom: client.CustomObjectsApi,
     tmp_path: Path,
 ) -> None:
-    ports = [_port(), _port()]
+    ports = [free_port(), free_port()]
     replicas = [_replica(namespace, p, tmp_path / f"replica{i}.log") for i, p in enumerate(ports)]
     try:
         states = wait_for(
             lambda: (
-                sorted(_get(f"http://127.0.0.1:{p}/readyz")[1].strip() for p in ports)
+                sorted(http_get(p, "/readyz")[1].strip() for p in ports)
                 == ["leading", "standby"]
-                and [_get(f"http://127.0.0.1:{p}/readyz")[1].strip() for p in ports]
+                and [http_get(p, "/readyz")[1].strip() for p in ports]
             ),
             timeout=60,
             what="one replica leading and one standing by",
         )
         leader = states.index("leading")
-        assert all(_get(f"http://127.0.0.1:{p}/healthz")[0] == 200 for p in ports)
+        assert all(http_get(p, "/healthz")[0] == 200 for p in ports)
         assert (
-            "chatops_release_look_seconds" in _get(f"http://127.0.0.1:{ports[leader]}/metrics")[1]
+            "chatops_release_look_seconds" in http_get(ports[leader], "/metrics")[1]
         )
 
         rel.http_route(api, namespace)
@@ -84,7 +65,7 @@ def test_the_standby_takes_over_a_release_when_the_leader_dies(
         replicas[leader].wait()
         standby = 1 - leader
         wait_for(
-            lambda: _get(f"http://127.0.0.1:{ports[standby]}/readyz")[1].strip() == "leading",
+            lambda: http_get(ports[standby], "/readyz")[1].strip() == "leading",
             timeout=60,
             what="the standby to take the Lease",
         )

@@ -18,11 +18,8 @@ import base64
 import json
 import os
 import re
-import socket
 import subprocess
 import tomllib
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +33,7 @@ from pymongo import MongoClient
 import backups
 import container
 import releases as rel
-from support import kubectl, wait_for
+from support import free_port, http_get, kubectl, wait_for
 
 # one worker runs them in turn: one build, and one operator container at a time
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.xdist_group("image")]
@@ -47,22 +44,6 @@ RBAC = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBind
 @pytest.fixture(scope="module")
 def image() -> container.Image:
     return container.build_image()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def _helm_template(namespace: str, values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,7 +73,7 @@ def chart(
     def render(**values: Any) -> container.Pod:
         docs = _helm_template(system, {
             "watchNamespaces": [namespace],
-            "metrics": {"port": _free_port()},
+            "metrics": {"port": free_port()},
             "prometheus": {"address": os.environ["PROMETHEUS_URL"]},
             **values,
         })
@@ -114,7 +95,7 @@ def chart(
 
 def _ask(probe: tuple[str, int]) -> tuple[int, str]:
     path, port = probe
-    return _get(port, path)
+    return http_get(port, path)
 
 
 def _service_account(api: client.ApiClient, pod: container.Pod, folder: Path) -> Path:

@@ -289,3 +289,76 @@ def test_a_failing_backup_and_a_restore_are_told(
     assert [b["object"]["name"] for b in hook.delivered()] == ["broken", "undo"]
     assert "RecoverySucceeded" in reasons(core, namespace, "undo")
     _assert_no_url(custom, core, namespace, operator, hook.token)
+
+
+QUICK_RETRY = "0.5,1,3"
+"""`--notify-retry`: 3 attempts over 1.5 s, so an outage outlasts the window in seconds
+(the default window is about 4 minutes)."""
+
+
+def test_a_receiver_away_past_the_retry_window_misses_only_what_it_spanned(
+    environment: dict[str, str], api: client.ApiClient, namespace: str,
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, receivers: Any, tmp_path: Path,
+) -> None:
+    """Away longer than the retry window: a release and a backup go on without it; every
+    notification offered meanwhile is tried 3 times, dropped, counted and told by a
+    NotificationFailed Event; none of them arrives later; those of the release after its
+    return are delivered."""
+    log, port = tmp_path / "operator.log", free_port()
+    (tmp_path / "metrics.url").write_text(f"http://127.0.0.1:{port}/metrics")  # support.metrics
+    proc = support.start_operator(log, port, [namespace], "--notify-retry", QUICK_RETRY)
+    try:
+        hook = receivers()
+        _secret(core, namespace, {"json": hook.url})
+        create_secrets(core, namespace, uri_with_password(environment["MONGODB_URI"]))
+        rel.http_route(api, namespace)
+        rel.traffic(namespace, "chat", "blue", "green")
+        tell = [_receiver("hook", "json")]
+        rel.create(custom, namespace, "chat", _release_spec("2s", tell))
+        rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
+
+        hook.down()  # connections refused, for longer than the window
+        rel.set_version(custom, namespace, "chat", "1.1")
+        s3_url = environment["S3_ENDPOINT_URL"]
+        create(custom, namespace, "chatbackups", "ChatBackup", "broken",
+               backup_spec(s3_url, new_bucket(s3_url), "gone_database", notifications=tell))
+        wait_for(lambda: (s := rel.status(custom, namespace, "chat")).get("phase") == "Succeeded"
+                 and s.get("stableVersion") == "chat-api:1.1,chat-web:1.1", timeout=120,
+                 what="1.1 Succeeded, its receiver away")
+        assert finished_run(custom, namespace, "broken", timeout=120)["result"] == "Failed"
+        missed = rel.status(custom, namespace, "chat")["stableRevision"]
+        # 6 of the release (Started, 4 Steps, Promoted) and the backup's BackupFailed
+        mine = f'namespace="{namespace}",receiver="hook"'
+        dropped = ('chatops_notifications_dropped_total'  # labels sorted, as support reads
+                   f'{{namespace="{namespace}",reason="attempts",receiver="hook"}}')
+        wait_for(lambda: support.metrics(log).get(dropped, 0) >= 7, timeout=90,
+                 what="the 7 notifications offered while away dropped after their attempts")
+
+        def failed_events() -> list[str]:
+            return [e.message for e in core.list_namespaced_event(namespace).items
+                    if e.reason == "NotificationFailed"]
+
+        told = wait_for(lambda: len(m := failed_events()) >= 7 and m, timeout=60,
+                        what="a NotificationFailed Event for each")
+        assert all("not delivered to receiver hook after 3 attempt(s)" in m for m in told), told
+        assert "BackupFailed" in reasons(core, namespace, "broken")
+        assert "NotificationFailed" in reasons(core, namespace, "broken")
+        exported = support.metrics(log)
+        assert exported[dropped] == 7
+        assert exported[f"chatops_notification_attempts_failed_total{{{mine}}}"] == 21
+
+        hook.up()
+        rel.set_version(custom, namespace, "chat", "1.2")
+        wait_for(lambda: rel.status(custom, namespace, "chat").get("stableVersion")
+                 == "chat-api:1.2,chat-web:1.2", timeout=120, what="1.2 promoted")
+        revision = rel.status(custom, namespace, "chat")["stableRevision"]
+        back = wait_for(lambda: len(b := _of(hook, revision)) >= 6 and b, timeout=60,
+                        what="1.2's notifications delivered")
+        assert [b["kind"] for b in back] == ["Started", "Step", "Step", "Step", "Step",
+                                             "Promoted"]
+        assert _of(hook, missed) == [], "a dropped notification arrived after all"
+        assert not [b for b in hook.delivered() if b["object"]["kind"] == "ChatBackup"]
+        assert support.metrics(log).get(dropped) == 7  # nothing dropped after the return
+        _assert_no_url(custom, core, namespace, log, hook.token)
+    finally:
+        support.stop_operator(proc)

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -20,28 +17,12 @@ from pathlib import Path
 import pytest
 
 from chatops import cli
-from support import wait_for
+from support import free_port, http_get, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 import test_dockerfile as image
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def _image_port() -> int:
@@ -85,20 +66,20 @@ def container(port: int, namespace: str, log: Path) -> Iterator[subprocess.Popen
 def test_the_image_command_serves_probes_metrics_and_json_logs(
     crds: None, namespace: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "operator.log"
     with container(port, namespace, log) as proc:
         wait_for(
-            lambda: _get(port, "/readyz") == (200, "leading\n"),
+            lambda: http_get(port, "/readyz") == (200, "leading\n"),
             timeout=60,
             what="/readyz 200 leading",
         )
-        assert _get(port, "/healthz")[0] == 200
-        code, metrics = _get(port, "/metrics")
+        assert http_get(port, "/healthz")[0] == 200
+        code, metrics = http_get(port, "/metrics")
         assert code == 200
         assert "# TYPE chatops_release_phase gauge" in metrics
         assert any(line.startswith("chatops_release_look_seconds") for line in metrics.split("\n"))
-        assert _get(port, "/nothing")[0] == 404
+        assert http_get(port, "/nothing")[0] == 404
         assert proc.poll() is None, log.read_text()
 
         # the Dockerfile's HEALTHCHECK, pointed at this port
@@ -116,19 +97,19 @@ def test_the_image_command_serves_probes_metrics_and_json_logs(
 def test_two_replicas_one_leads_one_stands_by_both_ready(
     crds: None, namespace: str, tmp_path: Path
 ) -> None:
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     with ExitStack() as stack:
         for i, port in enumerate(ports):
             stack.enter_context(container(port, namespace, tmp_path / f"replica{i}.log"))
         wait_for(
             lambda: (
-                sorted(_get(p, "/readyz") for p in ports)
+                sorted(http_get(p, "/readyz") for p in ports)
                 == [(200, "leading\n"), (200, "standby\n")]
             ),
             timeout=60,
             what="one replica leading and one standing by, both ready",
         )
-        assert [_get(p, "/healthz")[0] for p in ports] == [200, 200]
+        assert [http_get(p, "/healthz")[0] for p in ports] == [200, 200]
         for port in ports:
-            code, metrics = _get(port, "/metrics")
+            code, metrics = http_get(port, "/metrics")
             assert code == 200 and "# TYPE chatops_release_phase gauge" in metrics

@@ -173,6 +173,26 @@ def test_any_schedule_waits_longer_each_time_never_past_its_cap(
     assert delays[attempts - 1:] == [None] * 3
 
 
+def test_the_retry_schedule_is_an_operator_setting_whose_default_is_the_four_minutes() -> None:
+    from chatops import cli
+
+    assert cli.parser().parse_args(["run"]).notify_retry == Retry()
+    assert Retry().window() == 243
+    quick = cli.parser().parse_args(["run", "--notify-retry", "0.5,1,3"]).notify_retry
+    assert quick == Retry(first=0.5, cap=1, attempts=3) and quick.window() == 1.5
+
+
+@pytest.mark.parametrize("bad", ["1,60", "0,60,10", "10,1,3", "1,60,0", "a,b,c"])
+def test_a_retry_setting_it_cannot_follow_is_refused_naming_the_flag(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chatops import cli
+
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["run", "--notify-retry", bad])
+    assert "--notify-retry" in capsys.readouterr().err
+
+
 # -- the outbox -----------------------------------------------------------------------
 
 
@@ -210,6 +230,29 @@ def test_a_receiver_that_never_comes_back_is_dropped_after_the_last_attempt() ->
     seen = run(outbox, up_at=1e9, until=10.0)
     assert seen == [("retry", 0.0, 0), ("retry", 1.0, 1), ("dropped", 3.0, 2)]
     assert len(outbox) == 0 and outbox.next_due() is None
+
+
+def test_an_outage_longer_than_the_window_drops_what_it_spans_and_not_what_comes_after() -> None:
+    """Fifty notifications offered over a receiver's 100 s away with a 1,2,3 schedule (3 s
+    window): each spent its 3 attempts and was dropped, none was delivered late, nothing
+    stayed queued; the ten offered after its return arrive at their first attempt."""
+    outbox = Outbox(retry=Retry(first=1, cap=2, attempts=3))
+    seen: list[tuple[str, float, str]] = []
+    for tenth in range(1500):
+        now = tenth / 10
+        if (tenth % 20 == 0 and now < 100) or tenth in range(1100, 1200, 10):
+            assert outbox.offer(delivery(f"n{tenth}"), now)
+        while (pending := outbox.take(now)) is not None:
+            settled, _ = outbox.settle(pending, "team: connection refused" if now < 103.5
+                                       else None, now)
+            seen.append((settled, now, pending.delivery.receiver))
+    offered_away = {f"n{t}" for t in range(0, 1000, 20)}
+    dropped = {r for settled, _, r in seen if settled == "dropped"}
+    delivered = {r for settled, _, r in seen if settled == "delivered"}
+    assert dropped == offered_away and not delivered & offered_away
+    assert delivered == {f"n{t}" for t in range(1100, 1200, 10)}
+    assert all(sum(1 for _, _, r in seen if r == name) == 3 for name in offered_away)
+    assert len(outbox) == 0
 
 
 def test_a_full_outbox_refuses_more_counting_the_attempts_in_flight() -> None:

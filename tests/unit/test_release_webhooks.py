@@ -207,3 +207,47 @@ def test_health_checks_then_the_pre_rollout_webhook_pass_in_one_look() -> None:
     world.release("1.1")
     world.run_until(lambda w: w.status.gates_passed is True, ticks=20)
     assert len(calls_of(world, "gate")) == 1
+
+
+def test_status_webhooks_at_its_cap_keeps_what_the_gates_in_flight_need() -> None:
+    """Four webhooks (the most a release takes) through seven releases in a row, each
+    rolled back by its second pre-rollout gate while the rollback endpoint keeps failing:
+    the owed rollback calls pile up past the 8 records status keeps. Whatever gives way,
+    the release in flight keeps its own: a passed gate is called once, a failing one is
+    counted to its limit exactly, the newest rollbacks are still told, and the last
+    release's answers are there when it succeeds."""
+    world = released(World(spec(webhooks=[
+        hook("smoke", "pre-rollout"),
+        hook("load", "pre-rollout", failureLimit=2),
+        hook("approve", "confirm-promotion"),
+        hook("page", "rollback", failureLimit=5),
+    ])))
+    world.hooks.update(load="HTTP 503", page="HTTP 502")
+    rolled: list[str] = []
+    for minor in range(1, 8):
+        world.release(f"1.{minor}")
+        for _ in range(200):
+            world.tick()
+            assert len(world.status.webhooks) <= webhooks.KEPT
+            if world.status.phase == "RolledBack" and world.status.canary_revision is None:
+                break
+        revision = world.status.aborted_revision
+        assert revision is not None and revision not in rolled
+        rolled.append(revision)
+        mine = [c.hook.name for c in world.calls if c.revision == revision]
+        assert mine.count("smoke") == 1, "a passed gate called again"
+        assert mine.count("load") == 3, "failureLimit 2: rolled back at the third failure"
+        assert "pre-rollout webhook load failed 3 times" in world.status.history[-1].message
+    world.hooks.update(load=None)
+    world.release("1.8")
+    world.run_until(lambda w: w.status.phase == "Succeeded" and w.status.canary_revision is None)
+    for _ in range(60):  # the rollback calls still owed go on meanwhile, and after
+        world.tick()
+        assert len(world.status.webhooks) <= webhooks.KEPT
+    last = world.status.stable_revision
+    kept = {(c.name, c.revision): c for c in world.status.webhooks}
+    assert all(kept[(name, last)].passed for name in ("smoke", "load", "approve"))
+    assert [c.hook.name for c in world.calls if c.revision == last] == ["smoke", "load", "approve"]
+    paged = [c.revision for c in world.calls if c.hook.name == "page"]
+    assert paged.count(rolled[-1]) == 6, "the newest rollback told to its failureLimit + 1"
+    assert all(paged.count(r) >= 1 for r in rolled), "every rollback told at least once"

@@ -12,7 +12,7 @@ from chatops.errors import InvalidSpec, TrafficRoutingError
 from chatops.traffic import router_for
 from chatops.traffic.gatewayapi import GatewayAPIRouter
 from chatops.traffic.nginx import NginxRouter
-from chatops.traffic.router import Split
+from chatops.traffic.router import HeaderMatch, Split
 from chatops.traffic.service import ServiceRouter, observed_weights, selector_patch
 
 COLOR = "chatops.dev/color"
@@ -145,3 +145,21 @@ def test_a_canary_without_weighted_routing_is_refused() -> None:
     spec = valid.model_copy(update={"traffic_routing": None})
     with pytest.raises(InvalidSpec, match=r"spec\.trafficRouting"):
         router_for(spec, client.ApiClient(), OWNER)
+
+
+@pytest.mark.parametrize(
+    ("router", "named"),
+    [
+        (NginxRouter(client.ApiClient(), "chat", OWNER), "the NGINX router of chat"),
+        (ServiceRouter(client.ApiClient()), "the Service router of chat"),
+    ],
+)
+def test_a_router_without_header_matching_refuses_a_header_route_and_holds_none(
+    router: NginxRouter | ServiceRouter, named: str
+) -> None:
+    # No cluster is asked: refusing, removing nothing and reporting nothing need none.
+    split = Split("api", "chat-api-blue", "chat-api-green", 0)
+    with pytest.raises(TrafficRoutingError, match=f"^{named}: .*trafficRouting.gatewayAPI"):
+        router.set_header_route("prod", "chat", [split], [HeaderMatch("X-Canary", "dogfood")])
+    router.set_header_route("prod", "chat", [split], [])  # removing none is no error
+    assert router.get_header_routes("prod", "chat", [split]) == {}

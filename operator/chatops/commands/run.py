@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from chatops import telemetry
+from chatops.notify.outbox import Retry
 
 log = logging.getLogger("chatops")
 
@@ -60,6 +61,21 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         help="namespace of the database Leases, where backups and restores from every "
         "namespace meet (default: $POD_NAMESPACE or default)",
     )
+    run.add_argument(
+        "--notify-retry",
+        type=_retry,
+        default=Retry(),
+        metavar="FIRST,CAP,ATTEMPTS",
+        help="when a notification attempt fails: seconds to the first retry (doubling "
+        "after), the most between two, attempts in all (default 1,60,10: about 4 minutes)",
+    )
+
+
+def _retry(text: str) -> Retry:
+    try:
+        return Retry.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
     import chatops.handlers  # noqa: F401 - registers the handlers
     from chatops.adapters import reachability
     from chatops.handlers.settings import api_client
+    from chatops.notify import dispatcher
 
     kopf.configure(
         debug=args.log_level == "debug",
         quiet=args.log_level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    dispatcher.configure(args.notify_retry)
     if args.lease_namespace:
         from chatops.adapters.lease import NAMESPACE_ENV
 

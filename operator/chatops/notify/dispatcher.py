@@ -34,7 +34,7 @@ from chatops.adapters import http
 from chatops.adapters.kube import Cluster
 from chatops.events import Event
 from chatops.notify import message
-from chatops.notify.outbox import Outbox, Pending
+from chatops.notify.outbox import Outbox, Pending, Retry
 
 WORKERS = 2
 """Threads attempting deliveries: a receiver that times out holds one, not the others."""
@@ -183,12 +183,22 @@ def failure_event(api: client.ApiClient) -> Callable[[Pending, str], None]:
 
 
 _running: Dispatcher | None = None
+_retry = Retry()
+
+
+def configure(retry: Retry) -> None:
+    """The retry schedule of the dispatcher `start` makes (`chatops run --notify-retry`):
+    set before kopf starts the operator."""
+    global _retry
+    _retry = retry
 
 
 def start(api: client.ApiClient) -> None:
     """Start the operator's dispatcher (at startup); Events offered before are not sent."""
     global _running
-    _running = Dispatcher(sender(api), on_dropped=failure_event(api)).start()
+    _running = Dispatcher(
+        sender(api), Outbox(retry=_retry), on_dropped=failure_event(api)
+    ).start()
 
 
 def stop() -> None:

@@ -28,6 +28,23 @@ class Retry:
     cap: float = 60.0
     attempts: int = 10
 
+    @classmethod
+    def parse(cls, text: str) -> Retry:
+        """`FIRST,CAP,ATTEMPTS` (seconds, seconds, a count), as `--notify-retry` takes it;
+        ValueError naming what is wrong."""
+        parts = text.split(",")
+        if len(parts) != 3:
+            raise ValueError(f"{text!r} is not FIRST,CAP,ATTEMPTS (e.g. 1,60,10)")
+        first, cap, attempts = float(parts[0]), float(parts[1]), int(parts[2])
+        if not (0 < first <= cap and attempts >= 1):
+            raise ValueError(f"{text!r}: want 0 < FIRST <= CAP seconds and ATTEMPTS >= 1")
+        return cls(first=first, cap=cap, attempts=attempts)
+
+    def window(self) -> float:
+        """Seconds from a delivery's first attempt to its last: a receiver away longer
+        misses what was offered when it went."""
+        return sum(self.delay(n) or 0.0 for n in range(1, self.attempts))
+
     def delay(self, failed: int) -> float | None:
         """Seconds from the `failed`-th failed attempt to the next; None: no more."""
         if failed >= self.attempts:

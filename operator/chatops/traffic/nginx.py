@@ -31,11 +31,9 @@ from chatops.ownership import LABEL_LIMIT, bounded, controlled_by, controller
 from chatops.traffic.router import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    HeaderMatch,
-    HeaderRoutes,
     Split,
     Weights,
-    no_header_routes,
+    WithoutHeaderRoutes,
     percent,
     stable_service_name,
 )
@@ -200,9 +198,11 @@ def observed_weights(canary: Mapping[str, Any] | None, splits: Sequence[Split]) 
     return observed
 
 
-class NginxRouter:
+class NginxRouter(WithoutHeaderRoutes):
     """Keeps the release's canary Ingress in step with the stable Ingress and the canary
     weight; `owner` is the ownerReference to the ChatRelease it belongs to."""
+
+    router_kind = "NGINX"
 
     def __init__(
         self,
@@ -249,20 +249,6 @@ class NginxRouter:
         if canary is not None and not is_ours(canary, self.owner):
             raise not_ours(canary, release)
         return observed_weights(canary, splits)
-
-    def set_header_route(
-        self,
-        namespace: str,
-        release: str,
-        splits: Sequence[Split],
-        matches: Sequence[HeaderMatch],
-    ) -> None:
-        no_header_routes(f"the NGINX router of {release}", matches)
-
-    def get_header_routes(
-        self, namespace: str, release: str, splits: Sequence[Split]
-    ) -> HeaderRoutes:
-        return {}
 
     def finalize(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         """Delete the release's canary Ingress; refuse, naming it, when an Ingress of

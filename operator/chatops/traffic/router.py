@@ -108,13 +108,31 @@ class TrafficRouter(Protocol):
         ...
 
 
-def no_header_routes(router: str, matches: Sequence[HeaderMatch]) -> None:
-    """What a router without header matching does when asked for a header route: refuse
-    one (the API server already refuses such a spec), remove none (there is none)."""
-    if matches:
-        raise TrafficRoutingError(
-            router, "cannot route by header; headerRoute steps need trafficRouting.gatewayAPI"
-        )
+class WithoutHeaderRoutes:
+    """The header-route half of a TrafficRouter for a routing layer that cannot match
+    headers (an NGINX canary Ingress, a Service selector): refuse a header route (the API
+    server already refuses such a spec), remove none and report none (there is none).
+    `router_kind` names the router in the refusal."""
+
+    router_kind = "this"
+
+    def set_header_route(
+        self,
+        namespace: str,
+        release: str,
+        splits: Sequence[Split],
+        matches: Sequence[HeaderMatch],
+    ) -> None:
+        if matches:
+            raise TrafficRoutingError(
+                f"the {self.router_kind} router of {release}",
+                "cannot route by header; headerRoute steps need trafficRouting.gatewayAPI",
+            )
+
+    def get_header_routes(
+        self, namespace: str, release: str, splits: Sequence[Split]
+    ) -> HeaderRoutes:
+        return {}
 
 
 def stable_service_name(release: str, component: str) -> str:

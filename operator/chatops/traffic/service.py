@@ -19,12 +19,10 @@ from chatops.adapters.watched import Seen
 from chatops.errors import TrafficRoutingError
 from chatops.traffic.router import (
     COLOR_LABEL,
-    HeaderMatch,
-    HeaderRoutes,
     Split,
     Weights,
+    WithoutHeaderRoutes,
     color_of,
-    no_header_routes,
     stable_service_name,
 )
 
@@ -70,8 +68,10 @@ def observed_weights(
     return observed
 
 
-class ServiceRouter:
+class ServiceRouter(WithoutHeaderRoutes):
     """Switches the selector of each component's stable Service `<release>-<component>`."""
+
+    router_kind = "Service"
 
     def __init__(self, api_client: client.ApiClient, seen: Seen | None = None) -> None:
         self._api = client.CoreV1Api(api_client)
@@ -95,20 +95,6 @@ class ServiceRouter:
             for split in splits
         }
         return observed_weights(selectors, splits)
-
-    def set_header_route(
-        self,
-        namespace: str,
-        release: str,
-        splits: Sequence[Split],
-        matches: Sequence[HeaderMatch],
-    ) -> None:
-        no_header_routes(f"the Service router of {release}", matches)
-
-    def get_header_routes(
-        self, namespace: str, release: str, splits: Sequence[Split]
-    ) -> HeaderRoutes:
-        return {}
 
     def finalize(self, namespace: str, release: str, splits: Sequence[Split]) -> None:
         """Nothing generated: the stable Service stays, selecting the color that won."""
