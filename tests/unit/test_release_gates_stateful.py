@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from chatops.release import runner
-from chatops.release.decide import decide
+from chatops.release import probes
 from chatops.release.model import (
     ClearAnnotation,
     Decision,
+    Needs,
     Observation,
     SetHeaderRoute,
     SetTraffic,
@@ -145,17 +145,15 @@ class GatedStory(RuleBasedStateMachine):
 
     def _look(self, killed: int | None) -> Decision:
         w = self.world
-        obs = w.observation()
-        decision = decide(obs)
-        for _ in range(runner.PROBE_ROUNDS):
-            needs = runner.unanswered(decision.needs, obs)
-            if not needs:
-                break
+
+        def probe(obs: Observation, needs: Needs) -> Observation:
             self._check_calls(obs, needs.webhooks)
-            obs = w._probed(obs, needs)
+            answered = w._probed(obs, needs)
             self.answered += [(r.hook.name, r.revision, w.hooks.get(r.hook.name))
                               for r in needs.webhooks]
-            decision = decide(obs)
+            return answered
+
+        obs, decision = probes.answered(w.observation(), probe)  # as the runner does
         self._check(obs, decision)
         for action in decision.actions:  # the runner clears annotations first
             if isinstance(action, ClearAnnotation):
