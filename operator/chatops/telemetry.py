@@ -101,6 +101,15 @@ look_seconds = Histogram(
     "Time one look at a ChatRelease took (observe, decide, act).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+sweep_queries = Counter(
+    "chatops_sweep_queries",
+    "Grouped Prometheus queries the sweep asked (one per metric template and Prometheus, "
+    "for all releases in an analysis).",
+)
+sweep_breaches = Counter(
+    "chatops_sweep_breaches",
+    "Releases the sweep found out of bounds between rounds, woken to measure at once.",
+)
 
 
 backup_last_success = Gauge(

@@ -5,18 +5,22 @@ happens when Prometheus is gone."""
 from __future__ import annotations
 
 import datetime
+import math
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from kubernetes import client
 
 import chatapp_client as app
 from chatops import clock
-from chatops.api.analysis import DEFAULT_METRICS, Analysis, Metric, success_ratio
+from chatops.api.analysis import DEFAULT_METRICS, Analysis, Metric, MinimumTraffic, success_ratio
 from chatops.errors import MetricsUnavailable
+from chatops.metrics import grouped
 from chatops.metrics.analysis import QueryContext, count, judge, outcome, render
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
@@ -232,3 +236,109 @@ def test_prometheus_stopped_is_an_error_that_holds_the_release(
 
     # Back up, the same provider answers again, with blue's value.
     wait_for(lambda: prometheus.query(query) == 0.0, timeout=60, what="answers after restart")
+
+
+# -- the sweep's grouped queries (metrics/grouped.py) ---------------------------------------
+
+_SEL = 'namespace="{{namespace}}",service="{{service}}",revision="{{revision}}"'
+_selectors = st.builds(
+    lambda metric, extra: f"{metric}{{{_SEL}{extra}}}",
+    st.sampled_from(["http_requests_total", "websocket_connections_total"]),
+    st.sampled_from(["", ',code=~"5.."', ',code!~"5.."', ',result="success"']),
+)
+_ranged = st.builds(
+    lambda fn, selector, window: f"{fn}({selector}[{window}])",
+    st.sampled_from(["rate", "increase", "irate"]), _selectors, st.sampled_from(["30s", "1m"]),
+)
+_leaves = st.one_of(
+    st.builds(
+        lambda op, grouping, inner: f"{op}{grouping} ({inner})",
+        st.sampled_from(["sum", "avg", "max", "min", "count"]),
+        st.sampled_from(["", " by (pod)", " without (pod)", " by (code)"]),
+        _ranged,
+    ),
+    st.just(f"histogram_quantile(0.9, sum by (le) "
+            f"(rate(http_request_duration_seconds_bucket{{{_SEL}}}[1m])))"),
+    _ranged,
+)
+TEMPLATES = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.builds(lambda a, op, b: f"({a}) {op} ({b})", inner,
+                  st.sampled_from(["/", "+", "-", "*", "or", "and", "unless"]), inner),
+        st.builds(lambda a, op, n: f"({a}) {op} {n}", inner,
+                  st.sampled_from([">", "<", "== bool", "> bool", "*"]),
+                  st.sampled_from(["0", "0.5", "1"])),
+        st.builds(lambda a: f"clamp_min({a}, 0.01)", inner),
+    ),
+    max_leaves=4,
+)
+"""PromQL templates shaped as users write them: aggregations with and without `by`,
+range functions, arithmetic, set and comparison operators, `histogram_quantile`."""
+
+
+def _same(own: float | None, grouped: float | None) -> bool:
+    if own is None or grouped is None:
+        return own is grouped
+    return (math.isnan(own) and math.isnan(grouped)) or math.isclose(
+        own, grouped, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _grouped_answers_each_as_its_own(
+    prometheus: PrometheusProvider, template: str, contexts: list[QueryContext],
+    at: datetime.datetime,
+) -> None:
+    grouping = grouped.grouping(template)
+    assert grouping is not None
+    promql = grouped.query(grouping, contexts)
+    assert promql is not None
+    answers = grouped.answers(grouping, contexts, prometheus.series(promql, at))
+    for c in contexts:
+        own = render(template, c)
+        try:
+            value = prometheus.query_at(own, at)
+        except MetricsUnavailable as err:  # several series: no answer from the sweep either
+            assert "series" in err.problem and own not in answers, (own, err, answers.get(own))
+            continue
+        assert own in answers and _same(value, answers[own]), (own, value, answers.get(own))
+
+
+@pytest.fixture(scope="module")
+def versions(
+    environment: dict[str, str], tenant: str
+) -> tuple[list[QueryContext], datetime.datetime]:
+    """The tenant's three versions, one nobody runs and one of another namespace, and
+    an instant Prometheus has scraped everything before (queries at it agree)."""
+    provider = PrometheusProvider(environment["PROMETHEUS_URL"])
+    wait_for(lambda: requests_in(provider, tenant, "chat-api-green") >= 10 * RPS,
+             timeout=90, what="10 s of the green version's traffic in Prometheus")
+    contexts = [context(tenant, s) for s in
+                ("chat-api-green", "chat-api-blue", "chat-api-idle", "chat-api-nobody")]
+    contexts.append(context("e2e-elsewhere", "chat-api-green"))
+    return contexts, clock.now() - datetime.timedelta(seconds=3)
+
+
+def test_one_grouped_query_answers_each_version_as_its_own_query_does(
+    versions: tuple[list[QueryContext], datetime.datetime], prometheus: PrometheusProvider
+) -> None:
+    """The default metrics and the minimum-traffic guard, asked once for five versions
+    (one failing 5 %, one fine, one idle, two with no series), give each the value its
+    own query gives, evaluated by the real Prometheus at one instant."""
+    contexts, at = versions
+    for template in [*(m.query for m in DEFAULT_METRICS if m.query),
+                     MinimumTraffic().query]:
+        _grouped_answers_each_as_its_own(prometheus, template, contexts, at)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(template=TEMPLATES)
+def test_templates_that_can_be_grouped_answer_as_their_own_queries(
+    versions: tuple[list[QueryContext], datetime.datetime], prometheus: PrometheusProvider,
+    template: str,
+) -> None:
+    """Any template `grouping` accepts answers each version as its own query does; the
+    rest (`grouping` None) are asked per release and are not the sweep's."""
+    assume(grouped.grouping(template) is not None)
+    contexts, at = versions
+    _grouped_answers_each_as_its_own(prometheus, template, contexts, at)

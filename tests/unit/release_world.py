@@ -142,6 +142,9 @@ class World:
     (`HTTP 503`); a webhook not named here answers 2xx."""
     calls: list[WebhookRequest] = field(default_factory=list)
     """Every webhook call made, in order."""
+    breach: bool = False
+    """The sweep saw the analysis out of bounds: the next look's observation says so
+    (once, as the daemon hands it over)."""
 
     @property
     def parsed(self) -> ChatReleaseSpec:
@@ -172,10 +175,12 @@ class World:
             header_routes=dict(self.header_routes),
             manual=manual,
             smoke=self.smoke if self.status.smoke_test_job else None,
+            breach=self.breach,
         )
 
     def tick(self, advance: bool = True) -> Decision:
         _, decision = probes.answered(self.observation(), self._probed)  # as the runner
+        self.breach = False
         self.apply(decision)
         if advance:
             self.now += datetime.timedelta(seconds=decision.requeue_after)

@@ -93,9 +93,11 @@ def success_ratio(success: str, total: str, window: str) -> str:
     """The share of `total`'s events over `window` that `success` counted: 0 when every
     one failed (the success series may not exist then), 1 when `total`'s series are there
     but counted nothing (no attempt, none failed: long-lived WebSockets make none for as
-    long as they stay open); no series at all is still no data (`onNoData`)."""
+    long as they stay open); no series at all is still no data (`onNoData`). (`total * 0`
+    rather than `vector(0)` stands for the missing success series: it keeps the labels,
+    so the query can be asked for many releases at once, `metrics/grouped.py`.)"""
     ok, every = f"sum(rate({success}[{window}]))", f"sum(rate({total}[{window}]))"
-    return f"(({ok} or vector(0)) / ({every} > 0)) or (({every} == 0) + 1)"
+    return f"(({ok} or {every} * 0) / ({every} > 0)) or (({every} == 0) + 1)"
 
 
 DEFAULT_METRICS: tuple[Metric, ...] = (

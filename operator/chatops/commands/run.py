@@ -69,6 +69,26 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         help="when a notification attempt fails: seconds to the first retry (doubling "
         "after), the most between two, attempts in all (default 1,60,10: about 4 minutes)",
     )
+    run.add_argument(
+        "--sweep-interval",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="check every analysis in progress this often between its rounds, with one "
+        "Prometheus query per metric template for all releases, and take a release's "
+        "next round at once when a metric is out of bounds; best your Prometheus scrape "
+        "interval (default 2; 0 turns it off)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 300:
+        raise argparse.ArgumentTypeError("between 0 (off) and 300 seconds")
+    return value
 
 
 def _retry(text: str) -> Retry:
@@ -83,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     import chatops.handlers  # noqa: F401 - registers the handlers
     from chatops.adapters import reachability
+    from chatops.handlers import sweep
     from chatops.handlers.settings import api_client
     from chatops.notify import dispatcher
 
@@ -92,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     dispatcher.configure(args.notify_retry)
+    sweep.configure(args.sweep_interval)
     if args.lease_namespace:
         from chatops.adapters.lease import NAMESPACE_ENV
 

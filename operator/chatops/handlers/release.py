@@ -14,12 +14,12 @@ from typing import Any
 import kopf
 from kubernetes import client
 
-from chatops import telemetry
+from chatops import clock, telemetry
 from chatops.adapters.watched import Seen
 from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
 from chatops.events import EventSink
-from chatops.handlers import daemons, watched
+from chatops.handlers import daemons, sweep, watched
 from chatops.release import deletion, runner
 
 log = logging.getLogger("chatops.release")
@@ -51,12 +51,16 @@ async def release(
     post = daemons.poster(api)
     backoff = daemons.Backoff()
     written: str | None = None
+    sweeper: sweep.Sweeper = memo["sweep"]
     while not stopped:
         try:
-            seen = watched.seen(body, written, kwargs)  # here: the indexes change in this loop
+            # here, in the event loop, where the indexes and the sweep change
+            seen = sweeper.fill(watched.seen(body, written, kwargs), (namespace, name),
+                                clock.now())
             with telemetry.look_seconds.time():
                 look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
             delay, written = look.requeue_after, look.version
+            sweeper.watch((namespace, name), look.watch)
             backoff.succeeded()
         except Exception as err:  # whatever it is, it is reported, not re-raised
             delay = backoff.failed()
@@ -65,6 +69,7 @@ async def release(
             await _report(api, namespace, name, err, post)
         await daemons.nap(woken, stopped, delay)
     watched.unsubscribe(memo, namespace, name)
+    sweeper.watch((namespace, name), None)
     telemetry.forget_release(namespace, name)
 
 

@@ -15,7 +15,7 @@ from kubernetes import client, config
 
 from chatops import telemetry
 from chatops.api.common import GROUP
-from chatops.handlers import watched
+from chatops.handlers import sweep, watched
 from chatops.notify import dispatcher
 
 LOOK_WORKERS = 16
@@ -54,6 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
     watched.configure(settings, memo)
+    sweep.start(memo)
     logging.getLogger("kopf.objects").addFilter(_quiet_wakes)
 
 
@@ -62,6 +63,7 @@ async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
     """End the heartbeat as the operator stops: kopf waits 5 s for any task still running
     before it cancels it, and a SIGTERMed operator would linger that long for nothing."""
     memo["heartbeat"].cancel()
+    sweep.stop(memo)
     await asyncio.to_thread(dispatcher.stop)
 
 

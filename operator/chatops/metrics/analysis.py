@@ -210,12 +210,16 @@ def against_stable(
 
 
 def next_measurement_at(
-    analysis: Analysis, started_at: datetime.datetime, last_measured_at: datetime.datetime | None
+    analysis: Analysis,
+    started_at: datetime.datetime,
+    last_measured_at: datetime.datetime | None,
+    breached: bool = False,
 ) -> datetime.datetime:
     """When the next measurement is due: `initialDelay` after the run started, then
-    every `interval`. A measurement older than `started_at` belongs to an earlier run."""
+    every `interval`, or at once (after `initialDelay`) when the sweep saw a metric
+    `breached`. A measurement older than `started_at` belongs to an earlier run."""
     first = started_at + datetime.timedelta(seconds=seconds(analysis.initial_delay))
-    if last_measured_at is None or last_measured_at < started_at:
+    if breached or last_measured_at is None or last_measured_at < started_at:
         return first
     return max(first, last_measured_at + datetime.timedelta(seconds=seconds(analysis.interval)))
 

@@ -25,6 +25,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from chatops.errors import MetricsUnavailable
+from chatops.metrics.sweep import source as sweep_source
 
 DEFAULT_TIMEOUT = 5
 """Seconds for one query, connecting included; Prometheus gets the same as its own
@@ -95,6 +96,7 @@ class PrometheusProvider:
         self, address: str, token: str | None = None, timeout: int = DEFAULT_TIMEOUT
     ) -> None:
         self.address = public_address(address)
+        self.source = sweep_source(self.address, token)
         self._token = token
         self._timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -113,9 +115,23 @@ class PrometheusProvider:
     def query_at(self, promql: str, at: datetime.datetime) -> float | None:
         return self._query(promql, {"time": f"{at.timestamp():.3f}"})
 
-    def _query(self, promql: str, params: dict[str, str]) -> float | None:
+    def series(
+        self, promql: str, at: datetime.datetime | None = None
+    ) -> list[tuple[dict[str, str], float]]:
+        """Every series of an instant vector (at `at`, else now): its labels and value
+        (the sweep's grouped queries, `metrics/sweep.py`)."""
+        result = self._ask(promql, {"time": f"{at.timestamp():.3f}"} if at else {})
         try:
-            result = self._prometheus.custom_query(
+            return [(dict(s["metric"]), float(s["value"][1])) for s in result]
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise self._unavailable("the answer is not an instant vector") from None
+
+    def _query(self, promql: str, params: dict[str, str]) -> float | None:
+        return one_number(self._ask(promql, params), self.address)
+
+    def _ask(self, promql: str, params: dict[str, str]) -> Any:
+        try:
+            return self._prometheus.custom_query(
                 promql, params={"timeout": f"{self._timeout}s", **params}
             )
         except PrometheusApiClientException as err:
@@ -124,7 +140,6 @@ class PrometheusProvider:
             raise self._unavailable("answered something that is not the query API") from None
         except requests.RequestException as err:
             raise self._unavailable(_connection_problem(err, self._timeout)) from None
-        return one_number(result, self.address)
 
     def _unavailable(self, problem: str) -> MetricsUnavailable:
         if self._token:

@@ -237,12 +237,14 @@ def _finish(obs: Observation, plan: Plan) -> Decision:
         bad = new.phase in ("Degraded", "RolledBack", "Failed")
         events.append(Event("Warning" if bad else "Normal", new.phase, new.message or new.phase))
     actions = tuple(a for a in plan.actions if not _satisfied(obs, a))
+    going_on = new.analysis_started_at is not None and new.phase in ("Progressing", "Paused")
     return Decision(
         status=new,
         actions=actions,
         events=tuple(events),
         needs=needs,
         requeue_after=max(requeue, 0.5),
+        analyzing=plan.analyzing if going_on else None,
     )
 
 

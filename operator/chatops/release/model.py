@@ -136,6 +136,9 @@ class Observation:
     webhooks: Mapping[tuple[str, str], str | None] = field(default_factory=dict)
     """(webhook, revision) → None when it answered 2xx, else what went wrong: the calls
     made for this decision."""
+    breach: bool = False
+    """The sweep (`metrics/sweep.py`) saw a metric of the analysis in progress out of
+    bounds since the last look: the next round is due now, not at the interval."""
 
 
 # -- what the decision asks to look at ---------------------------------------------------
@@ -301,3 +304,6 @@ class Decision:
     events: tuple[Event, ...] = ()
     needs: Needs = Needs()
     requeue_after: float = 30.0
+    analyzing: Color | None = None
+    """The color whose analysis run goes on after this decision, for the sweep to watch
+    between rounds; None when no run does."""

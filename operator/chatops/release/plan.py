@@ -31,6 +31,7 @@ class Plan:
         self.events: list[Event] = []
         self.needs = Needs()
         self.requeue_after = STEADY
+        self.analyzing: Color | None = None
 
     def update(self, **fields: Any) -> None:
         self.status = self.status.model_copy(update=fields)

@@ -21,11 +21,11 @@ from chatops.api.common import SecretKeyRef
 from chatops.api.cost import CostQueries
 from chatops.api.drain import Drain
 from chatops.errors import ChatopsError, MetricsUnavailable
+from chatops.metrics import sweep as sweeps
 from chatops.metrics import window as window_queries
 from chatops.metrics.analysis import QueryContext, WindowContext, render, window
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
-from chatops.metrics.provider import WindowProvider
 from chatops.metrics.web import WebProvider
 from chatops.release import drain as drains
 from chatops.release import manifests
@@ -76,13 +76,16 @@ def unanswered(needs: Needs, obs: Observation) -> Needs:
     )
 
 
-def probed(cluster: Cluster, obs: Observation, needs: Needs) -> Observation:
-    """`obs` with the answers to `needs`, beside those it already had."""
+def probed(
+    cluster: Cluster, obs: Observation, needs: Needs, swept: sweeps.Answers | None = None
+) -> Observation:
+    """`obs` with the answers to `needs`, beside those it already had; a round's queries
+    the last sweep answered (`swept`) are not asked again."""
     found: dict[str, Any] = {}
     if needs.health:
         found["health"] = _health(obs, needs.health)
     if needs.measure:
-        found["measurements"] = _measure(cluster, obs, needs.measure)
+        found["measurements"] = _measure(cluster, obs, needs.measure, swept or {})
     if needs.reconnects:
         found["reconnects"] = _reconnects(cluster, obs, needs.reconnects)
     if needs.cost:
@@ -131,7 +134,7 @@ def _health(obs: Observation, color: Color) -> dict[str, str | None]:
     return out
 
 
-def _provider(cluster: Cluster, obs: Observation) -> WindowProvider:
+def _provider(cluster: Cluster, obs: Observation) -> PrometheusProvider | _Unavailable:
     """The release's Prometheus: `spec.analysis.prometheus` (its token from its Secret),
     else the operator's."""
     source = obs.spec.analysis.prometheus if obs.spec.analysis else PrometheusSource()
@@ -162,20 +165,42 @@ def _web(cluster: Cluster, namespace: str) -> WebProvider:
     return WebProvider(read)
 
 
-def _measure(cluster: Cluster, obs: Observation, color: Color) -> tuple[Measurement, ...]:
+def _measure(
+    cluster: Cluster, obs: Observation, color: Color, swept: sweeps.Answers
+) -> tuple[Measurement, ...]:
     analysis = obs.spec.analysis
     assert analysis is not None
-    provider = _provider(cluster, obs)
+    prometheus = _provider(cluster, obs)
+    provider = sweeps.Answered(prometheus, prometheus.source, swept)
     web = _web(cluster, obs.namespace)
     taken: list[Measurement] = []
+    for judged, stable in _versions(obs, color):
+        taken += measure(provider, analysis, judged, obs.now, stable, web)
+    return tuple(taken)
+
+
+def _versions(
+    obs: Observation, color: Color
+) -> tuple[tuple[QueryContext, QueryContext | None], ...]:
+    """Each component's version on `color`, and the stable one beside it, if any."""
+    versions = []
     for c in obs.spec.components:
         beside = obs.deployments.get((c.name, other(color)))
         stable = (
             replace(_context(obs, c.name, other(color)), revision=beside.revision or "")
             if beside is not None else None
         )
-        taken += measure(provider, analysis, _context(obs, c.name, color), obs.now, stable, web)
-    return tuple(taken)
+        versions.append((_context(obs, c.name, color), stable))
+    return tuple(versions)
+
+
+def watched(cluster: Cluster, obs: Observation, color: Color) -> sweeps.Watched | None:
+    """What the sweep watches of the analysis judging `color`; None without one."""
+    if obs.spec.analysis is None:
+        return None
+    provider = _provider(cluster, obs)
+    return sweeps.Watched((obs.namespace, obs.name), provider.source, provider,
+                          obs.spec.analysis, _versions(obs, color))
 
 
 def _windowed(obs: Observation, component: str, color: Color, length: float,
@@ -236,6 +261,12 @@ def _answers(span: CostWindow, color: Color) -> frozenset[str]:
 class _Unavailable:
     def __init__(self, address: str, problem: str) -> None:
         self.address, self.problem = address, problem
+        self.source = sweeps.source(address, problem)
+
+    def series(
+        self, promql: str, at: datetime.datetime | None = None
+    ) -> list[tuple[dict[str, str], float]]:
+        raise MetricsUnavailable(self.address, self.problem)
 
     def query(self, promql: str) -> float | None:
         raise MetricsUnavailable(self.address, self.problem)

@@ -24,6 +24,7 @@ from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.errors import ChatopsError
 from chatops.events import Event, EventSink, subject
+from chatops.metrics.sweep import Watched
 from chatops.release import execute, manifests, observe, probes
 from chatops.release import status as st
 from chatops.release.model import (
@@ -52,6 +53,8 @@ class Look:
     requeue_after: float
     version: str | None = None
     """The ChatRelease's resourceVersion as the look left it (`watched.current`)."""
+    watch: Watched | None = None
+    """The analysis going on, for the sweep to watch until the next look."""
 
 
 def look(
@@ -90,11 +93,15 @@ def look(
         smoke=observe.smoke_result(cluster.job(namespace, status.smoke_test_job))
         if status.smoke_test_job
         else None,
+        breach=seen.breach,
     )
-    obs, decision = probes.answered(obs, lambda o, needs: probes.probed(cluster, o, needs))
+    obs, decision = probes.answered(
+        obs, lambda o, needs: probes.probed(cluster, o, needs, seen.answers)
+    )
     cluster.versions.setdefault((PLURAL, namespace, name), body["metadata"]["resourceVersion"])
     done = _carry_out(cluster, router, body, obs, decision, post)
-    return replace(done, version=cluster.versions[(PLURAL, namespace, name)])
+    watch = probes.watched(cluster, obs, decision.analyzing) if decision.analyzing else None
+    return replace(done, version=cluster.versions[(PLURAL, namespace, name)], watch=watch)
 
 
 def _adopt(cluster: Cluster, namespace: str, name: str) -> None:

@@ -393,7 +393,9 @@ def _analysis(obs: Observation, plan: Plan, color: Color) -> tuple[Outcome, str]
     started_at = plan.status.analysis_started_at
     run = count(plan.status.analysis_run, started_at, obs.measurements)
     plan.update(analysis_run=run)
-    due_at = next_measurement_at(analysis, clock.parse(started_at or ""), last_round_at(run))
+    due_at = next_measurement_at(analysis, clock.parse(started_at or ""), last_round_at(run),
+                                 obs.breach)
+    plan.analyzing = color
     if not obs.measurements and obs.now >= due_at:
         plan.need(measure=color)
     else:
