@@ -313,7 +313,8 @@ class Operator:
         argv = [sys.executable, str(Path(__file__).with_name("counted_operator.py"))]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [*argv, "run", "--namespace", namespace],
+                # the sweep at the environment's scrape interval, as the README advises
+                [*argv, "run", "--namespace", namespace, "--sweep-interval", "1"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

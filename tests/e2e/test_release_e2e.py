@@ -5,6 +5,7 @@ so the suite stays fast."""
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from kubernetes import client
 
 import releases as rel
 import support
+from chatops import clock
 from support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -431,3 +433,36 @@ def test_a_canary_slower_than_the_stable_by_more_than_its_ratio_rolls_back(
     assert float(judged[-1]["value"]) > 1.5 * float(judged[-1]["stableValue"])
     absolute = [m for m in done["analysis"] if m["metric"] == "latency-p95"]
     assert absolute and all(m["verdict"] != "Fail" for m in absolute)  # under 500 ms
+
+
+def test_a_canary_going_bad_between_rounds_is_caught_by_the_sweep_not_the_interval(
+    operator: Path, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    """Rounds a minute apart; the canary starts failing 5 % of its requests right after
+    a passing round. The operator's sweep (one grouped query per template, every 2 s)
+    sees it out of bounds and the release takes its next round at once: rolled back
+    long before the round the interval would have brought."""
+    rel.http_route(api, namespace)
+    routing = {"gatewayAPI": {"httpRoute": "chat"}}
+    spec = rel.release_spec("1.0", rel.canary(pause="120s", weights=(10,)), routing)
+    spec["analysis"]["interval"] = "60s"
+    _first_release(custom, namespace, spec)
+    rel.set_version(custom, namespace, "chat", "1.1")
+
+    def passed_at_10() -> list[dict[str, Any]]:
+        s = rel.status(custom, namespace, "chat")
+        rounds = [m for m in s.get("analysis") or [] if m["component"] == "api"
+                  and m["metric"] == "error-rate" and m["verdict"] == "Pass"]
+        return rounds if s.get("canaryWeight") == 10 else []
+
+    first = wait_for(passed_at_10, timeout=120, interval=0.2, what="a passing round at 10 %")
+    rel.play(namespace, "1.1", errorRate=0.05)
+    done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=120)
+    failed = [m for m in done["analysis"] if m["verdict"] == "Fail"]
+    assert failed and failed[-1]["metric"] == "error-rate", done["analysis"]
+    passed, caught = first[-1]["time"], failed[-1]["time"]
+    due = clock.parse(passed) + datetime.timedelta(seconds=60)
+    assert clock.parse(caught) < due, (passed, caught)  # before the interval's round
+    exported = support.metrics(operator)
+    assert exported.get("chatops_sweep_breaches_total", 0) >= 1
+    assert exported.get("chatops_sweep_queries_total", 0) >= 1
