@@ -15,7 +15,7 @@ from chatops import clock
 from chatops.api.analysis import DEFAULT_METRICS, Analysis, MinimumTraffic
 from chatops.metrics import grouped
 from chatops.metrics.analysis import QueryContext, render
-from chatops.metrics.sweep import Watched, breaches, source
+from chatops.metrics.sweep import Swept, Watched, breaches, since, source
 from release_world import World, released, spec
 
 SEL = 'namespace="{{namespace}}",service="{{service}}"'
@@ -207,3 +207,15 @@ def test_no_breach_round_before_the_initial_delay() -> None:
     started = world.status.analysis_started_at
     assert started is not None
     assert world.now >= clock.parse(started) + datetime.timedelta(seconds=30)
+
+
+def test_a_round_takes_only_a_sweep_newer_than_the_round_before_it() -> None:
+    at = datetime.datetime(2026, 12, 7, 12, 0, 0, tzinfo=datetime.UTC)
+    swept = Swept(at, {(WHERE, "q"): 0.5}, frozenset(), 1)
+    assert since(swept, None) == {(WHERE, "q"): 0.5}
+    assert since(swept, at - datetime.timedelta(seconds=1)) == {(WHERE, "q"): 0.5}
+    # the last round came after the sweep (a release measuring every second, the sweep
+    # every two): its next round asks Prometheus, never judges the same samples again
+    assert since(swept, at) == {}
+    assert since(swept, at + datetime.timedelta(seconds=1)) == {}
+    assert since(None, None) == {}

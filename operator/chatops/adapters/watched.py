@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatops.annotations import QUIESCED_BY
-from chatops.metrics.sweep import Answers
+from chatops.metrics.sweep import Swept
 
 Key = tuple[str, str, str]
 """(kind, namespace, name)."""
@@ -33,9 +33,9 @@ class Seen:
     deployments: list[dict[str, Any]] = field(default_factory=list)
     """The release's Deployments as watched; empty: listed from the API server."""
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
-    answers: Answers = field(default_factory=dict)
-    """The last sweep's answers, while fresh (`metrics/sweep.py`): a round's queries
-    among them are not asked again."""
+    swept: Swept | None = None
+    """The last sweep, while fresh (`metrics/sweep.py`): a round's queries it answered
+    are not asked again."""
     breach: bool = False
     """The sweep saw the release's analysis out of bounds since its last look."""
 

@@ -18,7 +18,7 @@ from typing import Any
 from chatops import clock, telemetry
 from chatops.adapters.watched import Seen
 from chatops.handlers import watched as wakes
-from chatops.metrics.sweep import Answers, Swept, Watched, sweep
+from chatops.metrics.sweep import Swept, Watched, sweep
 
 log = logging.getLogger("chatops.sweep")
 INTERVAL = 2.0
@@ -50,15 +50,16 @@ class Sweeper:
         """`seen` with the last sweep's answers, if at most two intervals old (a round
         may take a value a few seconds old, never one from before the sweep before), and
         whether the release breached since its last look."""
-        seen.answers = self._answers(now)
+        seen.swept = self._fresh(now)
         seen.breach = release in self.breached
         self.breached.discard(release)
         return seen
 
-    def _answers(self, now: datetime.datetime) -> Answers:
+    def _fresh(self, now: datetime.datetime) -> Swept | None:
         last = self.last
-        fresh = last is not None and (now - last.at).total_seconds() <= 2 * self.interval
-        return last.answers if last is not None and fresh else {}
+        if last is None or (now - last.at).total_seconds() > 2 * self.interval:
+            return None
+        return last
 
     async def run(self, memo: Any) -> None:
         while self.interval:

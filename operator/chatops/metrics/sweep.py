@@ -153,6 +153,15 @@ def breaches(watched: Watched, answers: Answers) -> bool:
     return False
 
 
+def since(swept: Swept | None, last_round: datetime.datetime | None) -> Answers:
+    """The answers of `swept` a round may take: only a sweep taken after the release's
+    last round, so no round is judged on the samples the one before it was (a release
+    measuring more often than the sweep asks Prometheus itself)."""
+    if swept is None or (last_round is not None and swept.at <= last_round):
+        return {}
+    return swept.answers
+
+
 class Answered:
     """A provider that answers from a recent sweep what the sweep asked, and asks its
     Prometheus the rest."""

@@ -23,7 +23,7 @@ from chatops.api.drain import Drain
 from chatops.errors import ChatopsError, MetricsUnavailable
 from chatops.metrics import sweep as sweeps
 from chatops.metrics import window as window_queries
-from chatops.metrics.analysis import QueryContext, WindowContext, render, window
+from chatops.metrics.analysis import QueryContext, WindowContext, last_round_at, render, window
 from chatops.metrics.measure import measure
 from chatops.metrics.prometheus import PrometheusProvider
 from chatops.metrics.web import WebProvider
@@ -77,7 +77,7 @@ def unanswered(needs: Needs, obs: Observation) -> Needs:
 
 
 def probed(
-    cluster: Cluster, obs: Observation, needs: Needs, swept: sweeps.Answers | None = None
+    cluster: Cluster, obs: Observation, needs: Needs, swept: sweeps.Swept | None = None
 ) -> Observation:
     """`obs` with the answers to `needs`, beside those it already had; a round's queries
     the last sweep answered (`swept`) are not asked again."""
@@ -85,7 +85,10 @@ def probed(
     if needs.health:
         found["health"] = _health(obs, needs.health)
     if needs.measure:
-        found["measurements"] = _measure(cluster, obs, needs.measure, swept or {})
+        found["measurements"] = _measure(
+            cluster, obs, needs.measure,
+            sweeps.since(swept, last_round_at(obs.status.analysis_run)),
+        )
     if needs.reconnects:
         found["reconnects"] = _reconnects(cluster, obs, needs.reconnects)
     if needs.cost:

@@ -96,7 +96,7 @@ def look(
         breach=seen.breach,
     )
     obs, decision = probes.answered(
-        obs, lambda o, needs: probes.probed(cluster, o, needs, seen.answers)
+        obs, lambda o, needs: probes.probed(cluster, o, needs, seen.swept)
     )
     cluster.versions.setdefault((PLURAL, namespace, name), body["metadata"]["resourceVersion"])
     done = _carry_out(cluster, router, body, obs, decision, post)
