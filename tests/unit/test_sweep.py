@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -15,7 +16,7 @@ from chatops import clock
 from chatops.api.analysis import DEFAULT_METRICS, Analysis, MinimumTraffic
 from chatops.metrics import grouped
 from chatops.metrics.analysis import QueryContext, render
-from chatops.metrics.sweep import Swept, Watched, breaches, since, source
+from chatops.metrics.sweep import Swept, Watched, breaches, since, source, sweep
 from release_world import World, released, spec
 
 SEL = 'namespace="{{namespace}}",service="{{service}}"'
@@ -219,3 +220,41 @@ def test_a_round_takes_only_a_sweep_newer_than_the_round_before_it() -> None:
     assert since(swept, at) == {}
     assert since(swept, at + datetime.timedelta(seconds=1)) == {}
     assert since(None, None) == {}
+
+
+class _Recorded:
+    """Prometheus as a table of answers to the grouped queries: every series it holds,
+    whatever the query (the grouping is tested above; this is the sweep's bookkeeping)."""
+
+    def __init__(self, series: list[tuple[dict[str, str], float]]) -> None:
+        self.held, self.asked = series, []  # type: ignore[var-annotated]
+
+    def series(self, promql: str, at: object = None) -> list[tuple[dict[str, str], float]]:
+        self.asked.append(promql)
+        return self.held
+
+    def query(self, promql: str) -> float | None:
+        raise AssertionError("the sweep asks grouped queries only")
+
+    query_at = query
+
+
+def test_one_query_per_template_for_every_release_and_only_slow_ones_are_woken() -> None:
+    analysis = Analysis.model_validate({
+        "interval": "30s",
+        "metrics": [{"name": "errors", "query": f"sum(errors{{{SEL}}})", "max": 0.01}],
+    })
+    fast = analysis.model_copy(update={"interval": "2s"})
+    releases = [(f"ns{i}", "chat") for i in range(250)]
+    held = [({"namespace": ns, "service": "chat-api-green"}, 0.5) for ns, _ in releases]
+    prometheus = _Recorded(held)
+    watched = [
+        Watched(r, WHERE, prometheus, fast if i % 2 else analysis,  # type: ignore[arg-type]
+                ((replace(GREEN, namespace=r[0]), None),))
+        for i, r in enumerate(releases)
+    ]
+    swept = sweep(watched, datetime.datetime.now(datetime.UTC), every=2.0)
+    assert swept.queries == len(prometheus.asked) == 3  # 250 releases, 100 a query
+    assert len(swept.answers) == 250
+    # every release fails; only those measured less often than the sweep are woken
+    assert swept.breached == {r for i, r in enumerate(releases) if i % 2 == 0}

@@ -68,7 +68,9 @@ class Sweeper:
                 self.last = None
                 continue
             try:
-                swept = await asyncio.to_thread(sweep, list(self.watched.values()), clock.now())
+                swept = await asyncio.to_thread(
+                    sweep, list(self.watched.values()), clock.now(), self.interval
+                )
             except Exception as err:  # a sweep is a shortcut: the rounds still come
                 log.warning("sweep failed: %s: %s", type(err).__name__, err)
                 continue

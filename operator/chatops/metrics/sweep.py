@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chatops.api.analysis import Analysis
+from chatops.api.common import seconds
 from chatops.errors import MetricsUnavailable
 from chatops.metrics import grouped
 from chatops.metrics.analysis import QueryContext, TrafficSeen, judge, render
@@ -90,9 +91,14 @@ def templates(analysis: Analysis) -> list[str]:
     return queries
 
 
-def sweep(watched: Sequence[Watched], now: datetime.datetime) -> Swept:
+def sweep(
+    watched: Sequence[Watched], now: datetime.datetime, every: float = 0.0
+) -> Swept:
     """Ask every grouped template once per Prometheus (and `CHUNK` of contexts), then
-    judge each release on the answers."""
+    judge each release on the answers: a breach of one whose `interval` is longer than
+    the sweep's (`every` seconds) brings its next round forward; one measured as often
+    as the sweep already is gains nothing, and its failures would only be counted
+    twice as fast."""
     asked: dict[tuple[Source, str], list[QueryContext]] = {}
     providers: dict[Source, SeriesProvider] = {}
     for w in watched:
@@ -120,7 +126,8 @@ def sweep(watched: Sequence[Watched], now: datetime.datetime) -> Swept:
                 continue
             for query, value in grouped.answers(grouping, chunk, series).items():
                 answers[(where, query)] = value
-    breached = frozenset(w.release for w in watched if breaches(w, answers))
+    breached = frozenset(w.release for w in watched
+                         if seconds(w.analysis.interval) > every and breaches(w, answers))
     return Swept(now, answers, breached, queries)
 
 
