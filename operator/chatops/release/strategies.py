@@ -71,7 +71,9 @@ def progress(obs: Observation) -> Plan:
         plan.requeue(BUSY)
         return plan
     if not status.gates_passed:
-        return _gates(obs, plan, canary)
+        plan = _gates(obs, plan, canary)
+        if not plan.status.gates_passed:
+            return plan  # else on to the first step in the same look
     if spec.paused:
         plan.update(phase="Paused", message="paused by spec.paused")
         return plan
@@ -123,7 +125,6 @@ def _gates(obs: Observation, plan: Plan, color: Color) -> Plan:
         message="health and smoke gates passed",
     )
     plan.event("Normal", "GatesPassed", f"{status.canary_version} passed its gates")
-    plan.requeue(0.5)
     return plan
 
 
