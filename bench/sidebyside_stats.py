@@ -19,12 +19,13 @@ THRESHOLD = 0.01  # the error rate above which each controller must roll back
 
 def error_rate(selector: str, window: str = "1m") -> str:
     """The error-rate query all three controllers run, on their own selector of the
-    canary's pods. The 5xx rate is `or vector(0)` so that a healthy canary (which has
+    canary's pods. The 5xx rate is `or <total> * 0` so that a healthy canary (which has
     no 5xx series at all) gives 0, not "no data": Flagger halts on no data and Argo's
-    condition cannot read an empty result."""
+    condition cannot read an empty result. (`vector(0)` would do the same here but has no
+    labels, so chatops' sweep could not ask it for many releases at once.)"""
     errors = f'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
     total = f"sum(rate(http_requests_total{{{selector}}}[{window}]))"
-    return f"({errors} or vector(0)) / {total}"
+    return f"({errors} or {total} * 0) / {total}"
 
 
 def controller_of(user_agent: str, namespace: str | None, namespaces: Mapping[str, str]) -> str:

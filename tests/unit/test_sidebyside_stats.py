@@ -49,7 +49,8 @@ def event(
 def test_the_query_gives_zero_not_no_data_for_a_canary_without_errors() -> None:
     query = error_rate('namespace="n",app="web"')
     assert query == (
-        '(sum(rate(http_requests_total{namespace="n",app="web",code=~"5.."}[1m])) or vector(0))'
+        '(sum(rate(http_requests_total{namespace="n",app="web",code=~"5.."}[1m]))'
+        ' or sum(rate(http_requests_total{namespace="n",app="web"}[1m])) * 0)'
         ' / sum(rate(http_requests_total{namespace="n",app="web"}[1m]))'
     )
 
