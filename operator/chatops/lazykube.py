@@ -10,8 +10,9 @@ own `getattr(kubernetes.client.models, "V1Pod")` import the one submodule that d
 the name and give the same object the eager import would.
 
 Only the lines `from kubernetes.client… import Name` of those files are deferred; every
-other statement of them runs as written. A process that imported kubernetes before
-`install()` keeps its eager packages.
+other statement of them runs as written. A package without its `__init__.py` source
+(bytecode only) and a process that imported kubernetes before `install()` load eagerly,
+as ever.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class _Finder(importlib.abc.MetaPathFinder):
         if fullname not in PACKAGES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.origin is None:
-            return None
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            return None  # no source to read (bytecode only): Python loads it as ever
         spec.loader = _Loader(spec.origin)
         return spec
 
