@@ -3,11 +3,14 @@
     source .chatops-env/env && PATH=$CHATOPS_TOOLS_PATH:$PATH \\
         .venv/bin/python bench/memory_bench.py --releases 200
 
-Against the local environment's cluster (`make env-up`), in a namespace of its own, it
-starts `chatops run --namespace NS` (plain: no request counting, which would cost memory
-of its own) and reads the process's /proc/PID/status — VmRSS (resident now), VmHWM (the
-peak so far), RssAnon (heap and stacks) and RssFile (mapped files: the interpreter and
-shared libraries) — at these moments:
+On a private kwok control plane (release_common.cluster: the environment's own code and
+binaries, a Service range big enough for 200 releases of 3 Services; `--cluster shared`
+uses the local environment's, whose 250 ClusterIPs hold about 80 releases), in a
+namespace of its own, it starts `chatops run --namespace NS` (plain: no request
+counting, which would cost memory of its own) and reads the process's
+/proc/PID/status — VmRSS (resident now), VmHWM (the peak so far), RssAnon (heap and
+stacks) and RssFile (mapped files: the interpreter and shared libraries) — at these
+moments:
 
 1. idle: `--idle` s after start, with no ChatRelease;
 2. burst: `--releases` small ChatReleases (one component, `--replicas` replicas, the
@@ -19,7 +22,9 @@ shared libraries) — at these moments:
    Deployments and Services too, and the HTTPRoutes are deleted by the benchmark), gone,
    and the operator left idle `--after` s.
 
-It prints one JSON line and a table. What the idle RSS is made of: `--composition`
+It prints one JSON line and a table per operator: `--source DIR` (repeatable) runs
+another checkout's operator/ instead, one after the other on the same cluster, to compare
+commits. What the idle RSS is made of: `--composition`
 imports what `chatops run` imports, a part at a time, in a fresh interpreter, and prints
 the RSS each part adds. Where memory stays after the burst: `--trace` runs the same
 phases on an operator with tracemalloc on (bench/traced_operator.py), takes a snapshot at
@@ -142,14 +147,14 @@ def parallel(func: Callable[[Any], None], items: Iterable[Any], workers: int = 8
             done.result()
 
 
-def phases(args: argparse.Namespace, trace: Path | None) -> dict[str, Any]:
+def phases(args: argparse.Namespace, trace: Path | None, source: Path | None) -> dict[str, Any]:
     """Run the four phases once; the readings, and the snapshots' diff when traced."""
     api = rc.api_client()
     custom = client.CustomObjectsApi(api)
     namespace = rc.new_namespace(api, "bench-memory")
     names = [f"m{i:03d}" for i in range(args.releases)]
     steps = [{"setWeight": 10}, {"pause": {"duration": "10s"}}, {"setWeight": 100}]
-    operator = Operator(namespace, trace, args.source)
+    operator = Operator(namespace, trace, source)
     readings: dict[str, dict[str, float]] = {}
     out: dict[str, Any] = {"namespace": namespace, "operator_log": str(operator.log_path)}
     try:
@@ -224,10 +229,10 @@ def phases(args: argparse.Namespace, trace: Path | None) -> dict[str, Any]:
         if before is not None and after is not None:
             out["trace"] = diff(before, after)
         out["warnings"] = operator.warnings()
-    finally:
-        operator.stop()
-        if not rc.delete_namespace(api, namespace, timeout=120):
+    finally:  # the operator removes the finalizers: it stops once the namespace is gone
+        if not rc.delete_namespace(api, namespace, timeout=300):
             print(f"namespace {namespace} is still terminating", file=sys.stderr)
+        operator.stop()
     out["readings"] = readings
     return out
 
@@ -324,6 +329,7 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"## Memory: {result['releases']} ChatReleases at once (replicas {result['replicas']})",
         "",
+        f"operator: {result['source']}; {result['cluster']}",
         f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram']} RAM, {m['date']}, commit "
         f"{m['commit']}; load average before {result['load_before']}, after "
         f"{result['load_after']}",
@@ -374,6 +380,19 @@ def composition_table(parts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["", "| operator | idle VmRSS | burst peak (VmHWM) | settled VmRSS "
+             "| after delete + idle VmRSS | imports alone |", "|---|---|---|---|---|---|"]
+    for run in runs:
+        r = run["readings"]
+        lines.append(
+            f"| {run['source']} | {r['idle']['VmRSS']:.1f} | {r['burst']['VmHWM']:.1f} | "
+            f"{r['settled']['VmRSS']:.1f} | {r['after_delete']['VmRSS']:.1f} | "
+            f"{run['composition'][-2]['rss_mib']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--releases", type=int, default=200)
@@ -382,40 +401,54 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=30, help="s after all Succeeded")
     parser.add_argument("--after", type=float, default=60, help="s idle after the deletion")
     parser.add_argument("--timeout", type=float, default=900, help="s per wait")
+    parser.add_argument("--cluster", choices=["private", "shared"], default="private")
     parser.add_argument("--trace", action="store_true",
                         help="also run the phases traced, and diff idle before/after")
     parser.add_argument("--composition", action="store_true",
                         help="only print what the imports add to RSS")
-    parser.add_argument("--source", type=Path, default=None,
-                        help="run the operator from this folder (another checkout's operator/)")
+    parser.add_argument("--source", type=Path, action="append", default=[],
+                        help="run the operator from this folder (another checkout's "
+                        "operator/); repeatable: one after the other")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
-    result: dict[str, Any] = {"benchmark": "memory", "machine": rc.machine(),
-                              "source": str(args.source or "the checkout's operator/")}
+    machine = rc.machine()
+    sources: list[Path | None] = list(args.source) or [None]
     if args.composition:
-        result["composition"] = composition(args.source)
-        print(json.dumps(result))
-        print(composition_table(result["composition"]))
+        for source in sources:
+            parts = composition(source)
+            print(json.dumps({"benchmark": "memory", "machine": machine,
+                              "source": str(source or "operator/"), "composition": parts}))
+            print(composition_table(parts))
         return 0
     rc.load_env()
-    rc.install_crds()
-    result.update(releases=args.releases, replicas=args.replicas, load_before=rc.loadavg())
-    result.update(phases(args, None))
-    result["composition"] = composition(args.source)
-    if args.trace:
-        with tempfile.TemporaryDirectory(prefix="chatops-bench-trace-") as folder:
-            traced = phases(args, Path(folder))
-        result["traced"] = {"readings": traced["readings"], **traced.get("trace", {})}
-    result["load_after"] = rc.loadavg()
-    print(json.dumps(result, default=str))
-    print(table(result))
-    print(composition_table(result["composition"]))
-    if args.trace:
-        print(trace_table(result["traced"]))
+    runs: list[dict[str, Any]] = []
+    with rc.cluster(args.cluster) as where:
+        rc.install_crds()
+        for source in sources:
+            result: dict[str, Any] = {
+                "benchmark": "memory", "machine": machine, "cluster": where.description,
+                "source": str(source or "operator/"), "releases": args.releases,
+                "replicas": args.replicas, "load_before": rc.loadavg(),
+            }
+            result.update(phases(args, None, source))
+            result["composition"] = composition(source)
+            if args.trace:
+                with tempfile.TemporaryDirectory(prefix="chatops-bench-trace-") as folder:
+                    traced = phases(args, Path(folder), source)
+                result["traced"] = {"readings": traced["readings"], **traced.get("trace", {})}
+            result["load_after"] = rc.loadavg()
+            runs.append(result)
+            print(json.dumps(result, default=str), flush=True)
+            print(table(result))
+            print(composition_table(result["composition"]))
+            if args.trace:
+                print(trace_table(result["traced"]))
+            print(flush=True)
+    print(summary_table(runs))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump(result, out, indent=2, default=str)
+            json.dump(runs, out, indent=2, default=str)
     return 0
 
 
