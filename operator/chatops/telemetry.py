@@ -375,11 +375,10 @@ def record_release(
         release_phase.labels(namespace, name, phase).set(1 if status.phase == phase else 0)
     release_step.labels(namespace, name).set(status.current_step or 0)
     release_weight.labels(namespace, name).set(status.canary_weight or 0)
-    series = _analysis_series.setdefault((namespace, name), set())
     for m in status.analysis[-20:]:
         value = float(m.value) if m.value is not None else math.nan
         analysis_value.labels(namespace, name, m.metric, m.component).set(value)
-        series.add((m.metric, m.component))
+        _analysis_series.setdefault((namespace, name), set()).add((m.metric, m.component))
     for reason in ROLLBACK_REASONS:  # every series exists from the start, so the first
         counted = rollbacks.labels(namespace, name, reason)  # rollback shows in increase()
         if reason in posted:

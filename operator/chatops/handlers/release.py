@@ -51,21 +51,23 @@ async def release(
     post = daemons.poster(api)
     backoff = daemons.Backoff()
     written: str | None = None
-    while not stopped:
-        try:
-            seen = watched.seen(body, written, kwargs)  # here: the indexes change in this loop
-            with telemetry.look_seconds.time():
-                look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
-            delay, written = look.requeue_after, look.version
-            backoff.succeeded()
-        except Exception as err:  # whatever it is, it is reported, not re-raised
-            delay = backoff.failed()
-            log.warning("%s/%s: look failed (%s: %s); next try in %.0f s",
-                        namespace, name, type(err).__name__, err, delay)
-            await _report(api, namespace, name, err, post)
-        await daemons.nap(woken, stopped, delay)
-    watched.unsubscribe(memo, namespace, name)
-    telemetry.forget_release(namespace, name)
+    try:
+        while not stopped:
+            try:
+                seen = watched.seen(body, written, kwargs)  # here: the indexes change in the loop
+                with telemetry.look_seconds.time():
+                    look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
+                delay, written = look.requeue_after, look.version
+                backoff.succeeded()
+            except Exception as err:  # whatever it is, it is reported, not re-raised
+                delay = backoff.failed()
+                log.warning("%s/%s: look failed (%s: %s); next try in %.0f s",
+                            namespace, name, type(err).__name__, err, delay)
+                await _report(api, namespace, name, err, post)
+            await daemons.nap(woken, stopped, delay)
+    finally:  # also when kopf cancels a daemon that did not stop in time (a look in flight)
+        watched.unsubscribe(memo, namespace, name)
+        telemetry.forget_release(namespace, name)
 
 
 async def _report(
