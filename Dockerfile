@@ -12,7 +12,8 @@
 # copy (chatops and kopf use neither), botocore's models of services chatops never calls
 # (it calls S3, and STS/SSO for the credential chain: IRSA, SSO profiles), and the source
 # of the kubernetes client's generated API and models (20 MB read only to print a
-# traceback: their bytecode is there, a traceback names file and line). Every module is
+# traceback: their bytecode is there, a traceback names file and line; their two
+# `__init__.py` stay, which chatops/lazykube.py reads to load them lazily). Every module is
 # compiled at build time: the read-only root keeps a run from caching bytecode.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -39,7 +40,7 @@ RUN touch README.md \
  && find /opt/chatops -depth -name __pycache__ -exec rm -rf {} + \
  && generated="$site/kubernetes/client/api $site/kubernetes/client/models" \
  && /opt/chatops/bin/python -m compileall -q -j 0 -b $generated \
- && find $generated -name '*.py' -delete \
+ && find $generated -name '*.py' ! -name __init__.py -delete \
  && /opt/chatops/bin/python -m compileall -q -j 0 /opt/chatops/lib \
  && /opt/chatops/bin/chatops --version \
  && echo 'chatops:x:10001:10001:chatops operator:/tmp:/usr/sbin/nologin' >> /etc/passwd \

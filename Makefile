@@ -64,7 +64,7 @@ operator: env-up ## run the operator in the foreground against the local cluster
 demo: env-up ## bring up the environment, install the CRDs, run the operator, apply the examples
 	$(PY) env/demo.py
 
-.PHONY: bench bench-releases bench-backups bench-pitr bench-dataplane bench-notify bench-sidebyside
+.PHONY: bench bench-releases bench-backups bench-pitr bench-dataplane bench-notify bench-sidebyside bench-memory
 bench: bench-releases bench-backups bench-pitr bench-dataplane bench-notify ## run the benchmarks and print their results (see bench/)
 
 bench-releases: env-up ## ChatRelease benchmarks: rollback reaction time, 200 releases at once
@@ -83,6 +83,9 @@ bench-dataplane: env-up ## what a release costs users through Traefik: floor, ba
 bench-sidebyside: venv ## chatops, Argo Rollouts and Flagger on one private control plane (RUNS=5)
 	env/build.sh k8s etcd kwok gatewayapi prometheus flagger argo-rollouts argo-gatewayapi-plugin
 	$(PY) bench/sidebyside.py --runs $${RUNS:-5} $${JSON:+--json $$JSON}
+
+bench-memory: env-up ## operator RSS at idle, under a burst of 200 ChatReleases, after they settle and are deleted
+	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/memory_bench.py $${TRACE:+--trace} $${JSON:+--json $$JSON}
 
 bench-notify: ## notification delivery through a receiver away 10 s (refused, then 500s)
 	$(PY) bench/notify_outage.py --outage 10 --notifications 20

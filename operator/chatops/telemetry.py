@@ -92,6 +92,9 @@ drain_paused = Gauge(
     "1 while the drain holds (a reconnect storm, Prometheus unreachable).",
     ["namespace", "name"],
 )
+_analysis_series: dict[tuple[str, str], set[tuple[str, str]]] = {}
+"""The (metric, component) series of `analysis_value` each release has, so that they go
+with the release: a metric's name comes from the spec, and is not known at deletion."""
 _cost_revision: dict[tuple[str, str], str] = {}
 """The revision whose cost each release's series show now, so the series of the
 previous one can be removed (one release's figures per ChatRelease)."""
@@ -384,6 +387,7 @@ def record_release(
     for m in status.analysis[-20:]:
         value = float(m.value) if m.value is not None else math.nan
         analysis_value.labels(namespace, name, m.metric, m.component).set(value)
+        _analysis_series.setdefault((namespace, name), set()).add((m.metric, m.component))
     for reason in ROLLBACK_REASONS:  # every series exists from the start, so the first
         counted = rollbacks.labels(namespace, name, reason)  # rollback shows in increase()
         if reason in posted:
@@ -438,3 +442,6 @@ def forget_release(namespace: str, name: str) -> None:
     for reason in ROLLBACK_REASONS:
         with contextlib.suppress(KeyError):
             rollbacks.remove(namespace, name, reason)
+    for metric, component in _analysis_series.pop((namespace, name), set()):
+        with contextlib.suppress(KeyError):
+            analysis_value.remove(namespace, name, metric, component)

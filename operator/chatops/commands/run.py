@@ -99,6 +99,9 @@ def _retry(text: str) -> Retry:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chatops.adapters import malloc
+
+    malloc.configure()  # before any thread of ours starts: see adapters/malloc.py
     import kopf  # imported here: other commands need no operator machinery
 
     import chatops.handlers  # noqa: F401 - registers the handlers

@@ -11,6 +11,10 @@ has work to do (the backups in S3). Any other is deleted at once, operator or no
 namespace or an uninstalled operator never leaves it hanging. (kopf puts a finalizer on
 every object with a daemon; ours needs none: a deleted object's run is stopped by the
 daemon's stop flag and aborts its own upload.)
+
+The runners (`chatops.backup.runner`, `.archiver`) are imported inside the handlers that
+use them: they bring pymongo and boto3, which an operator with no ChatBackup never needs
+(see bench/memory_results.md).
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from kubernetes import client
 from chatops.api import validation
 from chatops.api.backup import ChatBackupSpec
 from chatops.api.common import GROUP, VERSION
-from chatops.backup import archiver, runner
 from chatops.errors import ChatopsError, InvalidSpec
 from chatops.handlers import daemons
 from chatops.handlers.threads import in_thread
@@ -46,6 +49,8 @@ async def backup(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     assert namespace is not None  # ChatBackup is namespaced
+    from chatops.backup import runner  # pymongo and boto3: first ChatBackup only
+
     woken = daemons.alarm(memo)
     api = memo["api"]
     backoff = daemons.Backoff()
@@ -88,6 +93,8 @@ async def archive(
     """`spec.pointInTime.enabled`: the continuous oplog archive, on a thread of its own.
     kopf starts it when the archive is enabled and stops it when it no longer is."""
     assert namespace is not None
+    from chatops.backup import archiver  # pymongo and boto3: first ChatBackup only
+
     api = memo["api"]
     loop = asyncio.get_running_loop()
     backoff = daemons.Backoff()
@@ -170,6 +177,8 @@ def delete(
     if parsed.deletion_policy != "Delete" or not uid:
         logger.info("deletionPolicy Retain: the backups stay in S3")
         return
+    from chatops.backup import runner  # boto3: first ChatBackup only
+
     try:
         count = runner.delete_backups(memo["api"], namespace, name, uid, parsed)
     except InvalidSpec as err:  # a Secret is gone: retrying cannot help

@@ -5,6 +5,9 @@ object (a new spec, the `chatops.dev/verify-now` annotation) or shutdown.
 
 Like the backup daemon, it needs no finalizer: a deleted ChatBackup's drill is stopped by
 the daemon's stop flag, and drops its scratch database.
+
+`drillrun` is imported inside the daemon: it brings pymongo and boto3, which an operator
+with no drill never needs (see bench/memory_results.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import kopf
 from kubernetes import client
 
 from chatops.api.common import GROUP, VERSION
-from chatops.backup import drillrun
 from chatops.errors import ChatopsError
 from chatops.handlers import daemons
 from chatops.handlers.threads import in_thread
@@ -47,6 +49,8 @@ async def drill(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     assert namespace is not None
+    from chatops.backup import drillrun  # pymongo and boto3: first drill only
+
     woken = asyncio.Event()
     memo[WAKE] = woken
     api = memo["api"]

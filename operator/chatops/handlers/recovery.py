@@ -4,13 +4,16 @@ again, and the first look resumes from the status.
 
 A recovery deleted mid-run is settled (the app brought back, see `runner.settle`) by its
 daemon as it stops, or, when it was deleted while no operator ran (kopf starts no daemon
-for an object being deleted), by the event handler."""
+for an object being deleted), by the event handler.
+
+The runner is imported inside the handlers: it brings pymongo and boto3, which an
+operator with no ChatRecovery never needs (see bench/memory_results.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from kubernetes import client
@@ -19,8 +22,9 @@ from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
 from chatops.handlers import daemons
 from chatops.handlers.threads import in_thread
-from chatops.recovery import runner
-from chatops.recovery.steps import Workspace
+
+if TYPE_CHECKING:
+    from chatops.recovery.steps import Workspace
 
 log = logging.getLogger("chatops.recovery")
 _LOOK_FAILED = (ChatopsError, client.ApiException, OSError)
@@ -39,6 +43,9 @@ async def recovery(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     assert namespace is not None  # ChatRecovery is namespaced
+    from chatops.recovery import runner  # pymongo and boto3: first ChatRecovery only
+    from chatops.recovery.steps import Workspace
+
     api = memo["api"]
     workspace = Workspace()
     memo["daemon"] = True
@@ -84,6 +91,9 @@ async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None
     assert namespace is not None
     if memo.get("daemon"):
         raise kopf.TemporaryError("the recovery's daemon is stopping", delay=2)
+    from chatops.recovery import runner
+    from chatops.recovery.steps import Workspace
+
     api = memo["api"]
     try:
         await in_thread(
@@ -95,6 +105,8 @@ async def deleted(name: str, namespace: str | None, memo: Any, **_: Any) -> None
 
 
 async def _settle(api: client.ApiClient, namespace: str, name: str, workspace: Workspace) -> None:
+    from chatops.recovery import runner
+
     try:
         await in_thread(
             f"chatops-recovery-settle-{namespace}-{name}",

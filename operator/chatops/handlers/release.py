@@ -52,25 +52,27 @@ async def release(
     backoff = daemons.Backoff()
     written: str | None = None
     sweeper: sweep.Sweeper = memo["sweep"]
-    while not stopped:
-        try:
-            # here, in the event loop, where the indexes and the sweep change
-            seen = sweeper.fill(watched.seen(body, written, kwargs), (namespace, name),
-                                clock.now())
-            with telemetry.look_seconds.time():
-                look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
-            delay, written = look.requeue_after, look.version
-            sweeper.watch((namespace, name), look.watch)
-            backoff.succeeded()
-        except Exception as err:  # whatever it is, it is reported, not re-raised
-            delay = backoff.failed()
-            log.warning("%s/%s: look failed (%s: %s); next try in %.0f s",
-                        namespace, name, type(err).__name__, err, delay)
-            await _report(api, namespace, name, err, post)
-        await daemons.nap(woken, stopped, delay)
-    watched.unsubscribe(memo, namespace, name)
-    sweeper.watch((namespace, name), None)
-    telemetry.forget_release(namespace, name)
+    try:
+        while not stopped:
+            try:
+                # here, in the event loop, where the indexes and the sweep change
+                seen = sweeper.fill(watched.seen(body, written, kwargs), (namespace, name),
+                                    clock.now())
+                with telemetry.look_seconds.time():
+                    look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
+                delay, written = look.requeue_after, look.version
+                sweeper.watch((namespace, name), look.watch)
+                backoff.succeeded()
+            except Exception as err:  # whatever it is, it is reported, not re-raised
+                delay = backoff.failed()
+                log.warning("%s/%s: look failed (%s: %s); next try in %.0f s",
+                            namespace, name, type(err).__name__, err, delay)
+                await _report(api, namespace, name, err, post)
+            await daemons.nap(woken, stopped, delay)
+    finally:  # also when kopf cancels a daemon that did not stop in time (a look in flight)
+        watched.unsubscribe(memo, namespace, name)
+        sweeper.watch((namespace, name), None)
+        telemetry.forget_release(namespace, name)
 
 
 async def _report(

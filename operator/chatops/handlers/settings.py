@@ -14,6 +14,7 @@ import kopf
 from kubernetes import client, config
 
 from chatops import telemetry
+from chatops.adapters import malloc
 from chatops.api.common import GROUP
 from chatops.handlers import sweep, watched
 from chatops.notify import dispatcher
@@ -41,6 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         concurrent.futures.ThreadPoolExecutor(LOOK_WORKERS, thread_name_prefix="look")
     )
     memo["heartbeat"] = asyncio.create_task(_heartbeat())
+    memo["trim"] = asyncio.create_task(_trim_memory())
     dispatcher.start(memo["api"])
     # Handler progress goes in annotations, not status: status is the API a user reads,
     # and its schema has no room for kopf's records.
@@ -60,10 +62,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def stop_heartbeat(memo: kopf.Memo, **_: Any) -> None:
-    """End the heartbeat as the operator stops: kopf waits 5 s for any task still running
-    before it cancels it, and a SIGTERMed operator would linger that long for nothing."""
+    """End the heartbeat and the trims as the operator stops: kopf waits 5 s for any task
+    still running before it cancels it, and a SIGTERMed operator would linger that long
+    for nothing."""
     memo["heartbeat"].cancel()
     sweep.stop(memo)
+    memo["trim"].cancel()
     await asyncio.to_thread(dispatcher.stop)
 
 
@@ -93,6 +97,13 @@ async def _heartbeat() -> None:
     while True:
         telemetry.health.beat()
         await asyncio.sleep(5)
+
+
+async def _trim_memory() -> None:
+    """Give the memory freed since the last trim back to the OS (`adapters/malloc.py`)."""
+    while True:
+        await asyncio.sleep(malloc.TRIM_EVERY)
+        malloc.trim()
 
 
 def _quiet_wakes(record: logging.LogRecord) -> bool:

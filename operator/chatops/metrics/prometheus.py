@@ -7,6 +7,10 @@ Error measurement already pauses the release until the next interval.
 The bearer token (from `analysis.prometheus.authSecretRef`, read by the caller) goes
 into one request header and nowhere else: not into `repr`, not into logs, not into an
 exception message, which is also scrubbed of it in case a server echoes it back.
+
+Every look makes a provider, but the HTTP client under it is one per (address, token,
+timeout), shared by the looks' threads: its connections are kept alive and reused, and
+a look allocates no session of its own (`_connection`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import contextlib
 import datetime
 import json
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from chatops.errors import MetricsUnavailable
@@ -32,6 +39,13 @@ DEFAULT_TIMEOUT = 5
 evaluation timeout."""
 _HTTP_ERROR = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+POOL = 16
+"""Connections kept per Prometheus: as many as the threads that look at once."""
+KEPT_CLIENTS = 32
+"""Clients kept (the least recently used goes first): a token that changed leaves its
+old client behind, and the cap keeps those from piling up."""
+_clients: OrderedDict[tuple[str, str | None, int], PrometheusConnect] = OrderedDict()
+_clients_lock = threading.Lock()
 
 
 def public_address(address: str) -> str:
@@ -89,6 +103,29 @@ def _connection_problem(err: requests.RequestException, timeout: int) -> str:
     return f"unreachable: {found.group(0).strip() if found else type(err).__name__}"
 
 
+def _connection(url: str, token: str | None, timeout: int) -> PrometheusConnect:
+    """The client of `url` with this token and timeout, made on first use."""
+    key = (url, token, timeout)
+    with _clients_lock:
+        found = _clients.get(key)
+        if found is not None:
+            _clients.move_to_end(key)
+            return found
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # One quick retry of a refused or reset connection; none on HTTP statuses.
+        retry = Retry(total=1, connect=1, read=0, status=0, other=0, backoff_factor=0)
+        session = requests.Session()
+        found = PrometheusConnect(
+            url=url, headers=headers, retry=retry, timeout=timeout, session=session
+        )
+        # Replaces the adapter PrometheusConnect mounted, whose pool keeps 10 connections.
+        session.mount(url, HTTPAdapter(max_retries=retry, pool_maxsize=POOL))
+        _clients[key] = found
+        while len(_clients) > KEPT_CLIENTS:
+            _clients.popitem(last=False)
+        return found
+
+
 class PrometheusProvider:
     """A `MetricProvider` on one Prometheus server."""
 
@@ -99,12 +136,7 @@ class PrometheusProvider:
         self.source = sweep_source(self.address, token)
         self._token = token
         self._timeout = timeout
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # One quick retry of a refused or reset connection; none on HTTP statuses.
-        retry = Retry(total=1, connect=1, read=0, status=0, other=0, backoff_factor=0)
-        self._prometheus = PrometheusConnect(
-            url=address.rstrip("/"), headers=headers, retry=retry, timeout=timeout
-        )
+        self._prometheus = _connection(address.rstrip("/"), token, timeout)
 
     def __repr__(self) -> str:
         return f"PrometheusProvider({self.address!r})"
