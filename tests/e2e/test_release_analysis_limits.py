@@ -84,7 +84,9 @@ def _in_a_long_pause(
         }
     }
     spec = rel.release_spec("1.0", strategy, {"gatewayAPI": {"httpRoute": "chat"}}, health=False)
-    spec["analysis"].update(interval="1s", metrics=_two_metrics(), **limits)
+    # the first round once Prometheus has scraped the new pods: rounds without data
+    # (consecutiveErrorLimit) are not what these tests are about
+    spec["analysis"].update(interval="1s", initialDelay="3s", metrics=_two_metrics(), **limits)
     rel.create(custom, namespace, "chat", spec)
     rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
     rel.set_version(custom, namespace, "chat", "1.1")

@@ -258,3 +258,12 @@ def test_one_query_per_template_for_every_release_and_only_slow_ones_are_woken()
     assert len(swept.answers) == 250
     # every release fails; only those measured less often than the sweep are woken
     assert swept.breached == {r for i, r in enumerate(releases) if i % 2 == 0}
+
+
+def test_a_release_measured_as_often_as_the_sweep_asks_prometheus_itself() -> None:
+    at = datetime.datetime(2026, 12, 7, 12, 0, 0, tzinfo=datetime.UTC)
+    swept = Swept(at, {(WHERE, "q"): 0.5}, frozenset(), 1, every=2.0)
+    slow = ANALYSIS.model_copy(update={"interval": "30s"})
+    fast = ANALYSIS.model_copy(update={"interval": "1s"})
+    assert since(swept, None, slow) == {(WHERE, "q"): 0.5}
+    assert since(swept, None, fast) == {}

@@ -340,15 +340,16 @@ def record(cluster: Cluster, job: Run, outcome: Outcome, post: EventSink) -> Non
     old = ChatBackupStatus.model_validate(body.get("status") or {})
     generation = int(body["metadata"].get("generation") or 0)
     new, events = controller.finish(old, outcome, clock.now(), generation)
-    cluster.write_status(PLURAL, job.namespace, job.name, old, new)
-    for event in events:
-        post(job.ref, event)
+    # The metrics first: whoever reads the run in the status finds it in /metrics too.
     if outcome.manifest is not None:
         m = outcome.manifest
         telemetry.record_backup(job.namespace, job.name, outcome.finished_at.timestamp(),
                                 m.duration_seconds, m.tarball.size, m.documents)
     else:
         telemetry.record_backup_failure(job.namespace, job.name)
+    cluster.write_status(PLURAL, job.namespace, job.name, old, new)
+    for event in events:
+        post(job.ref, event)
     log.info("%s: backup %s %s", job.resource, outcome.id,
              "succeeded" if outcome.manifest else f"failed: {outcome.message}")
 

@@ -81,6 +81,8 @@ class Swept:
     breached: frozenset[tuple[str, str]]
     """Releases with a metric out of bounds: their next round is due now."""
     queries: int
+    every: float = 0.0
+    """Seconds between sweeps."""
 
 
 def templates(analysis: Analysis) -> list[str]:
@@ -128,7 +130,7 @@ def sweep(
                 answers[(where, query)] = value
     breached = frozenset(w.release for w in watched
                          if seconds(w.analysis.interval) > every and breaches(w, answers))
-    return Swept(now, answers, breached, queries)
+    return Swept(now, answers, breached, queries, every)
 
 
 def breaches(watched: Watched, answers: Answers) -> bool:
@@ -160,11 +162,17 @@ def breaches(watched: Watched, answers: Answers) -> bool:
     return False
 
 
-def since(swept: Swept | None, last_round: datetime.datetime | None) -> Answers:
+def since(
+    swept: Swept | None, last_round: datetime.datetime | None, analysis: Analysis | None = None
+) -> Answers:
     """The answers of `swept` a round may take: only a sweep taken after the release's
-    last round, so no round is judged on the samples the one before it was (a release
-    measuring more often than the sweep asks Prometheus itself)."""
+    last round, so no round is judged on the samples the one before it was, and only
+    for a release measured less often than the sweep runs (`every`): one measured as
+    often asks Prometheus itself, and its first rounds after a step are never judged
+    on a sweep taken before the new pods' first scrapes."""
     if swept is None or (last_round is not None and swept.at <= last_round):
+        return {}
+    if analysis is not None and seconds(analysis.interval) <= swept.every:
         return {}
     return swept.answers
 

@@ -87,7 +87,7 @@ def probed(
     if needs.measure:
         found["measurements"] = _measure(
             cluster, obs, needs.measure,
-            sweeps.since(swept, last_round_at(obs.status.analysis_run)),
+            sweeps.since(swept, last_round_at(obs.status.analysis_run), obs.spec.analysis),
         )
     if needs.reconnects:
         found["reconnects"] = _reconnects(cluster, obs, needs.reconnects)
