@@ -3,6 +3,7 @@ server instead (a copy that may not show the look's own last write, a miss)."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -10,8 +11,12 @@ import urllib3
 from kubernetes import client
 
 from chatops.adapters import watched
+from chatops.adapters.kube import Cluster
+from chatops.api.release import ChatReleaseSpec
+from chatops.api.release_status import ChatReleaseStatus
 from chatops.handlers import watched as handlers
-from chatops.release import observe
+from chatops.release import execute, manifests, observe
+from chatops.release.model import ApplyServices, Decision, Observation
 from chatops.traffic.gatewayapi import GatewayAPIRouter
 from chatops.traffic.nginx import NginxRouter
 from chatops.traffic.router import Split
@@ -112,12 +117,24 @@ def test_a_look_takes_the_objects_its_router_reads_and_the_release_deployments()
     assert handlers.seen(body, "6", indexes).release is None
 
 
-def test_an_nginx_release_reads_its_stable_and_canary_ingress() -> None:
+def test_an_nginx_release_reads_its_stable_and_canary_ingress_and_its_services() -> None:
     spec = {"components": [{"name": "web"}], "trafficRouting": {"nginx": {"ingress": "web"}}}
     assert handlers._routing("ns", "chat", spec) == [
-        ("Service", "ns", "chat-web"), ("Ingress", "ns", "web"),
-        ("Ingress", "ns", "web-chat-canary"),
+        ("Ingress", "ns", "web"), ("Ingress", "ns", "web-chat-canary"),
     ]
+    assert handlers._services("ns", "chat", spec) == [
+        ("Service", "ns", "chat-web"), ("Service", "ns", "chat-web-blue"),
+        ("Service", "ns", "chat-web-green"),
+    ]
+
+
+def test_an_object_the_looks_wrote_is_taken_only_at_the_version_they_left_it() -> None:
+    objects = {("Service", "ns", "a"): {"metadata": {"resourceVersion": "7"}},
+               ("Service", "ns", "b"): {"metadata": {"resourceVersion": "9"}},
+               ("Service", "ns", "c"): {"metadata": {"resourceVersion": "3"}}}
+    wrote = {("Service", "ns", "a"): "9", ("Service", "ns", "b"): "9"}
+    seen = watched.snapshot(None, [], objects, wrote)
+    assert set(seen.objects) == {("Service", "ns", "b"), ("Service", "ns", "c")}
 
 
 SPLITS = [Split("api", "chat-api-blue", "chat-api-green", 0)]
@@ -146,3 +163,66 @@ def test_a_write_makes_the_look_read_the_object_afresh() -> None:
     seen = watched.Seen(objects={("HTTPRoute", "ns", "chat"): {"spec": {}}})
     seen.forget("HTTPRoute", "ns", "chat")
     assert seen.get("HTTPRoute", "ns", "chat") is None
+
+
+# -- Services: an apply the watch shows done is not sent ----------------------------------
+
+RELEASE = {"metadata": {"name": "chat", "namespace": "ns", "uid": "u-1"}}
+SPEC = ChatReleaseSpec.model_validate({
+    "components": [{"name": "api", "template": {"spec": {"containers": [
+        {"name": "api", "image": "chat-api:1.0"}]}}, "service": {"port": 8080}}],
+    "strategy": {"canary": {"steps": [{"setWeight": 10}]}},
+    "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+})
+
+
+def _as_served(manifest: dict[str, Any], version: str) -> dict[str, Any]:
+    """A Service as the API server answers for `manifest`: with what it fills in."""
+    served = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version,
+                                        "uid": "s-1", "managedFields": [{}]}}
+    served["spec"] = {**manifest["spec"], "clusterIP": "10.96.0.7", "type": "ClusterIP",
+                      "sessionAffinity": "None", "ipFamilies": ["IPv4"]}
+    return served
+
+
+def _services_seen(active: str = "blue") -> watched.Seen:
+    component = SPEC.components[0]
+    wanted = [*(manifests.service(RELEASE, component, c) for c in ("blue", "green")),
+              manifests.service(RELEASE, component, active, stable=True)]
+    return watched.Seen(objects={
+        ("Service", "ns", m["metadata"]["name"]): watched.service_essence(_as_served(m, "4"))
+        for m in wanted
+    })
+
+
+def _apply_services(seen: watched.Seen, active: str) -> None:
+    obs = Observation(name="chat", namespace="ns", generation=1, spec=SPEC,
+                      status=ChatReleaseStatus(), now=datetime.datetime.now(datetime.UTC))
+    decision = Decision(status=ChatReleaseStatus(), actions=(ApplyServices(active),))
+    execute.act(Cluster(_unreachable()), GatewayAPIRouter(_unreachable(), "chat", seen),
+                RELEASE, obs, decision, seen)
+
+
+def test_services_the_watch_shows_as_wanted_are_not_applied_again() -> None:
+    _apply_services(_services_seen("blue"), "blue")  # no request: nobody listens there
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda s: s["spec"].update(selector={"x": "y"}), id="selector"),
+        pytest.param(lambda s: s["spec"]["ports"][0].update(port=9090), id="port"),
+        pytest.param(lambda s: s["metadata"]["labels"].clear(), id="labels"),
+    ],
+)
+def test_a_service_that_differs_from_the_wanted_one_is_applied(change: Any) -> None:
+    seen = _services_seen("blue")
+    change(seen.objects[("Service", "ns", "chat-api-green")])
+    with pytest.raises(urllib3.exceptions.HTTPError):  # it applied: nobody listens there
+        _apply_services(seen, "blue")
+    assert ("Service", "ns", "chat-api-green") not in seen.objects
+
+
+def test_the_stable_service_moving_to_the_other_color_is_applied() -> None:
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        _apply_services(_services_seen("blue"), "green")

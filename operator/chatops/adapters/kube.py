@@ -180,23 +180,27 @@ class Cluster:
 
     # -- owned objects ----------------------------------------------------------------
 
-    def apply(self, manifest: dict[str, Any]) -> None:
-        """Server-side apply of a Deployment, Service or Job we own."""
+    def apply(self, manifest: dict[str, Any]) -> str | None:
+        """Server-side apply of a Deployment, Service or Job we own; the resourceVersion
+        it left the object at (None for a Job that was there)."""
         kind, meta = manifest["kind"], manifest["metadata"]
         name, namespace = meta["name"], meta["namespace"]
         kw = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": _APPLY}
         if kind == "Deployment":
-            self.apps.patch_namespaced_deployment(name, namespace, manifest, **kw)
+            written = self.apps.patch_namespaced_deployment(name, namespace, manifest, **kw)
         elif kind == "Service":
-            self.core.patch_namespaced_service(name, namespace, manifest, **kw)
+            written = self.core.patch_namespaced_service(name, namespace, manifest, **kw)
         elif kind == "Job":
             try:
-                self.batch.create_namespaced_job(namespace, manifest)
+                written = self.batch.create_namespaced_job(namespace, manifest)
             except ApiException as err:
                 if err.status != 409:  # it exists: a Job's template cannot change anyway
                     raise
+                return None
         else:
             raise ValueError(f"cannot apply a {kind}")
+        version: str | None = written.metadata.resource_version
+        return version
 
     def scale(self, namespace: str, name: str, replicas: int) -> None:
         try:

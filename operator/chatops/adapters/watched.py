@@ -38,13 +38,20 @@ class Seen:
     are not asked again."""
     breach: bool = False
     """The sweep saw the release's analysis out of bounds since its last look."""
+    written: dict[Key, str] = field(default_factory=dict)
+    """The resourceVersion the look left each object it wrote at (`forget`), or read it
+    at from the API server: until the watch shows that version, the next looks read the
+    object afresh (`snapshot`)."""
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
 
-    def forget(self, kind: str, namespace: str, name: str) -> None:
-        """The look has written the object: its copy is out of date."""
+    def forget(self, kind: str, namespace: str, name: str, version: str | None = None) -> None:
+        """The look has written the object (to `version`, when the answer said): its copy
+        is out of date."""
         self.objects.pop((kind, namespace, name), None)
+        if version:
+            self.written[(kind, namespace, name)] = version
 
 
 def current(body: Mapping[str, Any], written: str | None) -> bool:
@@ -60,13 +67,40 @@ def snapshot(
     body: Mapping[str, Any] | None,
     deployments: Iterable[Mapping[str, Any]],
     objects: Mapping[Key, Mapping[str, Any]],
+    written: Mapping[Key, str] | None = None,
 ) -> Seen:
-    """A `Seen` of deep copies: the look's thread may keep and change them freely."""
+    """A `Seen` of deep copies: the look's thread may keep and change them freely. An
+    object the last looks wrote (`written`: key -> the version they left it at) is left
+    out unless its copy is at that version (`current`)."""
+    written = written or {}
     return Seen(
         release=copy.deepcopy(dict(body)) if body is not None else None,
         deployments=[copy.deepcopy(dict(d)) for d in deployments],
-        objects={k: copy.deepcopy(dict(v)) for k, v in objects.items()},
+        objects={
+            k: copy.deepcopy(dict(v)) for k, v in objects.items() if current(v, written.get(k))
+        },
     )
+
+
+def service_essence(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a Service a look reads: its selector (the Service router's weights)
+    and what `release.manifests.service` writes (an apply the Service already shows is
+    not sent)."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return {
+        "metadata": {
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": dict(meta.get("labels") or {}),
+        },
+        "spec": {
+            "selector": spec.get("selector"),
+            "ports": [
+                {k: p.get(k) for k in ("name", "port", "targetPort", "protocol")}
+                for p in spec.get("ports") or []
+            ],
+        },
+    }
 
 
 def deployment_essence(body: Mapping[str, Any]) -> dict[str, Any]:

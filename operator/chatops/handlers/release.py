@@ -15,7 +15,7 @@ import kopf
 from kubernetes import client
 
 from chatops import clock, telemetry
-from chatops.adapters.watched import Seen
+from chatops.adapters.watched import Key, Seen
 from chatops.api.common import GROUP, VERSION
 from chatops.errors import ChatopsError
 from chatops.events import EventSink
@@ -51,16 +51,18 @@ async def release(
     post = daemons.poster(api)
     backoff = daemons.Backoff()
     written: str | None = None
+    wrote: dict[Key, str] = {}  # other objects' versions as the looks left them
     sweeper: sweep.Sweeper = memo["sweep"]
     try:
         while not stopped:
             try:
                 # here, in the event loop, where the indexes and the sweep change
-                seen = sweeper.fill(watched.seen(body, written, kwargs), (namespace, name),
-                                    clock.now())
+                seen = sweeper.fill(watched.seen(body, written, kwargs, wrote),
+                                    (namespace, name), clock.now())
                 with telemetry.look_seconds.time():
                     look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
                 delay, written = look.requeue_after, look.version
+                wrote.update(seen.written)
                 sweeper.watch((namespace, name), look.watch)
                 backoff.succeeded()
             except Exception as err:  # whatever it is, it is reported, not re-raised

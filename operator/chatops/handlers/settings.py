@@ -22,6 +22,8 @@ from chatops.notify import dispatcher
 LOOK_WORKERS = 16
 """Threads for the controllers' looks (blocking Kubernetes and Prometheus calls), shared
 by all objects; asyncio's default of cpus + 4 queues looks behind one another."""
+WATCH_SECONDS = 300
+"""How long a watch stream lasts before it is opened again (client-go's minimum)."""
 
 
 def api_client() -> client.ApiClient:
@@ -54,7 +56,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Our controllers post the Events a user reads; kopf's own become Events only when
     # something went wrong.
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 60
+    # As client-go's reflectors: the API server ends each watch after 5 minutes, and the
+    # client gives up on one that outlived that (a connection that died silently); each
+    # end is one more WATCH request per kind, at any number of releases.
+    settings.watching.server_timeout = WATCH_SECONDS
+    settings.watching.client_timeout = WATCH_SECONDS + 30
     watched.configure(settings, memo)
     sweep.start(memo)
     logging.getLogger("kopf.objects").addFilter(_quiet_wakes)

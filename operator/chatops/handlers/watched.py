@@ -18,8 +18,10 @@ import kopf
 
 from chatops.adapters import watched
 from chatops.api.common import GROUP, VERSION
+from chatops.release.manifests import deployment_name
 from chatops.traffic.nginx import canary_name
 from chatops.traffic.router import (
+    COLORS,
     INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -52,9 +54,9 @@ def release_deployments(
 
 @kopf.index("v1", "services", labels=OWNED)
 def watched_services(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[watched.Key, dict[str, Any]]:
-    return {("Service", namespace or "", name): {"spec": {"selector": spec.get("selector")}}}
+    return {("Service", namespace or "", name): watched.service_essence(body)}
 
 
 @kopf.index(*ROUTE)
@@ -76,7 +78,7 @@ def routed_releases(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[watched.Key, str]:
     """Which releases route through which HTTPRoute or Ingress, to wake them."""
-    return {key: name for key in _routing(namespace or "", name, spec) if key[0] != "Service"}
+    return {key: name for key in _routing(namespace or "", name, spec)}
 
 
 # -- wake-ups -------------------------------------------------------------------------------
@@ -132,10 +134,12 @@ def seen(
     body: Mapping[str, Any],
     written: str | None,
     indexes: Mapping[str, kopf.Index[Any, Any]],
+    wrote: Mapping[watched.Key, str] | None = None,
 ) -> watched.Seen:
     """What a look of the ChatRelease `body` reads, from the indexes (`indexes`: the
     daemon's kwargs); taken in the event loop. `written` is the resourceVersion the last
-    look left the ChatRelease at."""
+    look left the ChatRelease at, `wrote` those the looks left other objects at
+    (`Seen.written`)."""
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace") or "", meta.get("name") or ""
     by_kind = {
@@ -144,24 +148,36 @@ def seen(
         "Ingress": indexes["watched_ingresses"],
     }
     objects: dict[watched.Key, Mapping[str, Any]] = {}
-    for key in _routing(namespace, name, body.get("spec") or {}):
+    spec = body.get("spec") or {}
+    for key in [*_services(namespace, name, spec), *_routing(namespace, name, spec)]:
         for found in by_kind[key[0]].get(key, ()):
             objects[key] = found
     return watched.snapshot(
         body if watched.current(body, written) else None,
         indexes["release_deployments"].get((namespace, name), ()),
         objects,
+        wrote,
     )
 
 
-def _routing(namespace: str, release: str, spec: Mapping[str, Any]) -> list[watched.Key]:
-    """The objects a release's router reads, from its spec as written (a spec that does
-    not parse has no look to serve: nothing is wrong with an empty answer)."""
-    keys: list[watched.Key] = [
-        ("Service", namespace, stable_service_name(release, str(c.get("name"))))
-        for c in spec.get("components") or []
-        if isinstance(c, Mapping)
+def _services(namespace: str, release: str, spec: Mapping[str, Any]) -> list[watched.Key]:
+    """A release's Services, from its spec as written (a spec that does not parse has no
+    look to serve: nothing is wrong with an empty answer): each component's stable
+    Service and its two color Services."""
+    names = [str(c.get("name")) for c in spec.get("components") or [] if isinstance(c, Mapping)]
+    return [
+        ("Service", namespace, service)
+        for component in names
+        for service in (
+            stable_service_name(release, component),
+            *(deployment_name(release, component, color) for color in COLORS),
+        )
     ]
+
+
+def _routing(namespace: str, release: str, spec: Mapping[str, Any]) -> list[watched.Key]:
+    """The routing objects a release's router reads, from its spec as written."""
+    keys: list[watched.Key] = []
     routing = spec.get("trafficRouting") or {}
     if not isinstance(routing, Mapping):
         return keys

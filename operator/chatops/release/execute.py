@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes import client
 
 from chatops.adapters.kube import Cluster
+from chatops.adapters.watched import Seen
 from chatops.api.release import ChatReleaseSpec
 from chatops.errors import ChatopsError
 from chatops.release import manifests
@@ -74,12 +75,14 @@ def act(
     body: dict[str, Any],
     obs: Observation,
     decision: Decision,
+    seen: Seen,
 ) -> None:
     """Carry out the decision's actions in order; the first one refused stops the rest
-    (their order is the safety: traffic moves before anything is scaled down)."""
+    (their order is the safety: traffic moves before anything is scaled down). What
+    `seen` shows already done (a Service as wanted) is not sent again."""
     for action in decision.actions:
         try:
-            _do(cluster, router, body, obs, decision, action)
+            _do(cluster, router, body, obs, decision, action, seen)
         except ACTION_ERRORS as err:
             raise Refused(f"{_object(obs, action)}: {_answer(err)}") from err
 
@@ -105,6 +108,7 @@ def _do(
     obs: Observation,
     decision: Decision,
     action: Action,
+    seen: Seen,
 ) -> None:
     namespace, name, spec = obs.namespace, obs.name, obs.spec
     components = {c.name: c for c in spec.components}
@@ -139,9 +143,14 @@ def _do(
         restore(cluster, namespace, name, action, components[action.component].replicas)
     elif isinstance(action, ApplyServices):
         for c in spec.components:
-            for color in COLORS:
-                cluster.apply(manifests.service(body, c, color))
-            cluster.apply(manifests.service(body, c, action.active, stable=True))
+            for wanted in (
+                *(manifests.service(body, c, color) for color in COLORS),
+                manifests.service(body, c, action.active, stable=True),
+            ):
+                key = ("Service", namespace, wanted["metadata"]["name"])
+                if not manifests.service_shown(seen.get(*key), wanted):
+                    seen.forget(*key)
+                    seen.forget(*key, cluster.apply(wanted))
     elif isinstance(action, SetTraffic):
         router.set_weights(namespace, name, splits(name, spec, action.canary, action.weight))
     elif isinstance(action, SetHeaderRoute):

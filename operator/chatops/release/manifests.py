@@ -146,6 +146,20 @@ def service(
     }
 
 
+def service_shown(seen: Mapping[str, Any] | None, wanted: Manifest) -> bool:
+    """Whether the watched Service `seen` (`adapters.watched.service_essence`) already is
+    what `service` wants: its labels, selector and ports. None (not watched): no."""
+    if seen is None:
+        return False
+    labels = (seen.get("metadata") or {}).get("labels") or {}
+    spec = seen.get("spec") or {}
+    return (
+        all(labels.get(k) == v for k, v in wanted["metadata"]["labels"].items())
+        and spec.get("selector") == wanted["spec"]["selector"]
+        and spec.get("ports") == wanted["spec"]["ports"]
+    )
+
+
 def smoke_job(
     release: dict[str, Any], spec: ChatReleaseSpec, job: str, color: str, revision: str
 ) -> Manifest:

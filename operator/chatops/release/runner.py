@@ -99,7 +99,7 @@ def look(
         obs, lambda o, needs: probes.probed(cluster, o, needs, seen.swept)
     )
     cluster.versions.setdefault((PLURAL, namespace, name), body["metadata"]["resourceVersion"])
-    done = _carry_out(cluster, router, body, obs, decision, post)
+    done = _carry_out(cluster, router, body, obs, decision, post, seen)
     watch = probes.watched(cluster, obs, decision.analyzing) if decision.analyzing else None
     return replace(done, version=cluster.versions[(PLURAL, namespace, name)], watch=watch)
 
@@ -212,6 +212,7 @@ def _carry_out(
     obs: Observation,
     decision: Decision,
     post: EventSink,
+    seen: Seen,
 ) -> Look:
     """Annotations first (a lost `promote` is safer than a doubled one), then the Events,
     then the status they explain (a reader who sees the phase finds its Event), then the
@@ -239,7 +240,7 @@ def _carry_out(
     )
     cluster.write_status(PLURAL, namespace, name, obs.status, shown)
     try:
-        execute.act(cluster, router, body, obs, decision)
+        execute.act(cluster, router, body, obs, decision, seen)
     except execute.Refused as failed:
         if failed.problem != before:  # said once, not every retry
             post(body, Event("Warning", "ActionFailed",

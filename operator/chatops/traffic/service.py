@@ -85,7 +85,8 @@ class ServiceRouter(WithoutHeaderRoutes):
             patch = selector_patch(self._selector(namespace, name), release, split)
             if patch is not None:
                 self._seen.forget("Service", namespace, name)
-                self._api.patch_namespaced_service(name, namespace, patch)
+                written = self._api.patch_namespaced_service(name, namespace, patch)
+                self._seen.forget("Service", namespace, name, written.metadata.resource_version)
 
     def get_weights(self, namespace: str, release: str, splits: Sequence[Split]) -> Weights:
         selectors = {
@@ -114,5 +115,6 @@ class ServiceRouter(WithoutHeaderRoutes):
                     "traffic can be switched",
                 ) from None
             raise
+        self._seen.written[("Service", namespace, name)] = service.metadata.resource_version
         selector: dict[str, str] | None = service.spec.selector
         return selector
