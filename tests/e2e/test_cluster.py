@@ -11,6 +11,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from chatops.adapters.kube import Cluster
+from chatops.annotations import REVISION
+from chatops.api.release import ChatReleaseSpec
+from chatops.release import manifests
 from support import GROUP, VERSION, kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -288,3 +292,29 @@ def test_a_recovery_cannot_be_changed_once_created(
             GROUP, VERSION, namespace, "chatrecoveries", "x", {"spec": {"mode": "Merge"}}
         )
     assert "create a new one to restore again" in json.loads(refused.value.body)["message"]
+
+
+def test_kept_templates_the_release_no_longer_remembers_are_pruned(
+    crds: None, api: client.ApiClient, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    """Each new revision's template is kept in a ControllerRevision, and those of the
+    same component the release no longer remembers go, in one request; another
+    component's stay."""
+    release = create(custom, namespace, "ChatRelease", RELEASE, "keep")
+    spec = ChatReleaseSpec.model_validate(RELEASE)
+    cluster = Cluster(api)
+
+    def keep(component: str, revision: str, remembered: set[str]) -> None:
+        comp = spec.components[0].model_copy(update={"name": component})
+        wanted = manifests.deployment(release, spec, comp, "blue", revision, 1)
+        cluster.keep_template(manifests.kept_template(release, wanted),
+                              manifests.kept_selector("keep", component), remembered)
+
+    keep("web", "w1", {"w1"})
+    for n in range(1, 5):
+        keep("api", f"r{n}", {f"r{n}", f"r{n - 1}"})
+    keep("api", "r4", {"r4"})  # kept already: nothing else is touched
+    found = client.AppsV1Api(api).list_namespaced_controller_revision(namespace).items
+    assert sorted(r.metadata.labels[REVISION] for r in found) == ["r3", "r4", "w1"]
+    r4 = next(r for r in found if r.metadata.labels[REVISION] == "r4")
+    assert r4.data["spec"]["template"]["spec"]["containers"][0]["image"] == "chat-api:1.0"
