@@ -69,25 +69,16 @@ def status(pid: int) -> dict[str, float]:
     return out
 
 
-class Operator:
-    """`chatops run --namespace NS` in a child process (traced: with tracemalloc)."""
+class Operator(rc.Operator):
+    """`chatops run --namespace NS` as a user runs it (traced: with tracemalloc), its RSS
+    sampled every 0.2 s."""
 
     def __init__(self, namespace: str, trace: Path | None, source: Path | None) -> None:
         self.trace = trace
-        self.log_path = Path(tempfile.mkdtemp(prefix="chatops-bench-memory-")) / "operator.log"
-        env = dict(os.environ)
-        if source is not None:
-            env["PYTHONPATH"] = str(source)
-        if trace is not None:
-            env["CHATOPS_BENCH_TRACE"] = str(trace)
-            argv = [sys.executable, str(HERE / "traced_operator.py")]
+        if trace is None:
+            super().__init__(namespace, source, wrapper=None)
         else:
-            argv = [sys.executable, "-m", "chatops.cli"]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [*argv, "run", "--namespace", namespace], stdout=log, stderr=subprocess.STDOUT,
-                env=env,
-            )
+            super().__init__(namespace, source, "traced", {"CHATOPS_BENCH_TRACE": str(trace)})
         self.snapshots = 0
         self.peak_rss = 0.0
         self._stop = threading.Event()
@@ -120,25 +111,9 @@ class Operator:
         self.snapshots += 1
         return tracemalloc.Snapshot.load(str(path))
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def stop(self) -> None:
         self._stop.set()
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def warnings(self) -> int:
-        text = self.log_path.read_text(errors="replace")
-        return sum(1 for line in text.splitlines() if "[WARNING" in line or "[ERROR" in line)
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        super().stop()
 
 
 def parallel(func: Callable[[Any], None], items: Iterable[Any], workers: int = 8) -> None:

@@ -300,17 +300,32 @@ def wait_alone(timeout: float) -> None:
 
 
 class Operator:
-    """`chatops run --namespace NS` in a child process, wrapped by counted_operator.py so
-    that its API and Prometheus requests and its looks are counted; /proc tells its
-    memory and CPU."""
+    """`chatops run --namespace NS` in a child process; /proc tells its memory and CPU.
+    `wrapper` "counted" (the default) runs it under counted_operator.py, which counts
+    its API and Prometheus requests and its looks (at a cost in CPU and memory of its
+    own); "traced" under traced_operator.py (tracemalloc, `env` says where); None
+    plain, as a user runs it."""
 
-    def __init__(self, namespace: str, source: Path | None = None) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        source: Path | None = None,
+        wrapper: str | None = "counted",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.counts_path = Path(tempfile.mkdtemp(prefix="chatops-bench-")) / "counts.json"
         self.log_path = self.counts_path.with_name("operator.log")
-        env = dict(os.environ, CHATOPS_BENCH_COUNTS=str(self.counts_path))
+        env = dict(os.environ, **(env or {}))
+        if wrapper == "counted":
+            env["CHATOPS_BENCH_COUNTS"] = str(self.counts_path)
         if source is not None:  # another checkout's operator, e.g. to compare commits
             env["PYTHONPATH"] = str(source)
-        argv = [sys.executable, str(Path(__file__).with_name("counted_operator.py"))]
+        here = Path(__file__).resolve().parent
+        argv = (
+            [sys.executable, "-m", "chatops.cli"]
+            if wrapper is None
+            else [sys.executable, str(here / f"{wrapper}_operator.py")]
+        )
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 # the sweep at the environment's scrape interval, as the README advises
