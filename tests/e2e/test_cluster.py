@@ -307,8 +307,9 @@ def test_kept_templates_the_release_no_longer_remembers_are_pruned(
     def keep(component: str, revision: str, remembered: set[str]) -> None:
         comp = spec.components[0].model_copy(update={"name": component})
         wanted = manifests.deployment(release, spec, comp, "blue", revision, 1)
-        cluster.keep_template(manifests.kept_template(release, wanted),
-                              manifests.kept_selector("keep", component), remembered)
+        if cluster.keep_template(manifests.kept_template(release, wanted)):
+            cluster.prune_templates(namespace, manifests.kept_selector("keep", component),
+                                    remembered)
 
     keep("web", "w1", {"w1"})
     for n in range(1, 5):

@@ -281,18 +281,22 @@ class Cluster:
         self.apply(manifest)
         return True
 
-    def keep_template(self, manifest: dict[str, Any], selector: str, keep: Collection[str]) -> None:
-        """Create the ControllerRevision `manifest` (a kept Deployment), then delete those
-        matching `selector` whose revision label is not in `keep`, so they stay as many
-        as the controller remembers. One that exists holds the same revision already."""
-        namespace = manifest["metadata"]["namespace"]
+    def keep_template(self, manifest: dict[str, Any]) -> bool:
+        """Create the ControllerRevision `manifest` (a kept Deployment); False when it
+        exists (it holds the same revision already)."""
         try:
-            _plain(self.apps.create_namespaced_controller_revision, namespace, manifest)
+            _plain(self.apps.create_namespaced_controller_revision,
+                   manifest["metadata"]["namespace"], manifest)
         except ApiException as err:
             if err.status != 409:
                 raise
-            return
-        # one request, whatever their number (`notin` also takes those with no label)
+            return False
+        return True
+
+    def prune_templates(self, namespace: str, selector: str, keep: Collection[str]) -> None:
+        """Delete the ControllerRevisions matching `selector` whose revision label is not in
+        `keep`, so they stay as many as the controller remembers: one request, whatever
+        their number (`notin` also takes those with no label)."""
         kept = ",".join(sorted(keep))
         _plain(self.apps.delete_collection_namespaced_controller_revision, namespace,
                label_selector=f"{selector},{REVISION} notin ({kept})" if kept else selector)

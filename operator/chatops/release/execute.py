@@ -127,12 +127,12 @@ def _do(
             *(r for r in (decision.status.stable_revision, obs.status.stable_revision) if r),
             *(h.revision for h in decision.status.history),
         }
-        cluster.keep_template(
-            manifests.kept_template(body, wanted),
-            manifests.kept_selector(name, action.component),
-            remembered,
-        )
+        kept = cluster.keep_template(manifests.kept_template(body, wanted))
         cluster.apply(wanted)
+        if kept:  # the old ones go after the apply, which the new version waits for
+            cluster.prune_templates(
+                namespace, manifests.kept_selector(name, action.component), remembered
+            )
     elif isinstance(action, ScaleDeployment):
         cluster.scale(
             namespace,
