@@ -267,3 +267,32 @@ def test_a_release_measured_as_often_as_the_sweep_asks_prometheus_itself() -> No
     fast = ANALYSIS.model_copy(update={"interval": "1s"})
     assert since(swept, None, slow) == {(WHERE, "q"): 0.5}
     assert since(swept, None, fast) == {}
+
+
+def test_each_prometheus_is_asked_for_its_own_releases_and_answers_only_them() -> None:
+    """Two Prometheus (a second address, or the same with another token: a tenant) hold
+    different series for releases of the same names: each is asked once per template,
+    for its own releases only, and each release is judged on its own server's answer."""
+    analysis = Analysis.model_validate({
+        "interval": "30s",
+        "metrics": [{"name": "errors", "query": f"sum(errors{{{SEL}}})", "max": 0.01}],
+    })
+    servers = {
+        source("http://prometheus-a", None): 0.5,  # failing there
+        source("http://prometheus-b", None): 0.0,
+        source("http://prometheus-a", "tenant-token"): 0.0,
+    }
+    assert len(servers) == 3, "a token makes another source; the token is never kept"
+    assert all("tenant-token" not in "".join(where) for where in servers)
+    recorded = {where: _Recorded([({"namespace": "shop", "service": "chat-api-green"}, value)])
+                for where, value in servers.items()}
+    watched = [
+        Watched((f"shop-{i}", "chat"), where, recorded[where], analysis,  # type: ignore[arg-type]
+                ((GREEN, None),))
+        for i, where in enumerate(servers)
+    ]
+    swept = sweep(watched, datetime.datetime.now(datetime.UTC), every=2.0)
+    assert [len(r.asked) for r in recorded.values()] == [1, 1, 1]
+    rendered = render(f"sum(errors{{{SEL}}})", GREEN)
+    assert {where: swept.answers[(where, rendered)] for where in servers} == servers
+    assert swept.breached == {("shop-0", "chat")}
