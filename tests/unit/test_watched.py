@@ -12,10 +12,12 @@ from kubernetes import client
 
 from chatops.adapters import watched
 from chatops.adapters.kube import Cluster
+from chatops.api.analysis import Analysis, Measurement
 from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus
 from chatops.handlers import watched as handlers
-from chatops.release import execute, manifests, observe
+from chatops.metrics import sweep as sweeps
+from chatops.release import execute, manifests, observe, probes
 from chatops.release.model import ApplyServices, Decision, Observation
 from chatops.traffic.gatewayapi import GatewayAPIRouter
 from chatops.traffic.nginx import NginxRouter
@@ -226,3 +228,34 @@ def test_a_service_that_differs_from_the_wanted_one_is_applied(change: Any) -> N
 def test_the_stable_service_moving_to_the_other_color_is_applied() -> None:
     with pytest.raises(urllib3.exceptions.HTTPError):
         _apply_services(_services_seen("blue"), "green")
+
+
+# -- the sweep's Prometheus: its token read once a round, not once a look -----------------
+
+
+def _analysed(secret: str, measured: bool) -> Observation:
+    spec = SPEC.model_copy(update={"analysis": Analysis.model_validate({
+        "prometheus": {"address": "http://prometheus:9090",
+                       "authSecretRef": {"name": secret, "key": "token"}},
+        "metrics": [{"name": "errors", "query": "sum(errors)", "max": 0.01}],
+    })})
+    taken = (Measurement(metric="errors", component="api", query="sum(errors)", value="0",
+                         verdict="Pass",
+                         time="2026-12-07T12:00:00Z"),) if measured else ()
+    return Observation(name="chat", namespace="ns", generation=1, spec=spec,
+                       status=ChatReleaseStatus(), now=datetime.datetime.now(datetime.UTC),
+                       measurements=taken)
+
+
+def test_the_sweep_keeps_its_prometheus_between_rounds_and_reads_the_token_again_at_one() -> None:
+    cluster = Cluster(_unreachable())  # a Secret read would fail: nobody listens there
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        probes.watched(cluster, _analysed("prom", measured=False), "green")  # first: read
+    before = sweeps.Watched(("ns", "chat"), ("http://prometheus:9090", "d"), None,  # type: ignore[arg-type]
+                            _analysed("prom", False).spec.analysis, ())  # type: ignore[arg-type]
+    again = probes.watched(cluster, _analysed("prom", measured=False), "green", before)
+    assert again is not None and again.source == before.source  # no request
+    with pytest.raises(urllib3.exceptions.HTTPError):  # a round was taken: read again
+        probes.watched(cluster, _analysed("prom", measured=True), "green", before)
+    with pytest.raises(urllib3.exceptions.HTTPError):  # another Secret named: read it
+        probes.watched(cluster, _analysed("other", measured=False), "green", before)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatops.annotations import QUIESCED_BY
-from chatops.metrics.sweep import Swept
+from chatops.metrics.sweep import Swept, Watched
 
 Key = tuple[str, str, str]
 """(kind, namespace, name)."""
@@ -38,6 +38,8 @@ class Seen:
     are not asked again."""
     breach: bool = False
     """The sweep saw the release's analysis out of bounds since its last look."""
+    watching: Watched | None = None
+    """The analysis the sweep watches for the release, as its last look left it."""
     written: dict[Key, str] = field(default_factory=dict)
     """The resourceVersion the look left each object it wrote at (`forget`), or read it
     at from the API server: until the watch shows that version, the next looks read the

@@ -48,9 +48,10 @@ class Sweeper:
 
     def fill(self, seen: Seen, release: tuple[str, str], now: datetime.datetime) -> Seen:
         """`seen` with the last sweep's answers, if at most two intervals old (a round
-        may take a value a few seconds old, never one from before the sweep before), and
-        whether the release breached since its last look."""
+        may take a value a few seconds old, never one from before the sweep before), what
+        it watches of the release, and whether the release breached since its last look."""
         seen.swept = self._fresh(now)
+        seen.watching = self.watched.get(release)
         seen.breach = release in self.breached
         self.breached.discard(release)
         return seen

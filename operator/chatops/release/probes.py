@@ -197,13 +197,24 @@ def _versions(
     return tuple(versions)
 
 
-def watched(cluster: Cluster, obs: Observation, color: Color) -> sweeps.Watched | None:
-    """What the sweep watches of the analysis judging `color`; None without one."""
-    if obs.spec.analysis is None:
+def watched(
+    cluster: Cluster, obs: Observation, color: Color, before: sweeps.Watched | None = None
+) -> sweeps.Watched | None:
+    """What the sweep watches of the analysis judging `color`; None without one. The
+    Prometheus of what it watched `before` serves on while the spec names the same one,
+    until the next round: its token is read from its Secret once a round, not a look."""
+    analysis = obs.spec.analysis
+    if analysis is None:
         return None
-    provider = _provider(cluster, obs)
-    return sweeps.Watched((obs.namespace, obs.name), provider.source, provider,
-                          obs.spec.analysis, _versions(obs, color))
+    if before is not None and not obs.measurements and (
+        before.analysis.prometheus == analysis.prometheus
+    ):
+        where, provider = before.source, before.provider
+    else:
+        fresh = _provider(cluster, obs)
+        where, provider = fresh.source, fresh
+    return sweeps.Watched((obs.namespace, obs.name), where, provider, analysis,
+                          _versions(obs, color))
 
 
 def _windowed(obs: Observation, component: str, color: Color, length: float,

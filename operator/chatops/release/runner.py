@@ -100,7 +100,8 @@ def look(
     )
     cluster.versions.setdefault((PLURAL, namespace, name), body["metadata"]["resourceVersion"])
     done = _carry_out(cluster, router, body, obs, decision, post, seen)
-    watch = probes.watched(cluster, obs, decision.analyzing) if decision.analyzing else None
+    watch = (probes.watched(cluster, obs, decision.analyzing, seen.watching)
+             if decision.analyzing else None)
     return replace(done, version=cluster.versions[(PLURAL, namespace, name)], watch=watch)
 
 
