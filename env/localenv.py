@@ -270,7 +270,8 @@ def check_pod_range() -> None:
 
 def start_cluster() -> str:
     k8s, kwok = bin_dir("k8s"), bin_dir("kwok")
-    log("starting Kubernetes (kwokctl, binary runtime, local binaries, env/kwok-stages.yaml)")
+    log("starting Kubernetes (kwokctl, binary runtime, local binaries, env/kwok-stages.yaml;"
+        " no leader election)")
     flags = {
         "--runtime": "binary",
         "--kube-apiserver-port": str(free_port()),
