@@ -359,8 +359,13 @@ def main() -> int:
     parser.add_argument(
         "--scale-timeout", type=float, default=900, help="scale run: seconds per wait"
     )
+    parser.add_argument("--report", default=None, help="only print the table of a --json file")
     args = parser.parse_args()
     args.controllers = [c for c in args.controllers.split(",") if c]
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        print(scale.report(saved) if saved["benchmark"] == "sidebyside-scale" else report(saved))
+        return 0
     if args.scale:
         patch_localenv()
         result = scale.measure(args)

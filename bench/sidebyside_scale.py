@@ -31,7 +31,10 @@ the last release reached 100 %):
   moved from a step's weight to the next, minus the time it reached that weight, minus
   the pause. The pause is 20 s for chatops and Argo; for Flagger its interval, 20 s, and
   40 s at the last weight (50 %): Flagger promotes in two ticks, one copying the spec to
-  the primary, the next routing all to it (scheduler.go, Promoting then Finalising);
+  the primary, the next routing all to it (scheduler.go, Promoting then Finalising). A
+  lag below 0 is a pause the controller's own clock started before the route change
+  reached the watch (Flagger ticks on a timer whatever a tick took; Argo times a pause
+  from its step's status, the plugin's route write comes with it);
 - **spec change → 10 %** and **→ 100 %**: per release from just before its own PATCH,
   their spread across the N;
 - **peak RSS**: VmHWM of the controller's process tree at the end of its turn (since it
@@ -322,6 +325,7 @@ def report(result: dict[str, Any]) -> str:
             f"{t['patch_all_s']:.1f} s; not ready {len(t['not_ready'])}, not at 100 % "
             f"{len(t['not_full'])}; idle RSS {t['idle_rss_mib']:.0f} MiB"
         )
+        lines.append(f"- {head[c]} step lag p95 (pauses measured) at {by_pause(t)}")
         top = ", ".join(f"{k} {n:.1f}" for k, n in list(t.get("requests_by_kind", {}).items())[:6])
         lines.append(f"- {head[c]} requests per release: {top}")
     lines += [f"- {head[c]} failed: {t['error']}" for c, t in turns.items() if "error" in t]
@@ -341,5 +345,15 @@ def show(cell: float | st.Spread, unit: str, digits: int) -> str:
 
 
 def quotient(ours: float | st.Spread, theirs: float | st.Spread) -> str:
+    """chatops' over a peer's; "-" unless both are above 0 (a lag can be below)."""
     a, b = value(ours), value(theirs)
-    return "-" if not b or a != a or b != b else f"{a / b:.2f}"
+    return f"{a / b:.2f}" if a > 0 and b > 0 else "-"
+
+
+def by_pause(t: dict[str, Any]) -> str:
+    """The step lag's p95 at each weight: does it grow from step to step?"""
+    found = []
+    for i, weight in enumerate(STEPS):
+        lags = [mine[i] for mine in t["step_lags_s"] if mine[i] is not None]
+        found.append(f"{weight} % {rc.percentile(lags, 95):.2f} s ({len(lags)})")
+    return ", ".join(found)
