@@ -211,8 +211,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 except Exception as err:
                     turns[c] = {"error": f"{type(err).__name__}: {err}"}
             print(f"{c}: {summary_line(turns[c])}", flush=True)
-        audit = sorted(where.state.rglob("audit.log")) if where.state else []
-        requests = st.audited(audit[0].read_text().splitlines(), namespaces) if audit else []
+        # with any the API server rotated away (audit-<time>.log) first
+        found = where.state.rglob("audit*.log") if where.state else []
+        audit = sorted(found, key=lambda f: f.stat().st_mtime)
+        lines = [line for f in audit for line in f.read_text().splitlines()]
+        requests = st.audited(lines, namespaces)
     busy1 = rc.machine_busy()
     for c, t in turns.items():
         if "window" in t:
