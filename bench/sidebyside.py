@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -341,7 +342,14 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def interrupted(*_: object) -> None:
+    """SIGTERM as Ctrl-C, so that `kill` also tears the private control plane down (a
+    background job started by a script ignores SIGINT)."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(

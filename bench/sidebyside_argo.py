@@ -65,8 +65,12 @@ class Argo(Peer):
                             "name": "error-rate",
                             "interval": "5s",
                             "failureLimit": 0,
-                            # no result yet (the first scrape): pass; the others wait too
-                            "successCondition": f"len(result) == 0 || result[0] < {st.THRESHOLD}",
+                            # no result yet (the first scrape), or no requests yet (0/0 =
+                            # NaN): pass; the others wait too (chatops: no data)
+                            "successCondition": (
+                                f"len(result) == 0 || isNaN(result[0]) "
+                                f"|| result[0] < {st.THRESHOLD}"
+                            ),
                             "provider": {
                                 "prometheus": {
                                     "address": self.prometheus.url,
