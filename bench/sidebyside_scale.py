@@ -50,6 +50,7 @@ the last release reached 100 %):
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -211,6 +212,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 except Exception as err:
                     turns[c] = {"error": f"{type(err).__name__}: {err}"}
             print(f"{c}: {summary_line(turns[c])}", flush=True)
+            print(json.dumps({"controller": c, **turns[c]}), flush=True)  # if stopped later
         # with any the API server rotated away (audit-<time>.log) first
         found = where.state.rglob("audit*.log") if where.state else []
         audit = sorted(found, key=lambda f: f.stat().st_mtime)
