@@ -80,9 +80,10 @@ bench-pitr: env-up ## RPO of the oplog archive under 200 writes/s, 10-minute sli
 bench-dataplane: env-up ## what a release costs users through Traefik: floor, bad canary, WebSocket drain
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/dataplane_bench.py
 
-bench-sidebyside: venv ## chatops, Argo Rollouts and Flagger on one private control plane (RUNS=5)
+bench-sidebyside: venv ## chatops, Argo Rollouts and Flagger on one private control plane (RUNS=5), then SCALE=200 releases each
 	env/build.sh k8s etcd kwok gatewayapi prometheus flagger argo-rollouts argo-gatewayapi-plugin
 	$(PY) bench/sidebyside.py --runs $${RUNS:-5} $${JSON:+--json $$JSON}
+	$(PY) bench/sidebyside.py --scale $${SCALE:-200} $${SCALE_JSON:+--json $$SCALE_JSON}
 
 bench-memory: env-up ## operator RSS at idle, under a burst of 200 ChatReleases, after they settle and are deleted
 	source .chatops-env/env && PATH=$$CHATOPS_TOOLS_PATH:$$PATH $(PY) bench/memory_bench.py $${TRACE:+--trace} $${JSON:+--json $$JSON}

@@ -29,6 +29,9 @@ healthy new version, then a bad one. What each row is, exactly:
   an empty namespace.
 
 The machine is shared: the results carry the load average and how busy it was.
+
+`--scale N` runs instead the scale run of sidebyside_scale: N releases at once, one
+controller at a time, on a private control plane of its own.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -47,6 +51,7 @@ from typing import Any
 
 import release_common as rc
 import sidebyside_controllers as ctl
+import sidebyside_scale as scale
 import sidebyside_stats as st
 from release_reaction import FirstTime, prometheus_value
 from sidebyside_peers import INTERVAL, Peer, tree_cpu, tree_memory, versions
@@ -337,7 +342,14 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def interrupted(*_: object) -> None:
+    """SIGTERM as Ctrl-C, so that `kill` also tears the private control plane down (a
+    background job started by a script ignores SIGINT)."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
@@ -346,10 +358,29 @@ def main() -> int:
         help="comma-separated, of chatops, argo, flagger",
     )
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--scale", type=int, default=0, metavar="N", help="the scale run, N releases at once"
+    )
+    parser.add_argument(
+        "--rps", type=float, default=2.0, help="scale run: requests/s to every canary Service"
+    )
+    parser.add_argument(
+        "--scale-timeout", type=float, default=900, help="scale run: seconds per wait"
+    )
+    parser.add_argument("--report", default=None, help="only print the table of a --json file")
     args = parser.parse_args()
     args.controllers = [c for c in args.controllers.split(",") if c]
-    result = measure(args)
-    print(report(result))
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        print(scale.report(saved) if saved["benchmark"] == "sidebyside-scale" else report(saved))
+        return 0
+    if args.scale:
+        patch_localenv()
+        result = scale.measure(args)
+        print(scale.report(result))
+    else:
+        result = measure(args)
+        print(report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     return 0

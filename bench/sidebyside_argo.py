@@ -35,6 +35,10 @@ class Argo(Peer):
     name = "argo"
     streams = ("stable", "canary")
 
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        super().__init__(api, namespace)
+        self.old: dict[str, str | None] = {}  # release → its stable pods' hash before a change
+
     def start(self) -> None:
         v = versions()["ARGO_ROLLOUTS_VERSION"]
         plugins = f"- name: {PLUGIN}\n  location: file://{plugin_dir() / 'gatewayapi-plugin'}\n"
@@ -61,8 +65,12 @@ class Argo(Peer):
                             "name": "error-rate",
                             "interval": "5s",
                             "failureLimit": 0,
-                            # no result yet (the first scrape): pass; the others wait too
-                            "successCondition": f"len(result) == 0 || result[0] < {st.THRESHOLD}",
+                            # no result yet (the first scrape), or no requests yet (0/0 =
+                            # NaN): pass; the others wait too (chatops: no data)
+                            "successCondition": (
+                                f"len(result) == 0 || isNaN(result[0]) "
+                                f"|| result[0] < {st.THRESHOLD}"
+                            ),
                             "provider": {
                                 "prometheus": {
                                     "address": self.prometheus.url,
@@ -172,7 +180,8 @@ class Argo(Peer):
         self._delete_route(name)
 
     def prepare(self, name: str) -> None:
-        self.old = selector(self.seen.objects, f"{name}-stable").get("rollouts-pod-template-hash")
+        stable = selector(self.seen.objects, f"{name}-stable")
+        self.old[name] = stable.get("rollouts-pod-template-hash")
 
     def change(self, name: str, version: str) -> None:
         self.custom.patch_namespaced_custom_object(
@@ -191,13 +200,15 @@ class Argo(Peer):
         """All the weight on pods of the new version: the canary Service at 100 %, or the
         stable one once Argo has moved its selector to the new pods' hash."""
 
+        old = self.old[name]
+
         def check(o: Objects) -> bool:
             w = weights(o, name)
             key = "rollouts-pod-template-hash"
             new = selector(o, f"{name}-canary").get(key)
             return (
                 bool(new)
-                and new != self.old
+                and new != old
                 and (
                     w[f"{name}-canary"] == 100
                     or (

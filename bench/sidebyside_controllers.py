@@ -32,6 +32,10 @@ class Chatops(Peer):
     name = "chatops"
     streams = ("api-blue", "api-green")
 
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        super().__init__(api, namespace)
+        self.colors: dict[str, tuple[str, str]] = {}  # release → (stable, canary) Service
+
     def start(self) -> None:
         self.operator = rc.Operator(self.namespace)
         self.pid = self.operator.pid
@@ -84,8 +88,11 @@ class Chatops(Peer):
 
     def prepare(self, name: str) -> None:
         live = weights(self.seen.objects, name)
-        self.stable = next(s for s, w in live.items() if w == 100)
-        self.canary = next(s for s in live if s != self.stable)
+        stable = next(s for s, w in live.items() if w == 100)
+        self.colors[name] = (stable, next(s for s in live if s != stable))
+
+    def canary_service(self, name: str) -> str:
+        return self.colors[name][1]
 
     def change(self, name: str, version: str) -> None:
         components = self.body["spec"]["components"]
@@ -100,17 +107,20 @@ class Chatops(Peer):
         )
 
     def at_ten(self, name: str) -> Callable[[Objects], bool]:
-        return lambda o: weights(o, name)[self.canary] == 10
+        canary = self.canary_service(name)
+        return lambda o: weights(o, name)[canary] == 10
 
     def full(self, name: str, version: str) -> Callable[[Objects], bool]:
-        return lambda o: weights(o, name)[self.canary] == 100
+        canary = self.canary_service(name)
+        return lambda o: weights(o, name)[canary] == 100
 
     def back(self, name: str) -> Callable[[Objects], bool]:
-        return _stable_back(name, self.stable, self.canary)
+        return _stable_back(name, *self.colors[name])
 
     def query(self, name: str) -> str:
         revision = self._status(name).get("canaryRevision") or ""
-        sel = f'namespace="{self.namespace}",service="{self.canary}",revision="{revision}"'
+        canary = self.canary_service(name)
+        sel = f'namespace="{self.namespace}",service="{canary}",revision="{revision}"'
         return st.error_rate(sel)
 
 

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,11 @@ class Seen:
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.objects: Objects = {}
+        self.routes: dict[str, list[tuple[float, dict[str, int]]]] = {}
+        """Every HTTPRoute's backend weights, each time they changed (the scale run's step
+        lags are read from it)."""
         self._lock = threading.Lock()
-        self._waiters: list[tuple[Callable[[Objects], bool], list[float], threading.Event]] = []
+        self._waiters: list[Waiter] = []
         custom, core, apps = (
             client.CustomObjectsApi(api),
             client.CoreV1Api(api),
@@ -120,32 +124,74 @@ class Seen:
                     self.objects.pop((kind, name), None)
                 else:
                     self.objects[(kind, name)] = obj
-            self._check(now)
+                    if kind == "httproutes":
+                        self._record_route(name, now)
+            self._check(now, None if replace else set(objs))
 
-    def _check(self, now: float) -> None:
-        for predicate, at, done in self._waiters:
-            if not done.is_set():
+    def _record_route(self, name: str, now: float) -> None:
+        with contextlib.suppress(KeyError, TypeError):
+            w = weights(self.objects, name)
+            history = self.routes.setdefault(name, [])
+            if not history or history[-1][1] != w:
+                history.append((now, w))
+
+    def _check(self, now: float, names: set[str] | None = None) -> None:
+        """Try the waiters not yet met: all of them, or those about objects `names`."""
+        for waiter in self._waiters:
+            if waiter.at is None and waiter.concerns(names):
                 with contextlib.suppress(KeyError, TypeError, IndexError):
-                    if predicate(self.objects):
-                        at.append(now)
-                        done.set()
+                    if waiter.predicate(self.objects):
+                        waiter.at = now
+                        waiter.done.set()
+
+    def watch_for(self, predicate: Callable[[Objects], bool], about: str = "") -> Waiter:
+        """Start watching for `predicate` (until `forget`): its Waiter tells when it first
+        held. `about`: a release's name, when the predicate reads only objects named after
+        it, so that other objects' events skip it (200 releases make many events)."""
+        waiter = Waiter(predicate, about)
+        with self._lock:
+            self._waiters.append(waiter)
+            self._check(time.monotonic())
+        return waiter
+
+    def forget(self, waiters: list[Waiter]) -> None:
+        with self._lock:
+            self._waiters = [w for w in self._waiters if w not in waiters]
 
     def expect(self, predicate: Callable[[Objects], bool]) -> Callable[[float], float | None]:
         """Start watching for `predicate`; call the result with a timeout to get the time
         it first held (None: it did not in time)."""
-        at: list[float] = []
-        done = threading.Event()
-        with self._lock:
-            self._waiters.append((predicate, at, done))
-            self._check(time.monotonic())
+        waiter = self.watch_for(predicate)
 
         def wait(timeout: float) -> float | None:
-            done.wait(timeout)
-            with self._lock:
-                self._waiters = [w for w in self._waiters if w[2] is not done]
-            return at[0] if at else None
+            waiter.done.wait(timeout)
+            self.forget([waiter])
+            return waiter.at
 
         return wait
+
+    def history(self, route: str) -> list[tuple[float, dict[str, int]]]:
+        with self._lock:
+            return list(self.routes.get(route, []))
+
+    def clear_history(self) -> None:
+        with self._lock:
+            self.routes.clear()
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A condition on what a Seen saw, and the monotonic time it first held."""
+
+    predicate: Callable[[Objects], bool]
+    about: str = ""
+    at: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def concerns(self, names: set[str] | None) -> bool:
+        if not self.about or names is None:
+            return True
+        return any(n == self.about or n.startswith(f"{self.about}-") for n in names)
 
 
 def weights(objects: Objects, route: str) -> dict[str, int]:
@@ -246,6 +292,10 @@ class Peer:
 
     def prepare(self, name: str) -> None:
         """Note what is live before a change (which backend is stable)."""
+
+    def canary_service(self, name: str) -> str:
+        """The route backend whose weight is the canary's (after `prepare`)."""
+        return f"{name}-canary"
 
     def change(self, name: str, version: str) -> None:
         raise NotImplementedError

@@ -10,7 +10,7 @@ import json
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 CONTROLLERS = ("chatops", "argo", "flagger")
@@ -99,6 +99,38 @@ def breakdown(
         if r.controller == controller and any(a <= r.at <= b for a, b in spans)
     )
     return {key: n / max(len(spans), 1) for key, n in counts.most_common()}
+
+
+History = Sequence[tuple[float, Mapping[str, int]]]
+"""A route's backend weights, each time they changed, with the (monotonic) time seen."""
+
+
+def first_at(history: History, backend: str, weight: int, since: float) -> float | None:
+    """When `backend` was first seen at `weight` at or after `since` (None: never)."""
+    return next((t for t, w in history if t >= since and w.get(backend) == weight), None)
+
+
+def step_lags(
+    history: History, backend: str, since: float, steps: Sequence[int], dwell: Sequence[float]
+) -> list[float | None]:
+    """For each weight of `steps`, how much longer than `dwell` (its pause) the canary
+    `backend` stayed at it: from the first route change after `since` that put it there
+    to the first that moved it elsewhere, less the pause. Read from the route alone, so
+    the same for any controller. None from the first step not seen both ways."""
+    lags: list[float | None] = []
+    later = [(t, w.get(backend)) for t, w in history if t >= since]
+    i = 0
+    for weight, pause in zip(steps, dwell, strict=True):
+        reached = next((j for j in range(i, len(later)) if later[j][1] == weight), None)
+        left = None
+        if reached is not None:
+            left = next((j for j in range(reached, len(later)) if later[j][1] != weight), None)
+        if reached is None or left is None:
+            lags += [None] * (len(steps) - len(lags))
+            break
+        lags.append(later[left][0] - later[reached][0] - pause)
+        i = left
+    return lags
 
 
 @dataclass(frozen=True)

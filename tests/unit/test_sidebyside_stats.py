@@ -19,8 +19,10 @@ from sidebyside_stats import (
     controller_of,
     count,
     error_rate,
+    first_at,
     ratio,
     spread,
+    step_lags,
 )
 
 NAMESPACES = {"chatops": "sbs-chatops-1", "argo": "sbs-argo-1", "flagger": "sbs-flagger-1"}
@@ -112,3 +114,27 @@ def test_ratio_and_targets() -> None:
     assert Target("requests", "argo", 0.4).met(rows) is False
     rows["requests"]["chatops"] = spread([])
     assert Target("requests", "argo", 0.5).met(rows) is None
+
+
+def route(*points: tuple[float, int]) -> list[tuple[float, dict[str, int]]]:
+    """A route's history: (time, the canary's weight), stable the rest."""
+    return [(t, {"stable": 100 - w, "canary": w}) for t, w in points]
+
+
+def test_step_lag_is_each_weights_stay_beyond_its_pause_read_from_the_route() -> None:
+    history = route((1, 0), (10, 10), (30.5, 25), (51, 50), (71.2, 100))
+    lags = step_lags(history, "canary", 5, (10, 25, 50), (20, 20, 20))
+    assert [round(x, 2) for x in lags if x is not None] == [0.5, 0.5, 0.2]
+    assert first_at(history, "canary", 10, 5) == 10
+    # Flagger's last weight lasts two ticks; another backend's change is no move
+    history = route((10, 10), (30, 25), (50, 50), (90.3, 0))
+    lags = step_lags(history, "canary", 0, (10, 25, 50), (20, 20, 40))
+    assert [round(x, 2) for x in lags if x is not None] == [0, 0, 0.3]
+
+
+def test_step_lag_stops_at_the_first_step_not_seen_both_ways() -> None:
+    history = route((0, 10), (3, 25))  # an earlier canary's, before `since`
+    assert step_lags(history, "canary", 5, (10, 25, 50), (20, 20, 20)) == [None] * 3
+    history = route((10, 10), (31, 25))
+    assert step_lags(history, "canary", 5, (10, 25, 50), (20, 20, 20)) == [1, None, None]
+    assert first_at(history, "canary", 50, 0) is None
