@@ -95,10 +95,10 @@ def test_an_outage_keeps_what_was_known_and_says_why() -> None:
                                     "counted_until": clock.rfc3339(t(5)),
                                     "counted_at": clock.rfc3339(t(5))})
     status = ChatReleaseStatus(cost=known)
-    _, due, _ = costs.account(status, SPEC, t(40), None)
+    _, due, _ = costs.account(status, SPEC, t(5 + int(costs.REFRESH) + 5), None)
     assert due is not None
     down = CostCount(due, problem="requests: http://prometheus: unreachable")
-    after, _, _ = costs.account(status, SPEC, t(40), down)
+    after, _, _ = costs.account(status, SPEC, t(5 + int(costs.REFRESH) + 5), down)
     cost = after.cost
     assert cost is not None and cost.requests == 50 and cost.counted_until == clock.rfc3339(t(5))
     assert cost.problem == "requests: http://prometheus: unreachable" and not cost.final

@@ -21,8 +21,10 @@ from chatops.api.release import ChatReleaseSpec
 from chatops.api.release_status import ChatReleaseStatus, HistoryEntry
 from chatops.release.model import Color, CostCount, CostWindow, other
 
-REFRESH = 30.0
-"""Seconds between two counts of the same window (the figures so far, or a retry)."""
+REFRESH = 60.0
+"""Seconds between two counts of the same window (the figures so far, or a retry): each
+is a query per figure and a status write, per release (with 200 releases at 30 s they
+were most of the operator's Prometheus queries)."""
 
 
 def opened(color: Color, since: str) -> ReleaseCost:
