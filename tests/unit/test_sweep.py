@@ -296,3 +296,23 @@ def test_each_prometheus_is_asked_for_its_own_releases_and_answers_only_them() -
     rendered = render(f"sum(errors{{{SEL}}})", GREEN)
     assert {where: swept.answers[(where, rendered)] for where in servers} == servers
     assert swept.breached == {("shop-0", "chat")}
+
+
+def test_the_stable_version_is_swept_only_for_a_metric_that_compares_with_it() -> None:
+    plain = Analysis.model_validate({
+        "interval": "30s",
+        "metrics": [{"name": "errors", "query": f"sum(errors{{{SEL}}})", "max": 0.01}],
+    })
+    compared = Analysis.model_validate({
+        "interval": "30s",
+        "metrics": [{"name": "errors", "query": f"sum(errors{{{SEL}}})", "max": 1.5,
+                     "compareToStable": True}],
+    })
+    for analysis, queries in ((plain, 2), (compared, 3)):  # 150 or 300 contexts, 100 a query
+        prometheus = _Recorded([])
+        watched = [
+            Watched((f"ns{i}", "chat"), WHERE, prometheus, analysis,  # type: ignore[arg-type]
+                    ((replace(GREEN, namespace=f"ns{i}"), replace(BLUE, namespace=f"ns{i}")),))
+            for i in range(150)
+        ]
+        assert sweep(watched, datetime.datetime.now(datetime.UTC)).queries == queries

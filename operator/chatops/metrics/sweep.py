@@ -105,8 +105,12 @@ def sweep(
     providers: dict[Source, SeriesProvider] = {}
     for w in watched:
         providers.setdefault(w.source, w.provider)
-        contexts = [c for judged, stable in w.versions for c in (judged, stable) if c is not None]
+        judged = [j for j, _ in w.versions]
+        stables = [s for _, s in w.versions if s is not None]
+        compared = {m.query for m in w.analysis.metrics if m.compare_to_stable}
         for template in templates(w.analysis):
+            # the stable version is asked only where a metric compares with it
+            contexts = judged + stables if template in compared else judged
             asked.setdefault((w.source, template), []).extend(contexts)
     answers: dict[tuple[Source, str], float | None] = {}
     queries = 0
