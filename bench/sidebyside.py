@@ -19,8 +19,9 @@ healthy new version, then a bad one. What each row is, exactly:
   the first route event with stable at 100 and the canary at 0;
 - **API requests per release**: the private API server's audit log (kwokctl
   --kube-audit-policy), requests by the controller's user agent (sidebyside_stats), from
-  the healthy change to 10 s after its 100 %; chatops' are also counted inside its
-  process (bench/counted_operator.py) as a cross-check;
+  the healthy change to 10 s after its 100 %; with `--counted`, chatops' are also
+  counted inside its process (bench/counted_operator.py) as a cross-check (not by
+  default: the counting costs CPU and memory of its own);
 - **Prometheus queries per release** (and per second of it): each controller's Prometheus
   address is a counting pass-through proxy of its own (sidebyside_peers.PrometheusCounter),
   same window;
@@ -368,7 +369,12 @@ def main() -> int:
         "--scale-timeout", type=float, default=900, help="scale run: seconds per wait"
     )
     parser.add_argument("--report", default=None, help="only print the table of a --json file")
+    parser.add_argument(
+        "--counted", action="store_true",
+        help="chatops under counted_operator.py: its requests also counted in its process",
+    )
     args = parser.parse_args()
+    ctl.Chatops.counted = args.counted
     args.controllers = [c for c in args.controllers.split(",") if c]
     if args.report:
         saved = json.loads(Path(args.report).read_text())
