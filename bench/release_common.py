@@ -299,6 +299,16 @@ def wait_alone(timeout: float) -> None:
         time.sleep(5)
 
 
+def sigterm_as_interrupt() -> None:
+    """SIGTERM as Ctrl-C, so that `kill` also tears the private control plane down (a
+    background job started by a script ignores SIGINT)."""
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+
 class Operator:
     """`chatops run --namespace NS` in a child process; /proc tells its memory and CPU.
     `wrapper` "counted" (the default) runs it under counted_operator.py, which counts

@@ -295,6 +295,7 @@ def wait_all(
 
 
 def main() -> int:
+    rc.sigterm_as_interrupt()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--releases", type=int, default=200)
     parser.add_argument(

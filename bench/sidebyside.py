@@ -42,7 +42,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 import threading
@@ -343,14 +342,8 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def interrupted(*_: object) -> None:
-    """SIGTERM as Ctrl-C, so that `kill` also tears the private control plane down (a
-    background job started by a script ignores SIGINT)."""
-    raise KeyboardInterrupt
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, interrupted)
+    rc.sigterm_as_interrupt()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
