@@ -55,6 +55,7 @@ async def release(
     sweeper: sweep.Sweeper = memo["sweep"]
     try:
         while not stopped:
+            seen: Seen | None = None
             try:
                 # here, in the event loop, where the indexes and the sweep change
                 seen = sweeper.fill(watched.seen(body, written, kwargs, wrote),
@@ -62,7 +63,6 @@ async def release(
                 with telemetry.look_seconds.time():
                     look = await asyncio.to_thread(_look, memo, api, namespace, name, post, seen)
                 delay, written = look.requeue_after, look.version
-                wrote.update(seen.written)
                 sweeper.watch((namespace, name), look.watch)
                 backoff.succeeded()
             except Exception as err:  # whatever it is, it is reported, not re-raised
@@ -70,6 +70,8 @@ async def release(
                 log.warning("%s/%s: look failed (%s: %s); next try in %.0f s",
                             namespace, name, type(err).__name__, err, delay)
                 await _report(api, namespace, name, err, post)
+            if seen is not None:  # what a failed look wrote too
+                wrote.update(seen.written)
             await daemons.nap(woken, stopped, delay)
     finally:  # also when kopf cancels a daemon that did not stop in time (a look in flight)
         watched.unsubscribe(memo, namespace, name)
