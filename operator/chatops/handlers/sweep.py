@@ -11,6 +11,7 @@ their interval, as without a sweep.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import logging
 from typing import Any
@@ -35,6 +36,9 @@ class Sweeper:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
+        # a thread of its own: behind hundreds of queued looks in theirs, the sweep came
+        # late and its answers were too old for the rounds
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sweep")
         self.watched: dict[tuple[str, str], Watched] = {}
         self.last: Swept | None = None
         self.breached: set[tuple[str, str]] = set()
@@ -69,8 +73,8 @@ class Sweeper:
                 self.last = None
                 continue
             try:
-                swept = await asyncio.to_thread(
-                    sweep, list(self.watched.values()), clock.now(), self.interval
+                swept = await asyncio.get_running_loop().run_in_executor(
+                    self.thread, sweep, list(self.watched.values()), clock.now(), self.interval
                 )
             except Exception as err:  # a sweep is a shortcut: the rounds still come
                 log.warning("sweep failed: %s: %s", type(err).__name__, err)
@@ -90,3 +94,4 @@ def start(memo: Any) -> None:
 
 def stop(memo: Any) -> None:
     memo["sweeping"].cancel()
+    memo["sweep"].thread.shutdown(wait=False)
