@@ -192,6 +192,28 @@ def operator(
     watched = [] if request.node.get_closest_marker("clusterwide") else namespaces
     with operator_process(log, port, watched):
         yield log
+        if getattr(request.node, "failed_call", False):  # said in the failure's report
+            _tell(log, namespaces)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.failed_call = True  # type: ignore[attr-defined]
+    return report
+
+
+def _tell(log: Path, namespaces: list[str]) -> None:
+    """What the operator said and the Events of the test's namespaces, when a test failed:
+    the log's lines above DEBUG, the last ones first to go when there are many."""
+    said = [line for line in log.read_text(errors="replace").splitlines()
+            if "] kopf." not in line or "[DEBUG" not in line]
+    print("--- the operator's log, DEBUG left out:", *said[-60:], sep="\n")
+    for namespace in namespaces:
+        events = kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp",
+                         check=False)
+        print(f"--- Events in {namespace}:", events.stdout[-6000:], events.stderr, sep="\n")
 
 
 @pytest.fixture

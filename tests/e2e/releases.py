@@ -190,6 +190,42 @@ def wait_phase(
     return found
 
 
+def wait_weight(
+    custom: client.CustomObjectsApi, namespace: str, name: str, weight: int, timeout: float = 120
+) -> dict[str, Any]:
+    """Wait for the canary of `name` to be at `weight`; its status then. A release that ends
+    first (at the spec's generation) fails at once, and a timeout names where the release
+    stood."""
+
+    def reached() -> dict[str, Any] | None:
+        found = get(custom, namespace, name)
+        s: dict[str, Any] = found.get("status") or {}
+        if s.get("canaryWeight") == weight:
+            return s
+        current = (s.get("observedGeneration") or 0) >= found["metadata"]["generation"]
+        if current and s.get("phase") in ("Succeeded", "RolledBack", "Failed"):
+            raise AssertionError(f"{name} ended before {weight} %: {_where(s)}")
+        where[0] = _where(s)
+        return None
+
+    where = [""]
+    try:
+        found: dict[str, Any] = wait_for(reached, timeout=timeout, interval=0.2,
+                                         what=f"{name} at {weight} %")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; {name} stood at: {where[0]}") from None
+    return found
+
+
+def _where(s: dict[str, Any]) -> str:
+    """The fields of a release's status that say where it is and why."""
+    keys = ("phase", "currentStep", "canaryWeight", "message")
+    shown = {k: s.get(k) for k in keys}
+    shown["analysis"] = [(m.get("metric"), m.get("verdict"), m.get("value"))
+                         for m in s.get("analysis") or []][-4:]
+    return repr(shown)
+
+
 def http_route(api: client.ApiClient, namespace: str, name: str = "chat") -> dict[str, Any]:
     """An HTTPRoute routing /api and / to both colors of the release `chat`."""
     rules = []

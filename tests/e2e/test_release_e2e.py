@@ -162,12 +162,7 @@ def test_bad_canary_rolls_back_and_says_why(
     routing = {"gatewayAPI": {"httpRoute": "chat"}}
     _first_release(custom, namespace, rel.release_spec("1.0", rel.canary(pause="8s"), routing))
     rel.set_version(custom, namespace, "chat", "1.1")
-    wait_for(
-        lambda: rel.status(custom, namespace, "chat").get("canaryWeight") == 25,
-        timeout=120,
-        interval=0.2,
-        what="step 25",
-    )
+    rel.wait_weight(custom, namespace, "chat", 25, timeout=120)
     rel.play(namespace, "1.1", errorRate=0.05)
 
     done = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=60)
@@ -208,12 +203,7 @@ def test_prometheus_outage_holds_the_release_until_it_is_back(
     # those rounds are errors too (no data is never a pass), tolerated by the same limit.
     _first_release(custom, namespace, spec)
     rel.set_version(custom, namespace, "chat", "1.1")
-    wait_for(
-        lambda: rel.status(custom, namespace, "chat").get("canaryWeight") == 10,
-        timeout=60,
-        interval=0.2,
-        what="step 10",
-    )
+    rel.wait_weight(custom, namespace, "chat", 10, timeout=60)
     localenv.stop("prometheus")
     try:
         # Four rounds measured without Prometheus (2 s apart: well past the 3 s pause):
