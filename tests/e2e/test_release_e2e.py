@@ -347,7 +347,10 @@ def test_rolling_update_in_place_and_back_on_a_bad_version(
     assert images() == {"chat-api:1.1", "chat-web:1.1"}
     assert rel.replicas(api, namespace, "green") == {}  # in place: no second color
 
-    rel.play(namespace, "1.2", errorRate=0.05)  # 1.2 fails, in the pods it rolls onto
+    # 1.2 fails, in the pods it rolls onto: 30 %, so that each round of the 4 s window,
+    # which sees a few dozen requests of the first new pod, catches it (at 5 %, one round
+    # in six saw none and the version passed)
+    rel.play(namespace, "1.2", errorRate=0.3)
     rel.set_version(custom, namespace, "chat", "1.2")
     failed = rel.wait_phase(custom, namespace, "chat", "RolledBack", timeout=90)
     assert "error-rate" in failed["message"]
