@@ -206,7 +206,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def _tell(log: Path, namespaces: list[str]) -> None:
     """What the operator said and the Events of the test's namespaces, when a test failed:
-    the log's lines above DEBUG, the last ones first to go when there are many."""
+    the log's last 60 lines above kopf's DEBUG ones."""
     said = [line for line in log.read_text(errors="replace").splitlines()
             if "] kopf." not in line or "[DEBUG" not in line]
     print("--- the operator's log, DEBUG left out:", *said[-60:], sep="\n")

@@ -200,11 +200,11 @@ def wait_weight(
     def reached() -> dict[str, Any] | None:
         found = get(custom, namespace, name)
         s: dict[str, Any] = found.get("status") or {}
-        if s.get("canaryWeight") == weight:
-            return s
         current = (s.get("observedGeneration") or 0) >= found["metadata"]["generation"]
-        if current and s.get("phase") in ("Succeeded", "RolledBack", "Failed"):
-            raise AssertionError(f"{name} ended before {weight} %: {_where(s)}")
+        if s.get("canaryWeight") == weight or (
+            current and s.get("phase") in ("Succeeded", "RolledBack", "Failed")
+        ):
+            return s
         where[0] = _where(s)
         return None
 
@@ -214,6 +214,8 @@ def wait_weight(
                                          what=f"{name} at {weight} %")
     except AssertionError as err:
         raise AssertionError(f"{err}; {name} stood at: {where[0]}") from None
+    if found.get("canaryWeight") != weight:
+        raise AssertionError(f"{name} ended before {weight} %: {_where(found)}")
     return found
 
 
