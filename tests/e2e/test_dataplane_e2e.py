@@ -302,11 +302,7 @@ def test_the_nginx_routers_canary_ingress_splits_real_traffic_by_its_weight(
     with _load(namespace, rate=RATE) as load:
         wait_for(lambda: loadgen.served(load.requests())["blue"] > RATE, what="blue serving")
         dp.set_version(custom, namespace, "1.1")
-        wait_for(
-            lambda: rel.status(custom, namespace, dp.RELEASE).get("canaryWeight") == 25,
-            timeout=90,
-            what="the canary at 25 %",
-        )
+        rel.wait_weight(custom, namespace, dp.RELEASE, 25, timeout=90)
         dp.wait_applied_nginx(namespace, 25)
         since = time.time()
         sample = wait_for(

@@ -54,12 +54,7 @@ def test_the_standby_takes_over_a_release_when_the_leader_dies(
         rel.create(custom, namespace, "chat", spec)
         rel.wait_phase(custom, namespace, "chat", "Succeeded", timeout=90)
         rel.set_version(custom, namespace, "chat", "1.1")
-        wait_for(
-            lambda: rel.status(custom, namespace, "chat").get("canaryWeight") == 25,
-            timeout=60,
-            interval=0.2,
-            what="step 25 under the first leader",
-        )
+        rel.wait_weight(custom, namespace, "chat", 25, timeout=60)  # under the first leader
 
         replicas[leader].send_signal(signal.SIGKILL)
         replicas[leader].wait()
